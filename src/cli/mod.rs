@@ -1,0 +1,71 @@
+//! Command-line interface: one small file per subcommand. Parses flags, builds the inputs,
+//! calls the pipeline, prints, and returns the exit code.
+
+mod validate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit codes, stable and documented in the README.
+pub mod exit {
+    /// Success: valid, allowed, nothing to report.
+    pub const OK: u8 = 0;
+    /// Could not run: bad flags, unreadable repo, unknown revision, I/O failure.
+    pub const ERROR: u8 = 1;
+    /// Denied by policy.
+    pub const DENIED: u8 = 2;
+    /// Invalid input: the config repo has errors.
+    pub const INVALID: u8 = 3;
+    /// SLO violation.
+    pub const SLO_VIOLATION: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "rampart",
+    version,
+    about = "Policy-as-code GitOps reconciler and config compiler",
+    long_about = "rampart validates a config repo of teams, tenants, plugins and rollouts against JSON Schemas \
+                  and semantic rules, and reports every problem at file:line:col with a stable code.\n\n\
+                  Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",
+    after_help = "Docs: README.md (commands, config reference, diagnostic codes, exit codes)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Validate(validate::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::ERROR } else { exit::OK });
+        }
+    };
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+/// Write to stdout; a closed pipe (`rampart … | head`) is not a failure.
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}

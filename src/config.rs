@@ -1,0 +1,231 @@
+//! Settings: the config repo's `rampart.yaml` (kind `Settings`) resolved against defaults.
+//!
+//! Limits have safe defaults and may be overridden by the repo, but never above a hard
+//! ceiling: a pull request that raises its own limits must not be able to exhaust the
+//! machine that validates it.
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::units::Quantity;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Path of the settings file inside a config repo.
+pub const SETTINGS_FILE: &str = "rampart.yaml";
+
+/// Resource limits for reading and parsing a config repo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest file read, in bytes.
+    pub max_file_bytes: u64,
+    /// Most directory entries walked under the kind directories.
+    pub max_files: u64,
+    /// Most bytes read from the whole repo.
+    pub max_total_bytes: u64,
+    /// Deepest nesting of mappings and sequences in one document.
+    pub max_depth: u64,
+    /// Most YAML nodes in one file (aliases count each time they are replayed).
+    pub max_nodes: u64,
+    /// Most alias uses (`*ref`) in one file.
+    pub max_aliases: u64,
+    /// Most documents in one file.
+    pub max_documents: u64,
+    /// Longest scalar, in bytes.
+    pub max_scalar_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 4 << 20,
+            max_files: 100_000,
+            max_total_bytes: 512 << 20,
+            max_depth: 64,
+            max_nodes: 250_000,
+            max_aliases: 10_000,
+            max_documents: 1_000,
+            max_scalar_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The hard ceilings: what a repo may raise its limits to, and no further.
+    pub const CEILING: Limits = Limits {
+        max_file_bytes: 64 << 20,
+        max_files: 1_000_000,
+        max_total_bytes: 4 << 30,
+        max_depth: 128,
+        max_nodes: 10_000_000,
+        max_aliases: 1_000_000,
+        max_documents: 100_000,
+        max_scalar_bytes: 64 << 20,
+    };
+
+    fn fields(&self) -> [(&'static str, u64); 8] {
+        [
+            ("maxFileBytes", self.max_file_bytes),
+            ("maxFiles", self.max_files),
+            ("maxTotalBytes", self.max_total_bytes),
+            ("maxDepth", self.max_depth),
+            ("maxNodes", self.max_nodes),
+            ("maxAliases", self.max_aliases),
+            ("maxDocuments", self.max_documents),
+            ("maxScalarBytes", self.max_scalar_bytes),
+        ]
+    }
+
+    /// Clamp to the ceiling, reporting each limit that had to be lowered.
+    fn clamp(self, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) -> Limits {
+        let mut out = self;
+        let ceiling = Self::CEILING.fields();
+        for (i, (name, value)) in self.fields().into_iter().enumerate() {
+            let max = ceiling[i].1;
+            if value > max {
+                diags.push(
+                    Diagnostic::at_node(
+                        Code::LimitAboveCeiling,
+                        file,
+                        doc,
+                        &format!("/spec/limits/{name}"),
+                        format!("limit `{name}` is {value}, above the hard ceiling of {max}"),
+                    )
+                    .with_hint(format!(
+                        "lower `{name}` to at most {max}; the ceiling protects the machine that validates pull requests"
+                    )),
+                );
+                out.set(i, max);
+            }
+        }
+        out
+    }
+
+    fn set(&mut self, i: usize, v: u64) {
+        let slot = match i {
+            0 => &mut self.max_file_bytes,
+            1 => &mut self.max_files,
+            2 => &mut self.max_total_bytes,
+            3 => &mut self.max_depth,
+            4 => &mut self.max_nodes,
+            5 => &mut self.max_aliases,
+            6 => &mut self.max_documents,
+            _ => &mut self.max_scalar_bytes,
+        };
+        *slot = v;
+    }
+}
+
+/// Upper bounds of a tenant's quota in one tier.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TierBounds {
+    pub cpu: Quantity,
+    pub memory: Quantity,
+    pub pods: u64,
+    pub storage: Quantity,
+}
+
+/// The three tiers of DESIGN.md.
+pub const TIERS: [&str; 3] = ["free", "team", "enterprise"];
+
+fn default_tiers() -> BTreeMap<String, TierBounds> {
+    let q = |s: &str| Quantity::parse(s).expect("default quantity parses");
+    BTreeMap::from([
+        (
+            "free".into(),
+            TierBounds {
+                cpu: q("2"),
+                memory: q("4Gi"),
+                pods: 20,
+                storage: q("10Gi"),
+            },
+        ),
+        (
+            "team".into(),
+            TierBounds {
+                cpu: q("16"),
+                memory: q("64Gi"),
+                pods: 200,
+                storage: q("500Gi"),
+            },
+        ),
+        (
+            "enterprise".into(),
+            TierBounds {
+                cpu: q("256"),
+                memory: q("1Ti"),
+                pods: 5000,
+                storage: q("20Ti"),
+            },
+        ),
+    ])
+}
+
+/// The raw `spec` of `rampart.yaml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default)]
+    platform: Option<Platform>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    tiers: BTreeMap<String, TierBounds>,
+}
+
+/// The platform the config repo runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Platform {
+    /// Version of the portal platform, checked against plugins' `requires.platform`.
+    pub version: String,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub platform: Option<Platform>,
+    pub limits: Limits,
+    pub tiers: BTreeMap<String, TierBounds>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            platform: None,
+            limits: Limits::default(),
+            tiers: default_tiers(),
+        }
+    }
+}
+
+impl Settings {
+    /// Resolve the `spec` of a schema-valid `rampart.yaml` document. Tiers not named in the
+    /// file keep their defaults.
+    pub fn from_spec(spec: &serde_json::Value, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) -> Settings {
+        let raw: RawSettings = match serde_json::from_value(spec.clone()) {
+            Ok(raw) => raw,
+            Err(e) => {
+                // The schema accepted it, so this is a quantity that did not parse.
+                diags.push(
+                    Diagnostic::at_node(
+                        Code::InvalidQuantity,
+                        file,
+                        doc,
+                        "/spec",
+                        format!("settings could not be read: {e}"),
+                    )
+                    .with_hint("tier bounds are Kubernetes quantities such as `500m`, `4Gi` or `16`"),
+                );
+                return Settings::default();
+            }
+        };
+        let mut tiers = default_tiers();
+        tiers.extend(raw.tiers);
+        Settings {
+            platform: raw.platform,
+            limits: raw.limits.clamp(file, doc, diags),
+            tiers,
+        }
+    }
+}

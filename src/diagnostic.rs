@@ -1,0 +1,275 @@
+//! Diagnostics: what every stage reports about bad input, with a stable code and a place.
+//!
+//! Bad input is data, not `Err`: stages return `Vec<Diagnostic>` and keep going, so one run
+//! reports every problem. A diagnostic is first *anchored* (a file, a position, or a JSON
+//! pointer into one document of a file) and later *resolved* to `line:col` by
+//! [`crate::load::resolve`], which re-reads spans only for the files that have problems.
+
+use serde::Serialize;
+use std::fmt;
+
+/// How bad a problem is. Only errors make a repository invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, $sev:ident, $title:literal; )*) => {
+        /// Every diagnostic code rampart emits. Codes are stable: they never change meaning,
+        /// and a retired code is never reused. The README lists them all.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Code { $( $(#[$doc])* $variant, )* }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[ $( Code::$variant, )* ];
+
+            /// The stable code, e.g. `R301`.
+            pub fn as_str(self) -> &'static str {
+                match self { $( Code::$variant => $code, )* }
+            }
+
+            /// The default severity of this code.
+            pub fn severity(self) -> Severity {
+                match self { $( Code::$variant => Severity::$sev, )* }
+            }
+
+            /// A short, fixed title (the SARIF rule name and the README table).
+            pub fn title(self) -> &'static str {
+                match self { $( Code::$variant => $title, )* }
+            }
+        }
+    };
+}
+
+codes! {
+    // settings (rampart.yaml)
+    LimitAboveCeiling = "R001", Error, "limit above the hard ceiling";
+    // source: files and paths
+    ReadFailed = "R100", Error, "file could not be read";
+    FileTooLarge = "R101", Error, "file too large";
+    TooManyFiles = "R102", Error, "too many files";
+    RepoTooLarge = "R103", Error, "repository too large";
+    Symlink = "R104", Error, "symbolic link refused";
+    NotRegularFile = "R105", Error, "not a regular file";
+    BadPath = "R106", Error, "path refused";
+    // load: bytes to YAML
+    InvalidUtf8 = "R110", Error, "invalid UTF-8";
+    NulByte = "R111", Error, "NUL byte";
+    YamlSyntax = "R112", Error, "YAML syntax error";
+    DuplicateKey = "R113", Error, "duplicate key";
+    CaseDuplicateKey = "R114", Error, "keys differ only in case";
+    UnsupportedTag = "R115", Error, "unsupported YAML tag";
+    TooDeep = "R116", Error, "nesting too deep";
+    BudgetExceeded = "R117", Error, "node or alias budget exceeded";
+    TooManyDocuments = "R118", Error, "too many documents";
+    ScalarTooLarge = "R119", Error, "scalar too large";
+    NonFiniteNumber = "R120", Error, "non-finite number";
+    // schema
+    UnknownApiVersion = "R200", Error, "unknown apiVersion";
+    UnknownKind = "R201", Error, "unknown kind";
+    MisplacedKind = "R202", Warning, "object in the directory of another kind";
+    NotAnObject = "R203", Error, "document is not a mapping";
+    TypeMismatch = "R210", Error, "wrong type";
+    MissingField = "R211", Error, "required field missing";
+    UnknownField = "R212", Error, "unknown field";
+    NotAllowed = "R213", Error, "value not allowed";
+    BadFormat = "R214", Error, "value does not match the expected format";
+    OutOfRange = "R215", Error, "value out of range";
+    SchemaViolation = "R219", Error, "schema violation";
+    // semantics
+    DuplicateName = "R300", Error, "duplicate name";
+    UnknownTeam = "R301", Error, "unknown team";
+    UnknownPlugin = "R302", Error, "unknown plugin";
+    UnknownTenant = "R303", Error, "unknown tenant";
+    SelectorMatchesNothing = "R304", Warning, "selector matches no tenant";
+    PluginNotEnabled = "R305", Error, "rollout targets a tenant that does not enable the plugin";
+    DuplicateEntry = "R306", Error, "duplicate list entry";
+    InvalidQuantity = "R310", Error, "invalid quantity";
+    QuotaAboveTier = "R311", Error, "quota above the tier's bound";
+    InvalidDuration = "R312", Error, "invalid duration";
+    StepsNotIncreasing = "R313", Error, "rollout steps do not strictly increase";
+    StepsNotEndingAt100 = "R314", Error, "rollout steps do not end at 100";
+    UnsafeRepoPath = "R317", Error, "path leaves the repository or is not portable";
+    SelfReference = "R318", Warning, "tenant allows traffic from itself";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Where a problem is, before spans are looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchor {
+    /// No file (e.g. a repository-wide limit).
+    None,
+    /// A whole file.
+    File { file: String },
+    /// A known position (1-based line and column).
+    Position { file: String, line: u32, column: u32 },
+    /// A node of one document, by RFC 6901 JSON pointer (`""` is the document root).
+    Node { file: String, doc: usize, pointer: String },
+}
+
+/// A resolved place: 1-based line and column, both 0 when only the file is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// One problem, ready to render.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    #[serde(skip)]
+    pub anchor: Anchor,
+    /// Filled by [`crate::load::resolve`].
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The JSON pointer of the offending node, when the problem is about one node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// The source line the location points into (filled by resolve).
+    #[serde(skip)]
+    pub snippet: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(code: Code, anchor: Anchor, message: impl Into<String>) -> Self {
+        let pointer = match &anchor {
+            Anchor::Node { pointer, .. } => Some(pointer.clone()),
+            _ => None,
+        };
+        Diagnostic {
+            code,
+            severity: code.severity(),
+            message: message.into(),
+            anchor,
+            location: None,
+            pointer,
+            hint: None,
+            snippet: None,
+        }
+    }
+
+    pub fn at_node(code: Code, file: &str, doc: usize, pointer: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            code,
+            Anchor::Node {
+                file: file.to_owned(),
+                doc,
+                pointer: pointer.to_owned(),
+            },
+            message,
+        )
+    }
+
+    pub fn at_file(code: Code, file: &str, message: impl Into<String>) -> Self {
+        Self::new(code, Anchor::File { file: file.to_owned() }, message)
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn file(&self) -> Option<&str> {
+        match &self.anchor {
+            Anchor::None => None,
+            Anchor::File { file } | Anchor::Position { file, .. } | Anchor::Node { file, .. } => Some(file),
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// Sort for output: by file, then position, then code, so every run prints the same order
+/// whatever the thread schedule was.
+pub fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by(|a, b| {
+        let key = |d: &Diagnostic| {
+            let (line, col) = d.location.as_ref().map_or((0, 0), |l| (l.line, l.column));
+            (d.file().map(str::to_owned), line, col, d.code, d.message.clone())
+        };
+        key(a).cmp(&key(b))
+    });
+}
+
+/// Counts by severity.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub errors: usize,
+    pub warnings: usize,
+}
+
+pub fn counts(diags: &[Diagnostic]) -> Counts {
+    let mut c = Counts::default();
+    for d in diags {
+        match d.severity {
+            Severity::Error => c.errors += 1,
+            Severity::Warning => c.warnings += 1,
+        }
+    }
+    c
+}
+
+/// Quote a user value for a message: backticks, with control characters made visible so a
+/// crafted name cannot forge extra output lines.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('`');
+    for ch in s.chars().take(200) {
+        if ch.is_control() {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out.push('`');
+    out
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

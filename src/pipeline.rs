@@ -1,0 +1,86 @@
+//! Pipeline: source → load → validate for one revision of a config repo — the sequence every
+//! command starts with. The only place that joins the IO stage to the pure ones.
+
+use crate::config::{Limits, SETTINGS_FILE};
+use crate::diagnostic::{self, Diagnostic};
+use crate::load::{self, LoadedFile};
+use crate::source::{Source, SourceError};
+use crate::spec::Repo;
+use crate::validate;
+use rayon::prelude::*;
+
+/// A validated revision: the typed repo, its files (for spans and snippets) and every
+/// problem, resolved to `file:line:col` and sorted.
+pub struct Validated {
+    pub repo: Repo,
+    pub files: Vec<LoadedFile>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The commit read, when a git revision was read.
+    pub commit: Option<String>,
+}
+
+impl Validated {
+    pub fn is_valid(&self) -> bool {
+        !self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn document_count(&self) -> usize {
+        self.files.iter().map(|f| f.docs.len()).sum()
+    }
+}
+
+/// Progress callback: called with the number of files parsed so far and the total.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// Read, load and validate one revision. `Err` only when the repo could not be read at all.
+pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, SourceError> {
+    // settings first: they hold the limits for everything else
+    let defaults = Limits::default();
+    let snap = source.read_settings(&defaults)?;
+    let mut diags = snap.diagnostics;
+    let settings_file = snap.files.first().map(|f| {
+        let (loaded, d) = load::load_file(f, &defaults);
+        diags.extend(d);
+        loaded
+    });
+    let (settings, d) = validate::settings(settings_file.as_ref());
+    diags.extend(d);
+    let limits = settings.limits;
+
+    let snap = source.read_specs(&limits)?;
+    diags.extend(snap.diagnostics);
+    let total = snap.files.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let loaded: Vec<(LoadedFile, Vec<Diagnostic>)> = snap
+        .files
+        .par_iter()
+        .map(|f| {
+            let r = load::load_file(f, &limits);
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n.is_multiple_of(256) || n == total {
+                progress(n, total);
+            }
+            r
+        })
+        .collect();
+    drop(snap.files);
+    let mut files = Vec::with_capacity(loaded.len() + 1);
+    for (f, d) in loaded {
+        diags.extend(d);
+        files.push(f);
+    }
+    let (repo, d) = validate::documents(&files, settings);
+    diags.extend(d);
+    if let Some(s) = settings_file {
+        debug_assert_eq!(s.path, SETTINGS_FILE);
+        files.push(s);
+    }
+    load::resolve(&mut diags, &files, &limits);
+    diagnostic::sort(&mut diags);
+    Ok(Validated {
+        repo,
+        files,
+        diagnostics: diags,
+        commit: snap.commit,
+    })
+}

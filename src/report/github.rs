@@ -1,0 +1,58 @@
+//! The `github` format: GitHub Actions workflow commands, one annotation per diagnostic.
+//!
+//! Escaping follows the runner's rules (actions/toolkit `command.ts`): data escapes `%`,
+//! `\r`, `\n`; property values also escape `:` and `,`. A crafted file name or value can
+//! therefore never start a second command.
+
+use super::Summary;
+use crate::diagnostic::{Severity, counts};
+use std::fmt::Write;
+
+pub fn render(s: &Summary<'_>) -> String {
+    let mut out = String::new();
+    for d in s.diagnostics {
+        let level = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut props = Vec::new();
+        if let Some(loc) = &d.location {
+            props.push(format!("file={}", property(&s.path(&loc.file))));
+            if loc.line > 0 {
+                props.push(format!("line={}", loc.line));
+                props.push(format!("col={}", loc.column));
+            }
+        }
+        props.push(format!("title={}", property(&format!("{} {}", d.code, d.code.title()))));
+        let mut msg = d.message.clone();
+        if let Some(h) = &d.hint {
+            msg.push_str("\nhelp: ");
+            msg.push_str(h);
+        }
+        let _ = writeln!(out, "::{level} {}::{}", props.join(","), data(&msg));
+    }
+    let c = counts(s.diagnostics);
+    let _ = writeln!(
+        out,
+        "rampart: {} files, {} objects: {} errors, {} warnings",
+        s.files, s.objects, c.errors, c.warnings
+    );
+    out
+}
+
+fn data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+fn property(s: &str) -> String {
+    data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_cannot_forge_commands() {
+        assert_eq!(super::property("a,b:c\n::error::x"), "a%2Cb%3Ac%0A%3A%3Aerror%3A%3Ax");
+        assert_eq!(super::data("50% done\r\n::x"), "50%25 done%0D%0A::x");
+    }
+}

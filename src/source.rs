@@ -1,0 +1,537 @@
+//! Source: the bytes of a config repo, from a directory or from a git revision (IO).
+//!
+//! Only the settings file and the kind directories are read. Nothing is ever followed:
+//! symlinks, special files, hard links and submodules are refused with a diagnostic, and
+//! git blobs are read raw through libgit2 — no checkout, so no filters, hooks or submodule
+//! commands ever run. Sizes and counts are checked *before* bytes are read.
+
+use crate::config::{Limits, SETTINGS_FILE};
+use crate::diagnostic::{Code, Diagnostic};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The directories rampart reads specs from, in the order files are listed.
+pub const KIND_DIRS: [&str; 4] = ["teams", "tenants", "plugins", "rollouts"];
+
+/// One file's bytes, by its repo-relative, `/`-separated path.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What was read, and every entry that was refused.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub files: Vec<SourceFile>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The commit read, when reading a git revision.
+    pub commit: Option<String>,
+}
+
+/// Could not run at all (as opposed to a refused entry, which is a diagnostic).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("config repo `{path}` could not be opened: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("config repo `{0}` is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("git repository for `{path}` could not be opened: {message}")]
+    GitOpen { path: PathBuf, message: String },
+    #[error("revision `{rev}` could not be resolved: {message}")]
+    GitRev { rev: String, message: String },
+    #[error("reading revision `{rev}` failed: {message}")]
+    GitRead { rev: String, message: String },
+}
+
+/// Where a config repo is read from.
+pub enum Source {
+    Dir(PathBuf),
+    Git {
+        repo: git2::Repository,
+        tree: git2::Oid,
+        commit: git2::Oid,
+        rev: String,
+    },
+}
+
+impl Source {
+    /// A working directory.
+    pub fn dir(path: &Path) -> Result<Source, SourceError> {
+        let meta = fs::metadata(path).map_err(|e| SourceError::Open {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        if !meta.is_dir() {
+            return Err(SourceError::NotADirectory(path.to_owned()));
+        }
+        Ok(Source::Dir(path.to_owned()))
+    }
+
+    /// A revision of the git repository containing `path`; when `path` is a subdirectory of
+    /// the work tree, the config repo is that subdirectory of the revision's tree.
+    pub fn git(path: &Path, rev: &str) -> Result<Source, SourceError> {
+        let git_err = |e: git2::Error| SourceError::GitOpen {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        };
+        let repo = git2::Repository::discover(path).map_err(git_err)?;
+        let (tree, commit) = resolve_tree(&repo, path, rev)?;
+        Ok(Source::Git {
+            repo,
+            tree,
+            commit,
+            rev: rev.to_owned(),
+        })
+    }
+
+    /// Read the settings file alone (it holds the limits for everything else). `None` when
+    /// the repo has no settings file.
+    pub fn read_settings(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
+        let mut walk = Walk::new(limits);
+        match self {
+            Source::Dir(root) => walk.dir_file(root, SETTINGS_FILE),
+            Source::Git { repo, tree, rev, .. } => {
+                let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
+                if let Some(entry) = tree.get_name(SETTINGS_FILE) {
+                    walk.git_entry(repo, SETTINGS_FILE, entry.id(), entry.filemode(), &mut Vec::new())
+                        .map_err(|e| read_err(rev, e))?;
+                }
+            }
+        }
+        Ok(walk.finish(self.commit()))
+    }
+
+    /// Read every candidate spec file under the kind directories.
+    pub fn read_specs(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
+        let mut walk = Walk::new(limits);
+        match self {
+            Source::Dir(root) => {
+                for dir in KIND_DIRS {
+                    walk.dir_tree(root, dir);
+                }
+            }
+            Source::Git { repo, tree, rev, .. } => {
+                let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
+                for dir in KIND_DIRS {
+                    if let Some(entry) = tree.get_name(dir) {
+                        let mut stack = Vec::new();
+                        walk.git_entry(repo, dir, entry.id(), entry.filemode(), &mut stack)
+                            .map_err(|e| read_err(rev, e))?;
+                        while let Some((path, id, mode)) = stack.pop() {
+                            if walk.stopped {
+                                break;
+                            }
+                            walk.git_entry(repo, &path, id, mode, &mut stack)
+                                .map_err(|e| read_err(rev, e))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(walk.finish(self.commit()))
+    }
+
+    fn commit(&self) -> Option<String> {
+        match self {
+            Source::Dir(_) => None,
+            Source::Git { commit, .. } => Some(commit.to_string()),
+        }
+    }
+}
+
+/// The tree (and commit) of `rev`, narrowed to `path`'s subdirectory of the work tree.
+fn resolve_tree(repo: &git2::Repository, path: &Path, rev: &str) -> Result<(git2::Oid, git2::Oid), SourceError> {
+    let rev_err = |e: git2::Error| SourceError::GitRev {
+        rev: rev.to_owned(),
+        message: e.message().to_owned(),
+    };
+    let commit = repo
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(rev_err)?;
+    let mut tree = commit.tree().map_err(rev_err)?;
+    if let Some(workdir) = repo.workdir() {
+        let (abs, wd) = (fs::canonicalize(path), fs::canonicalize(workdir));
+        if let (Ok(abs), Ok(wd)) = (abs, wd)
+            && let Ok(prefix) = abs.strip_prefix(&wd)
+            && !prefix.as_os_str().is_empty()
+        {
+            let entry = tree.get_path(prefix).map_err(|e| SourceError::GitRev {
+                rev: rev.to_owned(),
+                message: format!("`{}` is not in this revision: {}", prefix.display(), e.message()),
+            })?;
+            tree = repo.find_tree(entry.id()).map_err(|_| SourceError::GitRev {
+                rev: rev.to_owned(),
+                message: format!("`{}` is not a directory in this revision", prefix.display()),
+            })?;
+        }
+    }
+    Ok((tree.id(), commit.id()))
+}
+
+fn read_err(rev: &str, e: git2::Error) -> SourceError {
+    SourceError::GitRead {
+        rev: rev.to_owned(),
+        message: e.message().to_owned(),
+    }
+}
+
+/// Whether a file name is one rampart reads as YAML.
+pub fn is_yaml(name: &str) -> bool {
+    (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.starts_with('.')
+}
+
+struct Walk<'l> {
+    limits: &'l Limits,
+    snapshot: Snapshot,
+    entries: u64,
+    bytes: u64,
+    stopped: bool,
+}
+
+const GIT_TREE: i32 = 0o040000;
+const GIT_BLOB: i32 = 0o100644;
+const GIT_EXEC: i32 = 0o100755;
+const GIT_LINK: i32 = 0o120000;
+const GIT_COMMIT: i32 = 0o160000;
+
+impl<'l> Walk<'l> {
+    fn new(limits: &'l Limits) -> Self {
+        Walk {
+            limits,
+            snapshot: Snapshot::default(),
+            entries: 0,
+            bytes: 0,
+            stopped: false,
+        }
+    }
+
+    fn finish(mut self, commit: Option<String>) -> Snapshot {
+        self.snapshot.commit = commit;
+        self.snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
+        self.snapshot
+    }
+
+    fn refuse(&mut self, d: Diagnostic) {
+        self.snapshot.diagnostics.push(d);
+    }
+
+    /// Count one walked entry; false (and one diagnostic) once the cap is passed.
+    fn count_entry(&mut self) -> bool {
+        if self.stopped {
+            return false;
+        }
+        self.entries += 1;
+        if self.entries > self.limits.max_files {
+            self.stopped = true;
+            let max = self.limits.max_files;
+            self.refuse(
+                Diagnostic::new(
+                    Code::TooManyFiles,
+                    crate::diagnostic::Anchor::None,
+                    format!("more than {max} entries under the kind directories; stopped reading"),
+                )
+                .with_hint("split the config repo, or raise `spec.limits.maxFiles` in rampart.yaml (ceiling 1000000)"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Check a file's size against the per-file and whole-repo caps before reading it.
+    fn admit_size(&mut self, path: &str, size: u64) -> bool {
+        if size > self.limits.max_file_bytes {
+            let max = self.limits.max_file_bytes;
+            self.refuse(
+                Diagnostic::at_file(
+                    Code::FileTooLarge,
+                    path,
+                    format!("file is {size} bytes, above the limit of {max}; not read"),
+                )
+                .with_hint("split it into smaller files, or raise `spec.limits.maxFileBytes` in rampart.yaml"),
+            );
+            return false;
+        }
+        if self.bytes + size > self.limits.max_total_bytes {
+            let max = self.limits.max_total_bytes;
+            self.stopped = true;
+            self.refuse(
+                Diagnostic::at_file(
+                    Code::RepoTooLarge,
+                    path,
+                    format!("reading this file would pass the repository limit of {max} bytes; stopped reading"),
+                )
+                .with_hint("raise `spec.limits.maxTotalBytes` in rampart.yaml"),
+            );
+            return false;
+        }
+        self.bytes += size;
+        true
+    }
+
+    fn dir_file(&mut self, root: &Path, rel: &str) {
+        let full = root.join(rel);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) => self.dir_entry(root, rel, &meta, &mut Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => self.refuse(Diagnostic::at_file(
+                Code::ReadFailed,
+                rel,
+                format!("could not inspect: {}", io_reason(&e)),
+            )),
+        }
+    }
+
+    /// Walk one kind directory iteratively (no recursion: depth is attacker-controlled).
+    fn dir_tree(&mut self, root: &Path, top: &str) {
+        let meta = match fs::symlink_metadata(root.join(top)) {
+            Ok(m) => m,
+            Err(_) => return, // a kind directory that does not exist is fine
+        };
+        let mut stack: Vec<String> = Vec::new();
+        self.dir_entry(root, top, &meta, &mut stack);
+        while let Some(dir) = stack.pop() {
+            if self.stopped {
+                return;
+            }
+            let iter = match fs::read_dir(root.join(&dir)) {
+                Ok(it) => it,
+                Err(e) => {
+                    self.refuse(Diagnostic::at_file(
+                        Code::ReadFailed,
+                        &dir,
+                        format!("directory could not be listed: {}", io_reason(&e)),
+                    ));
+                    continue;
+                }
+            };
+            let mut names = Vec::new();
+            for entry in iter {
+                if !self.count_entry() {
+                    return;
+                }
+                match entry {
+                    Ok(entry) => names.push(entry.file_name()),
+                    Err(e) => self.refuse(Diagnostic::at_file(
+                        Code::ReadFailed,
+                        &dir,
+                        format!("directory could not be listed: {}", io_reason(&e)),
+                    )),
+                }
+            }
+            names.sort();
+            for name in names.into_iter().rev() {
+                let Some(name) = name.to_str() else {
+                    self.refuse(
+                        Diagnostic::at_file(
+                            Code::BadPath,
+                            &format!("{dir}/{}", name.to_string_lossy()),
+                            "file name is not valid UTF-8; not read",
+                        )
+                        .with_hint("rename the file using UTF-8"),
+                    );
+                    continue;
+                };
+                let rel = format!("{dir}/{name}");
+                match fs::symlink_metadata(root.join(&rel)) {
+                    Ok(meta) => self.dir_entry(root, &rel, &meta, &mut stack),
+                    Err(e) => self.refuse(Diagnostic::at_file(
+                        Code::ReadFailed,
+                        &rel,
+                        format!("could not inspect: {}", io_reason(&e)),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn dir_entry(&mut self, root: &Path, rel: &str, meta: &fs::Metadata, stack: &mut Vec<String>) {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            self.refuse(symlink_refused(rel));
+        } else if ft.is_dir() {
+            if !name.starts_with('.') {
+                stack.push(rel.to_owned());
+            }
+        } else if !is_yaml(name) && rel != SETTINGS_FILE {
+            // not ours: READMEs, policies, keys…
+        } else if !ft.is_file() {
+            self.refuse(
+                Diagnostic::at_file(
+                    Code::NotRegularFile,
+                    rel,
+                    "not a regular file (a FIFO, socket or device); not read",
+                )
+                .with_hint("config files must be plain files committed to the repository"),
+            );
+        } else if meta.nlink() > 1 {
+            self.refuse(
+                Diagnostic::at_file(
+                    Code::NotRegularFile,
+                    rel,
+                    format!(
+                        "file has {} hard links; not read, its contents may belong to another file",
+                        meta.nlink()
+                    ),
+                )
+                .with_hint("replace the hard link with a copy of the file"),
+            );
+        } else if self.admit_size(rel, meta.len()) {
+            match read_nofollow(&root.join(rel), self.limits.max_file_bytes) {
+                Ok(bytes) => self.snapshot.files.push(SourceFile {
+                    path: rel.to_owned(),
+                    bytes,
+                }),
+                Err(ReadFailure::Io(e)) => self.refuse(Diagnostic::at_file(
+                    Code::ReadFailed,
+                    rel,
+                    format!("could not read: {}", io_reason(&e)),
+                )),
+                Err(ReadFailure::Changed) => self.refuse(
+                    Diagnostic::at_file(
+                        Code::NotRegularFile,
+                        rel,
+                        "file changed into something else while it was read; not read",
+                    )
+                    .with_hint("do not modify the config repo while rampart reads it"),
+                ),
+                Err(ReadFailure::Grew(max)) => self.refuse(Diagnostic::at_file(
+                    Code::FileTooLarge,
+                    rel,
+                    format!("file grew past the limit of {max} bytes while it was read; not read"),
+                )),
+            }
+        }
+    }
+
+    /// One git tree entry: subtrees are pushed on `stack`, blobs are read.
+    fn git_entry(
+        &mut self,
+        repo: &git2::Repository,
+        rel: &str,
+        id: git2::Oid,
+        mode: i32,
+        stack: &mut Vec<(String, git2::Oid, i32)>,
+    ) -> Result<(), git2::Error> {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        match mode {
+            GIT_TREE => {
+                if name.starts_with('.') {
+                    return Ok(());
+                }
+                let tree = repo.find_tree(id)?;
+                let mut children = Vec::new();
+                for entry in tree.iter() {
+                    if !self.count_entry() {
+                        return Ok(());
+                    }
+                    let Ok(child) = std::str::from_utf8(entry.name_bytes()) else {
+                        self.refuse(
+                            Diagnostic::at_file(
+                                Code::BadPath,
+                                &format!("{rel}/{}", String::from_utf8_lossy(entry.name_bytes())),
+                                "file name is not valid UTF-8; not read",
+                            )
+                            .with_hint("rename the file using UTF-8"),
+                        );
+                        continue;
+                    };
+                    children.push((format!("{rel}/{child}"), entry.id(), entry.filemode()));
+                }
+                children.reverse();
+                stack.extend(children);
+            }
+            GIT_LINK => self.refuse(symlink_refused(rel)),
+            GIT_COMMIT => self.refuse(
+                Diagnostic::at_file(Code::NotRegularFile, rel, "submodules are not supported; not read")
+                    .with_hint("commit the files into the config repo itself"),
+            ),
+            GIT_BLOB | GIT_EXEC if is_yaml(name) || rel == SETTINGS_FILE => {
+                let (size, _) = repo.odb()?.read_header(id)?;
+                if self.admit_size(rel, size as u64) {
+                    let blob = repo.find_blob(id)?;
+                    self.snapshot.files.push(SourceFile {
+                        path: rel.to_owned(),
+                        bytes: blob.content().to_vec(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn symlink_refused(rel: &str) -> Diagnostic {
+    Diagnostic::at_file(
+        Code::Symlink,
+        rel,
+        "symbolic link refused; links are never followed, since they could escape the repository root",
+    )
+    .with_hint("replace the link with the file it points to")
+}
+
+enum ReadFailure {
+    Io(std::io::Error),
+    Changed,
+    Grew(u64),
+}
+
+/// Open without following a final symlink and without blocking on a FIFO swapped in after
+/// the `lstat`, then re-check the opened file and read at most `max + 1` bytes.
+fn read_nofollow(path: &Path, max: u64) -> Result<Vec<u8>, ReadFailure> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                ReadFailure::Changed
+            } else {
+                ReadFailure::Io(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(ReadFailure::Io)?;
+    if !meta.is_file() || meta.nlink() > 1 {
+        return Err(ReadFailure::Changed);
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(max) as usize);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(ReadFailure::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadFailure::Grew(max));
+    }
+    Ok(bytes)
+}
+
+/// An IO error's reason without the path (the diagnostic already names the file).
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_lowercase(),
+        None => s.to_lowercase(),
+    }
+}
+
+/// Where `path` sits inside its git work tree (`""` at the top or outside any repo), so
+/// reports can name files as GitHub knows them.
+pub fn workdir_prefix(path: &Path) -> String {
+    let Ok(repo) = git2::Repository::discover(path) else {
+        return String::new();
+    };
+    let Some(workdir) = repo.workdir() else {
+        return String::new();
+    };
+    match (fs::canonicalize(path), fs::canonicalize(workdir)) {
+        (Ok(abs), Ok(wd)) => abs
+            .strip_prefix(&wd)
+            .ok()
+            .and_then(|p| p.to_str())
+            .unwrap_or_default()
+            .to_owned(),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,312 @@
+//! The typed model of a config repo: `Team`, `Tenant`, `Plugin`, `Rollout` (pure).
+//!
+//! Objects are built only from documents that passed their JSON Schema, so deserializing
+//! them cannot fail on shape. Quantities and durations stay as written here (a
+//! `serde_json::Value` or `String`): the semantic checks parse them and report bad ones with
+//! their own codes, and later stages parse them again through [`crate::units`].
+
+use crate::config::Settings;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The API version every object carries.
+pub const API_VERSION: &str = "rampart.dev/v1";
+
+/// The kinds of objects, in the order their directories are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Team,
+    Tenant,
+    Plugin,
+    Rollout,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Team, Kind::Tenant, Kind::Plugin, Kind::Rollout];
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Team => "Team",
+            Kind::Tenant => "Tenant",
+            Kind::Plugin => "Plugin",
+            Kind::Rollout => "Rollout",
+        }
+    }
+
+    /// The directory objects of this kind live in.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Team => "teams",
+            Kind::Tenant => "tenants",
+            Kind::Plugin => "plugins",
+            Kind::Rollout => "rollouts",
+        }
+    }
+}
+
+/// Where an object was defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub doc: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One object of the repo with its origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object<S> {
+    pub metadata: Metadata,
+    pub spec: S,
+    pub origin: Origin,
+}
+
+impl<S> Object<S> {
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamSpec {
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    pub owners: Vec<String>,
+    pub tier: String,
+    pub isolation: String,
+    pub quota: Quota,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub plugins: Vec<EnabledPlugin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quota {
+    pub cpu: Value,
+    pub memory: Value,
+    pub pods: u64,
+    pub storage: Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    #[serde(default)]
+    pub allow_from: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnabledPlugin {
+    pub name: String,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginSpec {
+    pub publisher: String,
+    pub version: String,
+    pub artifact: Artifact,
+    #[serde(default)]
+    pub signature: Option<String>,
+    #[serde(default)]
+    pub requires: Requires,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub maintainers: Option<u64>,
+    #[serde(default)]
+    pub adoption: Option<u64>,
+    #[serde(default)]
+    pub last_release: Option<String>,
+    #[serde(default)]
+    pub advisories: Vec<Advisory>,
+    #[serde(default)]
+    pub quality: Quality,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    pub package: String,
+    pub integrity: String,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Requires {
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(default)]
+    pub cpu: Option<Value>,
+    #[serde(default)]
+    pub memory: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Advisory {
+    pub id: String,
+    pub severity: String,
+    #[serde(default)]
+    pub fixed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quality {
+    #[serde(default)]
+    pub tests: Option<bool>,
+    #[serde(default)]
+    pub docs: Option<bool>,
+    #[serde(default)]
+    pub license: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    pub plugin: String,
+    pub to_version: String,
+    pub tenants: TenantSelection,
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    #[serde(default = "default_steps")]
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub slos: Vec<Slo>,
+    #[serde(default)]
+    pub analysis: Analysis,
+    #[serde(default = "default_on_violation")]
+    pub on_violation: String,
+}
+
+fn default_strategy() -> String {
+    "canary".into()
+}
+
+fn default_on_violation() -> String {
+    "revert".into()
+}
+
+/// The default steps of DESIGN.md: 10 → 25 → 50 → 100.
+pub fn default_steps() -> Vec<Step> {
+    [10, 25, 50, 100]
+        .into_iter()
+        .map(|weight| Step { weight, pause: None })
+        .collect()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSelection {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub selector: Option<Selector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Selector {
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl Selector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub weight: u64,
+    #[serde(default)]
+    pub pause: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Slo {
+    pub name: String,
+    pub query: String,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(rename = "for")]
+    pub for_: String,
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub inconclusive_limit: Option<u64>,
+}
+
+/// A whole config repo, as far as it could be read. Objects whose documents failed their
+/// schema are absent, but their names are in `names_seen` so references to them do not
+/// produce a second, misleading error.
+#[derive(Debug, Clone, Default)]
+pub struct Repo {
+    pub settings: Settings,
+    pub teams: Vec<Object<TeamSpec>>,
+    pub tenants: Vec<Object<TenantSpec>>,
+    pub plugins: Vec<Object<PluginSpec>>,
+    pub rollouts: Vec<Object<RolloutSpec>>,
+    pub names_seen: BTreeMap<Kind, std::collections::BTreeSet<String>>,
+}
+
+impl Repo {
+    /// Whether an object of `kind` named `name` exists, valid or not.
+    pub fn has(&self, kind: Kind, name: &str) -> bool {
+        self.names_seen.get(&kind).is_some_and(|s| s.contains(name))
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.teams.len() + self.tenants.len() + self.plugins.len() + self.rollouts.len()
+    }
+}

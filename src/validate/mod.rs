@@ -1,0 +1,258 @@
+//! Validate: loaded documents → typed [`Repo`] + every problem found (pure).
+//!
+//! Each document is checked on its own (envelope, kind directory, JSON Schema) in parallel,
+//! then the objects that passed are checked together ([`semantic`]). Nothing stops at the
+//! first problem: one run reports all of them.
+
+pub mod schema;
+pub mod semantic;
+
+use crate::config::{SETTINGS_FILE, Settings};
+use crate::diagnostic::{Code, Diagnostic, quote};
+use crate::load::LoadedFile;
+use crate::spec::{API_VERSION, Kind, Metadata, Object, Origin, Repo};
+use rayon::prelude::*;
+use schema::Target;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Resolve settings from the loaded `rampart.yaml`, if there is one.
+pub fn settings(file: Option<&LoadedFile>) -> (Settings, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let Some(file) = file else {
+        return (Settings::default(), diags);
+    };
+    let mut settings = Settings::default();
+    for (doc, value) in file.docs.iter().enumerate() {
+        if doc > 0 {
+            diags.push(
+                Diagnostic::at_node(
+                    Code::SchemaViolation,
+                    &file.path,
+                    doc,
+                    "",
+                    "rampart.yaml holds more than one document",
+                )
+                .with_hint("keep one `Settings` document in rampart.yaml"),
+            );
+            break;
+        }
+        if envelope(value, &file.path, doc, &mut diags).is_none() {
+            continue;
+        }
+        if schema::check(Target::Settings, value, &file.path, doc, &mut diags) {
+            let spec = value.get("spec").cloned().unwrap_or(Value::Object(Default::default()));
+            settings = Settings::from_spec(&spec, &file.path, doc, &mut diags);
+        }
+    }
+    (settings, diags)
+}
+
+/// A name defined by a document: its kind, name and where.
+type Definition = (Kind, String, Origin);
+
+/// One document's outcome.
+enum Parsed {
+    Team(Object<crate::spec::TeamSpec>),
+    Tenant(Object<crate::spec::TenantSpec>),
+    Plugin(Object<crate::spec::PluginSpec>),
+    Rollout(Object<crate::spec::RolloutSpec>),
+    /// Failed its schema; the name (if readable) still counts as defined.
+    Invalid,
+}
+
+/// Check every spec document and then the repo as a whole.
+pub fn documents(files: &[LoadedFile], settings: Settings) -> (Repo, Vec<Diagnostic>) {
+    schema::warm_up();
+    let per_file: Vec<(Vec<(Parsed, Option<Definition>)>, Vec<Diagnostic>)> = files
+        .par_iter()
+        .filter(|f| f.path != SETTINGS_FILE)
+        .map(|f| {
+            let mut diags = Vec::new();
+            let parsed = f
+                .docs
+                .iter()
+                .enumerate()
+                .map(|(doc, v)| document(f, doc, v, &mut diags))
+                .collect();
+            (parsed, diags)
+        })
+        .collect();
+    let mut repo = Repo {
+        settings,
+        ..Repo::default()
+    };
+    let mut diags = Vec::new();
+    let mut defs = Vec::new();
+    for (parsed, d) in per_file {
+        diags.extend(d);
+        for (p, def) in parsed {
+            if let Some((kind, name, origin)) = def {
+                repo.names_seen.entry(kind).or_default().insert(name.clone());
+                defs.push((kind, name, origin));
+            }
+            match p {
+                Parsed::Team(o) => repo.teams.push(o),
+                Parsed::Tenant(o) => repo.tenants.push(o),
+                Parsed::Plugin(o) => repo.plugins.push(o),
+                Parsed::Rollout(o) => repo.rollouts.push(o),
+                Parsed::Invalid => {}
+            }
+        }
+    }
+    diags.extend(semantic::check(&repo, &defs));
+    (repo, diags)
+}
+
+/// `apiVersion` and `kind` of a document; `None` (with a diagnostic) when unusable.
+fn envelope<'v>(value: &'v Value, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) -> Option<&'v str> {
+    let Some(obj) = value.as_object() else {
+        diags.push(
+            Diagnostic::at_node(Code::NotAnObject, file, doc, "", "document is not a mapping")
+                .with_hint("each document is an object with `apiVersion`, `kind`, `metadata` and `spec`"),
+        );
+        return None;
+    };
+    match obj.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => {}
+        Some(v) => {
+            diags.push(
+                Diagnostic::at_node(
+                    Code::UnknownApiVersion,
+                    file,
+                    doc,
+                    "/apiVersion",
+                    format!("unknown apiVersion {}", shown(v)),
+                )
+                .with_hint(format!("this version of rampart reads `apiVersion: {API_VERSION}`")),
+            );
+            return None;
+        }
+        None => {
+            diags.push(
+                Diagnostic::at_node(
+                    Code::UnknownApiVersion,
+                    file,
+                    doc,
+                    "/apiVersion",
+                    "missing `apiVersion`",
+                )
+                .with_hint(format!("add `apiVersion: {API_VERSION}`")),
+            );
+            return None;
+        }
+    }
+    match obj.get("kind") {
+        Some(Value::String(k)) => Some(k),
+        other => {
+            diags.push(
+                Diagnostic::at_node(
+                    Code::UnknownKind,
+                    file,
+                    doc,
+                    "/kind",
+                    match other {
+                        Some(v) => format!("`kind` must be a string, found {}", shown(v)),
+                        None => "missing `kind`".to_owned(),
+                    },
+                )
+                .with_hint("add `kind: Team`, `Tenant`, `Plugin` or `Rollout`"),
+            );
+            None
+        }
+    }
+}
+
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => quote(s),
+        other => quote(&other.to_string()),
+    }
+}
+
+fn document(f: &LoadedFile, doc: usize, value: &Value, diags: &mut Vec<Diagnostic>) -> (Parsed, Option<Definition>) {
+    let file = f.path.as_str();
+    let Some(kind_str) = envelope(value, file, doc, diags) else {
+        return (Parsed::Invalid, None);
+    };
+    let Some(kind) = Kind::parse(kind_str) else {
+        let hint = match Kind::ALL.iter().find(|k| k.as_str().eq_ignore_ascii_case(kind_str)) {
+            Some(k) => format!("did you mean `{}`? kinds are case-sensitive", k.as_str()),
+            None if kind_str == "Settings" => "`Settings` belongs in rampart.yaml at the repo root".to_owned(),
+            None => "use `Team`, `Tenant`, `Plugin` or `Rollout`".to_owned(),
+        };
+        diags.push(
+            Diagnostic::at_node(
+                Code::UnknownKind,
+                file,
+                doc,
+                "/kind",
+                format!("unknown kind {}", quote(kind_str)),
+            )
+            .with_hint(hint),
+        );
+        return (Parsed::Invalid, None);
+    };
+    let top = file.split('/').next().unwrap_or_default();
+    if top != kind.dir() {
+        diags.push(
+            Diagnostic::at_node(
+                Code::MisplacedKind,
+                file,
+                doc,
+                "/kind",
+                format!("a {} in `{top}/`", kind.as_str()),
+            )
+            .with_hint(format!(
+                "move it to `{}/` so reviewers find it where they expect",
+                kind.dir()
+            )),
+        );
+    }
+    let origin = Origin {
+        file: file.to_owned(),
+        doc,
+    };
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let def = name.map(|n| (kind, n, origin.clone()));
+    let target = match kind {
+        Kind::Team => Target::Team,
+        Kind::Tenant => Target::Tenant,
+        Kind::Plugin => Target::Plugin,
+        Kind::Rollout => Target::Rollout,
+    };
+    if !schema::check(target, value, file, doc, diags) {
+        return (Parsed::Invalid, def);
+    }
+    let parsed = match kind {
+        Kind::Team => typed(value, origin, diags).map(Parsed::Team),
+        Kind::Tenant => typed(value, origin, diags).map(Parsed::Tenant),
+        Kind::Plugin => typed(value, origin, diags).map(Parsed::Plugin),
+        Kind::Rollout => typed(value, origin, diags).map(Parsed::Rollout),
+    };
+    (parsed.unwrap_or(Parsed::Invalid), def)
+}
+
+/// Deserialize a schema-valid document. A failure here means the schema and the model
+/// disagree: reported as a schema violation rather than a panic.
+fn typed<S: DeserializeOwned>(value: &Value, origin: Origin, diags: &mut Vec<Diagnostic>) -> Option<Object<S>> {
+    let metadata = Metadata::deserialize(&value["metadata"]);
+    let spec = S::deserialize(&value["spec"]);
+    match (metadata, spec) {
+        (Ok(metadata), Ok(spec)) => Some(Object { metadata, spec, origin }),
+        (Err(e), _) | (_, Err(e)) => {
+            diags.push(Diagnostic::at_node(
+                Code::SchemaViolation,
+                &origin.file,
+                origin.doc,
+                "",
+                format!("document could not be read: {e}"),
+            ));
+            None
+        }
+    }
+}
