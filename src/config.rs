@@ -44,7 +44,7 @@ impl Default for Limits {
             max_nodes: 250_000,
             max_aliases: 10_000,
             max_documents: 1_000,
-            max_scalar_bytes: 1 << 20,
+            max_scalar_bytes: 256 << 10,
         }
     }
 }

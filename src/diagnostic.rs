@@ -155,9 +155,13 @@ pub struct Diagnostic {
     /// What to do about it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
-    /// The source line the location points into (filled by resolve).
+    /// The source line the location points into, cropped to a window around the column
+    /// when long (filled by resolve).
     #[serde(skip)]
     pub snippet: Option<String>,
+    /// 1-based column of the location within `snippet`.
+    #[serde(skip)]
+    pub snippet_column: u32,
 }
 
 impl Diagnostic {
@@ -175,6 +179,7 @@ impl Diagnostic {
             pointer,
             hint: None,
             snippet: None,
+            snippet_column: 0,
         }
     }
 

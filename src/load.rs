@@ -97,8 +97,12 @@ pub fn load_file(file: &SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnos
     }
     match serde_saphyr::from_multiple_with_options::<Value>(text, options(limits)) {
         Ok(docs) => {
-            for (doc, value) in docs.iter().enumerate() {
+            let mut docs = docs;
+            for (doc, value) in docs.iter_mut().enumerate() {
                 check_value(value, &file.path, doc, limits, &mut String::new(), &mut diags);
+            }
+            if text.contains("!!") || text.contains("!<") {
+                core_tags(text, &file.path, &mut diags);
             }
             if diags.is_empty() {
                 out.docs = docs;
@@ -110,7 +114,18 @@ pub fn load_file(file: &SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnos
 }
 
 /// Checks the parser does not make: keys equal but for case, and the per-scalar size cap.
-fn check_value(v: &Value, file: &str, doc: usize, limits: &Limits, ptr: &mut String, diags: &mut Vec<Diagnostic>) {
+/// Also normalizes integral floats (`1e3`) to integers, as JSON Schema counts them as
+/// integers: the typed model then reads them where an integer is expected.
+fn check_value(v: &mut Value, file: &str, doc: usize, limits: &Limits, ptr: &mut String, diags: &mut Vec<Diagnostic>) {
+    if let Value::Number(n) = v
+        && let Some(f) = n.as_f64()
+        && n.is_f64()
+        && f.fract() == 0.0
+        && f.abs() < 9.0e15
+    {
+        *v = Value::from(f as i64);
+        return;
+    }
     match v {
         Value::String(s) if s.len() as u64 > limits.max_scalar_bytes => {
             diags.push(
@@ -131,7 +146,7 @@ fn check_value(v: &Value, file: &str, doc: usize, limits: &Limits, ptr: &mut Str
             );
         }
         Value::Array(xs) => {
-            for (i, x) in xs.iter().enumerate() {
+            for (i, x) in xs.iter_mut().enumerate() {
                 let len = ptr.len();
                 ptr.push('/');
                 ptr.push_str(&i.to_string());
@@ -159,7 +174,7 @@ fn check_value(v: &Value, file: &str, doc: usize, limits: &Limits, ptr: &mut Str
                     }
                 }
             }
-            for (k, x) in map {
+            for (k, x) in map.iter_mut() {
                 let len = ptr.len();
                 ptr.push('/');
                 ptr.push_str(&escape_pointer(k));
@@ -168,6 +183,36 @@ fn check_value(v: &Value, file: &str, doc: usize, limits: &Limits, ptr: &mut Str
             }
         }
         _ => {}
+    }
+}
+
+/// Core-schema tags other than the JSON-compatible ones (`!!binary`, `!!timestamp`,
+/// `!!set`, `!!omap`…) are accepted by the parser but have no place in a config spec;
+/// report them. Runs only when the text spells an explicit core tag.
+fn core_tags(text: &str, file: &str, diags: &mut Vec<Diagnostic>) {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    for ev in Parser::new_from_str(text) {
+        let Ok((ev, span)) = ev else { return };
+        let tag = match &ev {
+            Event::Scalar(_, _, _, tag) | Event::SequenceStart(_, _, tag) | Event::MappingStart(_, _, tag) => tag,
+            _ => continue,
+        };
+        if let Some(tag) = tag
+            && !tag.is_yaml_core_schema()
+        {
+            diags.push(
+                Diagnostic::new(
+                    Code::UnsupportedTag,
+                    Anchor::Position {
+                        file: file.to_owned(),
+                        line: span.start.line() as u32,
+                        column: span.start.col() as u32 + 1,
+                    },
+                    format!("unsupported tag `!!{}`", tag.suffix()),
+                )
+                .with_hint("remove the tag; specs hold plain strings, numbers, booleans, lists and mappings"),
+            );
+        }
     }
 }
 
@@ -425,11 +470,32 @@ pub fn resolve(diags: &mut [Diagnostic], files: &[LoadedFile], limits: &Limits) 
         };
         if line > 0
             && let Some(f) = by_path.get(file.as_str())
+            && let Some(text) = f.text.lines().nth(line as usize - 1)
         {
-            d.snippet = f.text.lines().nth(line as usize - 1).map(str::to_owned);
+            let (snippet, col) = crop(text, column);
+            d.snippet = Some(snippet);
+            d.snippet_column = col;
         }
         d.location = Some(Location { file, line, column });
     }
+}
+
+/// A window of at most `WIDTH` characters of `line` around `column`, with `…` marking what
+/// was cut, and the column within the window.
+fn crop(line: &str, column: u32) -> (String, u32) {
+    const WIDTH: usize = 120;
+    let n = line.chars().count();
+    if n <= WIDTH {
+        return (line.to_owned(), column);
+    }
+    let col = (column.max(1) - 1) as usize;
+    let start = col.saturating_sub(WIDTH / 2).min(n.saturating_sub(WIDTH));
+    let mut out: String = if start > 0 { "…".to_owned() } else { String::new() };
+    out.extend(line.chars().skip(start).take(WIDTH));
+    if start + WIDTH < n {
+        out.push('…');
+    }
+    (out, (col - start + 1 + usize::from(start > 0)) as u32)
 }
 
 fn locate(table: &HashMap<String, (u32, u32)>, pointer: &str) -> Option<(u32, u32)> {
@@ -485,6 +551,8 @@ mod tests {
         assert_eq!(codes("Name: 1\nname: 2\n"), ["R114"]);
         assert_eq!(codes("a: !!python/object x\n"), ["R115"]);
         assert_eq!(codes("a: !include other.yaml\n"), ["R115"]);
+        assert_eq!(codes("a: !!binary aGVsbG8=\n"), ["R115"]);
+        assert_eq!(codes("a: !!str 0755\n"), Vec::<&str>::new());
         assert_eq!(codes("a: .nan\n"), ["R120"]);
         assert_eq!(codes("a: [1, 2\n"), ["R112"]);
         assert_eq!(codes("a: \0\n"), ["R111"]);
@@ -522,5 +590,15 @@ mod tests {
             .collect();
         assert_eq!(at, [(5, 10), (4, 1), (5, 3)]);
         assert_eq!(diags[0].snippet.as_deref(), Some("  y: [1, 2]"));
+        assert_eq!(diags[0].snippet_column, 10);
+    }
+
+    #[test]
+    fn long_lines_are_cropped_around_the_column() {
+        let line = format!("{}X{}", "a".repeat(500), "b".repeat(500));
+        let (s, col) = crop(&line, 501);
+        assert_eq!(s.chars().count(), 122);
+        assert_eq!(s.chars().nth(col as usize - 1), Some('X'));
+        assert_eq!(crop("short", 3), ("short".to_owned(), 3));
     }
 }

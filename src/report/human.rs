@@ -86,7 +86,7 @@ fn one(out: &mut String, d: &Diagnostic, s: &Summary<'_>, p: &Paint) {
             let num = loc.line.to_string();
             let pad = " ".repeat(num.len());
             let shown = visible(line);
-            let caret_at = loc.column.saturating_sub(1) as usize;
+            let caret_at = d.snippet_column.saturating_sub(1) as usize;
             let width = token_width(&shown, caret_at);
             let _ = writeln!(out, "  {pad} {}", p.wrap("1;34", "|"));
             let _ = writeln!(

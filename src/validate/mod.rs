@@ -52,6 +52,9 @@ pub fn settings(file: Option<&LoadedFile>) -> (Settings, Vec<Diagnostic>) {
 /// A name defined by a document: its kind, name and where.
 type Definition = (Kind, String, Origin);
 
+/// One file's documents and problems.
+type FileOutcome = (Vec<(Parsed, Option<Definition>)>, Vec<Diagnostic>);
+
 /// One document's outcome.
 enum Parsed {
     Team(Object<crate::spec::TeamSpec>),
@@ -65,7 +68,7 @@ enum Parsed {
 /// Check every spec document and then the repo as a whole.
 pub fn documents(files: &[LoadedFile], settings: Settings) -> (Repo, Vec<Diagnostic>) {
     schema::warm_up();
-    let per_file: Vec<(Vec<(Parsed, Option<Definition>)>, Vec<Diagnostic>)> = files
+    let per_file: Vec<FileOutcome> = files
         .par_iter()
         .filter(|f| f.path != SETTINGS_FILE)
         .map(|f| {

@@ -1,1 +1,9 @@
-//! Integration tests: one binary, a module per area.
+//! Integration tests: one binary, a module per area. Inputs are real-looking config repos in
+//! `testdata/`; expected outputs are committed snapshots (`RAMPART_BLESS=1` rewrites them).
+
+mod example;
+mod formats;
+mod git;
+mod hostile;
+mod invalid;
+mod support;

@@ -1,0 +1,54 @@
+//! Every case in `testdata/invalid/` (laid over `testdata/base/`) against its snapshot.
+
+use crate::support::*;
+use std::collections::BTreeSet;
+
+#[test]
+fn base_repo_is_valid() {
+    let repo = repo_with(None);
+    let run = rampart(&["validate", repo.path().to_str().unwrap()], None);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+}
+
+#[test]
+fn invalid_cases_match_their_snapshots() {
+    let mut failures = Vec::new();
+    let mut seen_codes = BTreeSet::new();
+    let mut cases: Vec<_> = std::fs::read_dir(root().join("testdata/invalid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 40, "cases missing");
+    for case in cases {
+        let name = case.file_name().unwrap().to_str().unwrap().to_owned();
+        let repo = repo_with(Some(&case));
+        let run = rampart(&["validate", "."], Some(repo.path()));
+        assert_bounded(&run, &name);
+        let codes = codes(&run.stdout);
+        // the case is named after the code it demonstrates
+        let expected = &name[..4];
+        if !codes.iter().any(|c| c == expected) {
+            failures.push(format!("{name}: expected {expected}, got {codes:?}\n{}", run.stdout));
+        }
+        let warning_only = codes.iter().all(|c| c == "R202" || c == "R304" || c == "R318");
+        let want_exit = if warning_only { 0 } else { 3 };
+        if run.code != want_exit {
+            failures.push(format!("{name}: exit {} (want {want_exit})", run.code));
+        }
+        seen_codes.extend(codes);
+        if let Err(e) = snapshot(&format!("invalid/{name}.txt"), &transcript(&run)) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // the cases here and the generated ones in `hostile` together cover every code
+    let generated = ["R100", "R101", "R102", "R104", "R105", "R106"];
+    for code in rampart::diagnostic::Code::ALL {
+        let c = code.as_str();
+        assert!(
+            seen_codes.contains(c) || generated.contains(&c),
+            "no test case covers {c}"
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! Helpers: run the real binary, lay test repos out, compare snapshots.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The outcome of one `rampart` process.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+    /// Peak resident set size of the process, in KiB.
+    pub max_rss_kib: i64,
+}
+
+/// Run the binary with `args`, stdout/stderr to files (so nothing blocks), and collect its
+/// exit code, output, wall time and peak RSS (`wait4`).
+pub fn rampart(args: &[&str], cwd: Option<&Path>) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("stdout file"))
+        .stderr(fs::File::create(&err_path).expect("stderr file"))
+        .env_remove("NO_COLOR")
+        .env_remove("GITHUB_ACTIONS")
+        .env("CI", "true");
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let start = Instant::now();
+    let child = cmd.spawn().expect("rampart starts");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4 failed");
+    let elapsed = start.elapsed();
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    std::mem::forget(child); // already reaped
+    Run {
+        code,
+        stdout: fs::read_to_string(out_path).expect("stdout utf-8"),
+        stderr: fs::read_to_string(err_path).expect("stderr utf-8"),
+        elapsed,
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+/// Copy `testdata/base` and lay `overlay` (if any) over it, in a fresh temp dir.
+pub fn repo_with(overlay: Option<&Path>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&root().join("testdata/base"), dir.path());
+    if let Some(o) = overlay {
+        copy_tree(o, dir.path());
+    }
+    dir
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+pub fn write(path: &Path, content: impl AsRef<[u8]>) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).expect("mkdir");
+    }
+    fs::write(path, content).expect("write");
+}
+
+/// Compare `actual` with the committed snapshot `testdata/snapshots/<name>`; with
+/// `RAMPART_BLESS=1`, write it instead. Returns a description of the mismatch.
+pub fn snapshot(name: &str, actual: &str) -> Result<(), String> {
+    let path = root().join("testdata/snapshots").join(name);
+    if std::env::var_os("RAMPART_BLESS").is_some() {
+        write(&path, actual);
+        return Ok(());
+    }
+    let expected =
+        fs::read_to_string(&path).map_err(|e| format!("{name}: no snapshot ({e}); run with RAMPART_BLESS=1"))?;
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: output differs from snapshot\n--- expected\n{expected}\n--- actual\n{actual}"
+        ))
+    }
+}
+
+/// What a validate run printed, in snapshot form.
+pub fn transcript(run: &Run) -> String {
+    let mut s = format!("exit: {}\n{}", run.code, run.stdout);
+    if !run.stderr.is_empty() {
+        s.push_str("--- stderr\n");
+        s.push_str(&run.stderr);
+    }
+    s
+}
+
+/// The codes (`R123`) a human report mentions, in order of appearance.
+pub fn codes(human: &str) -> Vec<String> {
+    human
+        .lines()
+        .filter_map(|l| {
+            l.split_once('[').and_then(|(sev, rest)| {
+                (sev == "error" || sev == "warning").then(|| rest.split(']').next().unwrap_or_default().to_owned())
+            })
+        })
+        .collect()
+}
+
+/// The bounds every bad input must stay within (reliability.md §7), with room for a debug
+/// build on a loaded 2-core machine.
+pub fn assert_bounded(run: &Run, what: &str) {
+    assert!(run.elapsed < Duration::from_secs(5), "{what}: took {:?}", run.elapsed);
+    assert!(run.max_rss_kib < 200 * 1024, "{what}: peak RSS {} KiB", run.max_rss_kib);
+    assert!(!run.stderr.contains("panicked"), "{what}: panicked\n{}", run.stderr);
+}
