@@ -166,7 +166,7 @@ fn check_value(v: &mut Value, file: &str, doc: usize, limits: &Limits, ptr: &mut
                                 Code::CaseDuplicateKey,
                                 file,
                                 doc,
-                                &format!("{ptr}/{}", escape_pointer(k)),
+                                &format!("{ptr}/{}#key", escape_pointer(k)),
                                 format!("keys `{first}` and `{k}` differ only in case"),
                             )
                             .with_hint("keep one of them; keys that differ only in case are almost always a typo"),

@@ -180,19 +180,32 @@ fn describe(
                 .with_hint(format!("add `{name}`; see the schema for what it holds"))
         }
         K::Type { kind } => {
-            let expected = match kind {
-                TypeKind::Single(t) => format!("{t}"),
-                TypeKind::Multiple(ts) => ts.iter().map(|t| format!("{t}")).collect::<Vec<_>>().join(" or "),
+            let name = |t: String| match t.as_str() {
+                "object" => "mapping".to_owned(),
+                "array" => "list".to_owned(),
+                _ => t,
             };
+            let expected = match kind {
+                TypeKind::Single(t) => name(format!("{t}")),
+                TypeKind::Multiple(ts) => ts.iter().map(|t| name(format!("{t}"))).collect::<Vec<_>>().join(" or "),
+            };
+            let numeric_text = instance.as_str().is_some_and(|s| !s.is_empty() && s.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit() || b == b'_' || b == b'.'));
             let hint = if expected.contains("string") && (instance.is_number() || instance.is_boolean()) {
-                format!("quote the value (`\"{}\"`) if it is meant as text", short(instance))
+                format!("quote the value (`\"{}\"`) if it is meant as text", instance)
+            } else if expected == "boolean" && instance.is_string() {
+                "write `true` or `false`; YAML 1.1 spellings such as `yes`, `no`, `on` and `off` are text in rampart".to_owned()
+            } else if (expected == "integer" || expected == "number") && numeric_text {
+                "zero-padded, underscored or quoted numbers are text in YAML 1.2; write the plain number".to_owned()
             } else if expected.contains("integer") && instance.is_number() {
                 "write a whole number".to_owned()
             } else {
                 format!("write {} {expected}", article(&expected))
             };
-            at(Code::TypeMismatch, ptr, format!("{field} must be {} {expected}, found {} {}", article(&expected), json_type(instance), short(instance)))
-                .with_hint(hint)
+            let found = match instance {
+                Value::Array(_) | Value::Object(_) => short(instance),
+                _ => format!("{} {}", json_type(instance), short(instance)),
+            };
+            at(Code::TypeMismatch, ptr, format!("{field} must be {} {expected}, found {found}", article(&expected))).with_hint(hint)
         }
         K::Enum { options } => {
             let opts: Vec<String> = options.as_array().map(|a| a.iter().map(short).collect()).unwrap_or_default();
