@@ -52,3 +52,22 @@ fn invalid_cases_match_their_snapshots() {
         );
     }
 }
+
+/// BOM, CRLF, `.yml`, several and empty documents, comment-only files, anchors, aliases and
+/// merge keys, and YAML 1.1 look-alikes (`on`, `NO`, `yes`) as logins: all fine.
+#[test]
+fn encodings_and_layouts_that_are_valid() {
+    let repo = repo_with(Some(&root().join("testdata/valid/encodings")));
+    let run = rampart(&["validate", "."], Some(repo.path()));
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    snapshot("valid/encodings.txt", &transcript(&run)).unwrap();
+}
+
+#[test]
+fn readme_documents_every_code() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for code in rampart::diagnostic::Code::ALL {
+        let anchor = format!("<a id=\"{}\"></a>{}", code.as_str().to_lowercase(), code.as_str());
+        assert!(readme.contains(&anchor), "README lacks {}", code.as_str());
+    }
+}
