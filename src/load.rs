@@ -25,7 +25,10 @@ pub struct LoadedFile {
     pub path: String,
     pub text: String,
     /// Non-empty documents in order; empty documents are skipped (and so not counted).
+    /// Validation moves them into the typed model.
     pub docs: Vec<Value>,
+    /// How many documents the file held.
+    pub doc_count: usize,
 }
 
 fn options(limits: &Limits) -> serde_saphyr::Options {
@@ -57,6 +60,7 @@ pub fn load_file(file: &SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnos
         path: file.path.clone(),
         text: String::new(),
         docs: Vec::new(),
+        doc_count: 0,
     };
     let mut diags = Vec::new();
     let text = match std::str::from_utf8(&file.bytes) {
@@ -104,6 +108,7 @@ pub fn load_file(file: &SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnos
             if text.contains("!!") || text.contains("!<") {
                 core_tags(text, &file.path, &mut diags);
             }
+            out.doc_count = docs.len();
             if diags.is_empty() {
                 out.docs = docs;
             }

@@ -8,6 +8,7 @@ use crate::source::{Source, SourceError};
 use crate::spec::Repo;
 use crate::validate;
 use rayon::prelude::*;
+use std::time::{Duration, Instant};
 
 /// A validated revision: the typed repo, its files (for spans and snippets) and every
 /// problem, resolved to `file:line:col` and sorted.
@@ -17,6 +18,17 @@ pub struct Validated {
     pub diagnostics: Vec<Diagnostic>,
     /// The commit read, when a git revision was read.
     pub commit: Option<String>,
+    /// Wall time per phase, for `--timings` and the benchmark.
+    pub timings: Timings,
+}
+
+/// Wall time of each phase of [`validate`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    pub read: Duration,
+    pub parse: Duration,
+    pub validate: Duration,
+    pub resolve: Duration,
 }
 
 impl Validated {
@@ -25,7 +37,7 @@ impl Validated {
     }
 
     pub fn document_count(&self) -> usize {
-        self.files.iter().map(|f| f.docs.len()).sum()
+        self.files.iter().map(|f| f.doc_count).sum()
     }
 }
 
@@ -34,6 +46,8 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// Read, load and validate one revision. `Err` only when the repo could not be read at all.
 pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, SourceError> {
+    let mut timings = Timings::default();
+    let t = Instant::now();
     // settings first: they hold the limits for everything else
     let defaults = Limits::default();
     let snap = source.read_settings(&defaults)?;
@@ -49,6 +63,8 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
 
     let snap = source.read_specs(&limits)?;
     diags.extend(snap.diagnostics);
+    timings.read = t.elapsed();
+    let t = Instant::now();
     let total = snap.files.len() as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     let loaded: Vec<(LoadedFile, Vec<Diagnostic>)> = snap
@@ -69,18 +85,24 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
         diags.extend(d);
         files.push(f);
     }
-    let (repo, d) = validate::documents(&files, settings);
+    timings.parse = t.elapsed();
+    let t = Instant::now();
+    let (repo, d) = validate::documents(&mut files, settings);
     diags.extend(d);
+    timings.validate = t.elapsed();
+    let t = Instant::now();
     if let Some(s) = settings_file {
         debug_assert_eq!(s.path, SETTINGS_FILE);
         files.push(s);
     }
     load::resolve(&mut diags, &files, &limits);
     diagnostic::sort(&mut diags);
+    timings.resolve = t.elapsed();
     Ok(Validated {
         repo,
         files,
         diagnostics: diags,
         commit: snap.commit,
+        timings,
     })
 }

@@ -92,7 +92,11 @@ impl Source {
     pub fn read_settings(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
         let mut walk = Walk::new(limits);
         match self {
-            Source::Dir(root) => walk.dir_file(root, SETTINGS_FILE),
+            Source::Dir(root) => {
+                walk.dir_file(root, SETTINGS_FILE);
+                let pending = std::mem::take(&mut walk.pending);
+                read_pending(root, pending, limits.max_file_bytes, &mut walk.snapshot);
+            }
             Source::Git { repo, tree, rev, .. } => {
                 let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
                 if let Some(entry) = tree.get_name(SETTINGS_FILE) {
@@ -112,6 +116,8 @@ impl Source {
                 for dir in KIND_DIRS {
                     walk.dir_tree(root, dir);
                 }
+                let pending = std::mem::take(&mut walk.pending);
+                read_pending(root, pending, limits.max_file_bytes, &mut walk.snapshot);
             }
             Source::Git { repo, tree, rev, .. } => {
                 let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
@@ -190,6 +196,8 @@ struct Walk<'l> {
     entries: u64,
     bytes: u64,
     stopped: bool,
+    /// Files of a directory walk admitted for reading.
+    pending: Vec<String>,
 }
 
 const GIT_TREE: i32 = 0o040000;
@@ -206,11 +214,13 @@ impl<'l> Walk<'l> {
             entries: 0,
             bytes: 0,
             stopped: false,
+            pending: Vec::new(),
         }
     }
 
     fn finish(mut self, commit: Option<String>) -> Snapshot {
         self.snapshot.commit = commit;
+        debug_assert!(self.pending.is_empty(), "read_pending not called");
         self.snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
         self.snapshot
     }
@@ -275,7 +285,7 @@ impl<'l> Walk<'l> {
     fn dir_file(&mut self, root: &Path, rel: &str) {
         let full = root.join(rel);
         match fs::symlink_metadata(&full) {
-            Ok(meta) => self.dir_entry(root, rel, &meta, &mut Vec::new()),
+            Ok(meta) => self.dir_entry(rel, &meta, &mut Vec::new()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => self.refuse(Diagnostic::at_file(
                 Code::ReadFailed,
@@ -292,7 +302,7 @@ impl<'l> Walk<'l> {
             Err(_) => return, // a kind directory that does not exist is fine
         };
         let mut stack: Vec<String> = Vec::new();
-        self.dir_entry(root, top, &meta, &mut stack);
+        self.dir_entry(top, &meta, &mut stack);
         while let Some(dir) = stack.pop() {
             if self.stopped {
                 return;
@@ -337,7 +347,7 @@ impl<'l> Walk<'l> {
                 };
                 let rel = format!("{dir}/{name}");
                 match fs::symlink_metadata(root.join(&rel)) {
-                    Ok(meta) => self.dir_entry(root, &rel, &meta, &mut stack),
+                    Ok(meta) => self.dir_entry(&rel, &meta, &mut stack),
                     Err(e) => self.refuse(Diagnostic::at_file(
                         Code::ReadFailed,
                         &rel,
@@ -348,7 +358,7 @@ impl<'l> Walk<'l> {
         }
     }
 
-    fn dir_entry(&mut self, root: &Path, rel: &str, meta: &fs::Metadata, stack: &mut Vec<String>) {
+    fn dir_entry(&mut self, rel: &str, meta: &fs::Metadata, stack: &mut Vec<String>) {
         let name = rel.rsplit('/').next().unwrap_or(rel);
         let ft = meta.file_type();
         if ft.is_symlink() {
@@ -381,30 +391,7 @@ impl<'l> Walk<'l> {
                 .with_hint("replace the hard link with a copy of the file"),
             );
         } else if self.admit_size(rel, meta.len()) {
-            match read_nofollow(&root.join(rel), self.limits.max_file_bytes) {
-                Ok(bytes) => self.snapshot.files.push(SourceFile {
-                    path: rel.to_owned(),
-                    bytes,
-                }),
-                Err(ReadFailure::Io(e)) => self.refuse(Diagnostic::at_file(
-                    Code::ReadFailed,
-                    rel,
-                    format!("could not read: {}", io_reason(&e)),
-                )),
-                Err(ReadFailure::Changed) => self.refuse(
-                    Diagnostic::at_file(
-                        Code::NotRegularFile,
-                        rel,
-                        "file changed into something else while it was read; not read",
-                    )
-                    .with_hint("do not modify the config repo while rampart reads it"),
-                ),
-                Err(ReadFailure::Grew(max)) => self.refuse(Diagnostic::at_file(
-                    Code::FileTooLarge,
-                    rel,
-                    format!("file grew past the limit of {max} bytes while it was read; not read"),
-                )),
-            }
+            self.pending.push(rel.to_owned());
         }
     }
 
@@ -463,6 +450,42 @@ impl<'l> Walk<'l> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Read the admitted files of a directory walk, in parallel (both cores: opening thousands
+/// of small files is syscall-bound).
+fn read_pending(root: &Path, pending: Vec<String>, max: u64, snapshot: &mut Snapshot) {
+    use rayon::prelude::*;
+    let results: Vec<(String, Result<Vec<u8>, ReadFailure>)> = pending
+        .into_par_iter()
+        .map(|rel| {
+            let r = read_nofollow(&root.join(&rel), max);
+            (rel, r)
+        })
+        .collect();
+    for (rel, r) in results {
+        match r {
+            Ok(bytes) => snapshot.files.push(SourceFile { path: rel, bytes }),
+            Err(ReadFailure::Io(e)) => snapshot.diagnostics.push(Diagnostic::at_file(
+                Code::ReadFailed,
+                &rel,
+                format!("could not read: {}", io_reason(&e)),
+            )),
+            Err(ReadFailure::Changed) => snapshot.diagnostics.push(
+                Diagnostic::at_file(
+                    Code::NotRegularFile,
+                    &rel,
+                    "file changed into something else while it was read; not read",
+                )
+                .with_hint("do not modify the config repo while rampart reads it"),
+            ),
+            Err(ReadFailure::Grew(max)) => snapshot.diagnostics.push(Diagnostic::at_file(
+                Code::FileTooLarge,
+                &rel,
+                format!("file grew past the limit of {max} bytes while it was read; not read"),
+            )),
+        }
     }
 }
 

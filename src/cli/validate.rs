@@ -24,6 +24,9 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
+    /// Print the wall time of each phase (read, parse, validate, resolve) to stderr.
+    #[arg(long)]
+    timings: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -54,6 +57,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         pipeline::validate(&source, &progress).with_context(|| format!("validating `{}`", args.path.display()))?;
     if let Some(b) = bar.get() {
         b.finish_and_clear();
+    }
+    if args.timings {
+        let t = validated.timings;
+        eprintln!(
+            "timings: read {:.1} ms, parse {:.1} ms, validate {:.1} ms, resolve {:.1} ms",
+            t.read.as_secs_f64() * 1e3,
+            t.parse.as_secs_f64() * 1e3,
+            t.validate.as_secs_f64() * 1e3,
+            t.resolve.as_secs_f64() * 1e3
+        );
     }
 
     let prefix = match args.format {

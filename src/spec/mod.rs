@@ -297,7 +297,7 @@ pub struct Repo {
     pub tenants: Vec<Object<TenantSpec>>,
     pub plugins: Vec<Object<PluginSpec>>,
     pub rollouts: Vec<Object<RolloutSpec>>,
-    pub names_seen: BTreeMap<Kind, std::collections::BTreeSet<String>>,
+    pub names_seen: BTreeMap<Kind, std::collections::HashSet<String>>,
 }
 
 impl Repo {

@@ -13,7 +13,6 @@ use crate::load::LoadedFile;
 use crate::spec::{API_VERSION, Kind, Metadata, Object, Origin, Repo};
 use rayon::prelude::*;
 use schema::Target;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -66,18 +65,20 @@ enum Parsed {
 }
 
 /// Check every spec document and then the repo as a whole.
-pub fn documents(files: &[LoadedFile], settings: Settings) -> (Repo, Vec<Diagnostic>) {
+///
+/// The documents are moved out of `files` into the typed model (only paths and texts stay,
+/// for spans and snippets): large plugin configs are never copied.
+pub fn documents(files: &mut [LoadedFile], settings: Settings) -> (Repo, Vec<Diagnostic>) {
     schema::warm_up();
     let per_file: Vec<FileOutcome> = files
-        .par_iter()
+        .par_iter_mut()
         .filter(|f| f.path != SETTINGS_FILE)
         .map(|f| {
             let mut diags = Vec::new();
-            let parsed = f
-                .docs
-                .iter()
+            let parsed = std::mem::take(&mut f.docs)
+                .into_iter()
                 .enumerate()
-                .map(|(doc, v)| document(f, doc, v, &mut diags))
+                .map(|(doc, v)| document(&f.path, doc, v, &mut diags))
                 .collect();
             (parsed, diags)
         })
@@ -174,9 +175,8 @@ fn shown(v: &Value) -> String {
     }
 }
 
-fn document(f: &LoadedFile, doc: usize, value: &Value, diags: &mut Vec<Diagnostic>) -> (Parsed, Option<Definition>) {
-    let file = f.path.as_str();
-    let Some(kind_str) = envelope(value, file, doc, diags) else {
+fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagnostic>) -> (Parsed, Option<Definition>) {
+    let Some(kind_str) = envelope(&value, file, doc, diags) else {
         return (Parsed::Invalid, None);
     };
     let Some(kind) = Kind::parse(kind_str) else {
@@ -228,23 +228,23 @@ fn document(f: &LoadedFile, doc: usize, value: &Value, diags: &mut Vec<Diagnosti
         Kind::Plugin => Target::Plugin,
         Kind::Rollout => Target::Rollout,
     };
-    if !schema::check(target, value, file, doc, diags) {
+    if !schema::check(target, &value, file, doc, diags) {
         return (Parsed::Invalid, def);
     }
     let parsed = match kind {
-        Kind::Team => typed(value, origin, diags).map(Parsed::Team),
-        Kind::Tenant => typed(value, origin, diags).map(Parsed::Tenant),
-        Kind::Plugin => typed(value, origin, diags).map(Parsed::Plugin),
-        Kind::Rollout => typed(value, origin, diags).map(Parsed::Rollout),
+        Kind::Team => typed(&mut value, origin, diags).map(Parsed::Team),
+        Kind::Tenant => typed(&mut value, origin, diags).map(Parsed::Tenant),
+        Kind::Plugin => typed(&mut value, origin, diags).map(Parsed::Plugin),
+        Kind::Rollout => typed(&mut value, origin, diags).map(Parsed::Rollout),
     };
     (parsed.unwrap_or(Parsed::Invalid), def)
 }
 
 /// Deserialize a schema-valid document. A failure here means the schema and the model
 /// disagree: reported as a schema violation rather than a panic.
-fn typed<S: DeserializeOwned>(value: &Value, origin: Origin, diags: &mut Vec<Diagnostic>) -> Option<Object<S>> {
-    let metadata = Metadata::deserialize(&value["metadata"]);
-    let spec = S::deserialize(&value["spec"]);
+fn typed<S: DeserializeOwned>(value: &mut Value, origin: Origin, diags: &mut Vec<Diagnostic>) -> Option<Object<S>> {
+    let metadata: Result<Metadata, _> = serde_json::from_value(value["metadata"].take());
+    let spec: Result<S, _> = serde_json::from_value(value["spec"].take());
     match (metadata, spec) {
         (Ok(metadata), Ok(spec)) => Some(Object { metadata, spec, origin }),
         (Err(e), _) | (_, Err(e)) => {

@@ -14,19 +14,117 @@ pub type Definitions = Vec<(Kind, String, Origin)>;
 pub fn check(repo: &Repo, defs: &Definitions) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     duplicate_names(defs, &mut out);
+    let cx = Context::new(repo);
     for t in &repo.tenants {
-        tenant(repo, t, &mut out);
+        tenant(&cx, t, &mut out);
     }
     for p in &repo.plugins {
-        plugin(repo, p, &mut out);
+        plugin(&cx, p, &mut out);
     }
-    let enabled: HashMap<&str, HashSet<&str>> = repo
-        .tenants
-        .iter()
-        .map(|t| (t.name(), t.spec.plugins.iter().map(|p| p.name.as_str()).collect()))
-        .collect();
     for r in &repo.rollouts {
-        rollout(repo, r, &enabled, &mut out);
+        rollout(&cx, r, &mut out);
+    }
+    out
+}
+
+/// What the checks look up across objects, indexed once.
+struct Context<'r> {
+    repo: &'r Repo,
+    /// tenant → the plugins it enables
+    enabled: HashMap<&'r str, HashSet<&'r str>>,
+    /// `key=value` label → tenants carrying it
+    by_label: HashMap<(&'r str, &'r str), Vec<&'r Object<crate::spec::TenantSpec>>>,
+    /// typo index per kind, built on first use
+    typos: [std::sync::OnceLock<Typos<'r>>; 4],
+}
+
+impl<'r> Context<'r> {
+    fn new(repo: &'r Repo) -> Self {
+        let enabled = repo
+            .tenants
+            .iter()
+            .map(|t| (t.name(), t.spec.plugins.iter().map(|p| p.name.as_str()).collect()))
+            .collect();
+        let mut by_label: HashMap<(&str, &str), Vec<_>> = HashMap::new();
+        for t in &repo.tenants {
+            for (k, v) in &t.metadata.labels {
+                by_label.entry((k.as_str(), v.as_str())).or_default().push(t);
+            }
+        }
+        Context {
+            repo,
+            enabled,
+            by_label,
+            typos: Default::default(),
+        }
+    }
+
+    fn has(&self, kind: Kind, name: &str) -> bool {
+        self.repo.has(kind, name)
+    }
+
+    /// Tenants whose labels include every label of the selector.
+    fn selected(&self, sel: &crate::spec::Selector) -> Vec<&'r Object<crate::spec::TenantSpec>> {
+        let mut labels = sel.match_labels.iter();
+        let Some((k, v)) = labels.next() else { return Vec::new() };
+        let first = self
+            .by_label
+            .get(&(k.as_str(), v.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        first
+            .iter()
+            .copied()
+            .filter(|t| sel.matches(&t.metadata.labels))
+            .collect()
+    }
+
+    /// A hint naming the closest existing name of that kind, or the fallback advice.
+    fn suggest(&self, name: &str, kind: Kind, fallback: &str) -> String {
+        let typos = self.typos[kind as usize].get_or_init(|| Typos::new(self.repo.names_seen.get(&kind)));
+        match typos.closest(name) {
+            Some(n) => format!("did you mean `{n}`? otherwise {fallback}"),
+            None => fallback.to_owned(),
+        }
+    }
+}
+
+/// Names by their one-character deletions (SymSpell): finds every name within one edit of a
+/// query, and most within two, in time independent of the number of names.
+struct Typos<'r> {
+    by_deletion: HashMap<String, Vec<&'r str>>,
+}
+
+impl<'r> Typos<'r> {
+    fn new(names: Option<&'r HashSet<String>>) -> Self {
+        let mut by_deletion: HashMap<String, Vec<&str>> = HashMap::new();
+        for n in names.into_iter().flatten() {
+            for d in deletions(n) {
+                by_deletion.entry(d).or_default().push(n);
+            }
+        }
+        Typos { by_deletion }
+    }
+
+    fn closest(&self, query: &str) -> Option<&'r str> {
+        deletions(query)
+            .iter()
+            .filter_map(|d| self.by_deletion.get(d))
+            .flatten()
+            .map(|n| (edit_distance(query, n), *n))
+            .filter(|(d, n)| *d <= 2 && *d < n.len())
+            .min()
+            .map(|(_, n)| n)
+    }
+}
+
+/// The word itself and every string made by deleting one character.
+fn deletions(s: &str) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = Vec::with_capacity(chars.len() + 1);
+    out.push(s.to_owned());
+    for i in 0..chars.len() {
+        out.push(chars[..i].iter().chain(&chars[i + 1..]).collect());
     }
     out
 }
@@ -58,9 +156,10 @@ fn duplicate_names(defs: &Definitions, out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn tenant(repo: &Repo, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagnostic>) {
+fn tenant(cx: &Context<'_>, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagnostic>) {
+    let repo = cx.repo;
     for (i, owner) in t.spec.owners.iter().enumerate() {
-        if !repo.has(Kind::Team, owner) {
+        if !cx.has(Kind::Team, owner) {
             out.push(
                 at(
                     t,
@@ -68,7 +167,7 @@ fn tenant(repo: &Repo, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagno
                     &format!("/spec/owners/{i}"),
                     format!("tenant {} is owned by unknown team {}", quote(t.name()), quote(owner)),
                 )
-                .with_hint(suggest(owner, repo, Kind::Team, "define the team in `teams/`")),
+                .with_hint(cx.suggest(owner, Kind::Team, "define the team in `teams/`")),
             );
         }
     }
@@ -129,7 +228,7 @@ fn tenant(repo: &Repo, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagno
                 )
                 .with_hint("remove it; traffic from the tenant itself is always allowed"),
             );
-        } else if !repo.has(Kind::Tenant, from) {
+        } else if !cx.has(Kind::Tenant, from) {
             out.push(
                 at(
                     t,
@@ -137,9 +236,8 @@ fn tenant(repo: &Repo, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagno
                     &ptr,
                     format!("`allowFrom` names unknown tenant {}", quote(from)),
                 )
-                .with_hint(suggest(
+                .with_hint(cx.suggest(
                     from,
-                    repo,
                     Kind::Tenant,
                     "define the tenant in `tenants/` or remove the entry",
                 )),
@@ -159,7 +257,7 @@ fn tenant(repo: &Repo, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagno
                 )
                 .with_hint("keep one entry per plugin and merge their `config`"),
             );
-        } else if !repo.has(Kind::Plugin, &p.name) {
+        } else if !cx.has(Kind::Plugin, &p.name) {
             out.push(
                 at(
                     t,
@@ -167,9 +265,8 @@ fn tenant(repo: &Repo, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagno
                     &ptr,
                     format!("tenant {} enables unknown plugin {}", quote(t.name()), quote(&p.name)),
                 )
-                .with_hint(suggest(
+                .with_hint(cx.suggest(
                     &p.name,
-                    repo,
                     Kind::Plugin,
                     "define the plugin in `plugins/` or remove the entry",
                 )),
@@ -178,9 +275,9 @@ fn tenant(repo: &Repo, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagno
     }
 }
 
-fn plugin(repo: &Repo, p: &Object<crate::spec::PluginSpec>, out: &mut Vec<Diagnostic>) {
+fn plugin(cx: &Context<'_>, p: &Object<crate::spec::PluginSpec>, out: &mut Vec<Diagnostic>) {
     for name in p.spec.requires.plugins.keys() {
-        if !repo.has(Kind::Plugin, name) {
+        if !cx.has(Kind::Plugin, name) {
             out.push(
                 at(
                     p,
@@ -188,12 +285,7 @@ fn plugin(repo: &Repo, p: &Object<crate::spec::PluginSpec>, out: &mut Vec<Diagno
                     &format!("/spec/requires/plugins/{}#key", escape_pointer(name)),
                     format!("plugin {} requires unknown plugin {}", quote(p.name()), quote(name)),
                 )
-                .with_hint(suggest(
-                    name,
-                    repo,
-                    Kind::Plugin,
-                    "define the required plugin in `plugins/`",
-                )),
+                .with_hint(cx.suggest(name, Kind::Plugin, "define the required plugin in `plugins/`")),
             );
         }
     }
@@ -222,14 +314,10 @@ fn plugin(repo: &Repo, p: &Object<crate::spec::PluginSpec>, out: &mut Vec<Diagno
     }
 }
 
-fn rollout(
-    repo: &Repo,
-    r: &Object<crate::spec::RolloutSpec>,
-    enabled: &HashMap<&str, HashSet<&str>>,
-    out: &mut Vec<Diagnostic>,
-) {
+fn rollout(cx: &Context<'_>, r: &Object<crate::spec::RolloutSpec>, out: &mut Vec<Diagnostic>) {
+    let enabled = &cx.enabled;
     let s = &r.spec;
-    let plugin_known = repo.has(Kind::Plugin, &s.plugin);
+    let plugin_known = cx.has(Kind::Plugin, &s.plugin);
     if !plugin_known {
         out.push(
             at(
@@ -242,17 +330,12 @@ fn rollout(
                     quote(&s.plugin)
                 ),
             )
-            .with_hint(suggest(
-                &s.plugin,
-                repo,
-                Kind::Plugin,
-                "define the plugin in `plugins/`",
-            )),
+            .with_hint(cx.suggest(&s.plugin, Kind::Plugin, "define the plugin in `plugins/`")),
         );
     }
     for (i, name) in s.tenants.names.iter().enumerate() {
         let ptr = format!("/spec/tenants/names/{i}");
-        if !repo.has(Kind::Tenant, name) {
+        if !cx.has(Kind::Tenant, name) {
             out.push(
                 at(
                     r,
@@ -260,9 +343,8 @@ fn rollout(
                     &ptr,
                     format!("rollout {} targets unknown tenant {}", quote(r.name()), quote(name)),
                 )
-                .with_hint(suggest(
+                .with_hint(cx.suggest(
                     name,
-                    repo,
                     Kind::Tenant,
                     "define the tenant in `tenants/` or remove it from the rollout",
                 )),
@@ -290,10 +372,9 @@ fn rollout(
         }
     }
     if let Some(sel) = &s.tenants.selector {
-        let matched = repo
-            .tenants
+        let matched = cx
+            .selected(sel)
             .iter()
-            .filter(|t| sel.matches(&t.metadata.labels))
             .filter(|t| !plugin_known || t.spec.plugins.iter().any(|p| p.name == s.plugin))
             .count();
         if matched == 0 {
@@ -417,23 +498,6 @@ pub fn check_repo_path(path: &str) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-/// A hint naming the closest existing name of that kind, or the fallback advice.
-fn suggest(name: &str, repo: &Repo, kind: Kind, fallback: &str) -> String {
-    let best = repo
-        .names_seen
-        .get(&kind)
-        .into_iter()
-        .flatten()
-        .filter(|n| n.len().abs_diff(name.len()) <= 2)
-        .map(|n| (edit_distance(name, n), n))
-        .filter(|(d, n)| *d <= 2 && *d < n.len())
-        .min_by_key(|(d, n)| (*d, (*n).clone()));
-    match best {
-        Some((_, n)) => format!("did you mean `{n}`? otherwise {fallback}"),
-        None => fallback.to_owned(),
-    }
 }
 
 #[cfg(test)]
