@@ -123,8 +123,30 @@ pub struct EnabledPlugin {
     pub name: String,
     #[serde(default)]
     pub disabled: bool,
-    #[serde(default)]
-    pub config: Option<Value>,
+    /// Filled by validation from the document (see [`PluginConfig`]), not by serde.
+    #[serde(skip)]
+    pub config: Option<PluginConfig>,
+}
+
+/// A plugin's configuration, kept as compact JSON text: configs can be large (tens of KB per
+/// tenant) and are only read when compiled, so a repo's model stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig(String);
+
+impl PluginConfig {
+    pub fn new(value: &Value) -> PluginConfig {
+        PluginConfig(value.to_string())
+    }
+
+    /// The configuration as a JSON value.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).expect("stored from a valid value")
+    }
+
+    /// The compact JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -52,7 +52,10 @@ pub fn settings(file: Option<&LoadedFile>) -> (Settings, Vec<Diagnostic>) {
 type Definition = (Kind, String, Origin);
 
 /// One file's documents and problems.
-type FileOutcome = (Vec<(Parsed, Option<Definition>)>, Vec<Diagnostic>);
+pub struct FileOutcome {
+    parsed: Vec<(Parsed, Option<Definition>)>,
+    pub diagnostics: Vec<Diagnostic>,
+}
 
 /// One document's outcome.
 enum Parsed {
@@ -64,33 +67,30 @@ enum Parsed {
     Invalid,
 }
 
-/// Check every spec document and then the repo as a whole.
-///
-/// The documents are moved out of `files` into the typed model (only paths and texts stay,
-/// for spans and snippets): large plugin configs are never copied.
-pub fn documents(files: &mut [LoadedFile], settings: Settings) -> (Repo, Vec<Diagnostic>) {
-    schema::warm_up();
-    let per_file: Vec<FileOutcome> = files
-        .par_iter_mut()
-        .filter(|f| f.path != SETTINGS_FILE)
-        .map(|f| {
-            let mut diags = Vec::new();
-            let parsed = std::mem::take(&mut f.docs)
-                .into_iter()
-                .enumerate()
-                .map(|(doc, v)| document(&f.path, doc, v, &mut diags))
-                .collect();
-            (parsed, diags)
-        })
+/// Check each document of one file on its own (envelope, kind directory, schema) and turn
+/// the valid ones into typed objects. The documents are moved out of `file` (its path and
+/// text stay, for spans and snippets), so the pipeline can free a file's values as soon as
+/// it has been checked.
+pub fn file(file: &mut LoadedFile) -> FileOutcome {
+    let mut diagnostics = Vec::new();
+    let parsed = std::mem::take(&mut file.docs)
+        .into_iter()
+        .enumerate()
+        .map(|(doc, v)| document(&file.path, doc, v, &mut diagnostics))
         .collect();
+    FileOutcome { parsed, diagnostics }
+}
+
+/// Gather the per-file outcomes into the repo, then check the objects together.
+pub fn assemble(outcomes: Vec<FileOutcome>, settings: Settings) -> (Repo, Vec<Diagnostic>) {
     let mut repo = Repo {
         settings,
         ..Repo::default()
     };
     let mut diags = Vec::new();
     let mut defs = Vec::new();
-    for (parsed, d) in per_file {
-        diags.extend(d);
+    for FileOutcome { parsed, diagnostics } in outcomes {
+        diags.extend(diagnostics);
         for (p, def) in parsed {
             if let Some((kind, name, origin)) = def {
                 repo.names_seen.entry(kind).or_default().insert(name.clone());
@@ -107,6 +107,17 @@ pub fn documents(files: &mut [LoadedFile], settings: Settings) -> (Repo, Vec<Dia
     }
     diags.extend(semantic::check(&repo, &defs));
     (repo, diags)
+}
+
+/// Check every spec document and then the repo as a whole (both steps in one call).
+pub fn documents(files: &mut [LoadedFile], settings: Settings) -> (Repo, Vec<Diagnostic>) {
+    schema::warm_up();
+    let outcomes = files
+        .par_iter_mut()
+        .filter(|f| f.path != SETTINGS_FILE)
+        .map(file)
+        .collect();
+    assemble(outcomes, settings)
 }
 
 /// `apiVersion` and `kind` of a document; `None` (with a diagnostic) when unusable.
@@ -233,7 +244,22 @@ fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagnostic
     }
     let parsed = match kind {
         Kind::Team => typed(&mut value, origin, diags).map(Parsed::Team),
-        Kind::Tenant => typed(&mut value, origin, diags).map(Parsed::Tenant),
+        Kind::Tenant => {
+            // configs can be large: serialize them once, compactly, instead of copying values
+            let configs: Vec<Option<Value>> = match value.pointer_mut("/spec/plugins") {
+                Some(Value::Array(ps)) => ps
+                    .iter_mut()
+                    .map(|p| p.as_object_mut().and_then(|o| o.remove("config")))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            typed(&mut value, origin, diags).map(|mut o: Object<crate::spec::TenantSpec>| {
+                for (p, c) in o.spec.plugins.iter_mut().zip(configs) {
+                    p.config = c.as_ref().map(crate::spec::PluginConfig::new);
+                }
+                Parsed::Tenant(o)
+            })
+        }
         Kind::Plugin => typed(&mut value, origin, diags).map(Parsed::Plugin),
         Kind::Rollout => typed(&mut value, origin, diags).map(Parsed::Rollout),
     };

@@ -90,43 +90,58 @@ impl<'r> Context<'r> {
 }
 
 /// Names by their one-character deletions (SymSpell): finds every name within one edit of a
-/// query, and most within two, in time independent of the number of names.
+/// query, and most within two, in time independent of the number of names. Deletions are
+/// kept as hashes in one sorted vector: no allocation per entry.
 struct Typos<'r> {
-    by_deletion: HashMap<String, Vec<&'r str>>,
+    names: Vec<&'r str>,
+    /// (hash of a deletion variant, index into `names`), sorted
+    by_deletion: Vec<(u64, u32)>,
 }
 
 impl<'r> Typos<'r> {
     fn new(names: Option<&'r HashSet<String>>) -> Self {
-        let mut by_deletion: HashMap<String, Vec<&str>> = HashMap::new();
-        for n in names.into_iter().flatten() {
-            for d in deletions(n) {
-                by_deletion.entry(d).or_default().push(n);
-            }
+        let mut sorted: Vec<&str> = names.into_iter().flatten().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let mut by_deletion = Vec::with_capacity(sorted.len() * 16);
+        for (i, n) in sorted.iter().enumerate() {
+            deletion_hashes(n, |h| by_deletion.push((h, i as u32)));
         }
-        Typos { by_deletion }
+        by_deletion.sort_unstable();
+        Typos {
+            names: sorted,
+            by_deletion,
+        }
     }
 
     fn closest(&self, query: &str) -> Option<&'r str> {
-        deletions(query)
-            .iter()
-            .filter_map(|d| self.by_deletion.get(d))
-            .flatten()
-            .map(|n| (edit_distance(query, n), *n))
-            .filter(|(d, n)| *d <= 2 && *d < n.len())
-            .min()
-            .map(|(_, n)| n)
+        let mut best: Option<(usize, &'r str)> = None;
+        deletion_hashes(query, |h| {
+            let start = self.by_deletion.partition_point(|e| e.0 < h);
+            for &(_, i) in self.by_deletion[start..].iter().take_while(|e| e.0 == h) {
+                let n = self.names[i as usize];
+                let d = edit_distance(query, n);
+                if d <= 2 && d < n.len() && best.is_none_or(|b| (d, n) < b) {
+                    best = Some((d, n));
+                }
+            }
+        });
+        best.map(|(_, n)| n)
     }
 }
 
-/// The word itself and every string made by deleting one character.
-fn deletions(s: &str) -> Vec<String> {
+/// Hashes (FNV-1a; collisions only cost a wasted comparison) of the word itself and of every
+/// string made by deleting one character.
+fn deletion_hashes(s: &str, mut f: impl FnMut(u64)) {
     let chars: Vec<char> = s.chars().collect();
-    let mut out = Vec::with_capacity(chars.len() + 1);
-    out.push(s.to_owned());
-    for i in 0..chars.len() {
-        out.push(chars[..i].iter().chain(&chars[i + 1..]).collect());
+    for skip in std::iter::once(usize::MAX).chain(0..chars.len()) {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (i, &c) in chars.iter().enumerate() {
+            if i != skip {
+                h = (h ^ c as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        f(h);
     }
-    out
 }
 
 fn at<S>(o: &Object<S>, code: Code, pointer: &str, msg: String) -> Diagnostic {

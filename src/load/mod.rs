@@ -1,0 +1,345 @@
+//! Load: bytes → YAML documents as JSON values, under budgets; and anchors → `line:col` (pure).
+//!
+//! The fast path parses each file once, straight into `serde_json::Value` ([`yaml`]). Spans
+//! are only needed for files that have problems, so [`resolve`] re-parses just those files,
+//! with the same builder recording every node's pointer, to map JSON pointers back to
+//! `line:col`: document numbers and pointers agree by construction.
+//!
+//! On top of the YAML rules of [`yaml`], keys that differ only in case are errors, and
+//! integral floats (`1e3`) become integers, as JSON Schema counts them.
+
+pub mod yaml;
+
+use crate::config::Limits;
+use crate::diagnostic::{Anchor, Code, Diagnostic, Location};
+use crate::source::SourceFile;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// One file after loading: its text (empty when it is not valid UTF-8) and its documents.
+#[derive(Debug, Clone)]
+pub struct LoadedFile {
+    pub path: String,
+    pub text: String,
+    /// Non-empty documents in order; empty documents are skipped (and so not counted).
+    /// Validation moves them into the typed model.
+    pub docs: Vec<Value>,
+    /// How many documents the file held.
+    pub doc_count: usize,
+}
+
+/// Decode and parse one file. Problems come back as diagnostics; the file's documents are
+/// empty when it could not be parsed.
+pub fn load_file(file: SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnostic>) {
+    let mut out = LoadedFile {
+        path: file.path,
+        text: String::new(),
+        docs: Vec::new(),
+        doc_count: 0,
+    };
+    let mut diags = Vec::new();
+    // the bytes become the text without a copy
+    out.text = match String::from_utf8(file.bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let (line, column) = line_col_of_byte(e.as_bytes(), valid);
+            diags.push(
+                Diagnostic::new(
+                    Code::InvalidUtf8,
+                    Anchor::Position {
+                        file: out.path.clone(),
+                        line,
+                        column,
+                    },
+                    format!("file is not valid UTF-8 (byte {} is invalid)", valid + 1),
+                )
+                .with_hint("save the file as UTF-8; other encodings (UTF-16, Latin-1) are not read"),
+            );
+            return (out, diags);
+        }
+    };
+    let (text, path) = (out.text.as_str(), out.path.as_str());
+    if let Some(i) = text.find('\0') {
+        let (line, column) = line_col_of_byte(text.as_bytes(), i);
+        diags.push(
+            Diagnostic::new(
+                Code::NulByte,
+                Anchor::Position {
+                    file: path.to_owned(),
+                    line,
+                    column,
+                },
+                "file contains a NUL byte",
+            )
+            .with_hint("a config file is text; remove the NUL byte (was a binary file committed by mistake?)"),
+        );
+        return (out, diags);
+    }
+    match yaml::parse(text, limits, None) {
+        Ok(docs) => {
+            let mut docs = docs;
+            for (doc, value) in docs.iter_mut().enumerate() {
+                check_value(value, path, doc, &mut String::new(), &mut diags);
+            }
+            out.doc_count = docs.len();
+            if diags.is_empty() {
+                out.docs = docs;
+            }
+        }
+        Err(e) => diags.push(
+            Diagnostic::new(
+                e.code,
+                Anchor::Position {
+                    file: path.to_owned(),
+                    line: e.line,
+                    column: e.column,
+                },
+                e.message,
+            )
+            .with_hint(e.hint),
+        ),
+    }
+    (out, diags)
+}
+
+/// Keys equal but for case are errors. Integral floats (`1e3`) become integers, as JSON
+/// Schema counts them as integers: the typed model then reads them where one is expected.
+fn check_value(v: &mut Value, file: &str, doc: usize, ptr: &mut String, diags: &mut Vec<Diagnostic>) {
+    if let Value::Number(n) = v
+        && let Some(f) = n.as_f64()
+        && n.is_f64()
+        && f.fract() == 0.0
+        && f.abs() < 9.0e15
+    {
+        *v = Value::from(f as i64);
+        return;
+    }
+    match v {
+        Value::Array(xs) => {
+            for (i, x) in xs.iter_mut().enumerate() {
+                let len = ptr.len();
+                ptr.push('/');
+                ptr.push_str(&i.to_string());
+                check_value(x, file, doc, ptr, diags);
+                ptr.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            // unique keys without capitals cannot differ only in case: skip the common case
+            if map.len() > 1 && map.keys().any(|k| k.chars().any(char::is_uppercase)) {
+                let mut seen: HashMap<String, &str> = HashMap::with_capacity(map.len());
+                for k in map.keys() {
+                    if let Some(first) = seen.insert(k.to_lowercase(), k)
+                        && first != k
+                    {
+                        diags.push(
+                            Diagnostic::at_node(
+                                Code::CaseDuplicateKey,
+                                file,
+                                doc,
+                                &format!("{ptr}/{}#key", escape_pointer(k)),
+                                format!("keys `{first}` and `{k}` differ only in case"),
+                            )
+                            .with_hint("keep one of them; keys that differ only in case are almost always a typo"),
+                        );
+                    }
+                }
+            }
+            for (k, x) in map.iter_mut() {
+                let len = ptr.len();
+                ptr.push('/');
+                ptr.push_str(&escape_pointer(k));
+                check_value(x, file, doc, ptr, diags);
+                ptr.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// RFC 6901 escaping of one pointer token.
+pub fn escape_pointer(token: &str) -> String {
+    if token.contains(['~', '/']) {
+        token.replace('~', "~0").replace('/', "~1")
+    } else {
+        token.to_owned()
+    }
+}
+
+fn line_col_of_byte(bytes: &[u8], offset: usize) -> (u32, u32) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    (line as u32, column as u32)
+}
+
+// ---------------------------------------------------------------------------------------
+// Spans: pointer → line:col, computed only for files that have diagnostics.
+
+fn span_table(text: &str, limits: &Limits) -> Vec<yaml::Spans> {
+    let mut spans = Vec::new();
+    // a file that parsed once parses again; if not, there is simply no table
+    let _ = yaml::parse(text, limits, Some(&mut spans));
+    spans
+}
+
+/// Fill `location` and `snippet` of every diagnostic. Pointers resolve to the nearest
+/// existing ancestor (a missing field is reported at its parent); a `…#key` suffix asks for
+/// the key rather than its value.
+pub fn resolve(diags: &mut [Diagnostic], files: &[LoadedFile], limits: &Limits) {
+    let by_path: HashMap<&str, &LoadedFile> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut tables: HashMap<String, Vec<yaml::Spans>> = HashMap::new();
+    for d in diags.iter_mut() {
+        let (file, line, column) = match &d.anchor {
+            Anchor::None => continue,
+            Anchor::File { file } => (file.clone(), 0, 0),
+            Anchor::Position { file, line, column } => (file.clone(), *line, *column),
+            Anchor::Node { file, doc, pointer } => {
+                let (line, column) = match by_path.get(file.as_str()) {
+                    Some(f) => {
+                        let table = tables
+                            .entry(file.clone())
+                            .or_insert_with(|| span_table(&f.text, limits));
+                        table.get(*doc).and_then(|t| locate(t, pointer)).unwrap_or((0, 0))
+                    }
+                    None => (0, 0),
+                };
+                (file.clone(), line, column)
+            }
+        };
+        if line > 0
+            && let Some(f) = by_path.get(file.as_str())
+            && let Some(text) = f.text.lines().nth(line as usize - 1)
+        {
+            let (snippet, col) = crop(text, column);
+            d.snippet = Some(snippet);
+            d.snippet_column = col;
+        }
+        d.location = Some(Location { file, line, column });
+    }
+}
+
+/// A window of at most `WIDTH` characters of `line` around `column`, with `…` marking what
+/// was cut, and the column within the window.
+fn crop(line: &str, column: u32) -> (String, u32) {
+    const WIDTH: usize = 120;
+    let n = line.chars().count();
+    if n <= WIDTH {
+        return (line.to_owned(), column);
+    }
+    let col = (column.max(1) - 1) as usize;
+    let start = col.saturating_sub(WIDTH / 2).min(n.saturating_sub(WIDTH));
+    let mut out: String = if start > 0 { "…".to_owned() } else { String::new() };
+    out.extend(line.chars().skip(start).take(WIDTH));
+    if start + WIDTH < n {
+        out.push('…');
+    }
+    (out, (col - start + 1 + usize::from(start > 0)) as u32)
+}
+
+fn locate(table: &HashMap<String, (u32, u32)>, pointer: &str) -> Option<(u32, u32)> {
+    if let Some(p) = table.get(pointer) {
+        return Some(*p);
+    }
+    // a missing node: point at the key of its nearest existing ancestor
+    let mut ptr = pointer.strip_suffix("#key").unwrap_or(pointer);
+    loop {
+        if let Some(p) = table.get(&format!("{ptr}#key")).or_else(|| table.get(ptr)) {
+            return Some(*p);
+        }
+        ptr = &ptr[..ptr.rfind('/')?];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(src: &str) -> (LoadedFile, Vec<Diagnostic>) {
+        load_file(
+            SourceFile {
+                path: "t.yaml".into(),
+                bytes: src.as_bytes().to_vec(),
+            },
+            &Limits::default(),
+        )
+    }
+
+    fn codes(src: &str) -> Vec<&'static str> {
+        load(src).1.iter().map(|d| d.code.as_str()).collect()
+    }
+
+    #[test]
+    fn strict_scalars_stay_strings() {
+        let (f, d) = load("a: NO\nb: on\nc: 0755\nd: 1_000\ne: 2001-12-14\nf: yes\ng: true\nh: 1e3\n");
+        assert!(d.is_empty(), "{d:?}");
+        let v = &f.docs[0];
+        assert_eq!(v["a"], "NO");
+        assert_eq!(v["b"], "on");
+        assert_eq!(v["c"], "0755");
+        assert_eq!(v["d"], "1_000");
+        assert_eq!(v["e"], "2001-12-14");
+        assert_eq!(v["f"], "yes");
+        assert_eq!(v["g"], true);
+        assert_eq!(v["h"], 1000.0);
+    }
+
+    #[test]
+    fn bad_inputs_have_codes() {
+        assert_eq!(codes("a: 1\na: 2\n"), ["R113"]);
+        assert_eq!(codes("Name: 1\nname: 2\n"), ["R114"]);
+        assert_eq!(codes("a: !!python/object x\n"), ["R115"]);
+        assert_eq!(codes("a: !include other.yaml\n"), ["R115"]);
+        assert_eq!(codes("a: !!binary aGVsbG8=\n"), ["R115"]);
+        assert_eq!(codes("a: !!str 0755\n"), Vec::<&str>::new());
+        assert_eq!(codes("a: .nan\n"), ["R120"]);
+        assert_eq!(codes("a: [1, 2\n"), ["R112"]);
+        assert_eq!(codes("a: \0\n"), ["R111"]);
+        let deep = "[".repeat(10_000);
+        assert_eq!(codes(&deep), ["R116"]);
+    }
+
+    #[test]
+    fn alias_bomb_is_rejected() {
+        let mut s = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        for (i, c) in ('b'..='i').enumerate() {
+            let prev = (b'a' + i as u8) as char;
+            s.push_str(&format!(
+                "{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+            ));
+        }
+        let (_, d) = load(&s);
+        assert_eq!(d.iter().map(|d| d.code.as_str()).collect::<Vec<_>>(), ["R117"], "{d:?}");
+    }
+
+    #[test]
+    fn pointers_resolve_to_lines() {
+        let src = "---\na: 1\n---\nx:\n  y: [1, 2]\n";
+        let (f, d) = load(src);
+        assert!(d.is_empty());
+        let mut diags = vec![
+            Diagnostic::at_node(Code::TypeMismatch, "t.yaml", 1, "/x/y/1", "m"),
+            Diagnostic::at_node(Code::MissingField, "t.yaml", 1, "/x/z", "m"),
+            Diagnostic::at_node(Code::UnknownField, "t.yaml", 1, "/x/y#key", "m"),
+        ];
+        resolve(&mut diags, &[f], &Limits::default());
+        let at: Vec<_> = diags
+            .iter()
+            .map(|d| d.location.as_ref().map(|l| (l.line, l.column)).unwrap())
+            .collect();
+        assert_eq!(at, [(5, 10), (4, 1), (5, 3)]);
+        assert_eq!(diags[0].snippet.as_deref(), Some("  y: [1, 2]"));
+        assert_eq!(diags[0].snippet_column, 10);
+    }
+
+    #[test]
+    fn long_lines_are_cropped_around_the_column() {
+        let line = format!("{}X{}", "a".repeat(500), "b".repeat(500));
+        let (s, col) = crop(&line, 501);
+        assert_eq!(s.chars().count(), 122);
+        assert_eq!(s.chars().nth(col as usize - 1), Some('X'));
+        assert_eq!(crop("short", 3), ("short".to_owned(), 3));
+    }
+}
