@@ -95,7 +95,7 @@ impl Source {
             Source::Dir(root) => {
                 walk.dir_file(root, SETTINGS_FILE);
                 let pending = std::mem::take(&mut walk.pending);
-                read_pending(root, pending, limits.max_file_bytes, &mut walk.snapshot);
+                read_pending(root, pending, limits, &mut walk.snapshot);
             }
             Source::Git { repo, tree, rev, .. } => {
                 let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
@@ -117,7 +117,7 @@ impl Source {
                     walk.dir_tree(root, dir);
                 }
                 let pending = std::mem::take(&mut walk.pending);
-                read_pending(root, pending, limits.max_file_bytes, &mut walk.snapshot);
+                read_pending(root, pending, limits, &mut walk.snapshot);
             }
             Source::Git { repo, tree, rev, .. } => {
                 let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
@@ -285,7 +285,7 @@ impl<'l> Walk<'l> {
     fn dir_file(&mut self, root: &Path, rel: &str) {
         let full = root.join(rel);
         match fs::symlink_metadata(&full) {
-            Ok(meta) => self.dir_entry(rel, &meta, &mut Vec::new()),
+            Ok(meta) => self.dir_entry(rel, meta.file_type(), &mut Vec::new()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => self.refuse(Diagnostic::at_file(
                 Code::ReadFailed,
@@ -302,7 +302,7 @@ impl<'l> Walk<'l> {
             Err(_) => return, // a kind directory that does not exist is fine
         };
         let mut stack: Vec<String> = Vec::new();
-        self.dir_entry(top, &meta, &mut stack);
+        self.dir_entry(top, meta.file_type(), &mut stack);
         while let Some(dir) = stack.pop() {
             if self.stopped {
                 return;
@@ -324,7 +324,18 @@ impl<'l> Walk<'l> {
                     return;
                 }
                 match entry {
-                    Ok(entry) => names.push(entry.file_name()),
+                    // the type comes from the directory listing itself: no syscall per entry
+                    Ok(entry) => match entry
+                        .file_type()
+                        .or_else(|_| fs::symlink_metadata(entry.path()).map(|m| m.file_type()))
+                    {
+                        Ok(ft) => names.push((entry.file_name(), ft)),
+                        Err(e) => self.refuse(Diagnostic::at_file(
+                            Code::ReadFailed,
+                            &format!("{dir}/{}", entry.file_name().to_string_lossy()),
+                            format!("could not inspect: {}", io_reason(&e)),
+                        )),
+                    },
                     Err(e) => self.refuse(Diagnostic::at_file(
                         Code::ReadFailed,
                         &dir,
@@ -332,8 +343,8 @@ impl<'l> Walk<'l> {
                     )),
                 }
             }
-            names.sort();
-            for name in names.into_iter().rev() {
+            names.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, ft) in names.into_iter().rev() {
                 let Some(name) = name.to_str() else {
                     self.refuse(
                         Diagnostic::at_file(
@@ -346,21 +357,15 @@ impl<'l> Walk<'l> {
                     continue;
                 };
                 let rel = format!("{dir}/{name}");
-                match fs::symlink_metadata(root.join(&rel)) {
-                    Ok(meta) => self.dir_entry(&rel, &meta, &mut stack),
-                    Err(e) => self.refuse(Diagnostic::at_file(
-                        Code::ReadFailed,
-                        &rel,
-                        format!("could not inspect: {}", io_reason(&e)),
-                    )),
-                }
+                self.dir_entry(&rel, ft, &mut stack);
             }
         }
     }
 
-    fn dir_entry(&mut self, rel: &str, meta: &fs::Metadata, stack: &mut Vec<String>) {
+    /// Classify one walked entry; regular YAML files are queued for [`read_pending`], which
+    /// checks links, size and type again on the opened file.
+    fn dir_entry(&mut self, rel: &str, ft: fs::FileType, stack: &mut Vec<String>) {
         let name = rel.rsplit('/').next().unwrap_or(rel);
-        let ft = meta.file_type();
         if ft.is_symlink() {
             self.refuse(symlink_refused(rel));
         } else if ft.is_dir() {
@@ -370,27 +375,8 @@ impl<'l> Walk<'l> {
         } else if !is_yaml(name) && rel != SETTINGS_FILE {
             // not ours: READMEs, policies, keys…
         } else if !ft.is_file() {
-            self.refuse(
-                Diagnostic::at_file(
-                    Code::NotRegularFile,
-                    rel,
-                    "not a regular file (a FIFO, socket or device); not read",
-                )
-                .with_hint("config files must be plain files committed to the repository"),
-            );
-        } else if meta.nlink() > 1 {
-            self.refuse(
-                Diagnostic::at_file(
-                    Code::NotRegularFile,
-                    rel,
-                    format!(
-                        "file has {} hard links; not read, its contents may belong to another file",
-                        meta.nlink()
-                    ),
-                )
-                .with_hint("replace the hard link with a copy of the file"),
-            );
-        } else if self.admit_size(rel, meta.len()) {
+            self.refuse(not_regular(rel));
+        } else {
             self.pending.push(rel.to_owned());
         }
     }
@@ -453,40 +439,90 @@ impl<'l> Walk<'l> {
     }
 }
 
-/// Read the admitted files of a directory walk, in parallel (both cores: opening thousands
-/// of small files is syscall-bound).
-fn read_pending(root: &Path, pending: Vec<String>, max: u64, snapshot: &mut Snapshot) {
+/// Read the queued files of a directory walk, in parallel (opening thousands of small files
+/// is syscall-bound). Each file is opened without following links and without blocking, and
+/// its type, link count and size are checked on the open file before a byte is read; the
+/// repository-wide byte budget is reserved before reading too.
+fn read_pending(root: &Path, pending: Vec<String>, limits: &Limits, snapshot: &mut Snapshot) {
     use rayon::prelude::*;
+    use std::sync::atomic::AtomicU64;
+    let total = AtomicU64::new(0);
     let results: Vec<(String, Result<Vec<u8>, ReadFailure>)> = pending
         .into_par_iter()
         .map(|rel| {
-            let r = read_nofollow(&root.join(&rel), max);
+            let r = read_nofollow(&root.join(&rel), limits, &total);
             (rel, r)
         })
         .collect();
+    let mut repo_full = false;
     for (rel, r) in results {
-        match r {
-            Ok(bytes) => snapshot.files.push(SourceFile { path: rel, bytes }),
-            Err(ReadFailure::Io(e)) => snapshot.diagnostics.push(Diagnostic::at_file(
-                Code::ReadFailed,
+        let d = match r {
+            Ok(bytes) => {
+                snapshot.files.push(SourceFile { path: rel, bytes });
+                continue;
+            }
+            Err(ReadFailure::Io(e)) => {
+                Diagnostic::at_file(Code::ReadFailed, &rel, format!("could not read: {}", io_reason(&e)))
+            }
+            Err(ReadFailure::Changed) => Diagnostic::at_file(
+                Code::NotRegularFile,
                 &rel,
-                format!("could not read: {}", io_reason(&e)),
-            )),
-            Err(ReadFailure::Changed) => snapshot.diagnostics.push(
-                Diagnostic::at_file(
-                    Code::NotRegularFile,
-                    &rel,
-                    "file changed into something else while it was read; not read",
-                )
-                .with_hint("do not modify the config repo while rampart reads it"),
-            ),
-            Err(ReadFailure::Grew(max)) => snapshot.diagnostics.push(Diagnostic::at_file(
+                "file changed into a link while it was read; not read",
+            )
+            .with_hint("do not modify the config repo while rampart reads it"),
+            Err(ReadFailure::NotRegular) => not_regular(&rel),
+            Err(ReadFailure::HardLinks(n)) => Diagnostic::at_file(
+                Code::NotRegularFile,
+                &rel,
+                format!("file has {n} hard links; not read, its contents may belong to another file"),
+            )
+            .with_hint("replace the hard link with a copy of the file"),
+            Err(ReadFailure::TooLarge(size)) => Diagnostic::at_file(
                 Code::FileTooLarge,
                 &rel,
-                format!("file grew past the limit of {max} bytes while it was read; not read"),
-            )),
-        }
+                format!(
+                    "file is {size} bytes, above the limit of {}; not read",
+                    limits.max_file_bytes
+                ),
+            )
+            .with_hint("split it into smaller files, or raise `spec.limits.maxFileBytes` in rampart.yaml"),
+            Err(ReadFailure::Grew) => Diagnostic::at_file(
+                Code::FileTooLarge,
+                &rel,
+                format!(
+                    "file grew past the limit of {} bytes while it was read; not read",
+                    limits.max_file_bytes
+                ),
+            ),
+            Err(ReadFailure::RepoFull) if !repo_full => {
+                repo_full = true;
+                Diagnostic::new(
+                    Code::RepoTooLarge,
+                    crate::diagnostic::Anchor::None,
+                    format!(
+                        "the files pass the repository limit of {} bytes; nothing was validated",
+                        limits.max_total_bytes
+                    ),
+                )
+                .with_hint("raise `spec.limits.maxTotalBytes` in rampart.yaml")
+            }
+            Err(ReadFailure::RepoFull) => continue,
+        };
+        snapshot.diagnostics.push(d);
     }
+    if repo_full {
+        // which files fit depends on thread timing: validate none rather than a random part
+        snapshot.files.clear();
+    }
+}
+
+fn not_regular(rel: &str) -> Diagnostic {
+    Diagnostic::at_file(
+        Code::NotRegularFile,
+        rel,
+        "not a regular file (a FIFO, socket or device); not read",
+    )
+    .with_hint("config files must be plain files committed to the repository")
 }
 
 fn symlink_refused(rel: &str) -> Diagnostic {
@@ -501,12 +537,17 @@ fn symlink_refused(rel: &str) -> Diagnostic {
 enum ReadFailure {
     Io(std::io::Error),
     Changed,
-    Grew(u64),
+    NotRegular,
+    HardLinks(u64),
+    TooLarge(u64),
+    Grew,
+    RepoFull,
 }
 
-/// Open without following a final symlink and without blocking on a FIFO swapped in after
-/// the `lstat`, then re-check the opened file and read at most `max + 1` bytes.
-fn read_nofollow(path: &Path, max: u64) -> Result<Vec<u8>, ReadFailure> {
+/// Open without following a final symlink and without blocking on a FIFO, check the opened
+/// file (regular, one link, small enough, room left in the repository budget), then read at
+/// most `max_file_bytes + 1` bytes.
+fn read_nofollow(path: &Path, limits: &Limits, total: &std::sync::atomic::AtomicU64) -> Result<Vec<u8>, ReadFailure> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -519,13 +560,24 @@ fn read_nofollow(path: &Path, max: u64) -> Result<Vec<u8>, ReadFailure> {
             }
         })?;
     let meta = file.metadata().map_err(ReadFailure::Io)?;
-    if !meta.is_file() || meta.nlink() > 1 {
-        return Err(ReadFailure::Changed);
+    if !meta.is_file() {
+        return Err(ReadFailure::NotRegular);
     }
-    let mut bytes = Vec::with_capacity(meta.len().min(max) as usize);
+    if meta.nlink() > 1 {
+        return Err(ReadFailure::HardLinks(meta.nlink()));
+    }
+    let max = limits.max_file_bytes;
+    if meta.len() > max {
+        return Err(ReadFailure::TooLarge(meta.len()));
+    }
+    let before = total.fetch_add(meta.len(), std::sync::atomic::Ordering::Relaxed);
+    if before + meta.len() > limits.max_total_bytes {
+        return Err(ReadFailure::RepoFull);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(max + 1).read_to_end(&mut bytes).map_err(ReadFailure::Io)?;
     if bytes.len() as u64 > max {
-        return Err(ReadFailure::Grew(max));
+        return Err(ReadFailure::Grew);
     }
     Ok(bytes)
 }

@@ -6,6 +6,7 @@ use crate::diagnostic::{Code, Diagnostic, edit_distance, quote};
 use crate::load::escape_pointer;
 use crate::spec::{Kind, Object, Origin, Repo};
 use crate::units::{Duration, Quantity};
+use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Every name definition seen, valid document or not: for duplicate detection.
@@ -15,15 +16,20 @@ pub fn check(repo: &Repo, defs: &Definitions) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     duplicate_names(defs, &mut out);
     let cx = Context::new(repo);
-    for t in &repo.tenants {
-        tenant(&cx, t, &mut out);
-    }
-    for p in &repo.plugins {
-        plugin(&cx, p, &mut out);
-    }
-    for r in &repo.rollouts {
-        rollout(&cx, r, &mut out);
-    }
+    // objects are checked independently: spread them over the cores
+    let each = |f: &(dyn Fn(&mut Vec<Diagnostic>, usize) + Sync), n: usize| -> Vec<Diagnostic> {
+        (0..n)
+            .into_par_iter()
+            .flat_map_iter(|i| {
+                let mut o = Vec::new();
+                f(&mut o, i);
+                o
+            })
+            .collect()
+    };
+    out.extend(each(&|o, i| tenant(&cx, &repo.tenants[i], o), repo.tenants.len()));
+    out.extend(each(&|o, i| plugin(&cx, &repo.plugins[i], o), repo.plugins.len()));
+    out.extend(each(&|o, i| rollout(&cx, &repo.rollouts[i], o), repo.rollouts.len()));
     out
 }
 
