@@ -189,23 +189,33 @@ fn span_table(text: &str, limits: &Limits) -> Vec<yaml::Spans> {
 /// existing ancestor (a missing field is reported at its parent); a `…#key` suffix asks for
 /// the key rather than its value.
 pub fn resolve(diags: &mut [Diagnostic], files: &[LoadedFile], limits: &Limits) {
+    use rayon::prelude::*;
     let by_path: HashMap<&str, &LoadedFile> = files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let mut tables: HashMap<String, Vec<yaml::Spans>> = HashMap::new();
+    // span tables of the files that need one, built on both cores
+    let mut wanted: Vec<&str> = diags
+        .iter()
+        .filter_map(|d| match &d.anchor {
+            Anchor::Node { file, .. } => by_path.get_key_value(file.as_str()).map(|(k, _)| *k),
+            _ => None,
+        })
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let tables: HashMap<&str, Vec<yaml::Spans>> = wanted
+        .into_par_iter()
+        .filter_map(|path| by_path.get(path).map(|f| (path, span_table(&f.text, limits))))
+        .collect();
     for d in diags.iter_mut() {
         let (file, line, column) = match &d.anchor {
             Anchor::None => continue,
             Anchor::File { file } => (file.clone(), 0, 0),
             Anchor::Position { file, line, column } => (file.clone(), *line, *column),
             Anchor::Node { file, doc, pointer } => {
-                let (line, column) = match by_path.get(file.as_str()) {
-                    Some(f) => {
-                        let table = tables
-                            .entry(file.clone())
-                            .or_insert_with(|| span_table(&f.text, limits));
-                        table.get(*doc).and_then(|t| locate(t, pointer)).unwrap_or((0, 0))
-                    }
-                    None => (0, 0),
-                };
+                let (line, column) = tables
+                    .get(file.as_str())
+                    .and_then(|t| t.get(*doc))
+                    .and_then(|t| locate(t, pointer))
+                    .unwrap_or((0, 0));
                 (file.clone(), line, column)
             }
         };

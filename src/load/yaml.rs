@@ -50,6 +50,8 @@ pub fn parse(text: &str, limits: &Limits, spans: Option<&mut Vec<Spans>>) -> Res
     // the scanner reads flow collections ahead of the events: cap its nesting too
     options.flow_nesting_limit = limits.max_depth as usize;
     options.block_nesting_limit = limits.max_depth as usize;
+    // comments are not data: do not buffer them as events
+    options.set_emit_comments(false);
     for ev in Parser::new_from_str_with_options(text, options) {
         let (ev, span) = ev.map_err(|e| {
             let here = (e.marker().line() as u32, e.marker().col() as u32 + 1);

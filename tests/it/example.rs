@@ -25,3 +25,46 @@ fn usage_errors_exit_1_and_help_exits_0() {
     assert!(help.stdout.contains("--rev"));
     assert_eq!(rampart(&["validate", "/nonexistent/repo"], None).code, 1);
 }
+
+/// The shipped schemas: draft 2020-12, `additionalProperties: false` on every object with
+/// properties, and a description on every property — what editors show on hover.
+#[test]
+fn schemas_describe_every_field() {
+    fn walk(v: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::Object(props)) = m.get("properties") {
+                    if m.get("additionalProperties") != Some(&serde_json::Value::Bool(false)) {
+                        problems.push(format!("{at}: object without `additionalProperties: false`"));
+                    }
+                    for (k, p) in props {
+                        if p.get("description").and_then(|d| d.as_str()).is_none_or(str::is_empty) {
+                            problems.push(format!("{at}/properties/{k}: no description"));
+                        }
+                    }
+                }
+                for (k, x) in m {
+                    walk(x, &format!("{at}/{k}"), problems);
+                }
+            }
+            serde_json::Value::Array(xs) => xs
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| walk(x, &format!("{at}/{i}"), problems)),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    for entry in std::fs::read_dir(root().join("schemas")).unwrap() {
+        let path = entry.unwrap().path();
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{name}"
+        );
+        assert!(schema["description"].is_string(), "{name}: no top-level description");
+        walk(&schema, &name, &mut problems);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
