@@ -1,17 +1,17 @@
 //! Validate: loaded documents → typed [`Repo`] + every problem found (pure).
 //!
-//! Each document is checked on its own (envelope, kind directory, JSON Schema) in parallel,
-//! then the objects that passed are checked together ([`semantic`]). Nothing stops at the
-//! first problem: one run reports all of them.
+//! [`file`] checks each document of one file on its own (envelope, kind directory, JSON
+//! Schema) and types the valid ones; the pipeline runs it on every file in parallel, right
+//! after parsing. [`assemble`] then checks the objects together ([`semantic`]). Nothing stops
+//! at the first problem: one run reports all of them.
 
 pub mod schema;
 pub mod semantic;
 
-use crate::config::{SETTINGS_FILE, Settings};
+use crate::config::Settings;
 use crate::diagnostic::{Code, Diagnostic, quote};
 use crate::load::LoadedFile;
 use crate::spec::{API_VERSION, Kind, Metadata, Object, Origin, Repo};
-use rayon::prelude::*;
 use schema::Target;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -107,17 +107,6 @@ pub fn assemble(outcomes: Vec<FileOutcome>, settings: Settings) -> (Repo, Vec<Di
     }
     diags.extend(semantic::check(&repo, &defs));
     (repo, diags)
-}
-
-/// Check every spec document and then the repo as a whole (both steps in one call).
-pub fn documents(files: &mut [LoadedFile], settings: Settings) -> (Repo, Vec<Diagnostic>) {
-    schema::warm_up();
-    let outcomes = files
-        .par_iter_mut()
-        .filter(|f| f.path != SETTINGS_FILE)
-        .map(file)
-        .collect();
-    assemble(outcomes, settings)
 }
 
 /// `apiVersion` and `kind` of a document; `None` (with a diagnostic) when unusable.
