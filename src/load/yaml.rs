@@ -75,7 +75,7 @@ enum Frame {
     Map {
         map: Map<String, Value>,
         key: Option<Key>,
-        merges: Vec<Value>,
+        merges: Vec<(Value, (u32, u32))>,
         anchor: usize,
         nodes_before: u64,
     },
@@ -190,9 +190,7 @@ impl Builder<'_> {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let frame = self.stack.pop().expect("parser balances collections");
-                if self.spans.is_some() {
-                    self.ptrs.pop();
-                }
+                let ptr = if self.spans.is_some() { self.ptrs.pop() } else { None };
                 let (value, anchor, nodes_before) = match frame {
                     Frame::Seq {
                         items,
@@ -206,8 +204,15 @@ impl Builder<'_> {
                         nodes_before,
                         ..
                     } => {
-                        for source in merges {
-                            merge_into(&mut map, source);
+                        for (source, at) in merges {
+                            let added = merge_into(&mut map, source);
+                            // merged entries are located at their `<<`
+                            if let Some(p) = &ptr {
+                                for k in added {
+                                    let sub = format!("{p}/{}", super::escape_pointer(&k));
+                                    self.record_subtree(&sub, &map[&k], at);
+                                }
+                            }
                         }
                         (Value::Object(map), anchor, nodes_before)
                     }
@@ -246,7 +251,11 @@ impl Builder<'_> {
                         }
                     }
                 }
-                self.record(here);
+                if self.spans.is_some() {
+                    // every node of the expansion is located at the alias
+                    let p = self.pointer_of_next();
+                    self.record_subtree(&p, &value, here);
+                }
                 self.complete(value, 0, count, here)?;
             }
             Event::UnresolvedAlias(name) => {
@@ -320,6 +329,21 @@ impl Builder<'_> {
         }
         let p = self.pointer_of_next();
         self.table().insert(p, here);
+    }
+
+    /// Record `value` and everything under it at one place (alias expansions, merged keys).
+    fn record_subtree(&mut self, base: &str, value: &Value, here: (u32, u32)) {
+        let mut todo = vec![(base.to_owned(), value)];
+        while let Some((p, v)) = todo.pop() {
+            match v {
+                Value::Array(xs) => todo.extend(xs.iter().enumerate().map(|(i, x)| (format!("{p}/{i}"), x))),
+                Value::Object(m) => {
+                    todo.extend(m.iter().map(|(k, x)| (format!("{p}/{}", super::escape_pointer(k)), x)))
+                }
+                _ => {}
+            }
+            self.table().entry(p).or_insert(here);
+        }
     }
 
     fn table(&mut self) -> &mut Spans {
@@ -400,7 +424,7 @@ impl Builder<'_> {
                             "merge an anchored mapping: `<<: *defaults`",
                         ));
                     }
-                    merges.push(value);
+                    merges.push((value, here));
                 } else {
                     map.insert(k.text, value);
                 }
@@ -411,20 +435,26 @@ impl Builder<'_> {
 }
 
 /// Apply one merge source: keys already present (explicit or from an earlier source) win.
-fn merge_into(map: &mut Map<String, Value>, source: Value) {
+/// Returns the keys it added.
+fn merge_into(map: &mut Map<String, Value>, source: Value) -> Vec<String> {
+    let mut added = Vec::new();
     match source {
         Value::Object(m) => {
             for (k, v) in m {
-                map.entry(k).or_insert(v);
+                if !map.contains_key(&k) {
+                    added.push(k.clone());
+                    map.insert(k, v);
+                }
             }
         }
         Value::Array(xs) => {
             for x in xs {
-                merge_into(map, x);
+                added.extend(merge_into(map, x));
             }
         }
         _ => {}
     }
+    added
 }
 
 fn unsupported_tag(t: &Tag, here: (u32, u32)) -> YamlError {

@@ -3,6 +3,7 @@
 
 mod example;
 mod formats;
+mod fuzz;
 mod git;
 mod hostile;
 mod invalid;
