@@ -39,7 +39,7 @@ impl Default for Limits {
         Limits {
             max_file_bytes: 4 << 20,
             max_files: 100_000,
-            max_total_bytes: 512 << 20,
+            max_total_bytes: 256 << 20,
             max_depth: 64,
             max_nodes: 250_000,
             max_aliases: 10_000,

@@ -54,8 +54,9 @@ macro_rules! codes {
 }
 
 codes! {
-    // settings (rampart.yaml)
+    // settings (rampart.yaml) and reporting
     LimitAboveCeiling = "R001", Error, "limit above the hard ceiling";
+    TooManyProblems = "R009", Warning, "more problems in the file than shown";
     // source: files and paths
     ReadFailed = "R100", Error, "file could not be read";
     FileTooLarge = "R101", Error, "file too large";

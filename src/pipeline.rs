@@ -104,6 +104,7 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
         debug_assert_eq!(s.path, SETTINGS_FILE);
         files.push(s);
     }
+    let mut diags = load::cap_per_file(diags);
     load::resolve(&mut diags, &files, &limits);
     diagnostic::sort(&mut diags);
     timings.resolve = t.elapsed();

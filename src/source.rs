@@ -9,6 +9,7 @@ use crate::config::{Limits, SETTINGS_FILE};
 use crate::diagnostic::{Code, Diagnostic};
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -200,6 +201,10 @@ struct Walk<'l> {
     pending: Vec<String>,
 }
 
+/// Longest path read from a git tree (the Linux `PATH_MAX`): deeper trees are refused, so a
+/// crafted tree cannot make path building quadratic.
+const MAX_PATH: usize = 4096;
+
 const GIT_TREE: i32 = 0o040000;
 const GIT_BLOB: i32 = 0o100644;
 const GIT_EXEC: i32 = 0o100755;
@@ -221,6 +226,10 @@ impl<'l> Walk<'l> {
     fn finish(mut self, commit: Option<String>) -> Snapshot {
         self.snapshot.commit = commit;
         debug_assert!(self.pending.is_empty(), "read_pending not called");
+        if self.stopped {
+            // a cap stopped the walk: validate nothing rather than an arbitrary part
+            self.snapshot.files.clear();
+        }
         self.snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
         self.snapshot
     }
@@ -343,6 +352,18 @@ impl<'l> Walk<'l> {
                     )),
                 }
             }
+            if names.iter().any(|(n, _)| n == ".git") {
+                // a nested repository: a submodule checkout, refused as in `--rev` mode
+                self.refuse(
+                    Diagnostic::at_file(
+                        Code::NotRegularFile,
+                        &dir,
+                        "a nested git repository (submodule); not read",
+                    )
+                    .with_hint("commit the files into the config repo itself"),
+                );
+                continue;
+            }
             names.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, ft) in names.into_iter().rev() {
                 let Some(name) = name.to_str() else {
@@ -396,6 +417,17 @@ impl<'l> Walk<'l> {
                 if name.starts_with('.') {
                     return Ok(());
                 }
+                if rel.len() > MAX_PATH {
+                    self.refuse(
+                        Diagnostic::at_file(
+                            Code::BadPath,
+                            &rel[..rel.floor_char_boundary(200)],
+                            format!("path longer than {MAX_PATH} bytes; not read"),
+                        )
+                        .with_hint("shorten the directory names"),
+                    );
+                    return Ok(());
+                }
                 let tree = repo.find_tree(id)?;
                 let mut children = Vec::new();
                 for entry in tree.iter() {
@@ -447,10 +479,11 @@ fn read_pending(root: &Path, pending: Vec<String>, limits: &Limits, snapshot: &m
     use rayon::prelude::*;
     use std::sync::atomic::AtomicU64;
     let total = AtomicU64::new(0);
+    let real_root = fs::canonicalize(root).ok();
     let results: Vec<(String, Result<Vec<u8>, ReadFailure>)> = pending
         .into_par_iter()
         .map(|rel| {
-            let r = read_nofollow(&root.join(&rel), limits, &total);
+            let r = read_nofollow(&root.join(&rel), real_root.as_deref(), limits, &total);
             (rel, r)
         })
         .collect();
@@ -471,6 +504,12 @@ fn read_pending(root: &Path, pending: Vec<String>, limits: &Limits, snapshot: &m
             )
             .with_hint("do not modify the config repo while rampart reads it"),
             Err(ReadFailure::NotRegular) => not_regular(&rel),
+            Err(ReadFailure::Escaped) => Diagnostic::at_file(
+                Code::Symlink,
+                &rel,
+                "the opened file is outside the repository root (a directory was swapped for a link while reading); not read",
+            )
+            .with_hint("do not modify the config repo while rampart reads it"),
             Err(ReadFailure::HardLinks(n)) => Diagnostic::at_file(
                 Code::NotRegularFile,
                 &rel,
@@ -538,6 +577,7 @@ enum ReadFailure {
     Io(std::io::Error),
     Changed,
     NotRegular,
+    Escaped,
     HardLinks(u64),
     TooLarge(u64),
     Grew,
@@ -547,7 +587,12 @@ enum ReadFailure {
 /// Open without following a final symlink and without blocking on a FIFO, check the opened
 /// file (regular, one link, small enough, room left in the repository budget), then read at
 /// most `max_file_bytes + 1` bytes.
-fn read_nofollow(path: &Path, limits: &Limits, total: &std::sync::atomic::AtomicU64) -> Result<Vec<u8>, ReadFailure> {
+fn read_nofollow(
+    path: &Path,
+    real_root: Option<&Path>,
+    limits: &Limits,
+    total: &std::sync::atomic::AtomicU64,
+) -> Result<Vec<u8>, ReadFailure> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -559,6 +604,13 @@ fn read_nofollow(path: &Path, limits: &Limits, total: &std::sync::atomic::Atomic
                 ReadFailure::Io(e)
             }
         })?;
+    // O_NOFOLLOW guards the last component only: ask the kernel where the opened file really
+    // is, so a parent directory swapped for a link cannot lead outside the repo
+    if let (Some(root), Ok(real)) = (real_root, fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())))
+        && !real.starts_with(root)
+    {
+        return Err(ReadFailure::Escaped);
+    }
     let meta = file.metadata().map_err(ReadFailure::Io)?;
     if !meta.is_file() {
         return Err(ReadFailure::NotRegular);

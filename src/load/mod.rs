@@ -76,7 +76,27 @@ pub fn load_file(file: SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnost
         );
         return (out, diags);
     }
-    match yaml::parse(text, limits, None) {
+    if let Some(i) = text
+        .match_indices('\r')
+        .map(|(i, _)| i)
+        .find(|&i| text.as_bytes().get(i + 1) != Some(&b'\n'))
+    {
+        let (line, column) = line_col_of_byte(text.as_bytes(), i);
+        diags.push(
+            Diagnostic::new(
+                Code::YamlSyntax,
+                Anchor::Position {
+                    file: path.to_owned(),
+                    line,
+                    column,
+                },
+                "carriage return without a line feed (old Mac line ending)",
+            )
+            .with_hint("save the file with LF or CRLF line endings"),
+        );
+        return (out, diags);
+    }
+    match yaml::parse(text, limits) {
         Ok(docs) => {
             let mut docs = docs;
             for (doc, value) in docs.iter_mut().enumerate() {
@@ -127,7 +147,12 @@ fn check_value(v: &mut Value, file: &str, doc: usize, ptr: &mut String, diags: &
         }
         Value::Object(map) => {
             // unique keys without capitals cannot differ only in case: skip the common case
-            if map.len() > 1 && map.keys().any(|k| k.chars().any(char::is_uppercase)) {
+            if map.len() > 1
+                && map.keys().any(|k| {
+                    k.chars()
+                        .any(|c| !c.is_lowercase() && c.to_lowercase().next() != Some(c))
+                })
+            {
                 let mut seen: HashMap<String, &str> = HashMap::with_capacity(map.len());
                 for k in map.keys() {
                     if let Some(first) = seen.insert(k.to_lowercase(), k)
@@ -178,89 +203,123 @@ fn line_col_of_byte(bytes: &[u8], offset: usize) -> (u32, u32) {
 // ---------------------------------------------------------------------------------------
 // Spans: pointer → line:col, computed only for files that have diagnostics.
 
-fn span_table(text: &str, limits: &Limits) -> Vec<yaml::Spans> {
-    let mut spans = Vec::new();
-    // a file that parsed once parses again; if not, there is simply no table
-    let _ = yaml::parse(text, limits, Some(&mut spans));
-    spans
+/// Most diagnostics shown per file; past it, one warning says how many more there were, so
+/// a pathological file cannot make a report (or its rendering) grow without bound.
+pub const MAX_PER_FILE: usize = 100;
+
+/// Keep the first [`MAX_PER_FILE`] diagnostics of each file, and say how many were dropped.
+pub fn cap_per_file(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(diags.len().min(1 << 16));
+    for d in diags {
+        let Some(file) = d.file().map(str::to_owned) else {
+            out.push(d);
+            continue;
+        };
+        let n = seen.entry(file).or_default();
+        *n += 1;
+        if *n <= MAX_PER_FILE {
+            out.push(d);
+        }
+    }
+    let mut over: Vec<(String, usize)> = seen.into_iter().filter(|(_, n)| *n > MAX_PER_FILE).collect();
+    over.sort();
+    for (file, n) in over {
+        out.push(
+            Diagnostic::at_file(
+                Code::TooManyProblems,
+                &file,
+                format!("{} more problems in this file are not shown", n - MAX_PER_FILE),
+            )
+            .with_hint("fix the problems shown and run again; the rest are often the same mistake repeated"),
+        );
+    }
+    out
 }
 
 /// Fill `location` and `snippet` of every diagnostic. Pointers resolve to the nearest
-/// existing ancestor (a missing field is reported at its parent); a `…#key` suffix asks for
-/// the key rather than its value.
+/// recorded ancestor (a missing field is reported at its parent's key, a node inside an
+/// alias at the alias); a `…#key` suffix asks for the key rather than its value.
 pub fn resolve(diags: &mut [Diagnostic], files: &[LoadedFile], limits: &Limits) {
     use rayon::prelude::*;
     let by_path: HashMap<&str, &LoadedFile> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+    // the pointers each file's documents need, so span recording stays on those paths
+    let mut wanted: HashMap<&str, HashMap<usize, Vec<String>>> = HashMap::new();
+    for d in diags.iter() {
+        if let Anchor::Node { file, doc, pointer } = &d.anchor
+            && let Some((path, _)) = by_path.get_key_value(file.as_str())
+        {
+            let base = pointer.strip_suffix("#key").unwrap_or(pointer).to_owned();
+            wanted.entry(path).or_default().entry(*doc).or_default().push(base);
+        }
+    }
     // span tables of the files that need one, built on both cores
-    let mut wanted: Vec<&str> = diags
-        .iter()
-        .filter_map(|d| match &d.anchor {
-            Anchor::Node { file, .. } => by_path.get_key_value(file.as_str()).map(|(k, _)| *k),
-            _ => None,
-        })
-        .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
     let tables: HashMap<&str, Vec<yaml::Spans>> = wanted
         .into_par_iter()
-        .filter_map(|path| by_path.get(path).map(|f| (path, span_table(&f.text, limits))))
+        .map(|(path, w)| (path, yaml::spans(&by_path[path].text, limits, &w)))
         .collect();
+    // line starts of the files that need snippets, computed once per file
+    let mut lines: HashMap<&str, Vec<usize>> = HashMap::new();
     for d in diags.iter_mut() {
         let (file, line, column) = match &d.anchor {
             Anchor::None => continue,
             Anchor::File { file } => (file.clone(), 0, 0),
             Anchor::Position { file, line, column } => (file.clone(), *line, *column),
             Anchor::Node { file, doc, pointer } => {
+                let (base, key) = match pointer.strip_suffix("#key") {
+                    Some(b) => (b, true),
+                    None => (pointer.as_str(), false),
+                };
                 let (line, column) = tables
                     .get(file.as_str())
                     .and_then(|t| t.get(*doc))
-                    .and_then(|t| locate(t, pointer))
+                    .and_then(|t| yaml::locate(t, base, key))
                     .unwrap_or((0, 0));
                 (file.clone(), line, column)
             }
         };
         if line > 0
-            && let Some(f) = by_path.get(file.as_str())
-            && let Some(text) = f.text.lines().nth(line as usize - 1)
+            && let Some((path, f)) = by_path.get_key_value(file.as_str())
         {
-            let (snippet, col) = crop(text, column);
-            d.snippet = Some(snippet);
-            d.snippet_column = col;
+            let starts = lines.entry(path).or_insert_with(|| line_starts(&f.text));
+            if let Some(&start) = starts.get(line as usize - 1) {
+                let end = starts.get(line as usize).map_or(f.text.len(), |&e| e - 1);
+                let text = f.text[start..end.max(start)].trim_end_matches('\r');
+                let (snippet, col) = crop(text, column);
+                d.snippet = Some(snippet);
+                d.snippet_column = col;
+            }
         }
         d.location = Some(Location { file, line, column });
     }
 }
 
+fn line_starts(text: &str) -> Vec<usize> {
+    if text.is_empty() {
+        return Vec::new(); // an undecodable file has no lines to show
+    }
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
+}
+
 /// A window of at most `WIDTH` characters of `line` around `column`, with `…` marking what
-/// was cut, and the column within the window.
+/// was cut, and the column within the window. Only the window is scanned, so cropping is
+/// cheap even on a megabyte-long line.
 fn crop(line: &str, column: u32) -> (String, u32) {
     const WIDTH: usize = 120;
-    let n = line.chars().count();
-    if n <= WIDTH {
+    if line.len() <= WIDTH {
         return (line.to_owned(), column);
     }
     let col = (column.max(1) - 1) as usize;
-    let start = col.saturating_sub(WIDTH / 2).min(n.saturating_sub(WIDTH));
+    let start = col.saturating_sub(WIDTH / 2);
+    let mut chars = line.chars().skip(start);
     let mut out: String = if start > 0 { "…".to_owned() } else { String::new() };
-    out.extend(line.chars().skip(start).take(WIDTH));
-    if start + WIDTH < n {
+    out.extend(chars.by_ref().take(WIDTH));
+    if chars.next().is_some() {
         out.push('…');
     }
     (out, (col - start + 1 + usize::from(start > 0)) as u32)
-}
-
-fn locate(table: &HashMap<String, (u32, u32)>, pointer: &str) -> Option<(u32, u32)> {
-    if let Some(p) = table.get(pointer) {
-        return Some(*p);
-    }
-    // a missing node: point at the key of its nearest existing ancestor
-    let mut ptr = pointer.strip_suffix("#key").unwrap_or(pointer);
-    loop {
-        if let Some(p) = table.get(&format!("{ptr}#key")).or_else(|| table.get(ptr)) {
-            return Some(*p);
-        }
-        ptr = &ptr[..ptr.rfind('/')?];
-    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,13 @@
 //!   numbers with leading zeros or underscores stay strings, `.nan`/`.inf` are errors;
 //! - only the JSON-compatible core tags are accepted; anything else is an error, never run;
 //! - duplicate keys are errors; `<<` merge keys are applied (explicit keys win);
-//! - depth, nodes (aliases counted on every expansion), aliases, documents and scalar size are
-//!   capped *while* parsing, so an alias bomb or a deep nest stops before it costs anything;
-//! - optionally, every node's JSON pointer is recorded with its `line:col` — the same walk
-//!   that builds the values, so pointers and document numbers always agree.
+//! - depth, nodes and bytes (alias expansions and anchor copies included), aliases,
+//!   documents and scalar size are capped *while* parsing, so an alias bomb, a string bomb or
+//!   a deep nest through aliases stops before it costs anything;
+//! - on request ([`spans`]), the `line:col` of the nodes on the way to some wanted JSON
+//!   pointers is recorded by the same walk that builds the values, so pointers and document
+//!   numbers always agree. Nodes inside an alias expansion are not recorded: they are located
+//!   at the alias (see [`locate`]).
 //!
 //! Empty documents (a bare `---`, a file of comments) are skipped and not numbered.
 
@@ -20,8 +23,12 @@ use granit_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
-/// pointer → (line, column) of one document; `…#key` entries locate a mapping key itself.
-pub type Spans = HashMap<String, (u32, u32)>;
+/// Positions of one document: `nodes` by JSON pointer, `keys` the mapping keys themselves.
+#[derive(Debug, Default, Clone)]
+pub struct Spans {
+    pub nodes: HashMap<String, (u32, u32)>,
+    pub keys: HashMap<String, (u32, u32)>,
+}
 
 /// Why a file is not loadable YAML, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,18 +40,53 @@ pub struct YamlError {
     pub column: u32,
 }
 
-/// Parse every document of `text`. With `spans`, also record each document's pointer table.
-pub fn parse(text: &str, limits: &Limits, spans: Option<&mut Vec<Spans>>) -> Result<Vec<Value>, YamlError> {
+/// Parse every document of `text`.
+pub fn parse(text: &str, limits: &Limits) -> Result<Vec<Value>, YamlError> {
+    run(text, limits, None)
+}
+
+/// The positions of the nodes on the way to `wanted` pointers, per document index. Cost is
+/// bounded by the wanted paths, not by the file: nothing off those paths is recorded.
+pub fn spans(text: &str, limits: &Limits, wanted: &HashMap<usize, Vec<String>>) -> Vec<Spans> {
+    let mut rec = Recorder {
+        wanted,
+        tables: Vec::new(),
+        ptrs: Vec::new(),
+    };
+    let _ = run(text, limits, Some(&mut rec));
+    rec.tables
+}
+
+/// The position of `pointer` (a key's when `key`), or of its nearest recorded ancestor:
+/// a missing field is reported at its parent, a node inside an alias at the alias.
+pub fn locate(spans: &Spans, pointer: &str, key: bool) -> Option<(u32, u32)> {
+    if key && let Some(p) = spans.keys.get(pointer) {
+        return Some(*p);
+    }
+    if let Some(p) = spans.nodes.get(pointer) {
+        return Some(*p);
+    }
+    let mut ptr = pointer;
+    loop {
+        ptr = &ptr[..ptr.rfind('/')?];
+        if let Some(p) = spans.keys.get(ptr).or_else(|| spans.nodes.get(ptr)) {
+            return Some(*p);
+        }
+    }
+}
+
+fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Vec<Value>, YamlError> {
     let mut b = Builder {
         limits,
+        max_bytes: limits.max_file_bytes.saturating_mul(2),
         stack: Vec::new(),
         anchors: HashMap::new(),
         nodes: 0,
+        bytes: 0,
         aliases: 0,
         documents: 0,
         out: Vec::new(),
-        spans,
-        ptrs: Vec::new(),
+        rec,
     };
     let mut options = granit_parser::Options::default();
     // the scanner reads flow collections ahead of the events: cap its nesting too
@@ -66,18 +108,28 @@ pub fn parse(text: &str, limits: &Limits, spans: Option<&mut Vec<Spans>>) -> Res
     Ok(b.out)
 }
 
+/// What a node costs: nodes, bytes of text, and height (0 for a scalar).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    nodes: u64,
+    bytes: u64,
+    height: u64,
+}
+
 enum Frame {
     Seq {
         items: Vec<Value>,
         anchor: usize,
-        nodes_before: u64,
+        start: Cost,
+        height: u64,
     },
     Map {
         map: Map<String, Value>,
         key: Option<Key>,
-        merges: Vec<(Value, (u32, u32))>,
+        merges: Vec<Value>,
         anchor: usize,
-        nodes_before: u64,
+        start: Cost,
+        height: u64,
     },
 }
 
@@ -86,18 +138,48 @@ struct Key {
     merge: bool,
 }
 
-struct Builder<'a> {
+struct Anchored {
+    value: Value,
+    cost: Cost,
+}
+
+/// Span recording state: the wanted pointers, the tables, and the pointer of each open
+/// collection (`None` once off every wanted path).
+struct Recorder<'w> {
+    wanted: &'w HashMap<usize, Vec<String>>,
+    tables: Vec<Spans>,
+    ptrs: Vec<Option<String>>,
+}
+
+impl Recorder<'_> {
+    /// Whether `ptr` is on the way to a wanted pointer of document `doc`.
+    fn live(&self, doc: usize, ptr: &str) -> bool {
+        self.wanted.get(&doc).is_some_and(|ws| {
+            ws.iter()
+                .any(|w| w.starts_with(ptr) && (w.len() == ptr.len() || w.as_bytes()[ptr.len()] == b'/'))
+        })
+    }
+
+    fn table(&mut self, doc: usize) -> &mut Spans {
+        if self.tables.len() <= doc {
+            self.tables.resize_with(doc + 1, Spans::default);
+        }
+        &mut self.tables[doc]
+    }
+}
+
+struct Builder<'a, 'r> {
     limits: &'a Limits,
+    /// bytes of text (scalars and keys, expansions included) one file may produce
+    max_bytes: u64,
     stack: Vec<Frame>,
-    /// anchor id → (value, nodes in it)
-    anchors: HashMap<usize, (Value, u64)>,
+    anchors: HashMap<usize, Anchored>,
     nodes: u64,
+    bytes: u64,
     aliases: u64,
     documents: u64,
     out: Vec<Value>,
-    spans: Option<&'a mut Vec<Spans>>,
-    /// pointers of the open collections (only when recording spans)
-    ptrs: Vec<String>,
+    rec: Option<&'a mut Recorder<'r>>,
 }
 
 fn at(span: &Span) -> (u32, u32) {
@@ -123,16 +205,16 @@ fn too_deep(limits: &Limits, at: (u32, u32)) -> YamlError {
     )
 }
 
-fn budget(at: (u32, u32), what: &str) -> YamlError {
+fn budget(at: (u32, u32), what: String) -> YamlError {
     err(
         Code::BudgetExceeded,
         at,
-        format!("YAML {what} budget exceeded; aliases and anchors may not expand past it"),
-        "remove the alias chain; rampart limits nodes and aliases so that a small file cannot expand into a huge one",
+        format!("YAML budget exceeded: {what}"),
+        "split the file or remove alias chains; rampart bounds what one file may expand into, so a small file cannot become a huge one",
     )
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     fn event(&mut self, ev: Event<'_>, span: Span) -> Result<(), YamlError> {
         let here = at(&span);
         match ev {
@@ -150,7 +232,6 @@ impl Builder<'_> {
                 self.anchors.clear();
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.count_node(here)?;
                 if text.len() as u64 > self.limits.max_scalar_bytes {
                     return Err(err(
                         Code::ScalarTooLarge,
@@ -163,68 +244,86 @@ impl Builder<'_> {
                         "move large content out of the config repo, or raise `spec.limits.maxScalarBytes` in rampart.yaml",
                     ));
                 }
+                let cost = Cost {
+                    nodes: 1,
+                    bytes: text.len() as u64,
+                    height: 0,
+                };
+                self.charge(cost, here)?;
                 if self.is_key_position() {
-                    return self.key(&text, style, tag.as_deref(), anchor, here);
+                    return self.key(&text, style, tag.as_deref(), anchor, cost, here);
                 }
                 let value = scalar(&text, style, tag.as_deref()).map_err(|(code, m, h)| err(code, here, m, h))?;
-                self.record(here);
-                self.complete(value, anchor, 1, here)?;
+                self.record_node(here);
+                self.complete(value, anchor, cost, here)?;
             }
             Event::SequenceStart(_, anchor, tag) => {
-                self.open(here, tag.as_deref(), "seq")?;
+                let start = self.open(here, tag.as_deref(), "seq")?;
                 self.stack.push(Frame::Seq {
                     items: Vec::new(),
                     anchor,
-                    nodes_before: self.nodes - 1,
+                    start,
+                    height: 0,
                 });
             }
             Event::MappingStart(_, anchor, tag) => {
-                self.open(here, tag.as_deref(), "map")?;
+                let start = self.open(here, tag.as_deref(), "map")?;
                 self.stack.push(Frame::Map {
                     map: Map::new(),
                     key: None,
                     merges: Vec::new(),
                     anchor,
-                    nodes_before: self.nodes - 1,
+                    start,
+                    height: 0,
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let frame = self.stack.pop().expect("parser balances collections");
-                let ptr = if self.spans.is_some() { self.ptrs.pop() } else { None };
-                let (value, anchor, nodes_before) = match frame {
+                let ptr = self.rec.as_mut().and_then(|r| r.ptrs.pop()).flatten();
+                let (value, anchor, start, height) = match frame {
                     Frame::Seq {
                         items,
                         anchor,
-                        nodes_before,
-                    } => (Value::Array(items), anchor, nodes_before),
+                        start,
+                        height,
+                    } => (Value::Array(items), anchor, start, height),
                     Frame::Map {
                         mut map,
                         merges,
                         anchor,
-                        nodes_before,
+                        start,
+                        height,
                         ..
                     } => {
-                        for (source, at) in merges {
+                        for source in merges {
                             let added = merge_into(&mut map, source);
-                            // merged entries are located at their `<<`
+                            self.charge(
+                                Cost {
+                                    nodes: added.len() as u64,
+                                    ..Cost::default()
+                                },
+                                here,
+                            )?;
                             if let Some(p) = &ptr {
-                                for k in added {
-                                    let sub = format!("{p}/{}", super::escape_pointer(&k));
-                                    self.record_subtree(&sub, &map[&k], at);
-                                }
+                                self.locate_merged(p, &added);
                             }
                         }
-                        (Value::Object(map), anchor, nodes_before)
+                        (Value::Object(map), anchor, start, height)
                     }
                 };
-                self.complete(value, anchor, self.nodes - nodes_before, here)?;
+                let cost = Cost {
+                    nodes: self.nodes - start.nodes,
+                    bytes: self.bytes - start.bytes,
+                    height: height + 1,
+                };
+                self.complete(value, anchor, cost, here)?;
             }
             Event::Alias(id) => {
                 self.aliases += 1;
                 if self.aliases > self.limits.max_aliases {
-                    return Err(budget(here, "alias"));
+                    return Err(budget(here, format!("more than {} aliases", self.limits.max_aliases)));
                 }
-                let Some(count) = self.anchors.get(&id).map(|a| a.1) else {
+                let Some(cost) = self.anchors.get(&id).map(|a| a.cost) else {
                     return Err(err(
                         Code::YamlSyntax,
                         here,
@@ -232,31 +331,35 @@ impl Builder<'_> {
                         "define the anchor (`&name`) before its use (`*name`), in the same document",
                     ));
                 };
+                if self.stack.len() as u64 + cost.height > self.limits.max_depth {
+                    return Err(too_deep(self.limits, here));
+                }
                 // charge the expansion before copying anything
-                self.nodes += count;
-                if self.nodes > self.limits.max_nodes {
-                    return Err(budget(here, "node"));
-                }
-                let value = self.anchors[&id].0.clone();
+                self.charge(cost, here)?;
+                let value = self.anchors[&id].value.clone();
                 if self.is_key_position() {
-                    match &value {
-                        Value::String(s) => return self.key(&s.clone(), ScalarStyle::SingleQuoted, None, 0, here),
-                        _ => {
-                            return Err(err(
-                                Code::YamlSyntax,
-                                here,
-                                "mapping keys must be scalars",
-                                "use a plain string as the key",
-                            ));
+                    return match &value {
+                        Value::String(s) => {
+                            self.key(&s.clone(), ScalarStyle::SingleQuoted, None, 0, Cost::default(), here)
                         }
-                    }
+                        Value::Number(_) | Value::Bool(_) | Value::Null => self.key(
+                            &value.to_string(),
+                            ScalarStyle::SingleQuoted,
+                            None,
+                            0,
+                            Cost::default(),
+                            here,
+                        ),
+                        _ => Err(err(
+                            Code::YamlSyntax,
+                            here,
+                            "mapping keys must be scalars",
+                            "use a plain string as the key",
+                        )),
+                    };
                 }
-                if self.spans.is_some() {
-                    // every node of the expansion is located at the alias
-                    let p = self.pointer_of_next();
-                    self.record_subtree(&p, &value, here);
-                }
-                self.complete(value, 0, count, here)?;
+                self.record_node(here);
+                self.complete(value, 0, cost, here)?;
             }
             Event::UnresolvedAlias(name) => {
                 return Err(err(
@@ -271,13 +374,20 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn count_node(&mut self, here: (u32, u32)) -> Result<(), YamlError> {
-        self.nodes += 1;
+    /// Add `cost` to the file's totals; an error once a total passes its budget.
+    fn charge(&mut self, cost: Cost, here: (u32, u32)) -> Result<(), YamlError> {
+        self.nodes += cost.nodes;
+        self.bytes += cost.bytes;
         if self.nodes > self.limits.max_nodes {
-            Err(budget(here, "node"))
-        } else {
-            Ok(())
+            return Err(budget(here, format!("more than {} nodes", self.limits.max_nodes)));
         }
+        if self.bytes > self.max_bytes {
+            return Err(budget(
+                here,
+                format!("more than {} bytes of text once aliases are expanded", self.max_bytes),
+            ));
+        }
+        Ok(())
     }
 
     fn is_key_position(&self) -> bool {
@@ -285,8 +395,7 @@ impl Builder<'_> {
     }
 
     /// A collection starts: count it, check depth and tag, and record where it is.
-    fn open(&mut self, here: (u32, u32), tag: Option<&Tag>, core: &str) -> Result<(), YamlError> {
-        self.count_node(here)?;
+    fn open(&mut self, here: (u32, u32), tag: Option<&Tag>, core: &str) -> Result<Cost, YamlError> {
         if self.is_key_position() {
             return Err(err(
                 Code::YamlSyntax,
@@ -303,55 +412,81 @@ impl Builder<'_> {
         {
             return Err(unsupported_tag(t, here));
         }
-        if self.spans.is_some() {
+        let start = Cost {
+            nodes: self.nodes,
+            bytes: self.bytes,
+            height: 0,
+        };
+        self.charge(
+            Cost {
+                nodes: 1,
+                ..Cost::default()
+            },
+            here,
+        )?;
+        if self.rec.is_some() {
             let p = self.pointer_of_next();
-            self.record(here);
-            self.ptrs.push(p);
+            if let Some(p) = &p {
+                self.record(p.clone(), here, false);
+            }
+            self.rec.as_mut().expect("recording").ptrs.push(p);
         }
-        Ok(())
+        Ok(start)
     }
 
-    /// The pointer of the node about to be completed in the current container.
-    fn pointer_of_next(&self) -> String {
-        let parent = self.ptrs.last().map(String::as_str).unwrap_or("");
-        match self.stack.last() {
-            None => String::new(),
-            Some(Frame::Seq { items, .. }) => format!("{parent}/{}", items.len()),
-            Some(Frame::Map { key: Some(k), .. }) => format!("{parent}/{}", super::escape_pointer(&k.text)),
-            Some(Frame::Map { key: None, .. }) => parent.to_owned(),
+    /// The pointer of the node about to be completed in the current container, when it is
+    /// on the way to a wanted pointer.
+    fn pointer_of_next(&self) -> Option<String> {
+        let rec = self.rec.as_ref()?;
+        let doc = self.out.len();
+        let p = match (self.stack.last(), rec.ptrs.last()) {
+            (None, _) => String::new(),
+            (Some(_), Some(None)) => return None,
+            (Some(Frame::Seq { items, .. }), Some(Some(parent))) => format!("{parent}/{}", items.len()),
+            (Some(Frame::Map { key: Some(k), .. }), Some(Some(parent))) => {
+                format!("{parent}/{}", super::escape_pointer(&k.text))
+            }
+            _ => return None,
+        };
+        rec.live(doc, &p).then_some(p)
+    }
+
+    fn record(&mut self, p: String, here: (u32, u32), key: bool) {
+        let doc = self.out.len();
+        if let Some(rec) = self.rec.as_mut() {
+            let t = rec.table(doc);
+            if key {
+                t.keys.insert(p, here)
+            } else {
+                t.nodes.insert(p, here)
+            };
         }
     }
 
     /// Record the position of the node about to be completed (span mode only).
-    fn record(&mut self, here: (u32, u32)) {
-        if self.spans.is_none() {
-            return;
+    fn record_node(&mut self, here: (u32, u32)) {
+        if let Some(p) = self.pointer_of_next() {
+            self.record(p, here, false);
         }
-        let p = self.pointer_of_next();
-        self.table().insert(p, here);
     }
 
-    /// Record `value` and everything under it at one place (alias expansions, merged keys).
-    fn record_subtree(&mut self, base: &str, value: &Value, here: (u32, u32)) {
-        let mut todo = vec![(base.to_owned(), value)];
-        while let Some((p, v)) = todo.pop() {
-            match v {
-                Value::Array(xs) => todo.extend(xs.iter().enumerate().map(|(i, x)| (format!("{p}/{i}"), x))),
-                Value::Object(m) => {
-                    todo.extend(m.iter().map(|(k, x)| (format!("{p}/{}", super::escape_pointer(k)), x)))
-                }
-                _ => {}
+    /// Merged entries are located where their `<<` source wrote them, when it was inline.
+    fn locate_merged(&mut self, map_ptr: &str, added: &[String]) {
+        let doc = self.out.len();
+        let Some(rec) = self.rec.as_mut() else { return };
+        let t = rec.table(doc);
+        for k in added {
+            let (from, to) = (
+                format!("{map_ptr}/<</{}", super::escape_pointer(k)),
+                format!("{map_ptr}/{}", super::escape_pointer(k)),
+            );
+            if let Some(p) = t.keys.get(&from).copied() {
+                t.keys.insert(to.clone(), p);
             }
-            self.table().entry(p).or_insert(here);
+            if let Some(p) = t.nodes.get(&from).copied() {
+                t.nodes.insert(to, p);
+            }
         }
-    }
-
-    fn table(&mut self) -> &mut Spans {
-        let spans = self.spans.as_mut().expect("span mode");
-        if spans.len() <= self.out.len() {
-            spans.resize_with(self.out.len() + 1, HashMap::new);
-        }
-        &mut spans[self.out.len()]
     }
 
     fn key(
@@ -360,6 +495,7 @@ impl Builder<'_> {
         style: ScalarStyle,
         tag: Option<&Tag>,
         anchor: usize,
+        cost: Cost,
         here: (u32, u32),
     ) -> Result<(), YamlError> {
         if let Some(t) = tag
@@ -368,12 +504,21 @@ impl Builder<'_> {
         {
             return Err(unsupported_tag(t, here));
         }
-        let merge = text == "<<" && matches!(style, ScalarStyle::Plain);
+        // only an untagged plain `<<` (or an explicit `!!merge`) merges
+        let merge = text == "<<"
+            && (tag.is_some_and(|t| t.is_yaml_core_schema_tag("merge"))
+                || (tag.is_none() && matches!(style, ScalarStyle::Plain)));
         if anchor != 0 {
-            self.anchors.insert(anchor, (Value::String(text.to_owned()), 1));
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    value: Value::String(text.to_owned()),
+                    cost,
+                },
+            );
         }
-        if let Some(Frame::Map { map, key, .. }) = self.stack.last_mut() {
-            if !merge && map.contains_key(text) {
+        if let Some(Frame::Map { map, key, merges, .. }) = self.stack.last_mut() {
+            if (!merge && map.contains_key(text)) || (merge && !merges.is_empty()) {
                 return Err(err(
                     Code::DuplicateKey,
                     here,
@@ -386,29 +531,48 @@ impl Builder<'_> {
                 merge,
             });
         }
-        if self.spans.is_some() && !merge {
-            let p = format!("{}#key", self.pointer_of_next());
-            self.table().insert(p, here);
+        if self.rec.is_some()
+            && let Some(p) = self.pointer_of_next()
+        {
+            self.record(p, here, true);
         }
         Ok(())
     }
 
     /// A node is complete: remember its anchor, then hand it to its parent (or the output).
-    fn complete(&mut self, value: Value, anchor: usize, count: u64, here: (u32, u32)) -> Result<(), YamlError> {
+    fn complete(&mut self, value: Value, anchor: usize, cost: Cost, here: (u32, u32)) -> Result<(), YamlError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, (value.clone(), count));
+            // keeping a copy costs what the node costs: nested anchors cannot multiply memory
+            self.charge(Cost { height: 0, ..cost }, here)?;
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    value: value.clone(),
+                    cost,
+                },
+            );
         }
         match self.stack.last_mut() {
             None => {
                 if !value.is_null() {
                     self.out.push(value);
-                } else if let Some(spans) = self.spans.as_mut() {
+                } else if let Some(rec) = self.rec.as_mut() {
                     // an empty document is skipped: drop what was recorded for it
-                    spans.truncate(self.out.len());
+                    rec.tables.truncate(self.out.len());
                 }
             }
-            Some(Frame::Seq { items, .. }) => items.push(value),
-            Some(Frame::Map { map, key, merges, .. }) => {
+            Some(Frame::Seq { items, height, .. }) => {
+                *height = (*height).max(cost.height);
+                items.push(value);
+            }
+            Some(Frame::Map {
+                map,
+                key,
+                merges,
+                height,
+                ..
+            }) => {
+                *height = (*height).max(cost.height);
                 let k = key.take().expect("value follows its key");
                 if k.merge {
                     let ok = match &value {
@@ -424,7 +588,7 @@ impl Builder<'_> {
                             "merge an anchored mapping: `<<: *defaults`",
                         ));
                     }
-                    merges.push((value, here));
+                    merges.push(value);
                 } else {
                     map.insert(k.text, value);
                 }
@@ -483,6 +647,10 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, Sc
         )
     };
     if let Some(t) = tag {
+        // `! value`: the non-specific tag, which makes a scalar a string
+        if t.handle() == "!" && t.suffix().is_empty() {
+            return Ok(Value::String(text.to_owned()));
+        }
         return if t.is_yaml_core_schema_tag("str") {
             Ok(Value::String(text.to_owned()))
         } else if t.is_yaml_core_schema_tag("null") {
@@ -495,7 +663,7 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, Sc
             plain_bool(text).map(Value::Bool).ok_or_else(|| bad("bool"))
         } else if t.is_yaml_core_schema_tag("int") {
             match plain_number(text)? {
-                Some(v @ Value::Number(_)) if !text.contains(['.', 'e', 'E']) => Ok(v),
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Value::Number(n)),
                 _ => Err(bad("int")),
             }
         } else if t.is_yaml_core_schema_tag("float") {
@@ -554,10 +722,12 @@ fn plain_number(s: &str) -> Result<Option<Value>, ScalarError> {
         return Err(non_finite());
     }
     if let Some(hex) = s.strip_prefix("0x") {
-        return Ok(u64::from_str_radix(hex, 16).ok().map(Value::from));
+        let ok = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        return Ok(ok.then(|| u64::from_str_radix(hex, 16).ok().map(Value::from)).flatten());
     }
     if let Some(oct) = s.strip_prefix("0o") {
-        return Ok(u64::from_str_radix(oct, 8).ok().map(Value::from));
+        let ok = !oct.is_empty() && oct.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        return Ok(ok.then(|| u64::from_str_radix(oct, 8).ok().map(Value::from)).flatten());
     }
     let digits = unsigned.as_bytes();
     if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
@@ -572,6 +742,9 @@ fn plain_number(s: &str) -> Result<Option<Value>, ScalarError> {
         }
         // too large for 64 bits: a float, as JSON would read it
         let f: f64 = s.parse().map_err(|_| non_finite())?;
+        if !f.is_finite() {
+            return Err(non_finite());
+        }
         return Ok(serde_json::Number::from_f64(f).map(Value::Number));
     }
     if is_float(unsigned) {
@@ -614,11 +787,11 @@ mod tests {
     use serde_json::json;
 
     fn one(src: &str) -> Value {
-        parse(src, &Limits::default(), None).unwrap().remove(0)
+        parse(src, &Limits::default()).unwrap().remove(0)
     }
 
     fn code(src: &str) -> Code {
-        parse(src, &Limits::default(), None).unwrap_err().code
+        parse(src, &Limits::default()).unwrap_err().code
     }
 
     #[test]
@@ -661,17 +834,46 @@ mod tests {
 
     #[test]
     fn spans_follow_pointers() {
-        let mut spans = Vec::new();
-        let docs = parse(
-            "---\n---\na: 1\n---\nx:\n  y: [1, 2]\n",
-            &Limits::default(),
-            Some(&mut spans),
-        )
-        .unwrap();
-        assert_eq!(docs.len(), 2);
+        let src = "---\n---\na: 1\n---\nx:\n  y: [1, 2]\n  z: 3\n";
+        let wanted = HashMap::from([
+            (0, vec!["/a".to_owned()]),
+            (1, vec!["/x/y/1".to_owned(), "/x/q".to_owned()]),
+        ]);
+        let spans = spans(src, &Limits::default(), &wanted);
         assert_eq!(spans.len(), 2);
-        assert_eq!(spans[1]["/x/y/1"], (6, 10));
-        assert_eq!(spans[1]["/x/y#key"], (6, 3));
-        assert_eq!(spans[0]["/a"], (3, 4));
+        assert_eq!(locate(&spans[1], "/x/y/1", false), Some((6, 10)));
+        assert_eq!(locate(&spans[1], "/x/y", true), Some((6, 3)));
+        // a missing field is placed at its parent's key
+        assert_eq!(locate(&spans[1], "/x/q", false), Some((5, 1)));
+        assert_eq!(locate(&spans[0], "/a", false), Some((3, 4)));
+        // off the wanted paths nothing is recorded
+        assert!(!spans[1].nodes.contains_key("/x/z"));
+    }
+
+    #[test]
+    fn expansions_are_bounded() {
+        let big = "x".repeat(200_000);
+        let bomb = format!("a: &a \"{big}\"\nb: [{}]\n", vec!["*a"; 100].join(", "));
+        assert_eq!(code(&bomb), Code::BudgetExceeded);
+        // depth through aliases
+        let mut deep = String::from("a0: &a0 1\n");
+        for k in 1..40 {
+            deep.push_str(&format!("a{k}: &a{k} [[[*a{}]]]\n", k - 1));
+        }
+        assert_eq!(code(&deep), Code::TooDeep);
+        // nested anchors pay for their copies
+        let mut nested = String::from("a: ");
+        for k in 0..60 {
+            nested.push_str(&format!("&a{k} ["));
+        }
+        nested.push_str(&vec!["1"; 10_000].join(","));
+        nested.push_str(&"]".repeat(60));
+        assert_eq!(code(&nested), Code::BudgetExceeded);
+    }
+
+    #[test]
+    fn merge_keys_are_strict() {
+        assert_eq!(code("a: {<<: {x: 1}, <<: {y: 2}}\n"), Code::DuplicateKey);
+        assert_eq!(one("a: {!!str <<: 1}\n"), json!({"a": {"<<": 1}}));
     }
 }

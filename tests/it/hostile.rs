@@ -156,3 +156,42 @@ fn very_long_paths_are_reported_not_crashed_on() {
     assert!(codes(&run.stdout).contains(&"R100".to_owned()), "{}", run.stdout);
     assert!(run.stdout.contains("name too long"), "{}", run.stdout);
 }
+
+#[test]
+fn expansions_through_aliases_are_bounded() {
+    // a 200 KB string used 9000 times: 1.8 GB if it were expanded
+    let repo = repo_with(None);
+    let big = "x".repeat(200_000);
+    let uses = vec!["*a"; 9000].join(", ");
+    write(
+        &repo.path().join("teams/strings.yaml"),
+        format!("a: &a \"{big}\"\nb: [{uses}]\n"),
+    );
+    check("string-alias-bomb", &repo, 3, &["R117"]);
+    // nesting through aliases: each level wraps the previous one in 60 lists
+    let repo = repo_with(None);
+    let mut deep = String::from("a0: &a0 1\n");
+    for k in 1..=60 {
+        deep.push_str(&format!(
+            "a{k}: &a{k} {}*a{}{}\n",
+            "[".repeat(60),
+            k - 1,
+            "]".repeat(60)
+        ));
+    }
+    write(&repo.path().join("teams/deep.yaml"), deep);
+    check("alias-depth", &repo, 3, &["R116"]);
+}
+
+#[test]
+fn nested_git_checkouts_are_refused() {
+    // a submodule checked out in the working tree: refused as `--rev` refuses the gitlink
+    let repo = repo_with(None);
+    write(
+        &repo.path().join("teams/vendored/.git"),
+        "gitdir: ../../.git/modules/vendored\n",
+    );
+    write(&repo.path().join("teams/vendored/ops.yaml"), team("vendored"));
+    let run = check("nested-git-checkout", &repo, 3, &["R105"]);
+    assert!(!run.stdout.contains("vendored.yaml"), "{}", run.stdout);
+}
