@@ -188,7 +188,8 @@ fn read_err(rev: &str, e: git2::Error) -> SourceError {
 
 /// Whether a file name is one rampart reads as YAML.
 pub fn is_yaml(name: &str) -> bool {
-    (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.starts_with('.')
+    let lower = name.to_ascii_lowercase();
+    (lower.ends_with(".yaml") || lower.ends_with(".yml")) && !name.starts_with('.')
 }
 
 struct Walk<'l> {
