@@ -118,34 +118,20 @@ fn envelope<'v>(value: &'v Value, file: &str, doc: usize, diags: &mut Vec<Diagno
         );
         return None;
     };
-    match obj.get("apiVersion") {
-        Some(Value::String(v)) if v == API_VERSION => {}
-        Some(v) => {
-            diags.push(
-                Diagnostic::at_node(
-                    Code::UnknownApiVersion,
-                    file,
-                    doc,
-                    "/apiVersion",
-                    format!("unknown apiVersion {}", shown(v)),
-                )
-                .with_hint(format!("this version of rampart reads `apiVersion: {API_VERSION}`")),
-            );
-            return None;
-        }
-        None => {
-            diags.push(
-                Diagnostic::at_node(
-                    Code::UnknownApiVersion,
-                    file,
-                    doc,
-                    "/apiVersion",
-                    "missing `apiVersion`",
-                )
-                .with_hint(format!("add `apiVersion: {API_VERSION}`")),
-            );
-            return None;
-        }
+    let problem = match obj.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => None,
+        Some(v) => Some((
+            format!("unknown apiVersion {}", shown(v)),
+            format!("this version of rampart reads `apiVersion: {API_VERSION}`"),
+        )),
+        None => Some((
+            "missing `apiVersion`".to_owned(),
+            format!("add `apiVersion: {API_VERSION}`"),
+        )),
+    };
+    if let Some((message, hint)) = problem {
+        diags.push(Diagnostic::at_node(Code::UnknownApiVersion, file, doc, "/apiVersion", message).with_hint(hint));
+        return None;
     }
     match obj.get("kind") {
         Some(Value::String(k)) => Some(k),
