@@ -130,6 +130,20 @@ fn mutated_config_files_never_panic_and_stay_bounded() {
         );
         if diags.is_empty() {
             loaded += 1;
+            // whatever the schema says about it, every problem lands on a line of the file
+            let mut f = f;
+            let outcome = rampart::validate::file(&mut f);
+            let mut found = outcome.diagnostics;
+            load::resolve(&mut found, std::slice::from_ref(&f), &limits);
+            for d in &found {
+                let line = d.location.as_ref().map_or(0, |l| l.line);
+                assert!(
+                    line >= 1,
+                    "round {round}: {} not placed in {:?}",
+                    d.message,
+                    String::from_utf8_lossy(&input)
+                );
+            }
             // every node of every document can be placed in the file
             let docs = yaml::parse(&f.text, &limits).expect("parses twice the same way");
             let mut wanted = HashMap::new();
