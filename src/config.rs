@@ -116,8 +116,7 @@ impl Limits {
 }
 
 /// Upper bounds of a tenant's quota in one tier.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TierBounds {
     pub cpu: Quantity,
     pub memory: Quantity,
@@ -169,8 +168,9 @@ struct RawSettings {
     platform: Option<Platform>,
     #[serde(default)]
     limits: Limits,
+    /// Read field by field in [`Settings::from_spec`], so each bad bound is reported.
     #[serde(default)]
-    tiers: BTreeMap<String, TierBounds>,
+    tiers: BTreeMap<String, serde_json::Value>,
 }
 
 /// The platform the config repo runs on.
@@ -205,23 +205,42 @@ impl Settings {
     pub fn from_spec(spec: &serde_json::Value, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) -> Settings {
         let raw: RawSettings = match serde_json::from_value(spec.clone()) {
             Ok(raw) => raw,
-            Err(e) => {
-                // The schema accepted it, so this is a quantity that did not parse.
-                diags.push(
-                    Diagnostic::at_node(
-                        Code::InvalidQuantity,
-                        file,
-                        doc,
-                        "/spec",
-                        format!("settings could not be read: {e}"),
-                    )
-                    .with_hint("tier bounds are Kubernetes quantities such as `500m`, `4Gi` or `16`"),
-                );
-                return Settings::default();
-            }
+            // the schema accepted the document, so this cannot happen; keep the defaults
+            Err(_) => return Settings::default(),
         };
         let mut tiers = default_tiers();
-        tiers.extend(raw.tiers);
+        for (tier, bounds) in &raw.tiers {
+            let mut quantity = |field: &str| match Quantity::from_json(&bounds[field]) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    diags.push(
+                        Diagnostic::at_node(
+                            Code::InvalidQuantity,
+                            file,
+                            doc,
+                            &format!("/spec/tiers/{tier}/{field}"),
+                            format!("tier `{tier}` bound `{field}`: {e}"),
+                        )
+                        .with_hint("tier bounds are Kubernetes quantities such as `500m`, `4Gi` or `16`; this tier keeps its defaults"),
+                    );
+                    None
+                }
+            };
+            let (cpu, memory, storage) = (quantity("cpu"), quantity("memory"), quantity("storage"));
+            if let (Some(cpu), Some(memory), Some(storage), Some(pods)) =
+                (cpu, memory, storage, bounds["pods"].as_u64())
+            {
+                tiers.insert(
+                    tier.clone(),
+                    TierBounds {
+                        cpu,
+                        memory,
+                        pods,
+                        storage,
+                    },
+                );
+            }
+        }
         Settings {
             platform: raw.platform,
             limits: raw.limits.clamp(file, doc, diags),

@@ -167,8 +167,9 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(code: Code, anchor: Anchor, message: impl Into<String>) -> Self {
+        // the reported pointer is a plain JSON pointer; `#key` only steers the caret
         let pointer = match &anchor {
-            Anchor::Node { pointer, .. } => Some(pointer.clone()),
+            Anchor::Node { pointer, .. } => Some(pointer.strip_suffix("#key").unwrap_or(pointer).to_owned()),
             _ => None,
         };
         Diagnostic {

@@ -66,6 +66,10 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
     let limits = settings.limits;
 
     let snap = source.read_specs(&limits)?;
+    if settings_file.is_none() && snap.files.is_empty() && snap.diagnostics.is_empty() && diags.is_empty() {
+        // a wrong path in CI must not pass as "0 files: valid"
+        return Err(SourceError::Empty(source.path()));
+    }
     diags.extend(snap.diagnostics);
     timings.read = t.elapsed();
     let t = Instant::now();

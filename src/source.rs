@@ -35,8 +35,12 @@ pub struct Snapshot {
 /// Could not run at all (as opposed to a refused entry, which is a diagnostic).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("config repo `{path}` could not be opened: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    #[error("config repo `{path}` could not be opened: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error(
+        "`{0}` holds no config repo: no rampart.yaml and no YAML files under teams/, tenants/, plugins/ or rollouts/"
+    )]
+    Empty(PathBuf),
     #[error("config repo `{0}` is not a directory")]
     NotADirectory(PathBuf),
     #[error("git repository for `{path}` could not be opened: {message}")]
@@ -63,7 +67,7 @@ impl Source {
     pub fn dir(path: &Path) -> Result<Source, SourceError> {
         let meta = fs::metadata(path).map_err(|e| SourceError::Open {
             path: path.to_owned(),
-            source: e,
+            reason: io_reason(&e),
         })?;
         if !meta.is_dir() {
             return Err(SourceError::NotADirectory(path.to_owned()));
@@ -139,6 +143,16 @@ impl Source {
             }
         }
         Ok(walk.finish(self.commit()))
+    }
+
+    /// Where the repo is, for messages.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Source::Dir(p) => p.clone(),
+            Source::Git { repo, rev, .. } => {
+                PathBuf::from(format!("{}@{rev}", repo.workdir().unwrap_or(repo.path()).display()))
+            }
+        }
     }
 
     fn commit(&self) -> Option<String> {

@@ -32,10 +32,14 @@ pub fn render(s: &Summary<'_>) -> String {
         let _ = writeln!(out, "::{level} {}::{}", props.join(","), data(&msg));
     }
     let c = counts(s.diagnostics);
+    let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
     let _ = writeln!(
         out,
-        "rampart: {} files, {} objects: {} errors, {} warnings",
-        s.files, s.objects, c.errors, c.warnings
+        "rampart: {}, {}: {}, {}",
+        n(s.files, "file"),
+        n(s.objects, "object"),
+        n(c.errors, "error"),
+        n(c.warnings, "warning")
     );
     out
 }

@@ -127,12 +127,14 @@ fn visible(s: &str) -> String {
         .collect()
 }
 
-/// Width of the token starting at `start` (in chars), at least 1.
+/// Width of the token starting at `start` (in chars), at least 1: a quoted string, or a plain
+/// scalar up to a flow indicator, a `: ` (a key) or a comment; inner spaces belong to it.
 fn token_width(line: &str, start: usize) -> usize {
     let chars: Vec<char> = line.chars().collect();
     let mut n = 0;
     let mut quote: Option<char> = None;
     for (i, &c) in chars.iter().enumerate().skip(start) {
+        let next = chars.get(i + 1).copied();
         match quote {
             Some(q) => {
                 n += 1;
@@ -145,18 +147,23 @@ fn token_width(line: &str, start: usize) -> usize {
                 n += 1;
             }
             None => {
-                let next = chars.get(i + 1).copied();
-                if c.is_whitespace()
-                    || matches!(c, ',' | ']' | '}' | '#')
-                    || (c == ':' && next.is_none_or(char::is_whitespace))
-                {
+                let comment = c.is_whitespace() && next == Some('#');
+                if comment || matches!(c, ',' | ']' | '}') || (c == ':' && next.is_none_or(char::is_whitespace)) {
                     break;
                 }
                 n += 1;
             }
         }
     }
-    n.clamp(1, 80)
+    // trailing blanks are not part of the token
+    let trailing = chars
+        .iter()
+        .skip(start)
+        .take(n)
+        .rev()
+        .take_while(|c| c.is_whitespace())
+        .count();
+    (n - trailing).clamp(1, 80)
 }
 
 #[cfg(test)]
@@ -170,5 +177,7 @@ mod tests {
         assert_eq!(token_width("  cpu: \"64\"  # x", 7), 4);
         assert_eq!(token_width("a: [x, y]", 4), 1);
         assert_eq!(token_width("", 0), 1);
+        assert_eq!(token_width("  isolation: dedicated nodes  # x", 13), 15);
+        assert_eq!(token_width("  extra: 1", 2), 5);
     }
 }

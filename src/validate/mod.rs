@@ -73,12 +73,89 @@ enum Parsed {
 /// it has been checked.
 pub fn file(file: &mut LoadedFile) -> FileOutcome {
     let mut diagnostics = Vec::new();
-    let parsed = std::mem::take(&mut file.docs)
+    let loaded = !file.docs.is_empty();
+    let mut parsed: Vec<(Parsed, Option<Definition>)> = std::mem::take(&mut file.docs)
         .into_iter()
         .enumerate()
-        .map(|(doc, v)| document(&file.path, doc, v, &mut diagnostics))
+        .map(|(doc, v)| {
+            let named = loose_name(&v);
+            let (p, def) = document(&file.path, doc, v, &mut diagnostics);
+            // a document rejected before its schema still defines its name for references,
+            // so one broken file does not make every reference to it a second error
+            let def = def.or_else(|| {
+                named.map(|(k, n)| {
+                    (
+                        k,
+                        n,
+                        Origin {
+                            file: file.path.clone(),
+                            doc,
+                        },
+                    )
+                })
+            });
+            (p, def)
+        })
         .collect();
+    if !loaded {
+        // the file did not load: salvage the names it spells out, for the same reason
+        for (kind, name) in salvage_names(&file.text) {
+            parsed.push((
+                Parsed::Invalid,
+                Some((
+                    kind,
+                    name,
+                    Origin {
+                        file: file.path.clone(),
+                        doc: usize::MAX,
+                    },
+                )),
+            ));
+        }
+    }
     FileOutcome { parsed, diagnostics }
+}
+
+/// `kind` (case-insensitively) and `metadata.name` of a document, however broken otherwise.
+fn loose_name(v: &Value) -> Option<(Kind, String)> {
+    let kind = v.get("kind")?.as_str()?;
+    let kind = Kind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(kind))?;
+    Some((kind, v.pointer("/metadata/name")?.as_str()?.to_owned()))
+}
+
+/// Names spelled out in a file that is not loadable YAML: top-level `kind:` lines and the
+/// `name:` directly under `metadata:`. Only used to avoid follow-on reference errors.
+pub fn salvage_names(text: &str) -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    let (mut kind, mut in_metadata) = (None, false);
+    for line in text.lines() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" {
+            (kind, in_metadata) = (None, false);
+        } else if let Some(k) = trimmed.strip_prefix("kind:") {
+            kind = Kind::ALL
+                .into_iter()
+                .find(|x| x.as_str().eq_ignore_ascii_case(k.trim().trim_matches(['"', '\''])));
+        } else if trimmed == "metadata:" {
+            in_metadata = true;
+        } else if !line.starts_with(' ') {
+            in_metadata = false;
+        } else if in_metadata
+            && let Some(n) = line.strip_prefix("  name:")
+            && let Some(k) = kind
+        {
+            let n = n
+                .split(" #")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches(['"', '\'']);
+            if !n.is_empty() {
+                out.push((k, n.to_owned()));
+            }
+        }
+    }
+    out
 }
 
 /// Gather the per-file outcomes into the repo, then check the objects together.
@@ -94,7 +171,10 @@ pub fn assemble(outcomes: Vec<FileOutcome>, settings: Settings) -> (Repo, Vec<Di
         for (p, def) in parsed {
             if let Some((kind, name, origin)) = def {
                 repo.names_seen.entry(kind).or_default().insert(name.clone());
-                defs.push((kind, name, origin));
+                // salvaged names (no document) suppress follow-ons but are not definitions
+                if origin.doc != usize::MAX {
+                    defs.push((kind, name, origin));
+                }
             }
             match p {
                 Parsed::Team(o) => repo.teams.push(o),

@@ -167,6 +167,9 @@ fn describe(
                         format!("unknown field {} in {}", quote(key), where_(ptr)),
                     );
                     d.hint = Some(match closest(key, fields) {
+                        Some(s) if s == key => format!(
+                            "`{key}` is a field of another object here: check its indentation"
+                        ),
                         Some(s) => format!("did you mean `{s}`? unknown fields are errors, so typos fail closed"),
                         None => "remove it; unknown fields are errors, so typos fail closed".to_owned(),
                     });
@@ -255,13 +258,25 @@ fn describe(
         K::MaxItems { limit } => at(Code::OutOfRange, ptr, format!("{field} has more than {limit} items")).with_hint("split the object or remove entries"),
         K::MinProperties { limit } => at(Code::OutOfRange, ptr, format!("{field} needs at least {limit} entr{}", if *limit == 1 { "y" } else { "ies" })).with_hint("fill it in or remove it"),
         K::MaxProperties { limit } => at(Code::OutOfRange, ptr, format!("{field} has more than {limit} entries")).with_hint("remove entries"),
-        K::UniqueItems => at(Code::DuplicateEntry, ptr, format!("{field} lists the same item twice")).with_hint("remove the repeated entry"),
-        K::OneOfNotValid { .. } | K::OneOfMultipleValid { .. } if ptr.contains("/slos/") => at(
-            Code::SchemaViolation,
-            ptr,
-            "an SLO needs exactly one of `max` (upper bound) or `min` (lower bound)".to_owned(),
-        )
-        .with_hint("keep `max` for error rates and latencies, `min` for success rates"),
+        K::UniqueItems => {
+            // point at the repeat, not at the list
+            let items = instance.as_array().map(Vec::as_slice).unwrap_or_default();
+            match (1..items.len()).find(|&i| items[..i].contains(&items[i])) {
+                Some(i) => at(Code::DuplicateEntry, &format!("{ptr}/{i}"), format!("{field} lists {} twice", short(&items[i]))),
+                None => at(Code::DuplicateEntry, ptr, format!("{field} lists the same item twice")),
+            }
+            .with_hint("remove the repeated entry")
+        }
+        K::OneOfNotValid { .. } | K::OneOfMultipleValid { .. } if ptr.contains("/slos/") => {
+            let name = instance.get("name").and_then(Value::as_str).map(quote).unwrap_or_else(|| "this SLO".to_owned());
+            let both = instance.get("max").is_some() && instance.get("min").is_some();
+            let (at_ptr, msg) = if both {
+                (format!("{ptr}/min#key"), format!("SLO {name} has both `max` and `min`; it needs exactly one"))
+            } else {
+                (ptr.to_owned(), format!("SLO {name} has neither `max` nor `min`; it needs exactly one"))
+            };
+            at(Code::SchemaViolation, &at_ptr, msg).with_hint("keep `max` for error rates and latencies, `min` for success rates")
+        }
         other => at(Code::SchemaViolation, ptr, format!("{field} does not match the schema ({})", keyword(other))),
     };
     vec![d]

@@ -49,7 +49,17 @@ impl<'r> Context<'r> {
         let enabled = repo
             .tenants
             .iter()
-            .map(|t| (t.name(), t.spec.plugins.iter().map(|p| p.name.as_str()).collect()))
+            .map(|t| {
+                (
+                    t.name(),
+                    t.spec
+                        .plugins
+                        .iter()
+                        .filter(|p| !p.disabled)
+                        .map(|p| p.name.as_str())
+                        .collect(),
+                )
+            })
             .collect();
         let mut by_label: HashMap<(&str, &str), Vec<_>> = HashMap::new();
         for t in &repo.tenants {
@@ -211,8 +221,16 @@ fn tenant(cx: &Context<'_>, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<D
                     && v > *b
                 {
                     out.push(
-                        at(t, Code::QuotaAboveTier, &ptr, format!("quota `{field}` {} is above the `{}` tier's bound of {b}", v.text, t.spec.tier))
-                            .with_hint(format!("lower it to at most {b}, or move the tenant to a higher tier (bounds are in rampart.yaml `spec.tiers`)")),
+                        at(
+                            t,
+                            Code::QuotaAboveTier,
+                            &ptr,
+                            format!(
+                                "quota `{field}` {} is above the `{}` tier's bound of {b}",
+                                v.text, t.spec.tier
+                            ),
+                        )
+                        .with_hint(tier_hint(&b.to_string(), &t.spec.tier)),
                     );
                 }
             }
@@ -231,10 +249,7 @@ fn tenant(cx: &Context<'_>, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<D
                     q.pods, t.spec.tier, b.pods
                 ),
             )
-            .with_hint(format!(
-                "lower it to at most {}, or move the tenant to a higher tier",
-                b.pods
-            )),
+            .with_hint(tier_hint(&b.pods.to_string(), &t.spec.tier)),
         );
     }
     for (i, from) in t.spec.network.allow_from.iter().enumerate() {
@@ -396,7 +411,7 @@ fn rollout(cx: &Context<'_>, r: &Object<crate::spec::RolloutSpec>, out: &mut Vec
         let matched = cx
             .selected(sel)
             .iter()
-            .filter(|t| !plugin_known || t.spec.plugins.iter().any(|p| p.name == s.plugin))
+            .filter(|t| !plugin_known || t.spec.plugins.iter().any(|p| p.name == s.plugin && !p.disabled))
             .count();
         if matched == 0 {
             let labels: Vec<String> = sel.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -416,24 +431,29 @@ fn rollout(cx: &Context<'_>, r: &Object<crate::spec::RolloutSpec>, out: &mut Vec
         }
     }
     // steps: strictly increasing, ending at 100
-    let mut prev = 0;
+    let mut prev: Option<(usize, u64)> = None;
     for (i, step) in s.steps.iter().enumerate() {
-        if step.weight <= prev {
+        if let Some((j, w)) = prev
+            && step.weight <= w
+        {
             out.push(
                 at(
                     r,
                     Code::StepsNotIncreasing,
                     &format!("/spec/steps/{i}/weight"),
                     format!(
-                        "step {} has weight {}, not more than the previous step's {prev}",
+                        "step {} has weight {}, not more than {w} (step {})",
                         i + 1,
-                        step.weight
+                        step.weight,
+                        j + 1
                     ),
                 )
                 .with_hint("weights are traffic percentages and must strictly increase, e.g. 10, 25, 50, 100"),
             );
         }
-        prev = prev.max(step.weight);
+        if prev.is_none_or(|(_, w)| step.weight > w) {
+            prev = Some((i, step.weight));
+        }
         if let Some(p) = &step.pause {
             duration(r, &format!("/spec/steps/{i}/pause"), "step pause", p, out);
         }
@@ -471,6 +491,16 @@ fn rollout(cx: &Context<'_>, r: &Object<crate::spec::RolloutSpec>, out: &mut Vec
     }
     if let Some(iv) = &s.analysis.interval {
         duration(r, "/spec/analysis/interval", "analysis interval", iv, out);
+    }
+}
+
+fn tier_hint(bound: &str, tier: &str) -> String {
+    if tier == "enterprise" {
+        format!("lower it to at most {bound}, or raise the `enterprise` bounds in rampart.yaml `spec.tiers`")
+    } else {
+        format!(
+            "lower it to at most {bound}, or move the tenant to a higher tier (bounds are in rampart.yaml `spec.tiers`)"
+        )
     }
 }
 
