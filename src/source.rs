@@ -47,6 +47,8 @@ pub enum SourceError {
     GitOpen { path: PathBuf, message: String },
     #[error("revision `{rev}` could not be resolved: {message}")]
     GitRev { rev: String, message: String },
+    #[error("`{path}` is not a directory in revision `{rev}`")]
+    NotInRev { rev: String, path: PathBuf },
     #[error("reading revision `{rev}` failed: {message}")]
     GitRead { rev: String, message: String },
 }
@@ -180,14 +182,12 @@ fn resolve_tree(repo: &git2::Repository, path: &Path, rev: &str) -> Result<(git2
             && let Ok(prefix) = abs.strip_prefix(&wd)
             && !prefix.as_os_str().is_empty()
         {
-            let entry = tree.get_path(prefix).map_err(|e| SourceError::GitRev {
+            let missing = || SourceError::NotInRev {
                 rev: rev.to_owned(),
-                message: format!("`{}` is not in this revision: {}", prefix.display(), e.message()),
-            })?;
-            tree = repo.find_tree(entry.id()).map_err(|_| SourceError::GitRev {
-                rev: rev.to_owned(),
-                message: format!("`{}` is not a directory in this revision", prefix.display()),
-            })?;
+                path: prefix.to_owned(),
+            };
+            let entry = tree.get_path(prefix).map_err(|_| missing())?;
+            tree = repo.find_tree(entry.id()).map_err(|_| missing())?;
         }
     }
     Ok((tree.id(), commit.id()))

@@ -77,6 +77,17 @@ fn a_subdirectory_of_the_repository_is_the_config_repo() {
     git(p, &["commit", "-qm", "config in a subdirectory"]);
     let run = rampart(&["validate", "config", "--rev", "HEAD", "--format", "github"], Some(p));
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    // a directory that exists in the work tree but not in the revision
+    std::fs::create_dir_all(p.join("uncommitted")).unwrap();
+    let missing = rampart(&["validate", "uncommitted", "--rev", "HEAD"], Some(p));
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("`uncommitted` is not a directory in revision `HEAD`"),
+        "{}",
+        missing.stderr
+    );
     // annotations name the file as GitHub knows it: relative to the repository root
     assert!(run.stdout.contains("file=config/rollouts/ghost.yaml"), "{}", run.stdout);
 }
