@@ -68,3 +68,53 @@ fn schemas_describe_every_field() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// ARCHITECTURE.md's invariants that a grep can hold: every source file says what it is for
+/// in a `//!` line, and the pure stages touch no file system, network, process or git.
+#[test]
+fn architecture_invariants() {
+    let mut stack = vec![root().join("src")];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p)
+            }
+        }
+    }
+    let pure = [
+        "src/load/",
+        "src/validate/",
+        "src/spec/",
+        "src/report/",
+        "src/units.rs",
+        "src/diagnostic.rs",
+    ];
+    let io = [
+        "std::fs",
+        "std::net",
+        "std::process",
+        "std::env",
+        "git2",
+        "tokio",
+        "reqwest",
+        "Instant::now",
+        "SystemTime",
+    ];
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let rel = f.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        assert!(
+            text.starts_with("//! "),
+            "{rel} does not open with a `//!` line saying what it is for"
+        );
+        if pure.iter().any(|p| rel.starts_with(p)) {
+            for word in io {
+                assert!(!text.contains(word), "{rel} is a pure stage but mentions `{word}`");
+            }
+        }
+    }
+}
