@@ -62,56 +62,36 @@ impl Limits {
         max_scalar_bytes: 64 << 20,
     };
 
-    fn fields(&self) -> [(&'static str, u64); 8] {
-        [
-            ("maxFileBytes", self.max_file_bytes),
-            ("maxFiles", self.max_files),
-            ("maxTotalBytes", self.max_total_bytes),
-            ("maxDepth", self.max_depth),
-            ("maxNodes", self.max_nodes),
-            ("maxAliases", self.max_aliases),
-            ("maxDocuments", self.max_documents),
-            ("maxScalarBytes", self.max_scalar_bytes),
-        ]
-    }
-
     /// Clamp to the ceiling, reporting each limit that had to be lowered.
-    fn clamp(self, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) -> Limits {
-        let mut out = self;
-        let ceiling = Self::CEILING.fields();
-        for (i, (name, value)) in self.fields().into_iter().enumerate() {
-            let max = ceiling[i].1;
-            if value > max {
+    fn clamp(mut self, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) -> Limits {
+        let c = Self::CEILING;
+        for (name, slot, max) in [
+            ("maxFileBytes", &mut self.max_file_bytes, c.max_file_bytes),
+            ("maxFiles", &mut self.max_files, c.max_files),
+            ("maxTotalBytes", &mut self.max_total_bytes, c.max_total_bytes),
+            ("maxDepth", &mut self.max_depth, c.max_depth),
+            ("maxNodes", &mut self.max_nodes, c.max_nodes),
+            ("maxAliases", &mut self.max_aliases, c.max_aliases),
+            ("maxDocuments", &mut self.max_documents, c.max_documents),
+            ("maxScalarBytes", &mut self.max_scalar_bytes, c.max_scalar_bytes),
+        ] {
+            if *slot > max {
                 diags.push(
                     Diagnostic::at_node(
                         Code::LimitAboveCeiling,
                         file,
                         doc,
                         &format!("/spec/limits/{name}"),
-                        format!("limit `{name}` is {value}, above the hard ceiling of {max}"),
+                        format!("limit `{name}` is {slot}, above the hard ceiling of {max}"),
                     )
                     .with_hint(format!(
                         "lower `{name}` to at most {max}; the ceiling protects the machine that validates pull requests"
                     )),
                 );
-                out.set(i, max);
+                *slot = max;
             }
         }
-        out
-    }
-
-    fn set(&mut self, i: usize, v: u64) {
-        let slot = match i {
-            0 => &mut self.max_file_bytes,
-            1 => &mut self.max_files,
-            2 => &mut self.max_total_bytes,
-            3 => &mut self.max_depth,
-            4 => &mut self.max_nodes,
-            5 => &mut self.max_aliases,
-            6 => &mut self.max_documents,
-            _ => &mut self.max_scalar_bytes,
-        };
-        *slot = v;
+        self
     }
 }
 

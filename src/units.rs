@@ -1,7 +1,6 @@
 //! Units users write in specs: Kubernetes quantities (`500m`, `4Gi`, `1e3`) and durations
 //! (`30s`, `1h30m`). Strict grammars, checked arithmetic, no floating point.
 
-use serde::{Deserialize, Deserializer};
 use std::fmt;
 
 /// A Kubernetes quantity, kept as written and as an exact count of nano-units so that
@@ -121,18 +120,6 @@ impl Quantity {
             }
             other => Err(QuantityError::Syntax(other.to_string())),
         }
-    }
-
-    /// Ratio `self / other` as a float, for reports (`None` when `other` is zero).
-    pub fn ratio(&self, other: &Quantity) -> Option<f64> {
-        (other.nanos != 0).then(|| self.nanos as f64 / other.nanos as f64)
-    }
-}
-
-impl<'de> Deserialize<'de> for Quantity {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_json::Value::deserialize(d)?;
-        Quantity::from_json(&v).map_err(serde::de::Error::custom)
     }
 }
 

@@ -142,11 +142,6 @@ impl PluginConfig {
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).expect("stored from a valid value")
     }
-
-    /// The compact JSON text.
-    pub fn as_json(&self) -> &str {
-        &self.0
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

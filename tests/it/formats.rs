@@ -4,15 +4,11 @@
 
 use crate::support::*;
 
+/// Two unknown teams (errors) and a tenant allowing itself (a warning), so both levels show.
 fn case() -> tempfile::TempDir {
     let repo = repo_with(Some(&root().join("testdata/invalid/R301-unknown-team")));
-    repo_with_extra(&repo);
-    repo
-}
-
-fn repo_with_extra(repo: &tempfile::TempDir) {
-    // one warning as well, so both levels show
     copy_tree(&root().join("testdata/invalid/R318-self-reference"), repo.path());
+    repo
 }
 
 #[test]
