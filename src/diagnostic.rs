@@ -104,6 +104,16 @@ codes! {
     StepsNotEndingAt100 = "R314", Error, "rollout steps do not end at 100";
     UnsafeRepoPath = "R317", Error, "path leaves the repository or is not portable";
     SelfReference = "R318", Warning, "tenant allows traffic from itself";
+    // policy: Cedar policies, who made and approved a change, policy tests
+    PolicySyntax = "R400", Error, "Cedar policy does not parse";
+    PolicyInvalid = "R401", Error, "Cedar policy does not match the schema";
+    DuplicatePolicyId = "R402", Error, "duplicate policy id";
+    PolicyWarning = "R403", Warning, "Cedar validator warning";
+    PolicyNoAdvice = "R404", Warning, "forbid policy without @advice";
+    UnknownAuthor = "R420", Warning, "author is not a member of any team";
+    ApproverNotMember = "R421", Warning, "approval by a non-member does not count";
+    SelfApproval = "R422", Warning, "the author's own approval does not count";
+    PolicyTestInvalid = "R430", Error, "policy test is malformed";
 }
 
 impl fmt::Display for Code {

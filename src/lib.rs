@@ -5,11 +5,13 @@
 //! pure: no IO, no clocks, no network (they may use rayon for data parallelism). See
 //! ARCHITECTURE.md for the code map and invariants.
 
+pub mod change;
 pub mod cli;
 pub mod config;
 pub mod diagnostic;
 pub mod load;
 pub mod pipeline;
+pub mod policy;
 pub mod report;
 pub mod source;
 pub mod spec;

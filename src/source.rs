@@ -117,10 +117,37 @@ impl Source {
 
     /// Read every candidate spec file under the kind directories.
     pub fn read_specs(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
+        self.read_dirs(&KIND_DIRS, is_spec_file, limits)
+    }
+
+    /// Read the repo's own Cedar policies (`policies/**/*.cedar`).
+    pub fn read_policies(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
+        self.read_dirs(&[POLICY_DIR], is_policy_file, limits)
+    }
+
+    /// Read the policy tests (`policies/tests/**/*.yaml`).
+    pub fn read_policy_tests(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
+        self.read_dirs(&[POLICY_TEST_DIR], is_yaml_path, limits)
+    }
+
+    /// Read every file that changes what rampart trusts or enforces: `rampart.yaml`,
+    /// `policies/**` and `keys/**` (their changes are authorised as `File` changes).
+    pub fn read_guarded(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
+        let mut snap = self.read_dirs(&GUARDED_DIRS, |_| true, limits)?;
+        let settings = self.read_settings(limits)?;
+        snap.files.extend(settings.files);
+        snap.diagnostics.extend(settings.diagnostics);
+        snap.files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(snap)
+    }
+
+    /// Read the files under `dirs` that `wanted` accepts, with every check of the walk.
+    fn read_dirs(&self, dirs: &[&str], wanted: fn(&str) -> bool, limits: &Limits) -> Result<Snapshot, SourceError> {
         let mut walk = Walk::new(limits);
+        walk.wanted = wanted;
         match self {
             Source::Dir(root) => {
-                for dir in KIND_DIRS {
+                for dir in dirs.iter().copied() {
                     walk.dir_tree(root, dir);
                 }
                 let pending = std::mem::take(&mut walk.pending);
@@ -128,8 +155,8 @@ impl Source {
             }
             Source::Git { repo, tree, rev, .. } => {
                 let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
-                for dir in KIND_DIRS {
-                    if let Some(entry) = tree.get_name(dir) {
+                for dir in dirs.iter().copied() {
+                    if let Ok(entry) = tree.get_path(Path::new(dir)) {
                         let mut stack = Vec::new();
                         walk.git_entry(repo, dir, entry.id(), entry.filemode(), &mut stack)
                             .map_err(|e| read_err(rev, e))?;
@@ -200,6 +227,26 @@ fn read_err(rev: &str, e: git2::Error) -> SourceError {
     }
 }
 
+/// Where a config repo keeps its own Cedar policies.
+pub const POLICY_DIR: &str = "policies";
+/// Where a config repo keeps its policy tests.
+pub const POLICY_TEST_DIR: &str = "policies/tests";
+/// Directories whose every file is guarded by policy (besides `rampart.yaml`).
+pub const GUARDED_DIRS: [&str; 2] = ["policies", "keys"];
+
+fn is_spec_file(rel: &str) -> bool {
+    rel == SETTINGS_FILE || is_yaml_path(rel)
+}
+
+fn is_yaml_path(rel: &str) -> bool {
+    is_yaml(rel.rsplit('/').next().unwrap_or(rel))
+}
+
+fn is_policy_file(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.ends_with(".cedar") && !name.starts_with('.')
+}
+
 /// Whether a file name is one rampart reads as YAML.
 pub fn is_yaml(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -214,6 +261,8 @@ struct Walk<'l> {
     stopped: bool,
     /// Files of a directory walk admitted for reading.
     pending: Vec<String>,
+    /// Which files (by repo-relative path) are read; everything else is skipped unread.
+    wanted: fn(&str) -> bool,
 }
 
 /// Longest path read from a git tree (the Linux `PATH_MAX`): deeper trees are refused, so a
@@ -235,6 +284,7 @@ impl<'l> Walk<'l> {
             bytes: 0,
             stopped: false,
             pending: Vec::new(),
+            wanted: is_spec_file,
         }
     }
 
@@ -321,6 +371,20 @@ impl<'l> Walk<'l> {
 
     /// Walk one kind directory iteratively (no recursion: depth is attacker-controlled).
     fn dir_tree(&mut self, root: &Path, top: &str) {
+        // a nested top (`policies/tests`) is walked only through real directories
+        let mut parent = String::new();
+        for part in top.split('/').take(top.matches('/').count()) {
+            parent = if parent.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{parent}/{part}")
+            };
+            match fs::symlink_metadata(root.join(&parent)) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => return self.refuse(symlink_refused(&parent)),
+                _ => return,
+            }
+        }
         let meta = match fs::symlink_metadata(root.join(top)) {
             Ok(m) => m,
             Err(_) => return, // a kind directory that does not exist is fine
@@ -408,7 +472,7 @@ impl<'l> Walk<'l> {
             if !name.starts_with('.') {
                 stack.push(rel.to_owned());
             }
-        } else if !is_yaml(name) && rel != SETTINGS_FILE {
+        } else if !(self.wanted)(rel) {
             // not ours: READMEs, policies, keys…
         } else if !ft.is_file() {
             self.refuse(not_regular(rel));
@@ -470,7 +534,7 @@ impl<'l> Walk<'l> {
                 Diagnostic::at_file(Code::NotRegularFile, rel, "submodules are not supported; not read")
                     .with_hint("commit the files into the config repo itself"),
             ),
-            GIT_BLOB | GIT_EXEC if is_yaml(name) || rel == SETTINGS_FILE => {
+            GIT_BLOB | GIT_EXEC if (self.wanted)(rel) => {
                 let (size, _) = repo.odb()?.read_header(id)?;
                 if self.admit_size(rel, size as u64) {
                     let blob = repo.find_blob(id)?;

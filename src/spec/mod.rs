@@ -6,7 +6,7 @@
 //! their own codes, and later stages parse them again through [`crate::units`].
 
 use crate::config::Settings;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -56,7 +56,7 @@ pub struct Origin {
     pub doc: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
     pub name: String,
@@ -80,7 +80,7 @@ impl<S> Object<S> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamSpec {
     pub members: Vec<String>,
@@ -88,7 +88,7 @@ pub struct TeamSpec {
     pub contact: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
     pub owners: Vec<String>,
@@ -101,7 +101,7 @@ pub struct TenantSpec {
     pub plugins: Vec<EnabledPlugin>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Quota {
     pub cpu: Value,
@@ -110,21 +110,21 @@ pub struct Quota {
     pub storage: Value,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     #[serde(default)]
     pub allow_from: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnabledPlugin {
     pub name: String,
     #[serde(default)]
     pub disabled: bool,
     /// Filled by validation from the document (see [`PluginConfig`]), not by serde.
-    #[serde(skip)]
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub config: Option<PluginConfig>,
 }
 
@@ -132,6 +132,12 @@ pub struct EnabledPlugin {
 /// tenant) and are only read when compiled, so a repo's model stays small.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig(String);
+
+impl Serialize for PluginConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(s)
+    }
+}
 
 impl PluginConfig {
     pub fn new(value: &Value) -> PluginConfig {
@@ -144,7 +150,7 @@ impl PluginConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSpec {
     pub publisher: String,
@@ -170,7 +176,7 @@ pub struct PluginSpec {
     pub quality: Quality,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
     pub package: String,
@@ -179,7 +185,7 @@ pub struct Artifact {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Requires {
     #[serde(default)]
@@ -188,7 +194,7 @@ pub struct Requires {
     pub plugins: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     #[serde(default)]
@@ -197,7 +203,7 @@ pub struct Resources {
     pub memory: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Advisory {
     pub id: String,
@@ -206,7 +212,7 @@ pub struct Advisory {
     pub fixed: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Quality {
     #[serde(default)]
@@ -217,7 +223,7 @@ pub struct Quality {
     pub license: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
     pub plugin: String,
@@ -251,7 +257,7 @@ pub fn default_steps() -> Vec<Step> {
         .collect()
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSelection {
     #[serde(default)]
@@ -260,7 +266,7 @@ pub struct TenantSelection {
     pub selector: Option<Selector>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Selector {
     pub match_labels: BTreeMap<String, String>,
@@ -272,7 +278,7 @@ impl Selector {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
     pub weight: u64,
@@ -280,7 +286,7 @@ pub struct Step {
     pub pause: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Slo {
     pub name: String,
@@ -295,7 +301,7 @@ pub struct Slo {
     pub min_requests: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
     #[serde(default)]

@@ -1,0 +1,173 @@
+//! Change sets: what differs between two revisions of a config repo (pure).
+//!
+//! An object's identity is its kind and name, never its file: moving an object to another
+//! file (a rename) with the same value is no change, and with a new value is an update —
+//! never a delete plus a create. Besides objects, the files that change what rampart trusts
+//! or enforces (`rampart.yaml`, `policies/**`, `keys/**`) are compared byte for byte, so a
+//! pull request that edits a policy is itself a change the policies authorise.
+
+use crate::source::SourceFile;
+use crate::spec::{Kind, Object, Repo};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// What happened to an object or file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Create, Action::Update, Action::Delete];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// What kind of thing changed: an object of a kind, or a guarded file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    Object(Kind),
+    File,
+}
+
+impl Subject {
+    pub const ALL: [Subject; 5] = [
+        Subject::Object(Kind::Team),
+        Subject::Object(Kind::Tenant),
+        Subject::Object(Kind::Plugin),
+        Subject::Object(Kind::Rollout),
+        Subject::File,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subject::Object(k) => k.as_str(),
+            Subject::File => "File",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Subject> {
+        Subject::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl Serialize for Subject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// One changed object or file. `old` and `new` index the base and head repos' vectors of
+/// the subject's kind (for files they are unused: the path is the name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub action: Action,
+    pub subject: Subject,
+    pub name: String,
+    /// Where the change shows in the head revision (the base one for a deletion).
+    pub file: String,
+    pub doc: usize,
+    #[serde(skip)]
+    pub old: Option<usize>,
+    #[serde(skip)]
+    pub new: Option<usize>,
+}
+
+/// Every change from `base` to `head`, in kind order (teams, tenants, plugins, rollouts,
+/// files), then by name. `base_files` and `head_files` are the guarded files of each side.
+pub fn diff(base: &Repo, head: &Repo, base_files: &[SourceFile], head_files: &[SourceFile]) -> Vec<Change> {
+    let mut out = Vec::new();
+    objects(&base.teams, &head.teams, Kind::Team, &mut out);
+    objects(&base.tenants, &head.tenants, Kind::Tenant, &mut out);
+    objects(&base.plugins, &head.plugins, Kind::Plugin, &mut out);
+    objects(&base.rollouts, &head.rollouts, Kind::Rollout, &mut out);
+    let old: BTreeMap<&str, &[u8]> = base_files.iter().map(|f| (f.path.as_str(), &f.bytes[..])).collect();
+    let new: BTreeMap<&str, &[u8]> = head_files.iter().map(|f| (f.path.as_str(), &f.bytes[..])).collect();
+    let mut paths: Vec<&str> = old.keys().chain(new.keys()).copied().collect();
+    paths.sort_unstable();
+    paths.dedup();
+    for path in paths {
+        let action = match (old.get(path), new.get(path)) {
+            (Some(a), Some(b)) if a == b => continue,
+            (Some(_), Some(_)) => Action::Update,
+            (None, Some(_)) => Action::Create,
+            (Some(_), None) => Action::Delete,
+            (None, None) => continue,
+        };
+        out.push(Change {
+            action,
+            subject: Subject::File,
+            name: path.to_owned(),
+            file: path.to_owned(),
+            doc: 0,
+            old: None,
+            new: None,
+        });
+    }
+    out
+}
+
+fn objects<S: PartialEq>(base: &[Object<S>], head: &[Object<S>], kind: Kind, out: &mut Vec<Change>) {
+    // first definition wins, as in validation (a duplicate is an error of the head anyway)
+    let mut old: HashMap<&str, usize> = HashMap::with_capacity(base.len());
+    for (i, o) in base.iter().enumerate() {
+        old.entry(o.name()).or_insert(i);
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(head.len());
+    let start = out.len();
+    for (j, o) in head.iter().enumerate() {
+        if seen.insert(o.name(), j).is_some() {
+            continue;
+        }
+        let (action, old_index) = match old.get(o.name()) {
+            Some(&i) if base[i].metadata == o.metadata && base[i].spec == o.spec => continue,
+            Some(&i) => (Action::Update, Some(i)),
+            None => (Action::Create, None),
+        };
+        out.push(Change {
+            action,
+            subject: Subject::Object(kind),
+            name: o.name().to_owned(),
+            file: o.origin.file.clone(),
+            doc: o.origin.doc,
+            old: old_index,
+            new: Some(j),
+        });
+    }
+    for (name, &i) in &old {
+        if !seen.contains_key(name) {
+            out.push(Change {
+                action: Action::Delete,
+                subject: Subject::Object(kind),
+                name: (*name).to_owned(),
+                file: base[i].origin.file.clone(),
+                doc: base[i].origin.doc,
+                old: Some(i),
+                new: None,
+            });
+        }
+    }
+    out[start..].sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// Counts by action, for summaries.
+pub fn counts(changes: &[Change]) -> [usize; 3] {
+    let mut c = [0; 3];
+    for ch in changes {
+        c[ch.action as usize] += 1;
+    }
+    c
+}

@@ -1,0 +1,278 @@
+//! Policy: Cedar authorization of change sets (pure).
+//!
+//! [`Engine::load`] joins rampart's default policies (`policies/` of this project, embedded)
+//! with a config repo's own, keys every policy by its `@id`, and validates all of them
+//! strictly against the Cedar schema: a policy that does not parse or validate is a
+//! diagnostic at `file:line:col` and the engine is not built (fail closed). [`model`] turns
+//! a change set into Cedar entities and requests; [`decide`] authorises them and works out,
+//! for each denial, which approvals would allow it.
+
+pub mod decide;
+pub mod model;
+
+use crate::diagnostic::{Anchor, Code, Diagnostic};
+use crate::source::SourceFile;
+use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use std::collections::HashMap;
+
+/// rampart's Cedar schema.
+pub const SCHEMA: &str = include_str!("../../policies/rampart.cedarschema");
+/// rampart's default policies.
+pub const DEFAULTS: &str = include_str!("../../policies/defaults.cedar");
+/// How the default policies are named in messages.
+pub const DEFAULTS_PATH: &str = "(rampart)/policies/defaults.cedar";
+
+/// Where a policy came from, and what it says when it denies.
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    pub file: String,
+    pub advice: Option<String>,
+    pub forbid: bool,
+}
+
+/// A validated policy set, ready to authorise.
+pub struct Engine {
+    pub schema: Schema,
+    pub policies: PolicySet,
+    pub info: HashMap<PolicyId, PolicyInfo>,
+}
+
+impl Engine {
+    /// Build the engine from the defaults and a repo's policy files. `None` when any policy
+    /// fails to parse or validate: then nothing may be authorised.
+    pub fn load(repo_policies: &[SourceFile]) -> (Option<Engine>, Vec<Diagnostic>) {
+        let schema = match Schema::from_cedarschema_str(SCHEMA) {
+            Ok((s, _warnings)) => s,
+            Err(e) => panic!("the embedded Cedar schema is invalid: {e}"),
+        };
+        let mut diags = Vec::new();
+        let mut set = PolicySet::new();
+        let mut info = HashMap::new();
+        let mut sources: Vec<(&str, &str)> = vec![(DEFAULTS_PATH, DEFAULTS)];
+        for f in repo_policies {
+            match std::str::from_utf8(&f.bytes) {
+                Ok(text) => sources.push((&f.path, text)),
+                Err(e) => diags.push(
+                    Diagnostic::at_file(
+                        Code::InvalidUtf8,
+                        &f.path,
+                        format!("policy file is not valid UTF-8 (byte {})", e.valid_up_to()),
+                    )
+                    .with_hint("save the file as UTF-8"),
+                ),
+            }
+        }
+        let mut file_of: HashMap<PolicyId, usize> = HashMap::new();
+        for (index, (path, text)) in sources.iter().enumerate() {
+            add_file(path, text, index, &mut set, &mut info, &mut file_of, &mut diags);
+        }
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        for e in result.validation_errors() {
+            let (path, text) = sources[file_of.get(e.policy_id()).copied().unwrap_or(0)];
+            diags.push(at_span(
+                Code::PolicyInvalid,
+                path,
+                text,
+                e,
+                format!("policy `{}` does not match rampart's Cedar schema: {e}", e.policy_id()),
+            ));
+        }
+        for w in result.validation_warnings() {
+            let (path, text) = sources[file_of.get(w.policy_id()).copied().unwrap_or(0)];
+            diags.push(at_span(
+                Code::PolicyWarning,
+                path,
+                text,
+                w,
+                format!("policy `{}`: {w}", w.policy_id()),
+            ));
+        }
+        if diags.iter().any(Diagnostic::is_error) {
+            return (None, diags);
+        }
+        (
+            Some(Engine {
+                schema,
+                policies: set,
+                info,
+            }),
+            diags,
+        )
+    }
+
+    /// The `@advice` of a policy, if it has one.
+    pub fn advice(&self, id: &PolicyId) -> Option<&str> {
+        self.info.get(id).and_then(|i| i.advice.as_deref())
+    }
+}
+
+fn add_file(
+    path: &str,
+    text: &str,
+    index: usize,
+    set: &mut PolicySet,
+    info: &mut HashMap<PolicyId, PolicyInfo>,
+    file_of: &mut HashMap<PolicyId, usize>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let parsed = match text.parse::<PolicySet>() {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors.iter() {
+                diags.push(at_span(
+                    Code::PolicySyntax,
+                    path,
+                    text,
+                    e,
+                    format!("Cedar policy does not parse: {e}"),
+                ));
+            }
+            return;
+        }
+    };
+    if parsed.templates().next().is_some() {
+        diags.push(
+            Diagnostic::at_file(
+                Code::PolicySyntax,
+                path,
+                "policy templates (`?principal`) are not supported",
+            )
+            .with_hint("write a policy for each principal or resource instead"),
+        );
+    }
+    for (n, p) in parsed.policies().enumerate() {
+        let id = match p.annotation("id") {
+            Some(id) => PolicyId::new(id),
+            None => PolicyId::new(format!("{path}#{}", n + 1)),
+        };
+        let forbid = p.effect() == cedar_policy::Effect::Forbid;
+        let advice = p.annotation("advice").map(str::to_owned);
+        if forbid && advice.is_none() {
+            diags.push(position_of_policy(
+                Code::PolicyNoAdvice,
+                path,
+                text,
+                &id,
+                format!("forbid policy `{id}` has no @advice: a denial will not say what to do"),
+                "add `@advice(\"…\")` above the policy, in words a reviewer acts on",
+            ));
+        }
+        if let Some(previous) = info.get(&id) {
+            let previous: &PolicyInfo = previous;
+            diags.push(position_of_policy(
+                Code::DuplicatePolicyId,
+                path,
+                text,
+                &id,
+                format!("policy id `{id}` is already used in {}", previous.file),
+                "give every policy a unique @id; the defaults cannot be replaced, only added to",
+            ));
+            continue;
+        }
+        if let Err(e) = set.add(p.new_id(id.clone())) {
+            diags.push(Diagnostic::at_file(
+                Code::DuplicatePolicyId,
+                path,
+                format!("policy `{id}` could not be added: {e}"),
+            ));
+            continue;
+        }
+        info.insert(
+            id.clone(),
+            PolicyInfo {
+                file: path.to_owned(),
+                advice,
+                forbid,
+            },
+        );
+        file_of.insert(id, index);
+    }
+}
+
+/// A diagnostic at the first labelled span of a Cedar error, or at the file.
+fn at_span(code: Code, path: &str, text: &str, e: &dyn miette::Diagnostic, message: String) -> Diagnostic {
+    let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    let mut d = match offset {
+        Some(off) if off <= text.len() => {
+            let (line, column) = line_col(text, off);
+            Diagnostic::new(
+                code,
+                Anchor::Position {
+                    file: path.to_owned(),
+                    line,
+                    column,
+                },
+                message,
+            )
+        }
+        _ => Diagnostic::at_file(code, path, message),
+    };
+    if let Some(help) = e.help() {
+        d = d.with_hint(help.to_string());
+    }
+    d
+}
+
+/// A diagnostic at the policy's `@id` annotation (or the file when it has none).
+fn position_of_policy(code: Code, path: &str, text: &str, id: &PolicyId, message: String, hint: &str) -> Diagnostic {
+    let needle = format!("\"{id}\"");
+    let anchor = match text.find(&needle) {
+        Some(off) => {
+            let (line, column) = line_col(text, off);
+            Anchor::Position {
+                file: path.to_owned(),
+                line,
+                column,
+            }
+        }
+        None => Anchor::File { file: path.to_owned() },
+    };
+    Diagnostic::new(code, anchor, message).with_hint(hint)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (u32, u32) {
+    let offset = text.floor_char_boundary(offset);
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[start..].chars().count() + 1;
+    (line as u32, column as u32)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_strictly_without_warnings() {
+        let (engine, diags) = Engine::load(&[]);
+        assert!(diags.is_empty(), "{diags:#?}");
+        let engine = engine.unwrap();
+        // every default forbid explains itself
+        for (id, info) in &engine.info {
+            assert!(info.advice.is_some(), "{id} has no @advice");
+        }
+        assert!(engine.info.len() >= 11);
+    }
+
+    #[test]
+    fn repo_policy_errors_are_located() {
+        let file = SourceFile {
+            path: "policies/x.cedar".into(),
+            bytes: b"@id(\"x\")\n@advice(\"a\")\nforbid (principal, action, resource)\nwhen { resource.teir == \"free\" };\n"
+                .to_vec(),
+        };
+        let (engine, diags) = Engine::load(&[file]);
+        assert!(engine.is_none());
+        assert!(diags.iter().any(|d| d.code == Code::PolicyInvalid), "{diags:#?}");
+        let bad = SourceFile {
+            path: "policies/y.cedar".into(),
+            bytes: b"permit (principal, action, resource) when { 1 + };".to_vec(),
+        };
+        let (engine, diags) = Engine::load(&[bad]);
+        assert!(engine.is_none());
+        let d = diags.iter().find(|d| d.code == Code::PolicySyntax).unwrap();
+        assert!(matches!(d.anchor, Anchor::Position { line: 1, .. }), "{d:#?}");
+    }
+}

@@ -1,0 +1,482 @@
+//! The Cedar model of a change set: entities and one request per change (pure).
+//!
+//! Trust boundary: team membership and the resources' current attributes come from the
+//! **base** revision (what is already merged), so a pull request cannot make its author an
+//! owner or a platform member; the head's values are facts in the context. The schema
+//! (`policies/rampart.cedarschema`) documents every attribute.
+
+use crate::change::{Action, Change, Subject};
+use crate::spec::{Kind, Object, PluginSpec, Repo, RolloutSpec, TenantSpec};
+use crate::units::Quantity;
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression as Rx, Schema,
+};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+
+/// The Cedar namespace of rampart's model.
+pub const NAMESPACE: &str = "Rampart";
+/// The id of the change under review.
+pub const CHANGE_ID: &str = "change";
+
+/// Who made the change and who approved it, as logins. Approvals are already filtered: the
+/// author's own and non-members' do not count (see [`crate::policy::decide::resolve_who`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Who {
+    pub author: String,
+    pub approvers: Vec<String>,
+}
+
+/// The supply-chain facts of a plugin that policies see. Until the plugin supply-chain
+/// checks compute them, every plugin is untrusted and unsigned: fail closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginFacts {
+    pub trust_score: i64,
+    pub signature_verified: bool,
+}
+
+/// Supplies [`PluginFacts`] by plugin name (facts of the head revision).
+pub type Facts<'a> = &'a dyn Fn(&str) -> PluginFacts;
+
+/// Facts for every plugin: none computed yet (score 0, unsigned).
+pub fn no_facts(_: &str) -> PluginFacts {
+    PluginFacts::default()
+}
+
+/// One request, with its context kept apart from the `change` entity so that the same
+/// request can be re-evaluated with hypothetical approvals.
+pub struct Prepared {
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    pub facts: Vec<(String, Rx)>,
+}
+
+impl Prepared {
+    /// The request with `context.change` set to `change`.
+    pub fn request(&self, change: &EntityUid, schema: &Schema) -> Result<Request, String> {
+        let mut pairs = self.facts.clone();
+        pairs.push(("change".to_owned(), Rx::new_entity_uid(change.clone())));
+        let ctx = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
+        Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            ctx,
+            Some(schema),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Entities and prepared requests of a change set.
+pub struct Model {
+    pub entities: Entities,
+    pub prepared: Vec<Prepared>,
+    /// Base team → members, for ways out.
+    pub teams: Vec<(String, Vec<String>)>,
+    pub who: Who,
+}
+
+pub fn uid(kind: &str, id: &str) -> EntityUid {
+    let ty = EntityTypeName::from_str(&format!("{NAMESPACE}::{kind}")).expect("static type name");
+    EntityUid::from_type_name_and_id(ty, EntityId::new(id))
+}
+
+fn action_uid(action: Action, subject: Subject) -> EntityUid {
+    uid("Action", &format!("{}{}", action.as_str(), subject.as_str()))
+}
+
+fn s(v: &str) -> Rx {
+    Rx::new_string(v.to_owned())
+}
+
+fn set_of<'a>(kind: &str, ids: impl IntoIterator<Item = &'a str>) -> Rx {
+    Rx::new_set(ids.into_iter().map(|i| Rx::new_entity_uid(uid(kind, i))))
+}
+
+fn strings<'a>(ids: impl IntoIterator<Item = &'a str>) -> Rx {
+    Rx::new_set(ids.into_iter().map(s))
+}
+
+fn record(fields: Vec<(&str, Rx)>) -> Rx {
+    Rx::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v))).expect("distinct keys")
+}
+
+fn tags(labels: &std::collections::BTreeMap<String, String>) -> Vec<(String, Rx)> {
+    labels.iter().map(|(k, v)| (k.clone(), s(v))).collect()
+}
+
+/// Build the entities and requests for `changes` from `base` to `head`. `Err` only when the
+/// entities themselves are rejected by the schema (a bug, reported as "could not run").
+pub fn build(
+    base: &Repo,
+    head: &Repo,
+    changes: &[Change],
+    who: &Who,
+    facts: Facts<'_>,
+    schema: &Schema,
+) -> Result<Model, String> {
+    let mut entities: Vec<Entity> = Vec::new();
+    // teams and users: membership from the base revision only
+    let mut teams_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut teams = Vec::new();
+    let mut team_names: HashSet<&str> = HashSet::new();
+    for t in &base.teams {
+        if !team_names.insert(t.name()) {
+            continue;
+        }
+        entities.push(Entity::new_no_attrs(uid("Team", t.name()), HashSet::new()));
+        teams.push((t.name().to_owned(), t.spec.members.clone()));
+        for m in &t.spec.members {
+            teams_of.entry(m.as_str()).or_default().push(t.name());
+        }
+    }
+    for t in &head.teams {
+        if team_names.insert(t.name()) {
+            entities.push(Entity::new_no_attrs(uid("Team", t.name()), HashSet::new()));
+        }
+    }
+    let mut users: BTreeSet<&str> = teams_of.keys().copied().collect();
+    users.insert(&who.author);
+    users.extend(who.approvers.iter().map(String::as_str));
+    for u in users {
+        let parents = teams_of
+            .get(u)
+            .map(|ts| ts.iter().map(|t| uid("Team", t)).collect::<Vec<_>>());
+        let member = parents.is_some();
+        entities.push(entity(
+            uid("User", u),
+            vec![("member", Rx::new_bool(member))],
+            parents.unwrap_or_default(),
+            vec![],
+        )?);
+    }
+    entities.push(entity(
+        uid("Change", CHANGE_ID),
+        vec![
+            ("author", Rx::new_entity_uid(uid("User", &who.author))),
+            ("approvals", Rx::new_long(who.approvers.len() as i64)),
+        ],
+        who.approvers.iter().map(|a| uid("User", a)).collect(),
+        vec![],
+    )?);
+    // resources: the base value, or the head's for objects the change creates
+    let mut seen: HashSet<&str> = HashSet::new();
+    for t in base.tenants.iter().chain(&head.tenants) {
+        if seen.insert(t.name()) {
+            entities.push(tenant_entity(t)?);
+        }
+    }
+    seen.clear();
+    for p in base.plugins.iter().chain(&head.plugins) {
+        if seen.insert(p.name()) {
+            entities.push(plugin_entity(p, facts(p.name()))?);
+        }
+    }
+    seen.clear();
+    for r in base.rollouts.iter().chain(&head.rollouts) {
+        if seen.insert(r.name()) {
+            entities.push(entity(
+                uid("Rollout", r.name()),
+                vec![
+                    ("plugin", Rx::new_entity_uid(uid("Plugin", &r.spec.plugin))),
+                    ("toVersion", s(&r.spec.to_version)),
+                    ("strategy", s(&r.spec.strategy)),
+                ],
+                vec![],
+                tags(&r.metadata.labels),
+            )?);
+        }
+    }
+    for c in changes.iter().filter(|c| c.subject == Subject::File) {
+        entities.push(entity(
+            uid("File", &c.name),
+            vec![("path", s(&c.name))],
+            vec![],
+            vec![],
+        )?);
+    }
+    let entities = Entities::from_entities(entities, Some(schema)).map_err(|e| e.to_string())?;
+
+    let principal = uid("User", &who.author);
+    let prepared = changes
+        .iter()
+        .map(|c| Prepared {
+            principal: principal.clone(),
+            action: action_uid(c.action, c.subject),
+            resource: uid(c.subject.as_str(), &c.name),
+            facts: context(base, head, c, facts),
+        })
+        .collect();
+    Ok(Model {
+        entities,
+        prepared,
+        teams,
+        who: who.clone(),
+    })
+}
+
+fn entity(
+    uid: EntityUid,
+    attrs: Vec<(&str, Rx)>,
+    parents: Vec<EntityUid>,
+    tags: Vec<(String, Rx)>,
+) -> Result<Entity, String> {
+    Entity::new_with_tags(uid, attrs.into_iter().map(|(k, v)| (k.to_owned(), v)), parents, tags)
+        .map_err(|e| e.to_string())
+}
+
+fn tenant_entity(t: &Object<TenantSpec>) -> Result<Entity, String> {
+    entity(
+        uid("Tenant", t.name()),
+        vec![
+            ("owners", set_of("Team", t.spec.owners.iter().map(String::as_str))),
+            ("tier", s(&t.spec.tier)),
+            ("isolation", s(&t.spec.isolation)),
+        ],
+        vec![],
+        tags(&t.metadata.labels),
+    )
+}
+
+fn plugin_entity(p: &Object<PluginSpec>, f: PluginFacts) -> Result<Entity, String> {
+    entity(
+        uid("Plugin", p.name()),
+        vec![
+            ("publisher", s(&p.spec.publisher)),
+            ("version", s(&p.spec.version)),
+            ("trustScore", Rx::new_long(f.trust_score)),
+            ("signatureVerified", Rx::new_bool(f.signature_verified)),
+            ("permissions", strings(p.spec.permissions.iter().map(String::as_str))),
+        ],
+        vec![],
+        tags(&p.metadata.labels),
+    )
+}
+
+/// The objects of a change: (old, new), where a creation's old and a deletion's new are the
+/// other side, so facts compare a value with itself and show no growth.
+fn sides<'a, S>(base: &'a [Object<S>], head: &'a [Object<S>], c: &Change) -> (&'a Object<S>, &'a Object<S>) {
+    let old = c.old.map(|i| &base[i]);
+    let new = c.new.map(|i| &head[i]);
+    match (old, new) {
+        (Some(o), Some(n)) => (o, n),
+        (Some(o), None) => (o, o),
+        (None, Some(n)) => (n, n),
+        (None, None) => unreachable!("an object change has at least one side"),
+    }
+}
+
+fn context(base: &Repo, head: &Repo, c: &Change, facts: Facts<'_>) -> Vec<(String, Rx)> {
+    let pairs: Vec<(&str, Rx)> = match c.subject {
+        Subject::Object(Kind::Tenant) => {
+            let (old, new) = sides(&base.tenants, &head.tenants, c);
+            tenant_facts(&old.spec, &new.spec, c.action, facts)
+        }
+        Subject::Object(Kind::Plugin) => {
+            let (old, new) = sides(&base.plugins, &head.plugins, c);
+            let added: Vec<&str> = if c.action == Action::Create {
+                new.spec.permissions.iter().map(String::as_str).collect()
+            } else {
+                new.spec
+                    .permissions
+                    .iter()
+                    .filter(|p| !old.spec.permissions.contains(p))
+                    .map(String::as_str)
+                    .collect()
+            };
+            let scopes: BTreeSet<&str> = added.iter().map(|p| p.split(':').next().unwrap_or(p)).collect();
+            let f = facts(new.name());
+            vec![
+                ("oldVersion", s(&old.spec.version)),
+                ("newVersion", s(&new.spec.version)),
+                ("integrityChanged", Rx::new_bool(old.spec.artifact != new.spec.artifact)),
+                ("permissionsAdded", strings(added.iter().copied())),
+                ("permissionScopesAdded", strings(scopes)),
+                ("newPublisher", s(&new.spec.publisher)),
+                ("newTrustScore", Rx::new_long(f.trust_score)),
+                ("newSignatureVerified", Rx::new_bool(f.signature_verified)),
+            ]
+        }
+        Subject::Object(Kind::Rollout) => {
+            let (_, new) = sides(&base.rollouts, &head.rollouts, c);
+            // a deletion is judged against the tenants it targeted in the base revision
+            let repo = if c.action == Action::Delete { base } else { head };
+            rollout_facts(&new.spec, repo)
+        }
+        Subject::Object(Kind::Team) => {
+            let (old, new) = sides(&base.teams, &head.teams, c);
+            let (added, removed): (Vec<&str>, Vec<&str>) = match c.action {
+                Action::Create => (new.spec.members.iter().map(String::as_str).collect(), vec![]),
+                Action::Delete => (vec![], old.spec.members.iter().map(String::as_str).collect()),
+                Action::Update => (
+                    new.spec
+                        .members
+                        .iter()
+                        .filter(|m| !old.spec.members.contains(m))
+                        .map(String::as_str)
+                        .collect(),
+                    old.spec
+                        .members
+                        .iter()
+                        .filter(|m| !new.spec.members.contains(m))
+                        .map(String::as_str)
+                        .collect(),
+                ),
+            };
+            vec![
+                ("membersAdded", set_of("User", added)),
+                ("membersRemoved", set_of("User", removed)),
+            ]
+        }
+        Subject::File => vec![],
+    };
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+const TIERS: [&str; 3] = ["free", "team", "enterprise"];
+const ISOLATION: [&str; 3] = ["shared", "namespace", "dedicated-nodes"];
+
+fn rank(order: &[&str], v: &str) -> usize {
+    order.iter().position(|x| *x == v).unwrap_or(0)
+}
+
+/// New quota as a percentage of the old, rounded up; 100 when either side does not parse
+/// (validation reports it), 1,000,000 when the old quota was zero and the new is not.
+pub fn percent(old: &Quantity, new: &Quantity) -> i64 {
+    const CAP: i64 = 1_000_000;
+    if old.nanos <= 0 {
+        return if new.nanos <= 0 { 100 } else { CAP };
+    }
+    let scaled = new.nanos.saturating_mul(100);
+    let p = scaled / old.nanos + i128::from(scaled % old.nanos != 0);
+    p.clamp(0, CAP as i128) as i64
+}
+
+fn quota_percent(old: &serde_json::Value, new: &serde_json::Value) -> i64 {
+    match (Quantity::from_json(old), Quantity::from_json(new)) {
+        (Ok(o), Ok(n)) => percent(&o, &n),
+        _ => 100,
+    }
+}
+
+fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: Facts<'_>) -> Vec<(&'a str, Rx)> {
+    let cpu = quota_percent(&old.quota.cpu, &new.quota.cpu);
+    let memory = quota_percent(&old.quota.memory, &new.quota.memory);
+    let pods = percent(
+        &Quantity::parse(&old.quota.pods.to_string()).unwrap_or_else(|_| zero()),
+        &Quantity::parse(&new.quota.pods.to_string()).unwrap_or_else(|_| zero()),
+    );
+    let storage = quota_percent(&old.quota.storage, &new.quota.storage);
+    let max = cpu.max(memory).max(pods).max(storage);
+    let enabled = |t: &TenantSpec| -> BTreeSet<String> {
+        t.plugins
+            .iter()
+            .filter(|p| !p.disabled)
+            .map(|p| p.name.clone())
+            .collect()
+    };
+    let (old_enabled, new_enabled) = (enabled(old), enabled(new));
+    let (added, removed): (Vec<&String>, Vec<&String>) = match action {
+        Action::Create => (new_enabled.iter().collect(), vec![]),
+        Action::Delete => (vec![], old_enabled.iter().collect()),
+        Action::Update => (
+            new_enabled.difference(&old_enabled).collect(),
+            old_enabled.difference(&new_enabled).collect(),
+        ),
+    };
+    let added_facts: Vec<PluginFacts> = added.iter().map(|p| facts(p)).collect();
+    let min_trust = added_facts.iter().map(|f| f.trust_score).min().unwrap_or(100);
+    let all_signed = added_facts.iter().all(|f| f.signature_verified);
+    let allow_added: Vec<&str> = if action == Action::Create {
+        new.network.allow_from.iter().map(String::as_str).collect()
+    } else {
+        new.network
+            .allow_from
+            .iter()
+            .filter(|t| !old.network.allow_from.contains(t))
+            .map(String::as_str)
+            .collect()
+    };
+    let widened = action != Action::Delete && !allow_added.is_empty();
+    vec![
+        ("oldTier", s(&old.tier)),
+        ("newTier", s(&new.tier)),
+        (
+            "tierRaised",
+            Rx::new_bool(rank(&TIERS, &new.tier) > rank(&TIERS, &old.tier)),
+        ),
+        ("oldIsolation", s(&old.isolation)),
+        ("newIsolation", s(&new.isolation)),
+        (
+            "isolationLowered",
+            Rx::new_bool(rank(&ISOLATION, &new.isolation) < rank(&ISOLATION, &old.isolation)),
+        ),
+        (
+            "quotaPercent",
+            record(vec![
+                ("cpu", Rx::new_long(cpu)),
+                ("memory", Rx::new_long(memory)),
+                ("pods", Rx::new_long(pods)),
+                ("storage", Rx::new_long(storage)),
+                ("max", Rx::new_long(max)),
+            ]),
+        ),
+        ("newOwners", set_of("Team", new.owners.iter().map(String::as_str))),
+        ("ownersChanged", Rx::new_bool(old.owners != new.owners)),
+        ("allowFromAdded", set_of("Tenant", allow_added)),
+        ("networkWidened", Rx::new_bool(widened)),
+        ("pluginsAdded", set_of("Plugin", added.iter().map(|p| p.as_str()))),
+        ("pluginsRemoved", set_of("Plugin", removed.iter().map(|p| p.as_str()))),
+        (
+            "addedPlugins",
+            record(vec![
+                ("minTrustScore", Rx::new_long(min_trust)),
+                ("allSignaturesVerified", Rx::new_bool(all_signed)),
+            ]),
+        ),
+    ]
+}
+
+fn zero() -> Quantity {
+    Quantity {
+        text: "0".into(),
+        nanos: 0,
+    }
+}
+
+/// The tenants a rollout targets in `repo`: its names and every tenant its selector matches.
+pub fn rollout_tenants<'r>(spec: &RolloutSpec, repo: &'r Repo) -> Vec<&'r Object<TenantSpec>> {
+    repo.tenants
+        .iter()
+        .filter(|t| {
+            spec.tenants.names.iter().any(|n| n == t.name())
+                || spec
+                    .tenants
+                    .selector
+                    .as_ref()
+                    .is_some_and(|sel| sel.matches(&t.metadata.labels))
+        })
+        .collect()
+}
+
+fn rollout_facts<'a>(spec: &RolloutSpec, repo: &Repo) -> Vec<(&'a str, Rx)> {
+    let targets = rollout_tenants(spec, repo);
+    let tiers: BTreeSet<&str> = targets.iter().map(|t| t.spec.tier.as_str()).collect();
+    let mut previous = 0u64;
+    let mut max_increase = 0u64;
+    for step in &spec.steps {
+        max_increase = max_increase.max(step.weight.saturating_sub(previous));
+        previous = step.weight;
+    }
+    vec![
+        ("tenants", set_of("Tenant", targets.iter().map(|t| t.name()))),
+        ("tenantTiers", strings(tiers)),
+        ("stepCount", Rx::new_long(spec.steps.len() as i64)),
+        ("maxStepIncrease", Rx::new_long(max_increase as i64)),
+        ("sloCount", Rx::new_long(spec.slos.len() as i64)),
+        ("newStrategy", s(&spec.strategy)),
+        ("newToVersion", s(&spec.to_version)),
+    ]
+}
