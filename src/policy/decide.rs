@@ -189,6 +189,7 @@ impl Hypotheses {
                 team.map(|t| uid("Team", t)),
                 [],
             )
+            .ok()
         };
         let change = |id: &str, parents: Vec<EntityUid>, approvals: i64| {
             Entity::new_with_tags(
@@ -200,9 +201,10 @@ impl Hypotheses {
                 parents,
                 [],
             )
+            .ok()
         };
         let anyone = "?anyone";
-        extra.push(user(anyone, None).ok()?);
+        extra.push(user(anyone, None)?);
         let mut teams = Vec::new();
         let mut authors = Vec::new();
         for (team, members) in &model.teams {
@@ -212,10 +214,10 @@ impl Hypotheses {
                 .cloned()
                 .collect();
             let (a, b) = (format!("?{team}"), format!("?{team}/2"));
-            extra.push(user(&a, Some(team)).ok()?);
-            extra.push(user(&b, Some(team)).ok()?);
+            extra.push(user(&a, Some(team))?);
+            extra.push(user(&b, Some(team))?);
             let author_id = format!("?author/{team}");
-            extra.push(user(&author_id, Some(team)).ok()?);
+            extra.push(user(&author_id, Some(team))?);
             authors.push((team.clone(), uid("User", &author_id)));
             let mut ids: [Option<EntityUid>; 3] = [None, None, None];
             let with = |extra_users: &[&str]| -> Vec<EntityUid> {
@@ -227,15 +229,15 @@ impl Hypotheses {
             };
             if !others.is_empty() {
                 let id = format!("+{team}");
-                extra.push(change(&id, with(&[&a]), n + 1).ok()?);
+                extra.push(change(&id, with(&[&a]), n + 1)?);
                 ids[0] = Some(uid("Change", &id));
                 let id = format!("+{team}+any");
-                extra.push(change(&id, with(&[&a, anyone]), n + 2).ok()?);
+                extra.push(change(&id, with(&[&a, anyone]), n + 2)?);
                 ids[2] = Some(uid("Change", &id));
             }
             if others.len() >= 2 {
                 let id = format!("+{team}+{team}");
-                extra.push(change(&id, with(&[&a, &b]), n + 2).ok()?);
+                extra.push(change(&id, with(&[&a, &b]), n + 2)?);
                 ids[1] = Some(uid("Change", &id));
             }
             teams.push((team.clone(), others, ids));
