@@ -1,10 +1,14 @@
 //! Pipeline: source → load → validate for one revision of a config repo — the sequence every
 //! command starts with. The only place that joins the IO stage to the pure ones.
 
+use crate::change::{self, Change};
 use crate::config::{Limits, SETTINGS_FILE};
 use crate::diagnostic::{self, Diagnostic};
 use crate::load::{self, LoadedFile};
-use crate::source::{Source, SourceError};
+use crate::policy::Engine;
+use crate::policy::decide::{self, Decision, Identity};
+use crate::policy::model::{self, Facts, Who};
+use crate::source::{Source, SourceError, SourceFile};
 use crate::spec::Repo;
 use crate::validate;
 use rayon::prelude::*;
@@ -18,6 +22,8 @@ pub struct Validated {
     pub diagnostics: Vec<Diagnostic>,
     /// The commit read, when a git revision was read.
     pub commit: Option<String>,
+    /// The repo's own Cedar policies (`policies/**/*.cedar`), already checked.
+    pub policy_files: Vec<SourceFile>,
     /// Wall time per phase, for `--timings` and the benchmark.
     pub timings: Timings,
 }
@@ -102,6 +108,19 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
     let t = Instant::now();
     let (repo, d) = validate::assemble(outcomes, settings);
     diags.extend(d);
+    // the repo's policies parse and validate against the schema, or the repo is invalid
+    let policies = source.read_policies(&limits)?;
+    diags.extend(policies.diagnostics);
+    let (_, d) = Engine::load(&policies.files);
+    diags.extend(d);
+    for f in &policies.files {
+        files.push(LoadedFile {
+            path: f.path.clone(),
+            text: String::from_utf8_lossy(&f.bytes).into_owned(),
+            docs: Vec::new(),
+            doc_count: 0,
+        });
+    }
     timings.validate = t.elapsed();
     let t = Instant::now();
     if let Some(s) = settings_file {
@@ -117,6 +136,137 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
         files,
         diagnostics: diags,
         commit: snap.commit,
+        policy_files: policies.files,
         timings,
     })
+}
+
+/// Who is asking, when given explicitly (otherwise taken from the head commit).
+#[derive(Debug, Clone, Default)]
+pub struct Principals {
+    pub author: Option<Identity>,
+    pub approvers: Option<Vec<Identity>>,
+}
+
+/// How a policy check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Every change was decided (allowed or denied).
+    Decided,
+    /// The head revision is invalid: the policy step did not run.
+    HeadInvalid,
+    /// The base revision's policies do not validate, so nothing can be authorised.
+    BasePoliciesInvalid,
+}
+
+/// The result of [`check`].
+pub struct Checked {
+    pub head: Validated,
+    pub base_commit: Option<String>,
+    pub changes: Vec<Change>,
+    pub decisions: Vec<Decision>,
+    /// Problems of the check itself: who made or approved the change, the base's policies.
+    pub diagnostics: Vec<Diagnostic>,
+    pub outcome: CheckOutcome,
+    pub who: Who,
+    /// Time spent building entities and deciding.
+    pub policy_time: Duration,
+}
+
+impl Checked {
+    pub fn denied(&self) -> usize {
+        self.decisions.iter().filter(|d| !d.allowed).count()
+    }
+}
+
+/// Validate `head`, then authorise every change from `base` to `head` with the base
+/// revision's policies and team membership. The head's problems block the policy step.
+pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -> anyhow::Result<Checked> {
+    let no_progress = |_: u64, _: u64| {};
+    let head_v = validate(head, &no_progress)?;
+    let mut checked = Checked {
+        base_commit: None,
+        changes: Vec::new(),
+        decisions: Vec::new(),
+        diagnostics: Vec::new(),
+        outcome: CheckOutcome::HeadInvalid,
+        who: Who::default(),
+        policy_time: Duration::ZERO,
+        head: head_v,
+    };
+    if !checked.head.is_valid() {
+        return Ok(checked);
+    }
+    let base_v = validate(base, &no_progress)?;
+    checked.base_commit = base_v.commit.clone();
+    let limits = checked.head.repo.settings.limits;
+    let base_guarded = base.read_guarded(&base_v.repo.settings.limits)?;
+    let head_guarded = head.read_guarded(&limits)?;
+    checked.changes = change::diff(
+        &base_v.repo,
+        &checked.head.repo,
+        &base_guarded.files,
+        &head_guarded.files,
+    );
+
+    let t = Instant::now();
+    let (engine, mut d) = Engine::load(&base_v.policy_files);
+    for x in &mut d {
+        x.message = format!("base revision: {}", x.message);
+    }
+    let mut base_files: Vec<LoadedFile> = base_v.files.into_iter().filter(|f| f.docs.is_empty()).collect();
+    base_files.retain(|f| f.path.ends_with(".cedar"));
+    load::resolve(&mut d, &base_files, &limits);
+    checked.diagnostics.extend(d);
+    let Some(engine) = engine else {
+        checked.outcome = CheckOutcome::BasePoliciesInvalid;
+        return Ok(checked);
+    };
+
+    let teams: Vec<(String, Vec<String>)> = base_v
+        .repo
+        .teams
+        .iter()
+        .map(|t| (t.name().to_owned(), t.spec.members.clone()))
+        .collect();
+    let info = head.commit_info();
+    let source = info
+        .as_ref()
+        .map(|c| format!("commit {}", &c.id[..12]))
+        .unwrap_or_default();
+    let author = who.author.clone().unwrap_or_else(|| match &info {
+        Some(c) => Identity {
+            login: None,
+            name: Some(c.author_name.clone()),
+            email: Some(c.author_email.clone()),
+        },
+        None => Identity::default(),
+    });
+    let approvers = who.approvers.clone().unwrap_or_else(|| {
+        info.as_ref()
+            .map(|c| c.approved_by.iter().map(|v| Identity::parse_trailer(v)).collect())
+            .unwrap_or_default()
+    });
+    let (resolved, d) = decide::resolve_who(&teams, &author, &approvers, "");
+    checked.diagnostics.extend(d.into_iter().map(|mut x| {
+        if !source.is_empty() && who.author.is_none() {
+            x.message = format!("{source}: {}", x.message);
+        }
+        x.location = None;
+        x
+    }));
+    checked.who = resolved;
+    let mut model = model::build(
+        &base_v.repo,
+        &checked.head.repo,
+        &checked.changes,
+        &checked.who,
+        facts,
+        &engine.schema,
+    )
+    .map_err(|e| anyhow::anyhow!("building the Cedar entities of the change set failed: {e}"))?;
+    checked.decisions = decide::decide(&engine, &mut model);
+    checked.outcome = CheckOutcome::Decided;
+    checked.policy_time = t.elapsed();
+    Ok(checked)
 }

@@ -32,6 +32,16 @@ pub struct Snapshot {
     pub commit: Option<String>,
 }
 
+/// Who made a commit and who approved it, as recorded in the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub id: String,
+    pub author_name: String,
+    pub author_email: String,
+    /// Values of `Approved-by:` trailers, in order.
+    pub approved_by: Vec<String>,
+}
+
 /// Could not run at all (as opposed to a refused entry, which is a diagnostic).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -172,6 +182,31 @@ impl Source {
             }
         }
         Ok(walk.finish(self.commit()))
+    }
+
+    /// The author and `Approved-by:` trailers of the revision's commit (`None` for a
+    /// directory).
+    pub fn commit_info(&self) -> Option<CommitInfo> {
+        let Source::Git { repo, commit, .. } = self else {
+            return None;
+        };
+        let commit = repo.find_commit(*commit).ok()?;
+        let author = commit.author();
+        let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
+        let approved_by = git2::message_trailers_strs(&message)
+            .map(|t| {
+                t.iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("approved-by"))
+                    .map(|(_, v)| v.to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(CommitInfo {
+            id: commit.id().to_string(),
+            author_name: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+            author_email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+            approved_by,
+        })
     }
 
     /// Where the repo is, for messages.

@@ -1,6 +1,7 @@
 //! Command-line interface: one small file per subcommand. Parses flags, builds the inputs,
 //! calls the pipeline, prints, and returns the exit code.
 
+mod check;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Validate(validate::Args),
+    Check(check::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -50,6 +52,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

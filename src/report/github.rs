@@ -44,11 +44,13 @@ pub fn render(s: &Summary<'_>) -> String {
     out
 }
 
-fn data(s: &str) -> String {
+/// Escape a command's message.
+pub fn data(s: &str) -> String {
     s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
-fn property(s: &str) -> String {
+/// Escape a command's property value.
+pub fn property(s: &str) -> String {
     data(s).replace(':', "%3A").replace(',', "%2C")
 }
 

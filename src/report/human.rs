@@ -59,6 +59,18 @@ pub fn render(s: &Summary<'_>, color: bool) -> String {
     out
 }
 
+/// One diagnostic, rendered as in [`render`].
+pub fn render_one(d: &Diagnostic, s: &Summary<'_>, color: bool) -> String {
+    let mut out = String::new();
+    one(&mut out, d, s, &Paint { on: color });
+    out
+}
+
+/// User-controlled text made safe for a terminal (control characters replaced).
+pub fn neutralize(s: &str) -> String {
+    visible(s)
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }

@@ -3,6 +3,7 @@
 //! One module per output format; each renders to a `String` so the driver decides where it
 //! goes. User-controlled text is escaped for the format it lands in.
 
+pub mod check;
 pub mod github;
 pub mod human;
 pub mod json;
@@ -24,6 +25,7 @@ pub enum Format {
 }
 
 /// What a report is about.
+#[derive(Clone, Copy)]
 pub struct Summary<'a> {
     pub diagnostics: &'a [Diagnostic],
     pub files: usize,
@@ -55,5 +57,40 @@ pub fn render(format: Format, s: &Summary<'_>, color: bool) -> String {
         Format::Json => json::render(s),
         Format::Github => github::render(s),
         Format::Sarif => sarif::render(s),
+    }
+}
+
+/// User-controlled text made inert in GitHub Markdown: no HTML, no Markdown structure, no
+/// @mentions or #references, no line breaks that end a table row.
+pub fn markdown_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '@' => out.push_str("&#64;"),
+            '#' => out.push_str("&#35;"),
+            '|' => out.push_str("&#124;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '!' | '~' | '{' | '}' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn markdown_escape_breaks_out_of_nothing() {
+        let s = super::markdown_escape("<img src=x onerror=alert(1)> @org/team #1 | `x` [a](b)\n# h");
+        assert!(!s.contains('<') && !s.contains('@') && !s.contains('\n'));
+        assert_eq!(s.matches('|').count(), 0);
     }
 }

@@ -1,0 +1,100 @@
+//! `rampart check --base REV [--head REV] [--author LOGIN] [--approved-by LOGIN]…`.
+
+use super::exit;
+use crate::pipeline::{self, CheckOutcome, Principals};
+use crate::policy::decide::Identity;
+use crate::policy::model::no_facts;
+use crate::report::Summary;
+use crate::report::check::{CheckFormat, CheckReport, render};
+use crate::source::{self, Source};
+use anyhow::Context;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Authorise every change between two revisions with Cedar. The head is validated first
+/// (its errors block the policy step); team membership and policies come from the base.
+/// Exit 0 all allowed, 2 any denied, 3 invalid head, 1 could not run.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Any path inside the git repository (the config repo's directory when it is a
+    /// subdirectory of the work tree).
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// The revision the change starts from (e.g. the pull request's base branch).
+    #[arg(long, value_name = "REV")]
+    base: String,
+    /// The revision under review.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    head: String,
+    /// The change's author (a GitHub login). Default: the head commit's author, matched to
+    /// a team member by login, email or name.
+    #[arg(long, value_name = "LOGIN")]
+    author: Option<String>,
+    /// A login that approved the change (repeatable). Default: the head commit's
+    /// `Approved-by:` trailers.
+    #[arg(long = "approved-by", value_name = "LOGIN")]
+    approved_by: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: CheckFormat,
+    /// Print the time spent building entities and deciding to stderr.
+    #[arg(long)]
+    timings: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let ctx = || format!("checking `{}` from {} to {}", args.path.display(), args.base, args.head);
+    let base = Source::git(&args.path, &args.base).with_context(ctx)?;
+    let head = Source::git(&args.path, &args.head).with_context(ctx)?;
+    let who = Principals {
+        author: args.author.as_deref().map(Identity::login),
+        approvers: (!args.approved_by.is_empty())
+            .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
+    };
+    let checked = pipeline::check(&base, &head, &who, &no_facts).with_context(ctx)?;
+    if args.timings {
+        eprintln!(
+            "timings: policy {:.1} ms for {} changes",
+            checked.policy_time.as_secs_f64() * 1e3,
+            checked.changes.len()
+        );
+    }
+    let prefix = match args.format {
+        CheckFormat::Github => source::workdir_prefix(&args.path),
+        _ => String::new(),
+    };
+    let v = &checked.head;
+    let blocked = match checked.outcome {
+        CheckOutcome::Decided => None,
+        CheckOutcome::HeadInvalid => Some("the head revision is invalid; fix the errors above first"),
+        CheckOutcome::BasePoliciesInvalid => {
+            Some("the base revision's policies do not validate, so no change can be authorised")
+        }
+    };
+    let report = CheckReport {
+        validation: Summary {
+            diagnostics: &v.diagnostics,
+            files: v.files.len(),
+            documents: v.document_count(),
+            objects: v.repo.object_count(),
+            commit: v.commit.as_deref(),
+            path_prefix: &prefix,
+        },
+        base: checked.base_commit.as_deref(),
+        author: &checked.who.author,
+        approvers: &checked.who.approvers,
+        changes: &checked.changes,
+        decisions: &checked.decisions,
+        diagnostics: &checked.diagnostics,
+        blocked,
+    };
+    let color =
+        args.format == CheckFormat::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    super::print(&render(args.format, &report, color))?;
+    Ok(match checked.outcome {
+        CheckOutcome::HeadInvalid => exit::INVALID,
+        CheckOutcome::BasePoliciesInvalid => exit::ERROR,
+        CheckOutcome::Decided if checked.denied() > 0 => exit::DENIED,
+        CheckOutcome::Decided => exit::OK,
+    })
+}
