@@ -182,7 +182,7 @@ fn render_json(r: &CheckReport<'_>) -> String {
     let validation: serde_json::Value = serde_json::from_str(&json::render(&r.validation)).expect("own JSON parses");
     let extra = Summary {
         diagnostics: r.diagnostics,
-        ..r.validation.clone()
+        ..r.validation
     };
     let extra: serde_json::Value = serde_json::from_str(&json::render(&extra)).expect("own JSON parses");
     let report = JsonReport {
