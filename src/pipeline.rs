@@ -7,6 +7,7 @@ use crate::diagnostic::{self, Diagnostic};
 use crate::load::{self, LoadedFile};
 use crate::policy::Engine;
 use crate::policy::decide::{self, Decision, Identity};
+use crate::policy::tests::CaseResult;
 use crate::policy::model::{self, Facts, Who};
 use crate::source::{Source, SourceError, SourceFile};
 use crate::spec::Repo;
@@ -269,4 +270,63 @@ pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -
     checked.outcome = CheckOutcome::Decided;
     checked.policy_time = t.elapsed();
     Ok(checked)
+}
+
+/// The result of [`policy_test`].
+pub struct TestRun {
+    pub validated: Validated,
+    pub results: Vec<CaseResult>,
+    /// Problems of the test files (load, schema, cases that cannot be built), resolved.
+    pub diagnostics: Vec<Diagnostic>,
+    pub test_files: usize,
+}
+
+/// Validate the repo, then run its policy tests (`policies/tests/*.yaml`) against its own
+/// policies and the defaults. No tests run when the repo is invalid.
+pub fn policy_test(source: &Source) -> anyhow::Result<TestRun> {
+    let validated = validate(source, &|_, _| {})?;
+    let mut run = TestRun {
+        results: Vec::new(),
+        diagnostics: Vec::new(),
+        test_files: 0,
+        validated,
+    };
+    if !run.validated.is_valid() {
+        return Ok(run);
+    }
+    let limits = run.validated.repo.settings.limits;
+    let (engine, _) = Engine::load(&run.validated.policy_files);
+    let engine = engine.ok_or_else(|| anyhow::anyhow!("the repo's policies do not validate"))?;
+    let guarded = source.read_guarded(&limits)?;
+    let snap = source.read_policy_tests(&limits)?;
+    let mut diags = snap.diagnostics;
+    let mut files: Vec<LoadedFile> = snap
+        .files
+        .into_iter()
+        .map(|f| {
+            let (loaded, d) = load::load_file(f, &limits);
+            diags.extend(d);
+            loaded
+        })
+        .collect();
+    run.test_files = files.len();
+    let (mut results, d) = crate::policy::tests::run(&engine, &run.validated.repo, &guarded.files, &mut files);
+    diags.extend(d);
+    // each case's line, through the same span lookup as diagnostics
+    let mut marks: Vec<Diagnostic> = results
+        .iter()
+        .map(|r| {
+            let at = format!("/spec/cases/{}", r.index);
+            Diagnostic::at_node(crate::diagnostic::Code::PolicyTestInvalid, &r.file, r.doc, &at, "")
+        })
+        .collect();
+    load::resolve(&mut marks, &files, &limits);
+    for (r, m) in results.iter_mut().zip(&marks) {
+        r.line = m.location.as_ref().map_or(0, |l| l.line);
+    }
+    load::resolve(&mut diags, &files, &limits);
+    diagnostic::sort(&mut diags);
+    run.results = results;
+    run.diagnostics = diags;
+    Ok(run)
 }

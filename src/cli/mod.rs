@@ -2,6 +2,7 @@
 //! calls the pipeline, prints, and returns the exit code.
 
 mod check;
+mod policy;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,7 @@ struct Cli {
 enum Command {
     Validate(validate::Args),
     Check(check::Args),
+    Policy(policy::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -53,6 +55,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Check(args) => check::run(args),
+        Command::Policy(args) => policy::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -9,6 +9,7 @@
 
 pub mod decide;
 pub mod model;
+pub mod tests;
 
 use crate::diagnostic::{Anchor, Code, Diagnostic};
 use crate::source::SourceFile;

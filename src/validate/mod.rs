@@ -49,7 +49,7 @@ pub fn settings(file: Option<&LoadedFile>) -> (Settings, Vec<Diagnostic>) {
 }
 
 /// A name defined by a document: its kind, name and where.
-type Definition = (Kind, String, Origin);
+pub type Definition = (Kind, String, Origin);
 
 /// One file's documents and problems.
 pub struct FileOutcome {
@@ -58,7 +58,7 @@ pub struct FileOutcome {
 }
 
 /// One document's outcome.
-enum Parsed {
+pub enum Parsed {
     Team(Object<crate::spec::TeamSpec>),
     Tenant(Object<crate::spec::TenantSpec>),
     Plugin(Object<crate::spec::PluginSpec>),
@@ -241,7 +241,8 @@ fn shown(v: &Value) -> String {
     }
 }
 
-fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagnostic>) -> (Parsed, Option<Definition>) {
+/// Check one document (envelope, kind directory, schema) and type it.
+pub fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagnostic>) -> (Parsed, Option<Definition>) {
     let Some(kind_str) = envelope(&value, file, doc, diags) else {
         return (Parsed::Invalid, None);
     };

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 const BASE: &str = "https://rampart.dev/schemas/v1/";
 
 /// The shipped schemas, by file name.
-pub const SCHEMAS: [(&str, &str); 6] = [
+pub const SCHEMAS: [(&str, &str); 7] = [
     ("common.schema.json", include_str!("../../schemas/common.schema.json")),
     ("team.schema.json", include_str!("../../schemas/team.schema.json")),
     ("tenant.schema.json", include_str!("../../schemas/tenant.schema.json")),
@@ -23,6 +23,10 @@ pub const SCHEMAS: [(&str, &str); 6] = [
     (
         "settings.schema.json",
         include_str!("../../schemas/settings.schema.json"),
+    ),
+    (
+        "policy-test.schema.json",
+        include_str!("../../schemas/policy-test.schema.json"),
     ),
 ];
 
@@ -34,6 +38,7 @@ pub enum Target {
     Plugin,
     Rollout,
     Settings,
+    PolicyTest,
 }
 
 impl Target {
@@ -44,6 +49,7 @@ impl Target {
             Target::Plugin => "plugin.schema.json",
             Target::Rollout => "rollout.schema.json",
             Target::Settings => "settings.schema.json",
+            Target::PolicyTest => "policy-test.schema.json",
         }
     }
 }
@@ -73,6 +79,7 @@ fn compiled() -> &'static Compiled {
             Target::Plugin,
             Target::Rollout,
             Target::Settings,
+            Target::PolicyTest,
         ]
         .into_iter()
         .map(|t| {
