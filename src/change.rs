@@ -75,6 +75,7 @@ impl Serialize for Subject {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
     pub action: Action,
+    #[serde(rename = "kind")]
     pub subject: Subject,
     pub name: String,
     /// Where the change shows in the head revision (the base one for a deletion).

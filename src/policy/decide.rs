@@ -8,7 +8,7 @@
 //! reads "needs an approval from a member of `platform` (alice, bob)" instead of a policy id.
 
 use super::Engine;
-use super::model::{CHANGE_ID, Model, Who, uid};
+use super::model::{CHANGE_ID, Model, Prepared, Who, uid};
 use crate::diagnostic::{Anchor, Code, Diagnostic};
 use cedar_policy::{Authorizer, Decision as CedarDecision, Entity, EntityUid, Request, RestrictedExpression as Rx};
 use serde::Serialize;
@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 /// The verdict on one change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub allowed: bool,
     /// The determining policies: the forbids that matched on a denial, the permits on an allow.
@@ -35,8 +36,9 @@ pub struct Decision {
 pub enum WayOut {
     /// Any one of these approvals allows the change.
     Approval { options: Vec<Need> },
-    /// No approval helps; a change authored by a member of one of these teams would be.
-    Author { teams: Vec<Need> },
+    /// No approval helps this author; the change made by a member of one of these teams
+    /// would be allowed, with these approvals (none when `needs` is empty).
+    Author { teams: Vec<String>, needs: Vec<Need> },
     /// Neither approvals nor another author help: the change itself must change.
     None,
     /// Not searched (too many denials in one change set).
@@ -45,6 +47,7 @@ pub enum WayOut {
 
 /// One way to satisfy the policies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Need {
     pub team: String,
     /// How many approvals from the team (1 or 2), or 1 from the team plus 1 from anyone.
@@ -81,14 +84,18 @@ impl WayOut {
                 "needs {}",
                 options.iter().map(Need::describe).collect::<Vec<_>>().join(", or ")
             ),
-            WayOut::Author { teams } => format!(
-                "no approval can help: only a member of {} may make this change",
-                teams
-                    .iter()
-                    .map(|n| format!("`{}`", n.team))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ),
+            WayOut::Author { teams, needs } => {
+                let who = teams.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(" or ");
+                let then = if needs.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", and then it needs {}",
+                        needs.iter().map(Need::describe).collect::<Vec<_>>().join(", or ")
+                    )
+                };
+                format!("no approval can help: only a member of {who} may make this change{then}")
+            }
             WayOut::None => "no approval can help: the change itself must change".into(),
             WayOut::NotSearched => "too many denials to search for a way out; fix the first ones".into(),
         }
@@ -97,6 +104,8 @@ impl WayOut {
 
 /// Denials past this many get no way-out search (each search costs teams × 3 decisions).
 pub const WAY_OUT_LIMIT: usize = 200;
+/// Decisions the way-out search of one change set may spend (about a second).
+pub const WAY_OUT_BUDGET: usize = 200_000;
 
 /// Authorise every prepared request of `model`.
 pub fn decide(engine: &Engine, model: &mut Model) -> Vec<Decision> {
@@ -115,13 +124,20 @@ pub fn decide(engine: &Engine, model: &mut Model) -> Vec<Decision> {
         return out;
     }
     let hypotheses = Hypotheses::add(engine, model);
+    let mut budget = WAY_OUT_BUDGET;
     for (n, i) in denied.into_iter().enumerate() {
-        out[i].way_out = Some(if n >= WAY_OUT_LIMIT {
-            WayOut::NotSearched
-        } else {
-            hypotheses
-                .as_ref()
-                .map_or(WayOut::None, |h| h.search(engine, &authorizer, model, i))
+        out[i].way_out = Some(match &hypotheses {
+            _ if n >= WAY_OUT_LIMIT || budget == 0 => WayOut::NotSearched,
+            None => WayOut::None,
+            Some(h) => h.search(
+                &Query {
+                    engine,
+                    authorizer: &authorizer,
+                    model,
+                    prepared: &model.prepared[i],
+                },
+                &mut budget,
+            ),
         });
     }
     out
@@ -255,51 +271,99 @@ impl Hypotheses {
         }
     }
 
-    fn search(&self, engine: &Engine, authorizer: &Authorizer, model: &Model, i: usize) -> WayOut {
-        let p = &model.prepared[i];
+    /// The approvals that would let `principal` make change `i`, cheapest first.
+    fn approvals(&self, q: &Query<'_>, principal: &EntityUid, budget: &mut usize) -> Option<Vec<Need>> {
         for (tier, count, plus) in [(0usize, 1u8, false), (1, 2, false), (2, 1, true)] {
-            let options: Vec<Need> = self
-                .teams
-                .iter()
-                .filter_map(|(team, members, ids)| {
-                    let id = ids[tier].as_ref()?;
-                    allowed(engine, authorizer, p.request(id, &engine.schema), model).then(|| Need {
+            let mut options = Vec::new();
+            for (team, members, ids) in &self.teams {
+                let Some(id) = ids[tier].as_ref() else { continue };
+                if q.allowed(principal, id, budget)? {
+                    options.push(Need {
                         team: team.clone(),
                         count,
                         plus_anyone: plus,
                         members: members.clone(),
-                    })
-                })
-                .collect();
+                    });
+                }
+            }
             if !options.is_empty() {
-                return WayOut::Approval { options };
+                return Some(options);
             }
         }
+        None
+    }
+
+    fn search(&self, q: &Query<'_>, budget: &mut usize) -> WayOut {
         let change = uid("Change", CHANGE_ID);
-        let teams: Vec<Need> = self
-            .authors
-            .iter()
-            .filter(|(_, author)| {
-                let q = crate::policy::model::Prepared {
-                    principal: (*author).clone(),
-                    action: p.action.clone(),
-                    resource: p.resource.clone(),
-                    facts: p.facts.clone(),
-                };
-                allowed(engine, authorizer, q.request(&change, &engine.schema), model)
-            })
-            .map(|(team, _)| Need {
-                team: team.clone(),
-                count: 1,
-                plus_anyone: false,
-                members: Vec::new(),
-            })
-            .collect();
+        let principal = q.prepared.principal.clone();
+        let exhausted = |budget: &usize| *budget == 0;
+        if let Some(options) = self.approvals(q, &principal, budget) {
+            return WayOut::Approval { options };
+        }
+        if exhausted(budget) {
+            return WayOut::NotSearched;
+        }
+        // no approval helps this author: would another author be allowed, as is?
+        let mut alone = Vec::new();
+        for (team, author) in &self.authors {
+            match q.allowed(author, &change, budget) {
+                Some(true) => alone.push(team.clone()),
+                Some(false) => {}
+                None => return WayOut::NotSearched,
+            }
+        }
+        if !alone.is_empty() {
+            return WayOut::Author {
+                teams: alone,
+                needs: Vec::new(),
+            };
+        }
+        // …or with approvals
+        let mut teams = Vec::new();
+        let mut needs = Vec::new();
+        for (team, author) in &self.authors {
+            if let Some(options) = self.approvals(q, author, budget) {
+                teams.push(team.clone());
+                if needs.is_empty() {
+                    needs = options;
+                }
+            } else if exhausted(budget) {
+                return WayOut::NotSearched;
+            }
+        }
         if teams.is_empty() {
             WayOut::None
         } else {
-            WayOut::Author { teams }
+            WayOut::Author { teams, needs }
         }
+    }
+}
+
+/// One denied request being searched for a way out.
+struct Query<'a> {
+    engine: &'a Engine,
+    authorizer: &'a Authorizer,
+    model: &'a Model,
+    prepared: &'a Prepared,
+}
+
+impl Query<'_> {
+    /// Whether `principal` may make the change with `change`'s approvals; `None` once the
+    /// evaluation budget is spent.
+    fn allowed(&self, principal: &EntityUid, change: &EntityUid, budget: &mut usize) -> Option<bool> {
+        *budget = budget.checked_sub(1)?;
+        let q = Prepared {
+            principal: principal.clone(),
+            action: self.prepared.action.clone(),
+            resource: self.prepared.resource.clone(),
+            facts: self.prepared.facts.clone(),
+        };
+        Some(allowed(
+            self.engine,
+            self.authorizer,
+            q.request(change, &self.engine.schema),
+            self.model,
+        ))
     }
 }
 

@@ -24,11 +24,7 @@ pub struct TestReport<'a> {
 }
 
 fn decision_text(allowed: bool, policies: &[String]) -> String {
-    format!(
-        "{} [{}]",
-        if allowed { "allow" } else { "deny" },
-        policies.join(", ")
-    )
+    format!("{} [{}]", if allowed { "allow" } else { "deny" }, policies.join(", "))
 }
 
 pub fn render(format: TestFormat, r: &TestReport<'_>, color: bool) -> String {
@@ -64,7 +60,12 @@ fn render_human(r: &TestReport<'_>, color: bool) -> String {
             let _ = writeln!(out, "  {green}PASS{reset} {name}");
             continue;
         }
-        let _ = writeln!(out, "  {red}FAIL{reset} {name} ({}:{})", human::neutralize(&c.file), c.line);
+        let _ = writeln!(
+            out,
+            "  {red}FAIL{reset} {name} ({}:{})",
+            human::neutralize(&c.file),
+            c.line
+        );
         let expected = match &c.expected.policies {
             Some(p) => format!("{} [{}]", c.expected.decision, p.join(", ")),
             None => c.expected.decision.clone(),
@@ -72,7 +73,11 @@ fn render_human(r: &TestReport<'_>, color: bool) -> String {
         let _ = writeln!(out, "       expected {}", human::neutralize(&expected));
         match (&c.actual, &c.problem) {
             (Some(d), _) => {
-                let _ = writeln!(out, "       actual   {}", human::neutralize(&decision_text(d.allowed, &d.policies)));
+                let _ = writeln!(
+                    out,
+                    "       actual   {}",
+                    human::neutralize(&decision_text(d.allowed, &d.policies))
+                );
                 for a in &d.advice {
                     let _ = writeln!(out, "                {}", human::neutralize(a));
                 }
@@ -97,7 +102,11 @@ fn render_human(r: &TestReport<'_>, color: bool) -> String {
         let _ = writeln!(
             out,
             "{}: {passed}/{} passed, {failed} failed ({} file{})",
-            if failed == 0 { format!("{green}PASS{reset}") } else { format!("{red}FAIL{reset}") },
+            if failed == 0 {
+                format!("{green}PASS{reset}")
+            } else {
+                format!("{red}FAIL{reset}")
+            },
             r.results.len(),
             r.test_files,
             if r.test_files == 1 { "" } else { "s" }

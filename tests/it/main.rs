@@ -7,4 +7,5 @@ mod fuzz;
 mod git;
 mod hostile;
 mod invalid;
+mod policy;
 mod support;

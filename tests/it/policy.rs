@@ -1,0 +1,312 @@
+//! `rampart check` on real git histories of the example repo, and `rampart policy test`.
+//!
+//! Commits are made with fixed names and dates, so their ids (and the snapshots that show
+//! them) are the same on every run.
+
+use crate::support::*;
+use std::path::Path;
+use std::process::Command;
+
+/// Run git in `dir` as `author` ("Name <email>"), at a fixed time.
+fn git_as(dir: &Path, author: &str, args: &[&str]) -> String {
+    let (name, email) = author.split_once(" <").expect("Name <email>");
+    let email = email.trim_end_matches('>');
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", name)
+        .env("GIT_AUTHOR_EMAIL", email)
+        .env("GIT_COMMITTER_NAME", "CI")
+        .env("GIT_COMMITTER_EMAIL", "ci@example.com")
+        .env("GIT_AUTHOR_DATE", "2026-11-20T10:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-11-20T10:00:00Z")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A git repo holding the example config repo as its first commit (by a platform member).
+fn example_history() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&root().join("examples/platform-config"), dir.path());
+    git_as(dir.path(), "Alice <alice@example.com>", &["init", "-q", "-b", "main"]);
+    git_as(dir.path(), "Alice <alice@example.com>", &["add", "-A"]);
+    git_as(
+        dir.path(),
+        "Alice <alice@example.com>",
+        &["commit", "-qm", "import the example"],
+    );
+    dir
+}
+
+fn edit(p: &Path, file: &str, from: &str, to: &str) {
+    let path = p.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} lacks {from:?}");
+    write(&path, text.replacen(from, to, 1));
+}
+
+fn commit(p: &Path, author: &str, message: &str) {
+    git_as(p, author, &["add", "-A"]);
+    git_as(p, author, &["commit", "-qm", message]);
+}
+
+fn check(p: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["check", ".", "--base", "HEAD~1"];
+    args.extend_from_slice(extra);
+    rampart(&args, Some(p))
+}
+
+#[test]
+fn trailers_approvals_and_the_way_out() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/mobile-apps.yaml", "pods: 80", "pods: 170");
+    std::fs::remove_file(p.join("tenants/hackweek.yaml")).unwrap();
+    edit(p, "rollouts/techdocs-1-13-0.yaml", "      - hackweek\n", "");
+    // a GitHub noreply address names the login
+    commit(
+        p,
+        "Peggy Olson <4242+peggy@users.noreply.github.com>",
+        "mobile: more pods, retire the hack-week portal\n\n\
+         Approved-by: quentin-l\nApproved-by: Mallory <mallory@example.com>\nApproved-by: peggy\n",
+    );
+    let run = check(p, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert_eq!(codes(&run.stdout), ["R421", "R422"]);
+    snapshot("policy/check-denied.txt", &transcript(&run)).unwrap();
+
+    // the way out, taken: a platform approval on the command line
+    let run = check(
+        p,
+        &[
+            "--author",
+            "peggy",
+            "--approved-by",
+            "alice",
+            "--approved-by",
+            "quentin-l",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("allowed: 3 allowed, 0 denied"), "{}", run.stdout);
+
+    for format in ["json", "markdown", "github"] {
+        let run = check(p, &["--format", format]);
+        assert_eq!(run.code, 2, "{format}: {}", run.stdout);
+        snapshot(&format!("policy/check-denied.{format}"), &run.stdout).unwrap();
+    }
+    let run = check(p, &["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["author"], "peggy");
+    assert_eq!(v["changes"][0]["action"], "delete");
+    assert_eq!(v["changes"][0]["wayOut"]["options"][0]["team"], "platform");
+}
+
+#[test]
+fn an_unknown_author_is_denied_and_told_who_may() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Eve <eve@evil.example>", "give the sandbox more cpu");
+    let run = check(p, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert_eq!(codes(&run.stdout), ["R420"]);
+    assert!(
+        run.stdout
+            .contains("no approval can help: only a member of `platform` may make this change"),
+        "{}",
+        run.stdout
+    );
+    snapshot("policy/check-unknown-author.txt", &transcript(&run)).unwrap();
+}
+
+/// A pull request cannot grant itself rights: policies and team membership come from the
+/// base revision, and changing them is itself a change that needs platform.
+#[test]
+fn the_head_cannot_rewrite_its_own_rules() {
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("policies/open-door.cedar"),
+        "@id(\"open-door\")\npermit (principal, action, resource);\n",
+    );
+    edit(p, "teams/platform.yaml", "- alice", "- alice\n    - rupert");
+    edit(p, "tenants/data-lake.yaml", "cpu: 128", "cpu: 256");
+    commit(
+        p,
+        "Rupert <rupert@example.com>",
+        "make myself platform and take the data lake's cpu",
+    );
+    let run = check(p, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    snapshot("policy/check-self-granted.txt", &transcript(&run)).unwrap();
+    for line in [
+        "deny  update Team platform",
+        "deny  update Tenant data-lake",
+        "deny  create File policies/open-door.cedar",
+    ] {
+        assert!(run.stdout.contains(line), "missing {line:?}\n{}", run.stdout);
+    }
+}
+
+/// An object moved to another file (and edited) is one update, not a delete and a create;
+/// moved unchanged, it is no change at all.
+#[test]
+fn renames_are_updates() {
+    let repo = example_history();
+    let p = repo.path();
+    std::fs::create_dir_all(p.join("tenants/data")).unwrap();
+    git_as(
+        p,
+        "A <a@example.com>",
+        &["mv", "tenants/data-lake.yaml", "tenants/data/lake.yaml"],
+    );
+    git_as(
+        p,
+        "A <a@example.com>",
+        &["mv", "tenants/data-notebooks.yaml", "tenants/data/notebooks.yaml"],
+    );
+    edit(p, "tenants/data/lake.yaml", "cpu: 128", "cpu: 120");
+    commit(p, "Niaj <niaj@example.com>", "group the data tenants");
+    let run = check(p, &["--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert_eq!(changes[0]["action"], "update");
+    assert_eq!(changes[0]["name"], "data-lake");
+    assert_eq!(changes[0]["file"], "tenants/data/lake.yaml");
+}
+
+#[test]
+fn an_invalid_head_blocks_the_policy_step() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "tier: free", "tier: freee");
+    commit(p, "Alice <alice@example.com>", "typo");
+    let run = check(p, &[]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("policy check not run: the head revision is invalid")
+    );
+    let run = check(p, &["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["decision"], "invalid");
+    assert_eq!(v["changes"].as_array().unwrap().len(), 0);
+}
+
+/// Cedar skips a policy whose evaluation errors; for a forbid that would be an accidental
+/// allow. rampart denies and says which policy failed.
+#[test]
+fn an_erroring_policy_denies() {
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("policies/overflow.cedar"),
+        "@id(\"quota-growth-guard\")\n@advice(\"Quota growth is capped.\")\n\
+         forbid (principal, action == Rampart::Action::\"updateTenant\", resource)\n\
+         when { context.quotaPercent.max * 100000000000000000 > 1 };\n",
+    );
+    commit(p, "Alice <alice@example.com>", "add a guard that overflows");
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Alice <alice@example.com>", "sandbox cpu");
+    // 200 (percent) × 1e17 overflows a Cedar Long: the forbid errors, and the change is denied
+    let run = check(p, &["--approved-by", "bob"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stdout.contains("policy error (denies)"), "{}", run.stdout);
+    assert!(run.stdout.contains("quota-growth-guard"), "{}", run.stdout);
+}
+
+#[test]
+fn invalid_base_policies_stop_everything() {
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("policies/broken.cedar"),
+        "permit (principal, action, resource) when { 1 + };\n",
+    );
+    // committed straight to main, bypassing review: the next check cannot trust anything
+    commit(p, "Alice <alice@example.com>", "broken policy");
+    std::fs::remove_file(p.join("policies/broken.cedar")).unwrap();
+    commit(p, "Alice <alice@example.com>", "remove it");
+    let run = check(p, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("base revision: Cedar policy does not parse"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("policies/broken.cedar:1:"), "{}", run.stdout);
+}
+
+#[test]
+fn no_changes_is_allowed() {
+    let repo = example_history();
+    let p = repo.path();
+    git_as(
+        p,
+        "Alice <alice@example.com>",
+        &["commit", "-q", "--allow-empty", "-m", "nothing"],
+    );
+    let run = check(p, &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("0 changes"), "{}", run.stdout);
+}
+
+#[test]
+fn bad_revisions_and_flags_exit_1() {
+    let repo = example_history();
+    let run = check(repo.path(), &["--head", "no-such-branch"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no-such-branch"), "{}", run.stderr);
+    let run = rampart(&["check", "."], Some(repo.path()));
+    assert_eq!(run.code, 1, "--base is required");
+}
+
+#[test]
+fn the_example_policy_tests_pass() {
+    let run = rampart(&["policy", "test", "examples/platform-config"], Some(&root()));
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    snapshot("policy/example-tests.txt", &transcript(&run)).unwrap();
+    // every default policy is exercised by a case that names it
+    let tests: String = ["tenants.yaml", "plugins-rollouts-teams.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root().join("examples/platform-config/policies/tests").join(f)).unwrap())
+        .collect();
+    let defaults = std::fs::read_to_string(root().join("policies/defaults.cedar")).unwrap();
+    for line in defaults.lines().filter(|l| l.starts_with("@id(\"")) {
+        let id = &line[5..line.len() - 2];
+        assert!(tests.contains(id), "no policy test names `{id}`");
+    }
+}
+
+#[test]
+fn a_failing_expectation_shows_the_actual_decision() {
+    let repo = tempfile::tempdir().unwrap();
+    copy_tree(&root().join("examples/platform-config"), repo.path());
+    copy_tree(&root().join("testdata/policy-tests/failing"), repo.path());
+    let run = rampart(&["policy", "test", "."], Some(repo.path()));
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    snapshot("policy/failing-tests.txt", &transcript(&run)).unwrap();
+}
+
+#[test]
+fn malformed_policy_tests_are_located() {
+    let repo = tempfile::tempdir().unwrap();
+    copy_tree(&root().join("examples/platform-config"), repo.path());
+    copy_tree(&root().join("testdata/policy-tests/malformed"), repo.path());
+    let run = rampart(&["policy", "test", "."], Some(repo.path()));
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(codes(&run.stdout).contains(&"R430".to_owned()), "{}", run.stdout);
+    snapshot("policy/malformed-tests.txt", &transcript(&run)).unwrap();
+}
