@@ -11,9 +11,11 @@ use anyhow::Context;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-/// Authorise every change between two revisions with Cedar. The head is validated first
-/// (its errors block the policy step); team membership and policies come from the base.
-/// Exit 0 all allowed, 2 any denied, 3 invalid head, 1 could not run.
+/// Authorise every change between two revisions with Cedar policies.
+///
+/// The head is validated first (its errors block the policy step); team membership, owners
+/// and policies come from the base. Exit 0 all allowed, 2 any denied, 3 invalid head, 1
+/// could not run.
 #[derive(clap::Args)]
 pub struct Args {
     /// Any path inside the git repository (the config repo's directory when it is a

@@ -28,7 +28,9 @@ pub mod exit {
     version,
     about = "Policy-as-code GitOps reconciler and config compiler",
     long_about = "rampart validates a config repo of teams, tenants, plugins and rollouts against JSON Schemas \
-                  and semantic rules, and reports every problem at file:line:col with a stable code.\n\n\
+                  and semantic rules, and reports every problem at file:line:col with a stable code. \
+                  `check` authorises the changes between two revisions with Cedar policies (rampart's \
+                  defaults plus the repo's policies/*.cedar); `policy test` runs the repo's policy tests.\n\n\
                   Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",
     after_help = "Docs: README.md (commands, config reference, diagnostic codes, exit codes)."
 )]

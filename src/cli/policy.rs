@@ -21,9 +21,10 @@ enum PolicyCommand {
     Test(TestArgs),
 }
 
-/// Run the policy tests in `policies/tests/*.yaml` (kind `PolicyTest`) against the repo's
-/// policies and rampart's defaults, like `opa test`. Exit 0 all passed, 1 any failed or could
-/// not run, 3 the repo or a test file is invalid.
+/// Run the repo's policy tests (`policies/tests/*.yaml`, kind `PolicyTest`).
+///
+/// Each case is decided with the repo's policies and rampart's defaults, like `opa test`.
+/// Exit 0 all passed, 1 any failed or could not run, 3 the repo or a test file is invalid.
 #[derive(clap::Args)]
 struct TestArgs {
     /// The config repo (a directory; with --rev, any path inside the git repository).
