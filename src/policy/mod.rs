@@ -75,7 +75,11 @@ impl Engine {
                 path,
                 text,
                 e,
-                format!("policy `{}` does not match rampart's Cedar schema: {e}", e.policy_id()),
+                format!(
+                    "policy `{}` does not match rampart's Cedar schema: {}",
+                    e.policy_id(),
+                    unprefixed(&e.to_string(), e.policy_id())
+                ),
             ));
         }
         for w in result.validation_warnings() {
@@ -85,7 +89,11 @@ impl Engine {
                 path,
                 text,
                 w,
-                format!("policy `{}`: {w}", w.policy_id()),
+                format!(
+                    "policy `{}`: {}",
+                    w.policy_id(),
+                    unprefixed(&w.to_string(), w.policy_id())
+                ),
             ));
         }
         if diags.iter().any(Diagnostic::is_error) {
@@ -188,6 +196,12 @@ fn add_file(
         );
         file_of.insert(id, index);
     }
+}
+
+/// Cedar's message without its own "for policy `id`, " prefix (the diagnostic names it).
+fn unprefixed(message: &str, id: &PolicyId) -> String {
+    let prefix = format!("for policy `{id}`, ");
+    message.strip_prefix(&prefix).unwrap_or(message).to_owned()
 }
 
 /// A diagnostic at the first labelled span of a Cedar error, or at the file.

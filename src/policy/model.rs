@@ -480,3 +480,65 @@ fn rollout_facts<'a>(spec: &RolloutSpec, repo: &Repo) -> Vec<(&'a str, Rx)> {
         ("newToVersion", s(&spec.to_version)),
     ]
 }
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use crate::spec::{Metadata, Origin, TeamSpec};
+
+    fn team(name: &str, members: &[&str]) -> Object<TeamSpec> {
+        Object {
+            metadata: Metadata {
+                name: name.into(),
+                labels: Default::default(),
+                description: None,
+            },
+            spec: TeamSpec {
+                members: members.iter().map(|m| m.to_string()).collect(),
+                contact: None,
+            },
+            origin: Origin {
+                file: format!("teams/{name}.yaml"),
+                doc: 0,
+            },
+        }
+    }
+
+    /// Logins and team names share no namespace (`User::"a"` is not `Team::"a"`), teams have
+    /// no parents and a change is only in users: teams that list each other's names cannot
+    /// form a cycle, and the hierarchy builds.
+    #[test]
+    fn entity_hierarchy_cannot_cycle() {
+        let (engine, _) = crate::policy::Engine::load(&[]);
+        let engine = engine.unwrap();
+        let repo = Repo {
+            teams: vec![
+                team("a", &["b", "platform"]),
+                team("b", &["a"]),
+                team("platform", &["a"]),
+            ],
+            ..Repo::default()
+        };
+        let who = Who {
+            author: "a".into(),
+            approvers: vec!["b".into()],
+        };
+        let m = build(&repo, &repo, &[], &who, &no_facts, &engine.schema).unwrap();
+        let e = &m.entities;
+        assert!(e.is_ancestor_of(&uid("Team", "b"), &uid("User", "a")));
+        assert!(!e.is_ancestor_of(&uid("Team", "a"), &uid("User", "a")));
+        // approved by b, who is in team a: the change is in team a, transitively
+        assert!(e.is_ancestor_of(&uid("Team", "a"), &uid("Change", CHANGE_ID)));
+        assert!(!e.is_ancestor_of(&uid("Team", "platform"), &uid("Change", CHANGE_ID)));
+    }
+
+    #[test]
+    fn percent_rounds_up() {
+        let q = |s: &str| Quantity::parse(s).unwrap();
+        assert_eq!(percent(&q("4"), &q("8")), 200);
+        assert_eq!(percent(&q("1000"), &q("2001")), 201);
+        assert_eq!(percent(&q("4"), &q("6")), 150);
+        assert_eq!(percent(&q("0"), &q("1")), 1_000_000);
+        assert_eq!(percent(&q("1Ti"), &q("512Gi")), 50);
+    }
+}
