@@ -110,6 +110,7 @@ codes! {
     DuplicatePolicyId = "R402", Error, "duplicate policy id";
     PolicyWarning = "R403", Warning, "Cedar validator warning";
     PolicyNoAdvice = "R404", Warning, "forbid policy without @advice";
+    PolicyTooComplex = "R405", Error, "policy file too large or too deeply nested";
     UnknownAuthor = "R420", Warning, "author is not a member of any team";
     ApproverNotMember = "R421", Warning, "approval by a non-member does not count";
     SelfApproval = "R422", Warning, "the author's own approval does not count";

@@ -107,8 +107,13 @@ pub const WAY_OUT_LIMIT: usize = 200;
 /// Decisions the way-out search of one change set may spend (about a second).
 pub const WAY_OUT_BUDGET: usize = 200_000;
 
-/// Authorise every prepared request of `model`.
+/// Authorise every prepared request of `model` (on a thread with room for Cedar's
+/// recursion; see [`super::with_big_stack`]).
 pub fn decide(engine: &Engine, model: &mut Model) -> Vec<Decision> {
+    super::with_big_stack(|| decide_here(engine, model))
+}
+
+fn decide_here(engine: &Engine, model: &mut Model) -> Vec<Decision> {
     let authorizer = Authorizer::new();
     let change = uid("Change", CHANGE_ID);
     let mut out: Vec<Decision> = model

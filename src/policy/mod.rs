@@ -42,6 +42,10 @@ impl Engine {
     /// Build the engine from the defaults and a repo's policy files. `None` when any policy
     /// fails to parse or validate: then nothing may be authorised.
     pub fn load(repo_policies: &[SourceFile]) -> (Option<Engine>, Vec<Diagnostic>) {
+        with_big_stack(|| Engine::load_here(repo_policies))
+    }
+
+    fn load_here(repo_policies: &[SourceFile]) -> (Option<Engine>, Vec<Diagnostic>) {
         let schema = match Schema::from_cedarschema_str(SCHEMA) {
             Ok((s, _warnings)) => s,
             Err(e) => panic!("the embedded Cedar schema is invalid: {e}"),
@@ -52,7 +56,10 @@ impl Engine {
         let mut sources: Vec<(&str, &str)> = vec![(DEFAULTS_PATH, DEFAULTS)];
         for f in repo_policies {
             match std::str::from_utf8(&f.bytes) {
-                Ok(text) => sources.push((&f.path, text)),
+                Ok(text) => match too_complex(text) {
+                    None => sources.push((&f.path, text)),
+                    Some(d) => diags.push(d.at(&f.path, text)),
+                },
                 Err(e) => diags.push(
                     Diagnostic::at_file(
                         Code::InvalidUtf8,
@@ -196,6 +203,121 @@ fn add_file(
         );
         file_of.insert(id, index);
     }
+}
+
+/// Largest policy file: Cedar's parser, validator and evaluator recurse over the syntax
+/// tree, so the size (and with it the depth) of what they see is bounded.
+pub const MAX_POLICY_FILE_BYTES: usize = 64 * 1024;
+/// Deepest nesting of brackets in a policy file.
+pub const MAX_POLICY_NESTING: usize = 32;
+/// Longest run of prefix operators (`!`, `-`) or of `.`/`[]` accesses.
+pub const MAX_POLICY_CHAIN: usize = 64;
+/// Stack of the thread Cedar runs on: with the bounds above, the deepest tree a file can
+/// hold stays far inside it.
+const CEDAR_STACK: usize = 256 << 20;
+
+/// Run `f` on a thread with a stack large enough for any policy that passes [`too_complex`]
+/// (the main thread's 8 MiB is not, in a debug build).
+pub fn with_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("cedar".into())
+            .stack_size(CEDAR_STACK)
+            .spawn_scoped(s, f)
+            .expect("spawn the Cedar thread")
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// Why a policy file is refused before Cedar sees it.
+struct Refusal {
+    offset: usize,
+    message: String,
+}
+
+impl Refusal {
+    fn at(self, path: &str, text: &str) -> Diagnostic {
+        let (line, column) = line_col(text, self.offset);
+        Diagnostic::new(
+            Code::PolicyTooComplex,
+            Anchor::Position {
+                file: path.to_owned(),
+                line,
+                column,
+            },
+            self.message,
+        )
+        .with_hint("split the policy into several simpler ones")
+    }
+}
+
+/// A quick lexical scan (strings and comments skipped) for what would make Cedar recurse
+/// deeply: a large file, deep brackets, long prefix-operator or access chains, and long
+/// chains of binary operators (counted per policy, between `;`).
+fn too_complex(text: &str) -> Option<Refusal> {
+    if text.len() > MAX_POLICY_FILE_BYTES {
+        return Some(Refusal {
+            offset: 0,
+            message: format!(
+                "policy file is {} bytes, above the limit of {MAX_POLICY_FILE_BYTES}",
+                text.len()
+            ),
+        });
+    }
+    let bytes = text.as_bytes();
+    let (mut depth, mut chain, mut operators) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_POLICY_NESTING {
+                    return Some(Refusal {
+                        offset: i,
+                        message: format!("brackets nest more than {MAX_POLICY_NESTING} deep"),
+                    });
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b';' => operators = 0,
+            _ => {}
+        }
+        if matches!(c, b'!' | b'-' | b'.') {
+            chain += 1;
+            if chain > MAX_POLICY_CHAIN {
+                return Some(Refusal {
+                    offset: i,
+                    message: format!("more than {MAX_POLICY_CHAIN} operators or accesses in a row"),
+                });
+            }
+        } else if !c.is_ascii_whitespace() && !c.is_ascii_alphanumeric() && c != b'_' {
+            chain = 0;
+        }
+        if matches!(c, b'&' | b'|' | b'+' | b'*' | b'<' | b'>' | b'=' | b'!' | b'-' | b'.') {
+            operators += 1;
+            if operators > 4 * 1024 {
+                return Some(Refusal {
+                    offset: i,
+                    message: "a policy with more than 4096 operators".into(),
+                });
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Cedar's message without its own "for policy `id`, " prefix (the diagnostic names it).
