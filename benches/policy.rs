@@ -18,6 +18,10 @@ use rampart::spec::{Kind, Object, Repo};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+// the allocator of the rampart binary, so the numbers are the binary's
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn updates<S>(objects: &[Object<S>], kind: Kind, out: &mut Vec<Change>) {
     for (i, o) in objects.iter().enumerate() {
         out.push(Change {
@@ -113,12 +117,13 @@ fn main() {
         .iter()
         .map(|r| decide::evaluate(&engine, &authorizer, r, &m).allowed)
         .collect();
-    // throughput: the whole batch, three rounds, the best one
+    // throughput: the whole batch, three rounds, the best one; timed as rampart decides (the
+    // policies sliced by action, evaluation errors turned into denials, advice looked up)
     let mut best = Duration::MAX;
     for _ in 0..3 {
         let t = Instant::now();
         for r in &requests {
-            std::hint::black_box(authorizer.is_authorized(r, &engine.policies, &m.entities));
+            std::hint::black_box(decide::evaluate(&engine, &authorizer, r, &m));
         }
         best = best.min(t.elapsed());
     }
@@ -127,7 +132,7 @@ fn main() {
         .iter()
         .map(|r| {
             let t = Instant::now();
-            std::hint::black_box(authorizer.is_authorized(r, &engine.policies, &m.entities));
+            std::hint::black_box(decide::evaluate(&engine, &authorizer, r, &m));
             t.elapsed()
         })
         .collect();

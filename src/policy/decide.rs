@@ -150,7 +150,8 @@ fn decide_here(engine: &Engine, model: &mut Model) -> Vec<Decision> {
 
 /// Authorise one request, failing closed on evaluation errors.
 pub fn evaluate(engine: &Engine, authorizer: &Authorizer, req: &Request, model: &Model) -> Decision {
-    let response = authorizer.is_authorized(req, &engine.policies, &model.entities);
+    let set = req.action().map_or(&engine.policies, |a| engine.policies_for(a));
+    let response = authorizer.is_authorized(req, set, &model.entities);
     let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
     let mut policies: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
     policies.sort();

@@ -11,6 +11,7 @@ use crate::units::Quantity;
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression as Rx, Schema,
 };
+use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
@@ -36,7 +37,7 @@ pub struct PluginFacts {
 }
 
 /// Supplies [`PluginFacts`] by plugin name (facts of the head revision).
-pub type Facts<'a> = &'a dyn Fn(&str) -> PluginFacts;
+pub type Facts<'a> = &'a (dyn Fn(&str) -> PluginFacts + Sync);
 
 /// Facts for every plugin: none computed yet (score 0, unsigned).
 pub fn no_facts(_: &str) -> PluginFacts {
@@ -63,7 +64,7 @@ impl Prepared {
             self.action.clone(),
             self.resource.clone(),
             ctx,
-            Some(schema),
+            checked(schema),
         )
         .map_err(|e| e.to_string())
     }
@@ -76,6 +77,14 @@ pub struct Model {
     /// Base team → members, for ways out.
     pub teams: Vec<(String, Vec<String>)>,
     pub who: Who,
+}
+
+/// The schema to type-check entities and requests against: in debug builds (every test)
+/// always; in release builds not, since both are built here from fixed types, and checking
+/// 10k entities and requests costs more than deciding them. A mismatch that slipped through
+/// would make a policy fail to evaluate, which denies.
+pub fn checked(schema: &Schema) -> Option<&Schema> {
+    cfg!(debug_assertions).then_some(schema)
 }
 
 pub fn uid(kind: &str, id: &str) -> EntityUid {
@@ -197,16 +206,24 @@ pub fn build(
             vec![],
         )?);
     }
-    let entities = Entities::from_entities(entities, Some(schema)).map_err(|e| e.to_string())?;
+    // the action hierarchy (`createTenant` in `create`…) comes from the schema
+    if checked(schema).is_none() {
+        // (with the schema, `from_entities` adds them itself)
+        let actions = schema.action_entities().map_err(|e| e.to_string())?;
+        entities.extend(actions.iter().cloned());
+    }
+    let entities = Entities::from_entities(entities, checked(schema)).map_err(|e| e.to_string())?;
 
     let principal = uid("User", &who.author);
+    let index = (TenantIndex::new(base), TenantIndex::new(head));
+    // contexts are independent of each other: built on every core
     let prepared = changes
-        .iter()
+        .par_iter()
         .map(|c| Prepared {
             principal: principal.clone(),
             action: action_uid(c.action, c.subject),
             resource: uid(c.subject.as_str(), &c.name),
-            facts: context(base, head, c, facts),
+            facts: context(base, head, &index, c, facts),
         })
         .collect();
     Ok(Model {
@@ -268,7 +285,13 @@ fn sides<'a, S>(base: &'a [Object<S>], head: &'a [Object<S>], c: &Change) -> (&'
     }
 }
 
-fn context(base: &Repo, head: &Repo, c: &Change, facts: Facts<'_>) -> Vec<(String, Rx)> {
+fn context(
+    base: &Repo,
+    head: &Repo,
+    index: &(TenantIndex<'_>, TenantIndex<'_>),
+    c: &Change,
+    facts: Facts<'_>,
+) -> Vec<(String, Rx)> {
     let pairs: Vec<(&str, Rx)> = match c.subject {
         Subject::Object(Kind::Tenant) => {
             let (old, new) = sides(&base.tenants, &head.tenants, c);
@@ -302,8 +325,12 @@ fn context(base: &Repo, head: &Repo, c: &Change, facts: Facts<'_>) -> Vec<(Strin
         Subject::Object(Kind::Rollout) => {
             let (_, new) = sides(&base.rollouts, &head.rollouts, c);
             // a deletion is judged against the tenants it targeted in the base revision
-            let repo = if c.action == Action::Delete { base } else { head };
-            rollout_facts(&new.spec, repo)
+            let (repo, index) = if c.action == Action::Delete {
+                (base, &index.0)
+            } else {
+                (head, &index.1)
+            };
+            rollout_facts(&new.spec, repo, index)
         }
         Subject::Object(Kind::Team) => {
             let (old, new) = sides(&base.teams, &head.teams, c);
@@ -446,23 +473,64 @@ fn zero() -> Quantity {
     }
 }
 
-/// The tenants a rollout targets in `repo`: its names and every tenant its selector matches.
-pub fn rollout_tenants<'r>(spec: &RolloutSpec, repo: &'r Repo) -> Vec<&'r Object<TenantSpec>> {
-    repo.tenants
-        .iter()
-        .filter(|t| {
-            spec.tenants.names.iter().any(|n| n == t.name())
-                || spec
-                    .tenants
-                    .selector
-                    .as_ref()
-                    .is_some_and(|sel| sel.matches(&t.metadata.labels))
-        })
-        .collect()
+/// Tenants by name and by label, so a rollout's targets cost lookups, not a scan of every
+/// tenant per rollout (500 rollouts × 10k tenants in the M corpus).
+pub struct TenantIndex<'r> {
+    by_name: HashMap<&'r str, usize>,
+    by_label: HashMap<(&'r str, &'r str), Vec<usize>>,
 }
 
-fn rollout_facts<'a>(spec: &RolloutSpec, repo: &Repo) -> Vec<(&'a str, Rx)> {
-    let targets = rollout_tenants(spec, repo);
+impl<'r> TenantIndex<'r> {
+    pub fn new(repo: &'r Repo) -> TenantIndex<'r> {
+        let mut by_name = HashMap::with_capacity(repo.tenants.len());
+        let mut by_label: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (i, t) in repo.tenants.iter().enumerate() {
+            by_name.entry(t.name()).or_insert(i);
+            for (k, v) in &t.metadata.labels {
+                by_label.entry((k.as_str(), v.as_str())).or_default().push(i);
+            }
+        }
+        TenantIndex { by_name, by_label }
+    }
+
+    /// The tenants a rollout targets: its names and every tenant its selector matches, in
+    /// repo order.
+    pub fn targets(&self, spec: &RolloutSpec) -> Vec<usize> {
+        let mut out: Vec<usize> = spec
+            .tenants
+            .names
+            .iter()
+            .filter_map(|n| self.by_name.get(n.as_str()).copied())
+            .collect();
+        if let Some(sel) = &spec.tenants.selector {
+            let lists: Option<Vec<&Vec<usize>>> = sel
+                .match_labels
+                .iter()
+                .map(|(k, v)| self.by_label.get(&(k.as_str(), v.as_str())))
+                .collect();
+            match lists {
+                // an empty selector matches every tenant
+                _ if sel.match_labels.is_empty() => out.extend(self.by_name.values().copied()),
+                Some(mut lists) => {
+                    lists.sort_by_key(|l| l.len());
+                    let rest = &lists[1..];
+                    out.extend(
+                        lists[0]
+                            .iter()
+                            .filter(|i| rest.iter().all(|l| l.binary_search(i).is_ok())),
+                    );
+                }
+                None => {}
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+fn rollout_facts<'a>(spec: &RolloutSpec, repo: &Repo, index: &TenantIndex<'_>) -> Vec<(&'a str, Rx)> {
+    let targets: Vec<&Object<TenantSpec>> = index.targets(spec).into_iter().map(|i| &repo.tenants[i]).collect();
     let tiers: BTreeSet<&str> = targets.iter().map(|t| t.spec.tier.as_str()).collect();
     let mut previous = 0u64;
     let mut max_increase = 0u64;
