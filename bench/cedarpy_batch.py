@@ -13,6 +13,7 @@ decision equals rampart's.
 import json
 import sys
 import time
+from importlib.metadata import version
 
 import cedarpy
 
@@ -46,7 +47,7 @@ def main() -> None:
         "meanUsExcludingParse": round((best - one) / n * 1e6, 2),
         "allowed": sum(got),
         "mismatches": mismatches,
-        "cedarpy": getattr(cedarpy, "__version__", "?"),
+        "cedarpy": version("cedarpy"),
     }))
 
 

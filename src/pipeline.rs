@@ -215,9 +215,13 @@ pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -
     for x in &mut d {
         x.message = format!("base revision: {}", x.message);
     }
-    let mut base_files: Vec<LoadedFile> = base_v.files.into_iter().filter(|f| f.docs.is_empty()).collect();
-    base_files.retain(|f| f.path.ends_with(".cedar"));
-    load::resolve(&mut d, &base_files, &limits);
+    // located in the base's policy files (snippets included)
+    let policy_files: Vec<LoadedFile> = base_v
+        .files
+        .into_iter()
+        .filter(|f| f.path.ends_with(".cedar"))
+        .collect();
+    load::resolve(&mut d, &policy_files, &limits);
     checked.diagnostics.extend(d);
     let Some(engine) = engine else {
         checked.outcome = CheckOutcome::BasePoliciesInvalid;
