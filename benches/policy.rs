@@ -32,6 +32,7 @@ fn updates<S>(objects: &[Object<S>], kind: Kind, out: &mut Vec<Change>) {
             doc: o.origin.doc,
             old: Some(i),
             new: Some(i),
+            base_invalid: false,
         });
     }
 }

@@ -85,16 +85,20 @@ pub struct Change {
     pub old: Option<usize>,
     #[serde(skip)]
     pub new: Option<usize>,
+    /// The base revision defines the object, but its definition is invalid: what the change
+    /// does cannot be judged against it, so it is denied (fail closed).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub base_invalid: bool,
 }
 
 /// Every change from `base` to `head`, in kind order (teams, tenants, plugins, rollouts,
 /// files), then by name. `base_files` and `head_files` are the guarded files of each side.
 pub fn diff(base: &Repo, head: &Repo, base_files: &[SourceFile], head_files: &[SourceFile]) -> Vec<Change> {
     let mut out = Vec::new();
-    objects(&base.teams, &head.teams, Kind::Team, &mut out);
-    objects(&base.tenants, &head.tenants, Kind::Tenant, &mut out);
-    objects(&base.plugins, &head.plugins, Kind::Plugin, &mut out);
-    objects(&base.rollouts, &head.rollouts, Kind::Rollout, &mut out);
+    objects(base, head, &base.teams, &head.teams, Kind::Team, &mut out);
+    objects(base, head, &base.tenants, &head.tenants, Kind::Tenant, &mut out);
+    objects(base, head, &base.plugins, &head.plugins, Kind::Plugin, &mut out);
+    objects(base, head, &base.rollouts, &head.rollouts, Kind::Rollout, &mut out);
     let old: BTreeMap<&str, &[u8]> = base_files.iter().map(|f| (f.path.as_str(), &f.bytes[..])).collect();
     let new: BTreeMap<&str, &[u8]> = head_files.iter().map(|f| (f.path.as_str(), &f.bytes[..])).collect();
     let mut paths: Vec<&str> = old.keys().chain(new.keys()).copied().collect();
@@ -116,12 +120,20 @@ pub fn diff(base: &Repo, head: &Repo, base_files: &[SourceFile], head_files: &[S
             doc: 0,
             old: None,
             new: None,
+            base_invalid: false,
         });
     }
     out
 }
 
-fn objects<S: PartialEq>(base: &[Object<S>], head: &[Object<S>], kind: Kind, out: &mut Vec<Change>) {
+fn objects<S: PartialEq>(
+    base_repo: &Repo,
+    head_repo: &Repo,
+    base: &[Object<S>],
+    head: &[Object<S>],
+    kind: Kind,
+    out: &mut Vec<Change>,
+) {
     // first definition wins, as in validation (a duplicate is an error of the head anyway)
     let mut old: HashMap<&str, usize> = HashMap::with_capacity(base.len());
     for (i, o) in base.iter().enumerate() {
@@ -133,10 +145,12 @@ fn objects<S: PartialEq>(base: &[Object<S>], head: &[Object<S>], kind: Kind, out
         if seen.insert(o.name(), j).is_some() {
             continue;
         }
-        let (action, old_index) = match old.get(o.name()) {
+        let (action, old_index, base_invalid) = match old.get(o.name()) {
             Some(&i) if base[i].metadata == o.metadata && base[i].spec == o.spec => continue,
-            Some(&i) => (Action::Update, Some(i)),
-            None => (Action::Create, None),
+            Some(&i) => (Action::Update, Some(i), false),
+            // named in the base, but its document there failed validation
+            None if base_repo.has(kind, o.name()) => (Action::Update, None, true),
+            None => (Action::Create, None, false),
         };
         out.push(Change {
             action,
@@ -146,7 +160,28 @@ fn objects<S: PartialEq>(base: &[Object<S>], head: &[Object<S>], kind: Kind, out
             doc: o.origin.doc,
             old: old_index,
             new: Some(j),
+            base_invalid,
         });
+    }
+    // invalid in the base and gone from the head: a deletion that cannot be judged
+    if let Some(names) = base_repo.names_seen.get(&kind) {
+        let mut gone: Vec<&String> = names
+            .iter()
+            .filter(|n| !old.contains_key(n.as_str()) && !head_repo.has(kind, n))
+            .collect();
+        gone.sort();
+        for name in gone {
+            out.push(Change {
+                action: Action::Delete,
+                subject: Subject::Object(kind),
+                name: name.clone(),
+                file: String::new(),
+                doc: 0,
+                old: None,
+                new: None,
+                base_invalid: true,
+            });
+        }
     }
     for (name, &i) in &old {
         if !seen.contains_key(name) {
@@ -158,6 +193,7 @@ fn objects<S: PartialEq>(base: &[Object<S>], head: &[Object<S>], kind: Kind, out
                 doc: base[i].origin.doc,
                 old: Some(i),
                 new: None,
+                base_invalid: false,
             });
         }
     }

@@ -142,7 +142,9 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
     })
 }
 
-/// Who is asking, when given explicitly (otherwise taken from the head commit).
+/// Who is asking, when given explicitly. With an `author`, the approvers are exactly
+/// `approvers` (none when `None`); without one, the author and the `Approved-by:` trailers of
+/// the head commit are used and `approvers` must be `None`.
 #[derive(Debug, Clone, Default)]
 pub struct Principals {
     pub author: Option<Identity>,
@@ -239,19 +241,20 @@ pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -
         .as_ref()
         .map(|c| format!("commit {}", &c.id[..12]))
         .unwrap_or_default();
-    let author = who.author.clone().unwrap_or_else(|| match &info {
-        Some(c) => Identity {
-            login: None,
-            name: Some(c.author_name.clone()),
-            email: Some(c.author_email.clone()),
-        },
-        None => Identity::default(),
-    });
-    let approvers = who.approvers.clone().unwrap_or_else(|| {
-        info.as_ref()
-            .map(|c| c.approved_by.iter().map(|v| Identity::parse_trailer(v)).collect())
-            .unwrap_or_default()
-    });
+    // who made and approved the change: given explicitly (both together, so an explicit
+    // author is never paired with trailers the author wrote), or both from the head commit
+    let (author, approvers) = match (&who.author, &info) {
+        (Some(a), _) => (a.clone(), who.approvers.clone().unwrap_or_default()),
+        (None, Some(c)) => (
+            Identity {
+                login: None,
+                name: Some(c.author_name.clone()),
+                email: Some(c.author_email.clone()),
+            },
+            c.approved_by.iter().map(|v| Identity::parse_trailer(v)).collect(),
+        ),
+        (None, None) => (Identity::default(), Vec::new()),
+    };
     let (resolved, d) = decide::resolve_who(&teams, &author, &approvers, "");
     checked.diagnostics.extend(d.into_iter().map(|mut x| {
         if !source.is_empty() && who.author.is_none() {

@@ -142,7 +142,15 @@ impl Source {
 
     /// Read every file that changes what rampart trusts or enforces: `rampart.yaml`,
     /// `policies/**` and `keys/**` (their changes are authorised as `File` changes).
+    ///
+    /// From a git revision, every tree entry counts — hidden ones, links, submodules, files of
+    /// any size or name — as its mode and object id (the "bytes" of each entry), so no edit
+    /// under a guarded directory can go unseen. From a directory, the files are read with the
+    /// usual checks (used by policy tests, which only need the names).
     pub fn read_guarded(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
+        if let Source::Git { repo, tree, rev, .. } = self {
+            return guarded_entries(repo, *tree, limits).map_err(|e| read_err(rev, e));
+        }
         let mut snap = self.read_dirs(&GUARDED_DIRS, |_| true, limits)?;
         let settings = self.read_settings(limits)?;
         snap.files.extend(settings.files);
@@ -253,6 +261,46 @@ fn resolve_tree(repo: &git2::Repository, path: &Path, rev: &str) -> Result<(git2
         }
     }
     Ok((tree.id(), commit.id()))
+}
+
+/// Every entry under the guarded paths of a tree, as `(path, "mode oid")`.
+fn guarded_entries(repo: &git2::Repository, tree: git2::Oid, limits: &Limits) -> Result<Snapshot, git2::Error> {
+    let tree = repo.find_tree(tree)?;
+    let mut snap = Snapshot::default();
+    let mut stack: Vec<(String, git2::Oid, i32)> = Vec::new();
+    for top in std::iter::once(SETTINGS_FILE).chain(GUARDED_DIRS) {
+        if let Some(e) = tree.get_name(top) {
+            stack.push((top.to_owned(), e.id(), e.filemode()));
+        }
+    }
+    let mut entries = 0u64;
+    while let Some((path, id, mode)) = stack.pop() {
+        entries += 1;
+        if entries > limits.max_files {
+            return Err(git2::Error::from_str(&format!(
+                "more than {} entries under rampart.yaml, policies/ and keys/",
+                limits.max_files
+            )));
+        }
+        if path.len() > MAX_PATH {
+            return Err(git2::Error::from_str(&format!(
+                "a path under policies/ or keys/ is longer than {MAX_PATH} bytes"
+            )));
+        }
+        if mode == GIT_TREE {
+            for e in repo.find_tree(id)?.iter() {
+                let name = String::from_utf8_lossy(e.name_bytes()).escape_debug().to_string();
+                stack.push((format!("{path}/{name}"), e.id(), e.filemode()));
+            }
+        } else {
+            snap.files.push(SourceFile {
+                path,
+                bytes: format!("{mode:06o} {id}").into_bytes(),
+            });
+        }
+    }
+    snap.files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(snap)
 }
 
 fn read_err(rev: &str, e: git2::Error) -> SourceError {

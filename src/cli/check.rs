@@ -28,13 +28,15 @@ pub struct Args {
     /// The revision under review.
     #[arg(long, value_name = "REV", default_value = "HEAD")]
     head: String,
-    /// The change's author (a GitHub login). Default: the head commit's author, matched to
-    /// a team member by login, email or name.
+    /// The change's author (a GitHub login). With it, the approvals are exactly the
+    /// --approved-by flags (none without them) and commit metadata is not read. Default: the
+    /// head commit's author, matched to a team member by login, email or name, and its
+    /// `Approved-by:` trailers — commit metadata anyone can write, so CI should pass the
+    /// pull request's author and approvals instead.
     #[arg(long, value_name = "LOGIN")]
     author: Option<String>,
-    /// A login that approved the change (repeatable). Default: the head commit's
-    /// `Approved-by:` trailers.
-    #[arg(long = "approved-by", value_name = "LOGIN")]
+    /// A login that approved the change (repeatable; needs --author).
+    #[arg(long = "approved-by", value_name = "LOGIN", requires = "author")]
     approved_by: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
@@ -50,7 +52,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let head = Source::git(&args.path, &args.head).with_context(ctx)?;
     let who = Principals {
         author: args.author.as_deref().map(Identity::login),
-        approvers: (!args.approved_by.is_empty())
+        approvers: args
+            .author
+            .is_some()
             .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
     };
     let checked = pipeline::check(&base, &head, &who, &no_facts).with_context(ctx)?;

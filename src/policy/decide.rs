@@ -8,7 +8,7 @@
 //! reads "needs an approval from a member of `platform` (alice, bob)" instead of a policy id.
 
 use super::Engine;
-use super::model::{CHANGE_ID, Model, Prepared, Who, uid};
+use super::model::{CHANGE_ID, Model, Prepared, Who, checked, uid};
 use crate::diagnostic::{Anchor, Code, Diagnostic};
 use cedar_policy::{Authorizer, Decision as CedarDecision, Entity, EntityUid, Request, RestrictedExpression as Rx};
 use serde::Serialize;
@@ -34,46 +34,66 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum WayOut {
-    /// Any one of these approvals allows the change.
+    /// Any one of these sets of approvals allows the change.
     Approval { options: Vec<Need> },
     /// No approval helps this author; the change made by a member of one of these teams
     /// would be allowed, with these approvals (none when `needs` is empty).
     Author { teams: Vec<String>, needs: Vec<Need> },
-    /// Neither approvals nor another author help: the change itself must change.
+    /// The search was exhaustive: neither approvals nor another author help; the change
+    /// itself must change.
     None,
+    /// Nothing found, but the search was not exhaustive (too many teams to try every pair).
+    NotFound,
     /// Not searched (too many denials in one change set).
     NotSearched,
 }
 
-/// One way to satisfy the policies.
+/// One set of approvals that satisfies the policies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Need {
-    pub team: String,
-    /// How many approvals from the team (1 or 2), or 1 from the team plus 1 from anyone.
-    pub count: u8,
+    /// One entry per approval (the same team twice: two approvals from its members).
+    pub approvals: Vec<TeamApproval>,
+    /// Plus one approval from anyone in a team.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub plus_anyone: bool,
-    /// Members who could give it (the author excluded).
+}
+
+/// An approval from a member of `team`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TeamApproval {
+    pub team: String,
+    /// Members who could give it (the author and current approvers excluded).
     pub members: Vec<String>,
 }
 
 impl Need {
-    /// "an approval from a member of `platform` (alice, bob)".
+    /// "an approval from a member of `platform` (alice, bob) and one from a member of
+    /// `security` (erin)".
     pub fn describe(&self) -> String {
-        let who = if self.members.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", self.members.join(", "))
+        let who = |a: &TeamApproval| {
+            if a.members.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", a.members.join(", "))
+            }
         };
-        match (self.count, self.plus_anyone) {
-            (2, _) => format!("two approvals from members of `{}`{who}", self.team),
-            (_, true) => format!(
-                "an approval from a member of `{}`{who} and one more approval",
-                self.team
-            ),
-            _ => format!("an approval from a member of `{}`{who}", self.team),
+        let mut text = match &self.approvals[..] {
+            [a] => format!("an approval from a member of `{}`{}", a.team, who(a)),
+            [a, b] if a.team == b.team => format!("two approvals from members of `{}`{}", a.team, who(a)),
+            [a, rest @ ..] => {
+                let mut t = format!("an approval from a member of `{}`{}", a.team, who(a));
+                for b in rest {
+                    t.push_str(&format!(" and one from a member of `{}`{}", b.team, who(b)));
+                }
+                t
+            }
+            [] => "one approval".to_owned(),
+        };
+        if self.plus_anyone {
+            text.push_str(" and one more approval");
         }
+        text
     }
 }
 
@@ -97,6 +117,9 @@ impl WayOut {
                 format!("no approval can help: only a member of {who} may make this change{then}")
             }
             WayOut::None => "no approval can help: the change itself must change".into(),
+            WayOut::NotFound => "no single approval or pair of approvals from the same team helps; \
+                                 too many teams to try every pair"
+                .into(),
             WayOut::NotSearched => "too many denials to search for a way out; fix the first ones".into(),
         }
     }
@@ -119,12 +142,15 @@ fn decide_here(engine: &Engine, model: &mut Model) -> Vec<Decision> {
     let mut out: Vec<Decision> = model
         .prepared
         .iter()
-        .map(|p| match p.request(&change, &engine.schema) {
-            Ok(req) => evaluate(engine, &authorizer, &req, model),
-            Err(e) => request_failed(e),
+        .map(|p| match (&p.blocked, p.request(&change, &engine.schema)) {
+            (Some(why), _) => request_failed(why.clone()),
+            (None, Ok(req)) => evaluate(engine, &authorizer, &req, model),
+            (None, Err(e)) => request_failed(format!("the request does not match rampart's Cedar schema: {e}")),
         })
         .collect();
-    let denied: Vec<usize> = (0..out.len()).filter(|&i| !out[i].allowed).collect();
+    let denied: Vec<usize> = (0..out.len())
+        .filter(|&i| !out[i].allowed && model.prepared[i].blocked.is_none())
+        .collect();
     if denied.is_empty() {
         return out;
     }
@@ -133,7 +159,7 @@ fn decide_here(engine: &Engine, model: &mut Model) -> Vec<Decision> {
     for (n, i) in denied.into_iter().enumerate() {
         out[i].way_out = Some(match &hypotheses {
             _ if n >= WAY_OUT_LIMIT || budget == 0 => WayOut::NotSearched,
-            None => WayOut::None,
+            None => WayOut::NotSearched,
             Some(h) => h.search(
                 &Query {
                     engine,
@@ -182,7 +208,7 @@ fn request_failed(e: String) -> Decision {
         allowed: false,
         policies: Vec::new(),
         advice: Vec::new(),
-        errors: vec![format!("the request does not match rampart's Cedar schema: {e}")],
+        errors: vec![e],
         way_out: None,
     }
 }
@@ -191,10 +217,24 @@ fn allowed(engine: &Engine, authorizer: &Authorizer, req: Result<Request, String
     req.is_ok_and(|r| evaluate(engine, authorizer, &r, model).allowed)
 }
 
-/// Hypothetical users and changes added to the entities for the way-out search.
+/// Teams up to which every pair of teams is tried (pairs cost teams² entities).
+pub const PAIR_TEAMS: usize = 40;
+
+/// One hypothetical set of approvals: the `Change` entity that has them, and what it means.
+struct Hypothesis {
+    change: EntityUid,
+    need: Need,
+}
+
+/// Hypothetical users and changes added to the entities for the way-out search. Their ids
+/// start with `?` and hold a `:`, which neither a login nor a team name can, so they never
+/// meet a real user or each other.
 struct Hypotheses {
-    /// Per team: (team, members other than the author, [one, two, one plus anyone] changes).
-    teams: Vec<(String, Vec<String>, [Option<EntityUid>; 3])>,
+    /// Cheapest first: one approval per team, two from one team, one from each of two teams
+    /// (when there are few enough teams), one from a team plus one from anyone.
+    tiers: Vec<Vec<Hypothesis>>,
+    /// Whether every pair of teams was tried (else "not found" instead of "none").
+    exhaustive: bool,
     authors: Vec<(String, EntityUid)>,
 }
 
@@ -213,62 +253,104 @@ impl Hypotheses {
             )
             .ok()
         };
-        let change = |id: &str, parents: Vec<EntityUid>, approvals: i64| {
-            Entity::new_with_tags(
-                uid("Change", id),
+        let mut change = |id: String, users: &[&str]| -> Option<EntityUid> {
+            let parents = approvers.iter().cloned().chain(users.iter().map(|u| uid("User", u)));
+            let e = Entity::new_with_tags(
+                uid("Change", &id),
                 [
                     ("author".to_owned(), Rx::new_entity_uid(author.clone())),
-                    ("approvals".to_owned(), Rx::new_long(approvals)),
+                    ("approvals".to_owned(), Rx::new_long(n + users.len() as i64)),
                 ],
-                parents,
+                parents.collect::<Vec<_>>(),
                 [],
             )
-            .ok()
+            .ok()?;
+            extra.push(e);
+            Some(uid("Change", &id))
         };
-        let anyone = "?anyone";
-        extra.push(user(anyone, None)?);
-        let mut teams = Vec::new();
-        let mut authors = Vec::new();
-        for (team, members) in &model.teams {
-            let others: Vec<String> = members
-                .iter()
-                .filter(|m| **m != model.who.author && !model.who.approvers.contains(m))
-                .cloned()
-                .collect();
-            let (a, b) = (format!("?{team}"), format!("?{team}/2"));
-            extra.push(user(&a, Some(team))?);
-            extra.push(user(&b, Some(team))?);
-            let author_id = format!("?author/{team}");
-            extra.push(user(&author_id, Some(team))?);
-            authors.push((team.clone(), uid("User", &author_id)));
-            let mut ids: [Option<EntityUid>; 3] = [None, None, None];
-            let with = |extra_users: &[&str]| -> Vec<EntityUid> {
-                approvers
+        let anyone = "?anyone:";
+        let mut users = vec![user(anyone, None)?];
+        // members who could still approve: not the author, not already approving
+        let teams: Vec<(&str, Vec<String>)> = model
+            .teams
+            .iter()
+            .map(|(t, members)| {
+                let others = members
                     .iter()
+                    .filter(|m| **m != model.who.author && !model.who.approvers.contains(m))
                     .cloned()
-                    .chain(extra_users.iter().map(|u| uid("User", u)))
-                    .collect()
-            };
+                    .collect();
+                (t.as_str(), others)
+            })
+            .collect();
+        let mut authors = Vec::new();
+        let (mut one, mut two, mut pairs, mut plus) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let approval = |t: &str, m: &[String]| TeamApproval {
+            team: t.to_owned(),
+            members: m.to_vec(),
+        };
+        for (t, others) in &teams {
+            let (a, b, w) = (format!("?team:{t}"), format!("?team2:{t}"), format!("?author:{t}"));
+            users.push(user(&a, Some(t))?);
+            users.push(user(&b, Some(t))?);
+            users.push(user(&w, Some(t))?);
+            authors.push((t.to_string(), uid("User", &w)));
             if !others.is_empty() {
-                let id = format!("+{team}");
-                extra.push(change(&id, with(&[&a]), n + 1)?);
-                ids[0] = Some(uid("Change", &id));
-                let id = format!("+{team}+any");
-                extra.push(change(&id, with(&[&a, anyone]), n + 2)?);
-                ids[2] = Some(uid("Change", &id));
+                one.push(Hypothesis {
+                    change: change(format!("?one:{t}"), &[&a])?,
+                    need: Need {
+                        approvals: vec![approval(t, others)],
+                        plus_anyone: false,
+                    },
+                });
+                plus.push(Hypothesis {
+                    change: change(format!("?plus:{t}"), &[&a, anyone])?,
+                    need: Need {
+                        approvals: vec![approval(t, others)],
+                        plus_anyone: true,
+                    },
+                });
             }
             if others.len() >= 2 {
-                let id = format!("+{team}+{team}");
-                extra.push(change(&id, with(&[&a, &b]), n + 2)?);
-                ids[1] = Some(uid("Change", &id));
+                two.push(Hypothesis {
+                    change: change(format!("?two:{t}"), &[&a, &b])?,
+                    need: Need {
+                        approvals: vec![approval(t, others), approval(t, others)],
+                        plus_anyone: false,
+                    },
+                });
             }
-            teams.push((team.clone(), others, ids));
         }
+        let exhaustive = teams.len() <= PAIR_TEAMS;
+        if exhaustive {
+            for (i, (t, m)) in teams.iter().enumerate() {
+                for (u, k) in &teams[i + 1..] {
+                    if m.is_empty() || k.is_empty() {
+                        continue;
+                    }
+                    pairs.push(Hypothesis {
+                        change: change(
+                            format!("?pair:{t}:{u}"),
+                            &[&format!("?team:{t}"), &format!("?team:{u}")],
+                        )?,
+                        need: Need {
+                            approvals: vec![approval(t, m), approval(u, k)],
+                            plus_anyone: false,
+                        },
+                    });
+                }
+            }
+        }
+        users.extend(extra);
         let entities = std::mem::replace(&mut model.entities, cedar_policy::Entities::empty());
-        match entities.clone().add_entities(extra, Some(&engine.schema)) {
+        match entities.clone().add_entities(users, checked(&engine.schema)) {
             Ok(e) => {
                 model.entities = e;
-                Some(Hypotheses { teams, authors })
+                Some(Hypotheses {
+                    tiers: vec![one, two, pairs, plus],
+                    exhaustive,
+                    authors,
+                })
             }
             Err(_) => {
                 model.entities = entities;
@@ -277,19 +359,13 @@ impl Hypotheses {
         }
     }
 
-    /// The approvals that would let `principal` make change `i`, cheapest first.
+    /// The approvals that would let `principal` make the change, cheapest tier first.
     fn approvals(&self, q: &Query<'_>, principal: &EntityUid, budget: &mut usize) -> Option<Vec<Need>> {
-        for (tier, count, plus) in [(0usize, 1u8, false), (1, 2, false), (2, 1, true)] {
+        for tier in &self.tiers {
             let mut options = Vec::new();
-            for (team, members, ids) in &self.teams {
-                let Some(id) = ids[tier].as_ref() else { continue };
-                if q.allowed(principal, id, budget)? {
-                    options.push(Need {
-                        team: team.clone(),
-                        count,
-                        plus_anyone: plus,
-                        members: members.clone(),
-                    });
+            for h in tier {
+                if q.allowed(principal, &h.change, budget)? {
+                    options.push(h.need.clone());
                 }
             }
             if !options.is_empty() {
@@ -337,10 +413,10 @@ impl Hypotheses {
                 return WayOut::NotSearched;
             }
         }
-        if teams.is_empty() {
-            WayOut::None
-        } else {
-            WayOut::Author { teams, needs }
+        match (teams.is_empty(), self.exhaustive) {
+            (false, _) => WayOut::Author { teams, needs },
+            (true, true) => WayOut::None,
+            (true, false) => WayOut::NotFound,
         }
     }
 }
@@ -363,6 +439,7 @@ impl Query<'_> {
             action: self.prepared.action.clone(),
             resource: self.prepared.resource.clone(),
             facts: self.prepared.facts.clone(),
+            blocked: None,
         };
         Some(allowed(
             self.engine,
@@ -433,8 +510,14 @@ impl Identity {
             candidates.push(l.trim_start_matches('@'));
         }
         if let Some(e) = &self.email {
-            let local = e.split('@').next().unwrap_or("");
-            candidates.push(local.split_once('+').map_or(local, |(_, rest)| rest));
+            let (local, domain) = e.rsplit_once('@').unwrap_or((e, ""));
+            // GitHub's noreply address: `12345+login@users.noreply.github.com`
+            if domain.eq_ignore_ascii_case("users.noreply.github.com")
+                && let Some((id, login)) = local.split_once('+')
+                && id.bytes().all(|b| b.is_ascii_digit())
+            {
+                candidates.push(login);
+            }
             candidates.push(local);
         }
         if let Some(n) = &self.name {

@@ -51,6 +51,8 @@ pub struct Prepared {
     pub action: EntityUid,
     pub resource: EntityUid,
     pub facts: Vec<(String, Rx)>,
+    /// Why the change cannot be authorised at all (it is denied without asking Cedar).
+    pub blocked: Option<String>,
 }
 
 impl Prepared {
@@ -223,7 +225,19 @@ pub fn build(
             principal: principal.clone(),
             action: action_uid(c.action, c.subject),
             resource: uid(c.subject.as_str(), &c.name),
-            facts: context(base, head, &index, c, facts),
+            facts: if c.base_invalid {
+                Vec::new()
+            } else {
+                context(base, head, &index, c, facts)
+            },
+            blocked: c.base_invalid.then(|| {
+                format!(
+                    "the base revision's {} `{}` is invalid, so this change cannot be judged against it; \
+                     fix the base revision first",
+                    c.subject.as_str(),
+                    c.name
+                )
+            }),
         })
         .collect();
     Ok(Model {
@@ -413,7 +427,14 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
             old_enabled.difference(&new_enabled).collect(),
         ),
     };
-    let added_facts: Vec<PluginFacts> = added.iter().map(|p| facts(p)).collect();
+    // a tenant that becomes enterprise must meet the bar with every plugin it keeps, not
+    // only with the ones this change adds
+    let judged: Vec<&String> = if new.tier == "enterprise" && old.tier != "enterprise" {
+        new_enabled.iter().collect()
+    } else {
+        added.clone()
+    };
+    let added_facts: Vec<PluginFacts> = judged.iter().map(|p| facts(p)).collect();
     let min_trust = added_facts.iter().map(|f| f.trust_score).min().unwrap_or(100);
     let all_signed = added_facts.iter().all(|f| f.signature_verified);
     let allow_added: Vec<&str> = if action == Action::Create {

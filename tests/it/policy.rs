@@ -108,7 +108,10 @@ fn trailers_approvals_and_the_way_out() {
     assert_eq!(v["decision"], "deny");
     assert_eq!(v["author"], "peggy");
     assert_eq!(v["changes"][0]["action"], "delete");
-    assert_eq!(v["changes"][0]["wayOut"]["options"][0]["team"], "platform");
+    assert_eq!(
+        v["changes"][0]["wayOut"]["options"][0]["approvals"][0]["team"],
+        "platform"
+    );
 }
 
 #[test]
@@ -221,7 +224,7 @@ fn an_erroring_policy_denies() {
     edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
     commit(p, "Alice <alice@example.com>", "sandbox cpu");
     // 200 (percent) × 1e17 overflows a Cedar Long: the forbid errors, and the change is denied
-    let run = check(p, &["--approved-by", "bob"]);
+    let run = check(p, &["--author", "alice", "--approved-by", "bob"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
     assert!(run.stdout.contains("policy error (denies)"), "{}", run.stdout);
     assert!(run.stdout.contains("quota-growth-guard"), "{}", run.stdout);
@@ -309,4 +312,122 @@ fn malformed_policy_tests_are_located() {
     assert_eq!(run.code, 3, "{}", run.stdout);
     assert!(codes(&run.stdout).contains(&"R430".to_owned()), "{}", run.stdout);
     snapshot("policy/malformed-tests.txt", &transcript(&run)).unwrap();
+}
+
+/// The review's reproductions: explicit identities never mix with commit metadata.
+#[test]
+fn an_explicit_author_ignores_the_commit_trailers() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "tier: free", "tier: team");
+    commit(p, "Peggy <peggy@example.com>", "raise\n\nApproved-by: bob\n");
+    // the trailer names a platform member, but with --author only --approved-by counts
+    let run = check(p, &["--author", "alice"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stdout.contains("author alice, no approvals"), "{}", run.stdout);
+    let run = check(p, &["--approved-by", "carol-ng"]);
+    assert_eq!(run.code, 1, "--approved-by needs --author: {}", run.stderr);
+    // a noreply-looking address on another domain is not read as one
+    git_as(
+        p,
+        "Mallory <4242+alice@evil.example>",
+        &["commit", "-q", "--allow-empty", "-m", "x"],
+    );
+    let run = rampart(&["check", ".", "--base", "HEAD~2"], Some(p));
+    assert!(run.stdout.contains("R420"), "{}", run.stdout);
+}
+
+/// An object whose base definition is invalid cannot be judged against it: denied, and the
+/// message says why (a broken base must be fixed first).
+#[test]
+fn a_change_to_an_object_invalid_in_the_base_is_denied() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(
+        p,
+        "tenants/payments-prod.yaml",
+        "  isolation: dedicated-nodes",
+        "  isolation: dedicated-nodes\n  colour: blue",
+    );
+    commit(p, "Alice <alice@example.com>", "broken on main");
+    edit(p, "tenants/payments-prod.yaml", "\n  colour: blue", "");
+    edit(p, "tenants/payments-prod.yaml", "    - payments\n", "    - mobile\n");
+    edit(p, "tenants/payments-prod.yaml", "cpu: 96", "cpu: 250");
+    commit(p, "Peggy <peggy@example.com>", "take it over");
+    let run = check(p, &["--author", "peggy"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("deny  update Tenant payments-prod"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("base revision's Tenant `payments-prod` is invalid"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// Every entry under policies/ and keys/ is a guarded change, hidden or not, whatever it is.
+#[test]
+fn every_entry_under_guarded_directories_is_a_change() {
+    let repo = example_history();
+    let p = repo.path();
+    write(&p.join("keys/.trusted/evil.pub"), "untrusted key\n");
+    write(
+        &p.join("policies/.x/p.cedar"),
+        "permit (principal, action, resource);\n",
+    );
+    std::os::unix::fs::symlink("/etc/passwd", p.join("keys/link.pub")).unwrap();
+    write(&p.join("keys/big.pub"), vec![b'k'; 5_000_000]);
+    commit(p, "Peggy <peggy@example.com>", "sneak");
+    let run = check(p, &["--author", "peggy", "--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let names: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "keys/.trusted/evil.pub",
+            "keys/big.pub",
+            "keys/link.pub",
+            "policies/.x/p.cedar"
+        ]
+    );
+    assert!(v["changes"].as_array().unwrap().iter().all(|c| c["decision"] == "deny"));
+}
+
+/// Two teams' approvals together are a way out (the example's PCI policy plus the 2x quota
+/// rule), and a team named like a hypothetical user breaks nothing.
+#[test]
+fn approvals_from_two_teams_are_a_way_out() {
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("teams/anyone.yaml"),
+        "apiVersion: rampart.dev/v1\nkind: Team\nmetadata:\n  name: anyone\nspec:\n  members: [zed]\n",
+    );
+    commit(p, "Alice <alice@example.com>", "a team called anyone");
+    edit(p, "tenants/payments-prod.yaml", "cpu: 96", "cpu: 250");
+    commit(p, "Heidi <heidi@example.com>", "grow");
+    let run = check(p, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "way out: needs an approval from a member of `platform` (alice, bob, carol-ng, dmitri-k) \
+             and one from a member of `security` (erin, frank-o, grace-h)"
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = check(
+        p,
+        &["--author", "heidi", "--approved-by", "alice", "--approved-by", "erin"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
 }
