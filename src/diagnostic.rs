@@ -115,6 +115,11 @@ codes! {
     ApproverNotMember = "R421", Warning, "approval by a non-member does not count";
     SelfApproval = "R422", Warning, "the author's own approval does not count";
     PolicyTestInvalid = "R430", Error, "policy test is malformed";
+    // compile: what only building the Kubernetes objects reveals
+    ReservedNamespace = "R500", Error, "tenant name reserved by Kubernetes";
+    NoSuchStep = "R501", Error, "rollout step does not exist";
+    CanaryWeightsOver100 = "R502", Error, "canary weights of a tenant exceed 100";
+    DuplicateObject = "R503", Error, "two compiled objects share a name";
 }
 
 impl fmt::Display for Code {

@@ -5,8 +5,10 @@
 //! pure: no IO, no clocks, no network (they may use rayon for data parallelism). See
 //! ARCHITECTURE.md for the code map and invariants.
 
+pub mod apply;
 pub mod change;
 pub mod cli;
+pub mod compile;
 pub mod config;
 pub mod diagnostic;
 pub mod load;

@@ -337,3 +337,48 @@ pub fn policy_test(source: &Source) -> anyhow::Result<TestRun> {
     run.diagnostics = diags;
     Ok(run)
 }
+
+/// A validated and compiled revision.
+pub struct Compiled {
+    pub validated: Validated,
+    pub manifests: Vec<crate::compile::Manifest>,
+    /// Problems only compiling reveals (resolved).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    pub fn is_valid(&self) -> bool {
+        self.validated.is_valid() && !self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Every output file: one per object plus `kustomization.yaml`.
+    pub fn files(&self) -> std::collections::BTreeMap<String, String> {
+        let mut files: std::collections::BTreeMap<String, String> =
+            self.manifests.iter().map(|m| (m.path(), m.yaml())).collect();
+        files.insert(
+            "kustomization.yaml".to_owned(),
+            crate::compile::kustomization(&self.manifests),
+        );
+        files
+    }
+}
+
+/// Validate and compile one revision. Nothing is compiled when the repo is invalid.
+pub fn compile(source: &Source, opts: &crate::compile::Options) -> Result<Compiled, SourceError> {
+    let validated = validate(source, &|_, _| {})?;
+    if !validated.is_valid() {
+        return Ok(Compiled {
+            validated,
+            manifests: Vec::new(),
+            diagnostics: Vec::new(),
+        });
+    }
+    let (manifests, mut diags) = crate::compile::compile(&validated.repo, opts);
+    load::resolve(&mut diags, &validated.files, &validated.repo.settings.limits);
+    diagnostic::sort(&mut diags);
+    Ok(Compiled {
+        validated,
+        manifests,
+        diagnostics: diags,
+    })
+}

@@ -2,6 +2,7 @@
 //! calls the pipeline, prints, and returns the exit code.
 
 mod check;
+mod compile;
 mod policy;
 mod validate;
 
@@ -43,6 +44,7 @@ struct Cli {
 enum Command {
     Validate(validate::Args),
     Check(check::Args),
+    Compile(compile::Args),
     Policy(policy::Args),
 }
 
@@ -57,6 +59,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Check(args) => check::run(args),
+        Command::Compile(args) => compile::run(args),
         Command::Policy(args) => policy::run(args),
     };
     match result {

@@ -189,6 +189,18 @@ fn duplicate_names(defs: &Definitions, out: &mut Vec<Diagnostic>) {
 
 fn tenant(cx: &Context<'_>, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<Diagnostic>) {
     let repo = cx.repo;
+    if crate::compile::reserved(t.name()) {
+        out.push(
+            Diagnostic::at_node(
+                Code::ReservedNamespace,
+                &t.origin.file,
+                t.origin.doc,
+                "/metadata/name",
+                format!("tenant `{}` would take over a namespace Kubernetes reserves", t.name()),
+            )
+            .with_hint("rename the tenant: `default`, `kube-*` and `openshift*` belong to the cluster"),
+        );
+    }
     for (i, owner) in t.spec.owners.iter().enumerate() {
         if !cx.has(Kind::Team, owner) {
             out.push(

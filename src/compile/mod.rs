@@ -1,0 +1,184 @@
+//! Compile: the typed model → Kubernetes objects, deterministically (pure).
+//!
+//! Same repo in, same bytes out: objects are built from `k8s-openapi` types (and a typed
+//! Gateway API `HTTPRoute`), sorted by their output path, and rendered to YAML with sorted
+//! maps and no timestamps. Per tenant: a Namespace, ResourceQuota, LimitRange,
+//! NetworkPolicies (default deny, same tenant, `allowFrom` tenants), a RoleBinding per owner
+//! team, and the portal (Deployment, Service, `dynamic-plugins` ConfigMap). Per rollout, for
+//! each target tenant: a canary Deployment, Service and ConfigMap with the new plugin version
+//! and an HTTPRoute splitting traffic by the current step's weight. Every object carries
+//! [`MANAGED_BY`], [`PART_OF`] and [`TENANT_LABEL`], so pruning by label is exact.
+
+mod portal;
+mod rollout;
+mod tenant;
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::spec::Repo;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// `app.kubernetes.io/managed-by` value on every object.
+pub const MANAGED_BY: &str = "rampart";
+/// `app.kubernetes.io/part-of` value on every object.
+pub const PART_OF: &str = "rampart-portal";
+/// The label naming the tenant an object belongs to.
+pub const TENANT_LABEL: &str = "rampart.dev/tenant";
+/// The label naming the rollout a canary object belongs to.
+pub const ROLLOUT_LABEL: &str = "rampart.dev/rollout";
+/// The portal image (Red Hat Developer Hub community build); the tag is the platform version.
+pub const PORTAL_IMAGE: &str = "quay.io/rhdh-community/rhdh";
+
+/// Choices that are not in the repo.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The current step (1-based) of each rollout, by name; a rollout not named is at step 1.
+    pub rollout_steps: BTreeMap<String, usize>,
+}
+
+/// One compiled object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Manifest {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// `None` for cluster-scoped objects (Namespace).
+    pub namespace: Option<String>,
+    pub tenant: String,
+    /// The object, as JSON (what is rendered to YAML).
+    #[serde(skip)]
+    pub value: Value,
+}
+
+impl Manifest {
+    /// Where the object is written: `<namespace or _cluster>/<kind>-<name>.yaml`.
+    pub fn path(&self) -> String {
+        format!(
+            "{}/{}-{}.yaml",
+            self.namespace.as_deref().unwrap_or("_cluster"),
+            self.kind.to_ascii_lowercase(),
+            self.name
+        )
+    }
+
+    /// The object as YAML.
+    pub fn yaml(&self) -> String {
+        to_yaml(&self.value)
+    }
+}
+
+/// YAML of a JSON value: block style, two-space indent, maps in key order as built.
+pub fn to_yaml(v: &Value) -> String {
+    serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# could not render: {e}\n"))
+}
+
+/// Build a manifest from a typed object.
+fn manifest<T: Serialize>(obj: &T, tenant: &str) -> Manifest {
+    let value = serde_json::to_value(obj).expect("k8s objects serialize");
+    let s = |p: &str| value.pointer(p).and_then(Value::as_str).map(str::to_owned);
+    Manifest {
+        api_version: s("/apiVersion").unwrap_or_default(),
+        kind: s("/kind").unwrap_or_default(),
+        name: s("/metadata/name").unwrap_or_default(),
+        namespace: s("/metadata/namespace"),
+        tenant: tenant.to_owned(),
+        value,
+    }
+}
+
+/// The standard labels of every object of `tenant`.
+pub fn labels(tenant: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/managed-by".to_owned(), MANAGED_BY.to_owned()),
+        ("app.kubernetes.io/part-of".to_owned(), PART_OF.to_owned()),
+        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+        (TENANT_LABEL.to_owned(), tenant.to_owned()),
+    ])
+}
+
+/// Namespaces Kubernetes reserves: a tenant may not take them over.
+pub fn reserved(name: &str) -> bool {
+    name == "default" || name.starts_with("kube-") || name.starts_with("openshift")
+}
+
+/// Compile a valid repo. Problems that only compiling reveals (a tenant named like a
+/// system namespace, a rollout step that does not exist) are diagnostics; the objects of a
+/// tenant with a problem are left out, never half-built.
+pub fn compile(repo: &Repo, opts: &Options) -> (Vec<Manifest>, Vec<Diagnostic>) {
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    let version = repo
+        .settings
+        .platform
+        .as_ref()
+        .map_or("latest".to_owned(), |p| p.version.clone());
+    let plugins: BTreeMap<&str, &crate::spec::Object<crate::spec::PluginSpec>> =
+        repo.plugins.iter().map(|p| (p.name(), p)).collect();
+    for t in &repo.tenants {
+        if reserved(t.name()) {
+            // validation reports it (R500); a valid repo never gets here
+            continue;
+        }
+        out.extend(tenant::objects(t));
+        out.extend(portal::objects(t, &plugins, &version));
+    }
+    let (m, d) = rollout::all(repo, &plugins, &version, opts);
+    out.extend(m);
+    diags.extend(d);
+    out.sort_by_key(|m| m.path());
+    // two objects at one path would overwrite each other: refuse rather than lose one
+    for w in out.windows(2) {
+        if w[0].path() == w[1].path() {
+            diags.push(Diagnostic::new(
+                Code::DuplicateObject,
+                crate::diagnostic::Anchor::None,
+                format!("two compiled objects would both be `{}`", w[0].path()),
+            ));
+        }
+    }
+    (out, diags)
+}
+
+/// `kustomization.yaml` listing every object, so Argo CD and Flux take the directory as is.
+pub fn kustomization(manifests: &[Manifest]) -> String {
+    let resources: Vec<Value> = manifests.iter().map(|m| Value::String(m.path())).collect();
+    to_yaml(&serde_json::json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": resources,
+    }))
+}
+
+/// A quantity as Kubernetes writes it, from exact nano-units: whole numbers plain, CPU-like
+/// fractions in millis, and binary suffixes when exact.
+pub fn quantity(nanos: i128) -> String {
+    const NANO: i128 = 1_000_000_000;
+    if nanos % NANO != 0 {
+        return if nanos % 1_000_000 == 0 {
+            format!("{}m", nanos / 1_000_000)
+        } else {
+            format!("{nanos}n")
+        };
+    }
+    let whole = nanos / NANO;
+    for (suffix, unit) in [("Ti", 1i128 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if whole >= unit && whole % unit == 0 {
+            return format!("{}{suffix}", whole / unit);
+        }
+    }
+    whole.to_string()
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn quantities_render_as_kubernetes_writes_them() {
+        let n = 1_000_000_000i128;
+        assert_eq!(super::quantity(4 * n), "4");
+        assert_eq!(super::quantity(n / 2), "500m");
+        assert_eq!(super::quantity(64 * (1 << 30) * n), "64Gi");
+        assert_eq!(super::quantity(1500 * n), "1500");
+        assert_eq!(super::quantity(3 * (1 << 40) * n), "3Ti");
+    }
+}

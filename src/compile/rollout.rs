@@ -1,0 +1,233 @@
+//! Rollouts in progress: per target tenant, a canary Deployment, Service and ConfigMap with
+//! the new plugin version, and the tenant's `HTTPRoute` splitting traffic between the stable
+//! portal and every canary by the current step's weight (pure).
+
+use super::portal::{Plugins, config_map, deployment, dynamic_plugins, plugin_entry, service};
+use super::tenant::meta;
+use super::{Manifest, Options, ROLLOUT_LABEL, manifest};
+use crate::diagnostic::{Code, Diagnostic};
+use crate::policy::model::TenantIndex;
+use crate::spec::{Object, Repo, RolloutSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The Gateway every tenant's portal route attaches to.
+pub const GATEWAY: (&str, &str) = ("rampart-system", "portal-gateway");
+
+/// Gateway API `HTTPRoute` (gateway.networking.k8s.io/v1), the fields rampart sets.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRoute {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub metadata: ObjectMeta,
+    pub spec: HttpRouteSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    pub parent_refs: Vec<ParentReference>,
+    pub rules: Vec<HttpRouteRule>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    pub group: &'static str,
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteRule {
+    pub backend_refs: Vec<HttpBackendRef>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpBackendRef {
+    pub kind: &'static str,
+    pub name: String,
+    pub port: i32,
+    pub weight: i32,
+}
+
+/// The package reference of `package` at `version`: `name@1.2.3` → `name@<version>`,
+/// `oci://…/plugin:1.2.3!name` → `oci://…/plugin:<version>!name`.
+pub fn package_at(package: &str, version: &str) -> String {
+    if let Some(rest) = package.strip_prefix("oci://") {
+        let (image, path) = rest.split_once('!').map_or((rest, None), |(i, p)| (i, Some(p)));
+        let base = match image.rfind(':') {
+            Some(i) if !image[i..].contains('/') => &image[..i],
+            _ => image,
+        };
+        return match path {
+            Some(p) => format!("oci://{base}:{version}!{p}"),
+            None => format!("oci://{base}:{version}"),
+        };
+    }
+    // an npm package: the last `@` after the first character separates the version
+    match package[1..].rfind('@') {
+        Some(i) => format!("{}@{version}", &package[..i + 1]),
+        None => format!("{package}@{version}"),
+    }
+}
+
+/// A canary's short names: `canary-<rollout>` (Deployment, ConfigMap) and a Service name
+/// that is a DNS-1035 label (starts with a letter, at most 63 characters).
+fn service_name(rollout: &str) -> String {
+    let mut s = format!("c-{rollout}");
+    s.truncate(63);
+    s.trim_end_matches('-').to_owned()
+}
+
+/// Every canary object of every rollout, and one HTTPRoute per tenant a rollout reaches.
+pub fn all(repo: &Repo, plugins: &Plugins<'_>, version: &str, opts: &Options) -> (Vec<Manifest>, Vec<Diagnostic>) {
+    let index = TenantIndex::new(repo);
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    // tenant → [(service, weight)]
+    let mut routes: BTreeMap<usize, Vec<(String, i32)>> = BTreeMap::new();
+    for r in &repo.rollouts {
+        let Some(weight) = step_weight(r, opts, &mut diags) else {
+            continue;
+        };
+        let Some(plugin) = plugins.get(r.spec.plugin.as_str()) else {
+            continue;
+        };
+        let new_package = super::rollout::package_at(&plugin.spec.artifact.package, &r.spec.to_version);
+        for i in index.targets(&r.spec) {
+            let t = &repo.tenants[i];
+            let name = t.name();
+            if super::reserved(name) || !t.spec.plugins.iter().any(|p| p.name == r.spec.plugin && !p.disabled) {
+                continue;
+            }
+            let entries = t
+                .spec
+                .plugins
+                .iter()
+                .filter_map(|p| {
+                    let spec = &plugins.get(p.name.as_str())?.spec;
+                    Some(if p.name == r.spec.plugin {
+                        // the new version's digest is not declared yet: no integrity
+                        plugin_entry(p, &new_package, None)
+                    } else {
+                        plugin_entry(p, &spec.artifact.package, Some(&spec.artifact.integrity))
+                    })
+                })
+                .collect();
+            let cm = format!("canary-{}", r.name());
+            let extra = BTreeMap::from([(ROLLOUT_LABEL.to_owned(), r.name().to_owned())]);
+            let mut d = deployment(t, plugins, version, "canary", &cm, &extra);
+            d.metadata.name = Some(format!("canary-{}", r.name()));
+            out.push(manifest(&d, name));
+            let svc_name = service_name(r.name());
+            let mut svc = service(name, &svc_name, "canary");
+            if let Some(sel) = svc.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+                sel.extend(extra.clone());
+            }
+            out.push(manifest(&svc, name));
+            out.push(manifest(&config_map(name, &cm, dynamic_plugins(entries)), name));
+            routes.entry(i).or_default().push((svc_name, weight));
+        }
+    }
+    for (i, canaries) in routes {
+        let t = &repo.tenants[i];
+        let total: i32 = canaries.iter().map(|(_, w)| w).sum();
+        if total > 100 {
+            diags.push(
+                Diagnostic::at_node(
+                    Code::CanaryWeightsOver100,
+                    &t.origin.file,
+                    t.origin.doc,
+                    "/metadata/name",
+                    format!(
+                        "rollouts to tenant `{}` send {total}% of its traffic to canaries at their current steps",
+                        t.name()
+                    ),
+                )
+                .with_hint("run one rollout per tenant at a time, or lower the current steps"),
+            );
+            continue;
+        }
+        let mut backends = vec![HttpBackendRef {
+            kind: "Service",
+            name: "portal".to_owned(),
+            port: 80,
+            weight: 100 - total,
+        }];
+        backends.extend(canaries.into_iter().map(|(name, weight)| HttpBackendRef {
+            kind: "Service",
+            name,
+            port: 80,
+            weight,
+        }));
+        out.push(manifest(
+            &HttpRoute {
+                api_version: "gateway.networking.k8s.io/v1",
+                kind: "HTTPRoute",
+                metadata: meta("portal", Some(t.name()), t.name(), "routing"),
+                spec: HttpRouteSpec {
+                    parent_refs: vec![ParentReference {
+                        group: "gateway.networking.k8s.io",
+                        kind: "Gateway",
+                        namespace: GATEWAY.0.to_owned(),
+                        name: GATEWAY.1.to_owned(),
+                    }],
+                    rules: vec![HttpRouteRule { backend_refs: backends }],
+                },
+            },
+            t.name(),
+        ));
+    }
+    (out, diags)
+}
+
+/// The weight of a rollout's current step (from the options; the first step by default).
+fn step_weight(r: &Object<RolloutSpec>, opts: &Options, diags: &mut Vec<Diagnostic>) -> Option<i32> {
+    let step = opts.rollout_steps.get(r.name()).copied().unwrap_or(1);
+    match r.spec.steps.get(step.wrapping_sub(1)) {
+        Some(s) => Some(s.weight.min(100) as i32),
+        None => {
+            diags.push(
+                Diagnostic::at_node(
+                    Code::NoSuchStep,
+                    &r.origin.file,
+                    r.origin.doc,
+                    "/spec/steps",
+                    format!(
+                        "rollout `{}` has {} steps; step {step} does not exist",
+                        r.name(),
+                        r.spec.steps.len()
+                    ),
+                )
+                .with_hint("steps are numbered from 1"),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn packages_move_to_the_new_version() {
+        assert_eq!(
+            super::package_at("@backstage/plugin-catalog@2.3.1", "2.4.0"),
+            "@backstage/plugin-catalog@2.4.0"
+        );
+        assert_eq!(super::package_at("left-pad", "1.0.0"), "left-pad@1.0.0");
+        assert_eq!(
+            super::package_at(
+                "oci://quay.example:443/p/deploy-gate:0.9.1!larkspur-plugin-deploy-gate",
+                "1.0.0"
+            ),
+            "oci://quay.example:443/p/deploy-gate:1.0.0!larkspur-plugin-deploy-gate"
+        );
+        assert_eq!(super::service_name(&"a".repeat(63)).len(), 63);
+    }
+}

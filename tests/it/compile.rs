@@ -1,0 +1,201 @@
+//! `rampart compile`: the example's objects, checked against the upstream Kubernetes and
+//! Gateway API schemas (fetched by `scripts/fetch-k8s-schemas`), deterministic output, and
+//! what only compiling reveals.
+
+use crate::support::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Every file under `dir`, by relative path.
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn compile_example(extra: &[&str]) -> (Run, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("out");
+    let mut args = vec!["compile", "examples/platform-config", "--out", target.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (rampart(&args, Some(&root())), out)
+}
+
+/// Validators for every kind rampart emits, from the fetched upstream schemas.
+fn validators() -> BTreeMap<String, jsonschema::Validator> {
+    let dir = root().join(".ci/k8s-schemas");
+    let index: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("index.json")).expect("run scripts/fetch-k8s-schemas (scripts/test does)"),
+    )
+    .unwrap();
+    let mut registry = jsonschema::Registry::new();
+    let mut docs = BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".json") || name == "index.json" {
+            continue;
+        }
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let id = doc["$id"].as_str().unwrap().to_owned();
+        registry = registry.add(id.as_str(), doc.clone()).unwrap();
+        docs.insert(name, doc);
+    }
+    let registry = registry.prepare().unwrap();
+    index
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(gvk, entry)| {
+            let doc = &docs[entry["file"].as_str().unwrap()];
+            let v = jsonschema::options()
+                .with_registry(&registry)
+                .build(doc)
+                .unwrap_or_else(|e| panic!("{gvk}: {e}"));
+            (gvk.clone(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn the_example_compiles_to_valid_kubernetes_objects() {
+    let (run, out) = compile_example(&[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let files = tree(&out.path().join("out"));
+    let validators = validators();
+    // the schemas are strict: an unknown field fails, so a passing object means something
+    let broken =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}, "spec": {"bogus": 1}});
+    assert!(!validators["v1/Namespace"].is_valid(&broken));
+    let mut kinds = BTreeMap::<String, usize>::new();
+    let mut failures = Vec::new();
+    for (path, text) in &files {
+        if path == "kustomization.yaml" {
+            continue;
+        }
+        let v: Value = serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let gvk = format!("{}/{}", v["apiVersion"].as_str().unwrap(), v["kind"].as_str().unwrap());
+        *kinds.entry(gvk.clone()).or_default() += 1;
+        let validator = validators
+            .get(&gvk)
+            .unwrap_or_else(|| panic!("{path}: no schema for {gvk}"));
+        for e in validator.iter_errors(&v) {
+            failures.push(format!("{path}: {} at {}", e, e.instance_path()));
+        }
+        // every object is labelled for exact pruning
+        let labels = &v["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "rampart", "{path}");
+        assert_eq!(labels["app.kubernetes.io/part-of"], "rampart-portal", "{path}");
+        assert!(labels["rampart.dev/tenant"].is_string(), "{path}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // every kind the compiler emits is in the example, and checked
+    assert_eq!(kinds.len(), 9, "{kinds:?}");
+    // the kustomization lists exactly the object files
+    let k: Value = serde_saphyr::from_str(&files["kustomization.yaml"]).unwrap();
+    let listed: Vec<&str> = k["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let objects: Vec<&str> = files
+        .keys()
+        .filter(|p| *p != "kustomization.yaml")
+        .map(String::as_str)
+        .collect();
+    assert_eq!(listed, objects);
+    // and the whole output is pinned
+    let all: String = files.iter().map(|(p, t)| format!("# {p}\n{t}")).collect();
+    snapshot("compile/example.yaml", &all).unwrap();
+}
+
+#[test]
+fn compiling_is_deterministic_and_idempotent() {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("out");
+    let args = ["compile", "examples/platform-config", "--out", target.to_str().unwrap()];
+    let first = rampart(&args, Some(&root()));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let a = tree(&target);
+    let second = rampart(&args, Some(&root()));
+    assert!(
+        second.stdout.contains(" 0 added, 0 changed, 0 removed"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(a, tree(&target));
+    // a file that is not ours is removed, and the output holds exactly the objects again
+    write(&target.join("stray/old.yaml"), "kind: Old\n");
+    let third = rampart(&args, Some(&root()));
+    assert!(third.stdout.contains(" 1 removed"), "{}", third.stdout);
+    assert_eq!(a, tree(&target));
+}
+
+#[test]
+fn rollout_steps_move_traffic() {
+    let (run, out) = compile_example(&["--rollout-step", "catalog-2-4-0-eu-production=3"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let route = std::fs::read_to_string(out.path().join("out/payments-prod/httproute-portal.yaml")).unwrap();
+    let v: Value = serde_saphyr::from_str(&route).unwrap();
+    let weights: Vec<i64> = v["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["weight"].as_i64().unwrap())
+        .collect();
+    assert_eq!(weights, [50, 50]);
+    // the canary runs the new version
+    let cm = std::fs::read_to_string(
+        out.path()
+            .join("out/payments-prod/configmap-canary-catalog-2-4-0-eu-production.yaml"),
+    )
+    .unwrap();
+    assert!(cm.contains("@backstage/plugin-catalog@2.4.0"), "{cm}");
+
+    let (run, _) = compile_example(&["--rollout-step", "catalog-2-4-0-eu-production=9"]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(codes(&run.stdout).contains(&"R501".to_owned()), "{}", run.stdout);
+    let (run, _) = compile_example(&["--rollout-step", "catalog-2-4-0-eu-production=0"]);
+    assert_eq!(run.code, 1, "step 0 is a usage error");
+}
+
+/// Two rollouts at their last steps on one tenant would send 200% to canaries (R502); two
+/// rollouts whose names share 61 characters would share a Service name (R503).
+#[test]
+fn what_only_compiling_reveals() {
+    let repo = tempfile::tempdir().unwrap();
+    copy_tree(&root().join("examples/platform-config"), repo.path());
+    let long = |suffix: &str| format!("{}{suffix}", "x".repeat(61));
+    for (name, plugin, version) in [(long("a1"), "techdocs", "1.13.0"), (long("b2"), "techdocs", "1.14.0")] {
+        write(
+            &repo.path().join(format!("rollouts/{name}.yaml")),
+            format!(
+                "apiVersion: rampart.dev/v1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  plugin: {plugin}\n  \
+                 toVersion: \"{version}\"\n  tenants:\n    names: [mobile-apps]\n  steps:\n    - weight: 60\n    - weight: 100\n"
+            ),
+        );
+    }
+    let out = repo.path().join("out");
+    let run = rampart(&["compile", ".", "--out", out.to_str().unwrap()], Some(repo.path()));
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    let codes = codes(&run.stdout);
+    assert!(
+        codes.contains(&"R502".to_owned()) && codes.contains(&"R503".to_owned()),
+        "{}",
+        run.stdout
+    );
+    assert!(!out.exists(), "nothing is written when compiling fails");
+}
