@@ -13,6 +13,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod load;
 pub mod pipeline;
+pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod source;

@@ -201,16 +201,58 @@ pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -
         return Ok(checked);
     }
     let base_v = validate(base, &no_progress)?;
-    checked.base_commit = base_v.commit.clone();
-    let limits = checked.head.repo.settings.limits;
+    let a = authorize(base, head, &base_v, &checked.head, who, facts)?;
+    checked.base_commit = a.base_commit;
+    checked.changes = a.changes;
+    checked.decisions = a.decisions;
+    checked.diagnostics = a.diagnostics;
+    checked.outcome = a.outcome;
+    checked.who = a.who;
+    checked.policy_time = a.policy_time;
+    Ok(checked)
+}
+
+/// The policy verdicts on the change from `base_v` to `head_v` (both already validated; the
+/// head valid).
+pub struct Authorized {
+    pub base_commit: Option<String>,
+    pub changes: Vec<Change>,
+    pub decisions: Vec<Decision>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// `Decided` or `BasePoliciesInvalid`.
+    pub outcome: CheckOutcome,
+    pub who: Who,
+    pub policy_time: Duration,
+}
+
+impl Authorized {
+    pub fn denied(&self) -> usize {
+        self.decisions.iter().filter(|d| !d.allowed).count()
+    }
+}
+
+/// Authorise every change from `base_v` to `head_v` with the base's policies and members.
+pub fn authorize(
+    base: &Source,
+    head: &Source,
+    base_v: &Validated,
+    head_v: &Validated,
+    who: &Principals,
+    facts: Facts<'_>,
+) -> anyhow::Result<Authorized> {
+    let mut checked = Authorized {
+        base_commit: base_v.commit.clone(),
+        changes: Vec::new(),
+        decisions: Vec::new(),
+        diagnostics: Vec::new(),
+        outcome: CheckOutcome::BasePoliciesInvalid,
+        who: Who::default(),
+        policy_time: Duration::ZERO,
+    };
+    let limits = head_v.repo.settings.limits;
     let base_guarded = base.read_guarded(&base_v.repo.settings.limits)?;
     let head_guarded = head.read_guarded(&limits)?;
-    checked.changes = change::diff(
-        &base_v.repo,
-        &checked.head.repo,
-        &base_guarded.files,
-        &head_guarded.files,
-    );
+    checked.changes = change::diff(&base_v.repo, &head_v.repo, &base_guarded.files, &head_guarded.files);
 
     let t = Instant::now();
     let (engine, mut d) = Engine::load(&base_v.policy_files);
@@ -220,8 +262,9 @@ pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -
     // located in the base's policy files (snippets included)
     let policy_files: Vec<LoadedFile> = base_v
         .files
-        .into_iter()
+        .iter()
         .filter(|f| f.path.ends_with(".cedar"))
+        .cloned()
         .collect();
     load::resolve(&mut d, &policy_files, &limits);
     checked.diagnostics.extend(d);
@@ -266,7 +309,7 @@ pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -
     checked.who = resolved;
     let mut model = model::build(
         &base_v.repo,
-        &checked.head.repo,
+        &head_v.repo,
         &checked.changes,
         &checked.who,
         facts,
@@ -365,20 +408,24 @@ impl Compiled {
 
 /// Validate and compile one revision. Nothing is compiled when the repo is invalid.
 pub fn compile(source: &Source, opts: &crate::compile::Options) -> Result<Compiled, SourceError> {
-    let validated = validate(source, &|_, _| {})?;
+    Ok(compile_validated(validate(source, &|_, _| {})?, opts))
+}
+
+/// Compile an already validated revision (nothing when it is invalid).
+pub fn compile_validated(validated: Validated, opts: &crate::compile::Options) -> Compiled {
     if !validated.is_valid() {
-        return Ok(Compiled {
+        return Compiled {
             validated,
             manifests: Vec::new(),
             diagnostics: Vec::new(),
-        });
+        };
     }
     let (manifests, mut diags) = crate::compile::compile(&validated.repo, opts);
     load::resolve(&mut diags, &validated.files, &validated.repo.settings.limits);
     diagnostic::sort(&mut diags);
-    Ok(Compiled {
+    Compiled {
         validated,
         manifests,
         diagnostics: diags,
-    })
+    }
 }

@@ -42,6 +42,7 @@ pub fn parse_step(s: &str) -> Result<(String, usize), String> {
 pub fn options(steps: &[(String, usize)]) -> Options {
     Options {
         rollout_steps: steps.iter().cloned().collect(),
+        redact: false,
     }
 }
 

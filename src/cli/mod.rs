@@ -1,8 +1,10 @@
 //! Command-line interface: one small file per subcommand. Parses flags, builds the inputs,
 //! calls the pipeline, prints, and returns the exit code.
 
+mod apply;
 mod check;
 mod compile;
+mod plan;
 mod policy;
 mod validate;
 
@@ -43,8 +45,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Validate(validate::Args),
+    Apply(apply::Args),
     Check(check::Args),
     Compile(compile::Args),
+    Plan(plan::Args),
     Policy(policy::Args),
 }
 
@@ -58,8 +62,10 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Apply(args) => apply::run(args),
         Command::Check(args) => check::run(args),
         Command::Compile(args) => compile::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Policy(args) => policy::run(args),
     };
     match result {

@@ -35,6 +35,52 @@ pub const PORTAL_IMAGE: &str = "quay.io/rhdh-community/rhdh";
 pub struct Options {
     /// The current step (1-based) of each rollout, by name; a rollout not named is at step 1.
     pub rollout_steps: BTreeMap<String, usize>,
+    /// Replace secret-like plugin config values by a digest (for plans, never for apply).
+    pub redact: bool,
+}
+
+/// Keys whose values are secrets: shown in plans only as a digest.
+pub fn secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "api-key",
+        "privatekey",
+        "private_key",
+        "credential",
+        "clientsecret",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// `value` with every secret-like key's value replaced by `(secret sha256:…)`, so a reviewer
+/// sees that it changed, never what it is.
+pub fn redact(value: &Value) -> Value {
+    use sha2::{Digest, Sha256};
+    match value {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if secret_key(k) && !v.is_object() && !v.is_array() && !v.is_null() {
+                        let digest = Sha256::digest(v.to_string().as_bytes());
+                        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+                        Value::String(format!("(secret sha256:{hex})"))
+                    } else {
+                        redact(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(xs) => Value::Array(xs.iter().map(redact).collect()),
+        other => other.clone(),
+    }
 }
 
 /// One compiled object.
@@ -121,7 +167,7 @@ pub fn compile(repo: &Repo, opts: &Options) -> (Vec<Manifest>, Vec<Diagnostic>) 
             continue;
         }
         out.extend(tenant::objects(t));
-        out.extend(portal::objects(t, &plugins, &version));
+        out.extend(portal::objects(t, &plugins, &version, opts.redact));
     }
     let (m, d) = rollout::all(repo, &plugins, &version, opts);
     out.extend(m);

@@ -25,7 +25,7 @@ const BASE_MEMORY: i128 = 512 * (1 << 20) * 1_000_000_000;
 pub type Plugins<'a> = BTreeMap<&'a str, &'a Object<PluginSpec>>;
 
 /// One `plugins:` entry of `dynamic-plugins.yaml`.
-pub fn plugin_entry(p: &EnabledPlugin, package: &str, integrity: Option<&str>) -> Value {
+pub fn plugin_entry(p: &EnabledPlugin, package: &str, integrity: Option<&str>, redact: bool) -> Value {
     let mut entry = serde_json::Map::new();
     entry.insert("package".into(), json!(package));
     if let Some(i) = integrity {
@@ -33,7 +33,8 @@ pub fn plugin_entry(p: &EnabledPlugin, package: &str, integrity: Option<&str>) -
     }
     entry.insert("disabled".into(), json!(p.disabled));
     if let Some(c) = &p.config {
-        entry.insert("pluginConfig".into(), c.value());
+        let v = c.value();
+        entry.insert("pluginConfig".into(), if redact { super::redact(&v) } else { v });
     }
     Value::Object(entry)
 }
@@ -187,7 +188,7 @@ pub fn config_map(tenant: &str, name: &str, text: String) -> ConfigMap {
     }
 }
 
-pub fn objects(t: &Object<TenantSpec>, plugins: &Plugins<'_>, version: &str) -> Vec<Manifest> {
+pub fn objects(t: &Object<TenantSpec>, plugins: &Plugins<'_>, version: &str, redact: bool) -> Vec<Manifest> {
     let name = t.name();
     let entries = t
         .spec
@@ -195,7 +196,12 @@ pub fn objects(t: &Object<TenantSpec>, plugins: &Plugins<'_>, version: &str) -> 
         .iter()
         .filter_map(|p| {
             let spec = &plugins.get(p.name.as_str())?.spec;
-            Some(plugin_entry(p, &spec.artifact.package, Some(&spec.artifact.integrity)))
+            Some(plugin_entry(
+                p,
+                &spec.artifact.package,
+                Some(&spec.artifact.integrity),
+                redact,
+            ))
         })
         .collect();
     vec![

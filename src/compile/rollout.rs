@@ -114,9 +114,9 @@ pub fn all(repo: &Repo, plugins: &Plugins<'_>, version: &str, opts: &Options) ->
                     let spec = &plugins.get(p.name.as_str())?.spec;
                     Some(if p.name == r.spec.plugin {
                         // the new version's digest is not declared yet: no integrity
-                        plugin_entry(p, &new_package, None)
+                        plugin_entry(p, &new_package, None, opts.redact)
                     } else {
-                        plugin_entry(p, &spec.artifact.package, Some(&spec.artifact.integrity))
+                        plugin_entry(p, &spec.artifact.package, Some(&spec.artifact.integrity), opts.redact)
                     })
                 })
                 .collect();

@@ -7,6 +7,7 @@ pub mod check;
 pub mod github;
 pub mod human;
 pub mod json;
+pub mod plan;
 pub mod policy_test;
 pub mod sarif;
 

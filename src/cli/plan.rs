@@ -1,0 +1,154 @@
+//! `rampart plan [PATH] --base REV [--head REV] | --base-path DIR --head-path DIR`.
+
+use super::compile::{options, parse_step, print_problems};
+use super::exit;
+use crate::pipeline::{self, CheckOutcome, Principals};
+use crate::plan;
+use crate::policy::decide::Identity;
+use crate::policy::model::no_facts;
+use crate::report::plan::{PlanFormat, PlanReport, Verdicts, render};
+use crate::source::Source;
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// Show what a change does to the cluster: compile base and head and diff them per object.
+///
+/// Summary first (counts by tenant and kind, risk flags, the policy verdicts of the change
+/// set), then a unified diff per object; secret-like plugin config values are shown as
+/// digests. Exit 0 (with or without changes), 2 with --detailed-exitcode when something
+/// changes, 3 the head is invalid, 1 could not run.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Any path inside the git repository (the config repo's directory when it is a
+    /// subdirectory of the work tree).
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// The revision the change starts from.
+    #[arg(long, value_name = "REV", conflicts_with_all = ["base_path", "head_path"])]
+    base: Option<String>,
+    /// The revision under review.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    head: String,
+    /// Compare two directories instead of two revisions (no policy verdicts: directories
+    /// have no authors).
+    #[arg(long, value_name = "DIR", requires = "head_path")]
+    base_path: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", requires = "base_path")]
+    head_path: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: PlanFormat,
+    /// Exit 2 when the plan has changes (like `terraform plan -detailed-exitcode`).
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// The change's author (see `rampart check --author`).
+    #[arg(long, value_name = "LOGIN")]
+    author: Option<String>,
+    /// A login that approved the change (repeatable; needs --author).
+    #[arg(long = "approved-by", value_name = "LOGIN", requires = "author")]
+    approved_by: Vec<String>,
+    /// The current step (1-based) of a rollout in progress (repeatable; default: step 1).
+    #[arg(long = "rollout-step", value_name = "ROLLOUT=N", value_parser = parse_step)]
+    rollout_steps: Vec<(String, usize)>,
+    /// Print the wall time of each phase to stderr.
+    #[arg(long)]
+    timings: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let start = std::time::Instant::now();
+    let (base, head, base_name, head_name) = match (&args.base, &args.base_path, &args.head_path) {
+        (Some(b), _, _) => {
+            let ctx = || format!("planning `{}` from {b} to {}", args.path.display(), args.head);
+            (
+                Source::git(&args.path, b).with_context(ctx)?,
+                Source::git(&args.path, &args.head).with_context(ctx)?,
+                b.clone(),
+                args.head.clone(),
+            )
+        }
+        (None, Some(b), Some(h)) => (
+            Source::dir(b).with_context(|| format!("planning from `{}`", b.display()))?,
+            Source::dir(h).with_context(|| format!("planning to `{}`", h.display()))?,
+            b.display().to_string(),
+            h.display().to_string(),
+        ),
+        _ => anyhow::bail!("give --base REV (and optionally --head REV), or --base-path DIR and --head-path DIR"),
+    };
+    let mut opts = options(&args.rollout_steps);
+    opts.redact = true;
+    let no_progress = |_: u64, _: u64| {};
+    let head_v = pipeline::validate(&head, &no_progress).context("reading the head")?;
+    if !head_v.is_valid() {
+        print_problems(&pipeline::compile_validated(head_v, &opts))?;
+        return Ok(exit::INVALID);
+    }
+    let base_v = pipeline::validate(&base, &no_progress).context("reading the base")?;
+    let t_read = start.elapsed();
+    let mut notes = Vec::new();
+    let verdicts = match &base {
+        Source::Git { .. } if base_v.is_valid() || base_v.repo.object_count() > 0 => {
+            let who = Principals {
+                author: args.author.as_deref().map(Identity::login),
+                approvers: args
+                    .author
+                    .is_some()
+                    .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
+            };
+            Some(pipeline::authorize(&base, &head, &base_v, &head_v, &who, &no_facts)?)
+        }
+        _ => None,
+    };
+    let t_policy = start.elapsed();
+    let base_valid = base_v.is_valid();
+    let head_c = pipeline::compile_validated(head_v, &opts);
+    if !head_c.is_valid() {
+        print_problems(&head_c)?;
+        return Ok(exit::INVALID);
+    }
+    let base_c = pipeline::compile_validated(base_v, &opts);
+    let base_manifests = if base_valid && base_c.is_valid() {
+        base_c.manifests.as_slice()
+    } else {
+        notes.push("the base revision is invalid, so the plan compares the head with nothing".to_owned());
+        &[]
+    };
+    let t_compile = start.elapsed();
+    let plan = plan::plan(base_manifests, &head_c.manifests);
+    let t_diff = start.elapsed();
+    let blocked = verdicts.as_ref().and_then(|a| {
+        (a.outcome == CheckOutcome::BasePoliciesInvalid).then_some("the base revision's policies do not validate")
+    });
+    let report = PlanReport {
+        plan: &plan,
+        base: &base_name,
+        head: &head_name,
+        notes: &notes,
+        verdicts: verdicts.as_ref().map(|a| Verdicts {
+            changes: &a.changes,
+            decisions: &a.decisions,
+            author: &a.who.author,
+            approvers: &a.who.approvers,
+            blocked,
+        }),
+    };
+    super::print(&render(args.format, &report))?;
+    if args.timings {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "timings: read+validate {:.1} ms, policy {:.1} ms, compile {:.1} ms, diff {:.1} ms, render {:.1} ms",
+            ms(t_read),
+            ms(t_policy - t_read),
+            ms(t_compile - t_policy),
+            ms(t_diff - t_compile),
+            ms(start.elapsed() - t_diff)
+        );
+    }
+    std::mem::forget(head_c);
+    std::mem::forget(base_c);
+    Ok(if args.detailed_exitcode && plan.totals.total() > 0 {
+        exit::DENIED
+    } else {
+        exit::OK
+    })
+}

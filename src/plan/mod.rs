@@ -1,0 +1,282 @@
+//! Plan: what a change does to the cluster — compiled base vs compiled head, object by
+//! object (pure).
+//!
+//! Objects are matched by their output path (namespace, kind, name). Each added, changed or
+//! removed object gets a unified diff of its YAML (Myers, with a deadline, so a pathological
+//! pair cannot stall a PR). The summary counts changes by tenant and kind and raises risk
+//! flags: deletions, quota increases, network widening, RBAC changes, isolation downgrades.
+
+use crate::change::Action;
+use crate::compile::Manifest;
+use crate::units::Quantity;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// How long one object's diff may take before similar falls back to a coarser diff.
+pub const DIFF_DEADLINE: Duration = Duration::from_millis(200);
+
+/// One added, changed or removed object.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectChange {
+    pub action: Action,
+    pub path: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub tenant: String,
+    /// Unified diff of the YAML (`a/<path>` → `b/<path>`).
+    pub diff: String,
+    pub lines_added: usize,
+    pub lines_removed: usize,
+}
+
+/// Something a reviewer should look at twice.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Risk {
+    pub kind: RiskKind,
+    pub tenant: String,
+    pub path: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RiskKind {
+    Deletion,
+    QuotaIncrease,
+    NetworkWidening,
+    RbacChange,
+    IsolationDowngrade,
+}
+
+impl RiskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskKind::Deletion => "deletion",
+            RiskKind::QuotaIncrease => "quota increase",
+            RiskKind::NetworkWidening => "network widening",
+            RiskKind::RbacChange => "RBAC change",
+            RiskKind::IsolationDowngrade => "isolation downgrade",
+        }
+    }
+}
+
+/// Counts of added, changed and removed objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+}
+
+impl Counts {
+    fn add(&mut self, a: Action) {
+        match a {
+            Action::Create => self.added += 1,
+            Action::Update => self.changed += 1,
+            Action::Delete => self.removed += 1,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.added + self.changed + self.removed
+    }
+}
+
+/// The plan of a change.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub changes: Vec<ObjectChange>,
+    pub unchanged: usize,
+    pub totals: Counts,
+    pub by_tenant: BTreeMap<String, Counts>,
+    pub by_kind: BTreeMap<String, Counts>,
+    pub risks: Vec<Risk>,
+}
+
+/// Diff two compiled revisions.
+pub fn plan(base: &[Manifest], head: &[Manifest]) -> Plan {
+    let old: BTreeMap<String, &Manifest> = base.iter().map(|m| (m.path(), m)).collect();
+    let new: BTreeMap<String, &Manifest> = head.iter().map(|m| (m.path(), m)).collect();
+    let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let mut p = Plan::default();
+    for path in paths {
+        let (a, b) = (old.get(path), new.get(path));
+        let action = match (a, b) {
+            (Some(a), Some(b)) if a.value == b.value => {
+                p.unchanged += 1;
+                continue;
+            }
+            (Some(_), Some(_)) => Action::Update,
+            (None, Some(_)) => Action::Create,
+            (Some(_), None) => Action::Delete,
+            (None, None) => continue,
+        };
+        let m = b.or(a).expect("one side exists");
+        let (a_text, b_text) = (
+            a.map(|m| m.yaml()).unwrap_or_default(),
+            b.map(|m| m.yaml()).unwrap_or_default(),
+        );
+        let diff = similar::TextDiff::configure()
+            .algorithm(similar::Algorithm::Myers)
+            .timeout(DIFF_DEADLINE)
+            .diff_lines(&a_text, &b_text);
+        let (mut added, mut removed) = (0, 0);
+        for op in diff.ops() {
+            for change in diff.iter_changes(op) {
+                match change.tag() {
+                    similar::ChangeTag::Insert => added += 1,
+                    similar::ChangeTag::Delete => removed += 1,
+                    similar::ChangeTag::Equal => {}
+                }
+            }
+        }
+        let unified = diff
+            .unified_diff()
+            .context_radius(3)
+            .header(
+                &if a.is_some() {
+                    format!("a/{path}")
+                } else {
+                    "/dev/null".into()
+                },
+                &if b.is_some() {
+                    format!("b/{path}")
+                } else {
+                    "/dev/null".into()
+                },
+            )
+            .to_string();
+        risks(a.copied(), b.copied(), path, &mut p.risks);
+        p.totals.add(action);
+        p.by_tenant.entry(m.tenant.clone()).or_default().add(action);
+        p.by_kind.entry(m.kind.clone()).or_default().add(action);
+        p.changes.push(ObjectChange {
+            action,
+            path: path.clone(),
+            kind: m.kind.clone(),
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            tenant: m.tenant.clone(),
+            diff: unified,
+            lines_added: added,
+            lines_removed: removed,
+        });
+    }
+    p.risks.sort();
+    p
+}
+
+fn rank(order: &[&str], v: &str) -> usize {
+    order.iter().position(|x| *x == v).unwrap_or(0)
+}
+
+fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<Risk>) {
+    let m = b.or(a).expect("one side exists");
+    let mut flag = |kind: RiskKind, detail: String| {
+        out.push(Risk {
+            kind,
+            tenant: m.tenant.clone(),
+            path: path.to_owned(),
+            detail,
+        })
+    };
+    if b.is_none() {
+        let what = if m.kind == "Namespace" {
+            format!("tenant `{}` is removed with everything in it", m.tenant)
+        } else {
+            format!("{} `{}` is removed", m.kind, m.name)
+        };
+        flag(RiskKind::Deletion, what);
+    }
+    match m.kind.as_str() {
+        "ResourceQuota" => {
+            let hard = |m: Option<&Manifest>| -> BTreeMap<String, Quantity> {
+                m.and_then(|m| m.value.pointer("/spec/hard"))
+                    .and_then(Value::as_object)
+                    .map(|h| {
+                        h.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), Quantity::from_json(v).ok()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let (old, new) = (hard(a), hard(b));
+            if a.is_some() {
+                for (k, n) in &new {
+                    if let Some(o) = old.get(k)
+                        && n.nanos > o.nanos
+                    {
+                        flag(RiskKind::QuotaIncrease, format!("`{k}` {} → {}", o.text, n.text));
+                    }
+                }
+            }
+        }
+        "NetworkPolicy" => {
+            let peers = |m: Option<&Manifest>| -> BTreeSet<String> {
+                m.and_then(|m| m.value.pointer("/spec/ingress"))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.get("from").and_then(Value::as_array))
+                    .flatten()
+                    .map(Value::to_string)
+                    .collect()
+            };
+            let (old, new) = (peers(a), peers(b));
+            let added: Vec<&String> = new.difference(&old).collect();
+            if !added.is_empty() && m.name != "default-deny" {
+                let tenants: Vec<String> = added
+                    .iter()
+                    .filter_map(|p| {
+                        let v: Value = serde_json::from_str(p).ok()?;
+                        v.pointer("/namespaceSelector/matchLabels/rampart.dev~1tenant")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .collect();
+                let detail = if tenants.is_empty() {
+                    format!("NetworkPolicy `{}` admits new traffic", m.name)
+                } else {
+                    format!("traffic now allowed from {}", tenants.join(", "))
+                };
+                flag(RiskKind::NetworkWidening, detail);
+            }
+        }
+        "RoleBinding" => {
+            let subjects = |m: Option<&Manifest>| m.and_then(|m| m.value.get("subjects")).cloned();
+            if subjects(a) != subjects(b) || a.is_none() || b.is_none() {
+                let who = m
+                    .value
+                    .pointer("/subjects/0/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
+                let what = match (a, b) {
+                    (None, _) => format!("group `{who}` gains admin in `{}`", m.tenant),
+                    (_, None) => format!("group `{who}` loses admin in `{}`", m.tenant),
+                    _ => format!("RoleBinding `{}` changes its subjects", m.name),
+                };
+                flag(RiskKind::RbacChange, what);
+            }
+        }
+        "Namespace" => {
+            const ORDER: [&str; 3] = ["shared", "namespace", "dedicated-nodes"];
+            let iso = |m: Option<&Manifest>| {
+                m.and_then(|m| m.value.pointer("/metadata/labels/rampart.dev~1isolation"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            if let (Some(o), Some(n)) = (iso(a), iso(b))
+                && rank(&ORDER, &n) < rank(&ORDER, &o)
+            {
+                flag(RiskKind::IsolationDowngrade, format!("isolation {o} → {n}"));
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,395 @@
+//! The report of `rampart plan`: summary first (counts, risk flags, policy verdicts), then a
+//! unified diff per object, as `text`, `markdown` (the PR comment: collapsible per tenant,
+//! user text escaped, at most [`MARKDOWN_LIMIT`] characters) or `json` (pure).
+
+use super::markdown_escape;
+use crate::change::Change;
+use crate::plan::{Counts, Plan};
+use crate::policy::decide::Decision;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// GitHub's limit on a comment body.
+pub const MARKDOWN_LIMIT: usize = 65_536;
+/// Rows of the per-tenant table before it is summarised.
+const TENANT_ROWS: usize = 30;
+
+/// Output format of `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// Summary, then a unified diff per object.
+    Text,
+    /// The pull-request comment: collapsible per tenant, within 65,536 characters.
+    Markdown,
+    /// Stable JSON (documented in the README).
+    Json,
+}
+
+/// The policy side of a plan, when it was checked.
+pub struct Verdicts<'a> {
+    pub changes: &'a [Change],
+    pub decisions: &'a [Decision],
+    pub author: &'a str,
+    pub approvers: &'a [String],
+    /// Why no verdict could be given (base policies invalid), if so.
+    pub blocked: Option<&'a str>,
+}
+
+pub struct PlanReport<'a> {
+    pub plan: &'a Plan,
+    pub base: &'a str,
+    pub head: &'a str,
+    /// Notes on how the plan was made (e.g. "the base is invalid: diffed against nothing").
+    pub notes: &'a [String],
+    pub verdicts: Option<Verdicts<'a>>,
+}
+
+pub fn render(format: PlanFormat, r: &PlanReport<'_>) -> String {
+    match format {
+        PlanFormat::Text => text(r),
+        PlanFormat::Markdown => markdown(r, MARKDOWN_LIMIT),
+        PlanFormat::Json => json(r),
+    }
+}
+
+fn counts(c: &Counts) -> String {
+    format!("+{} ~{} -{}", c.added, c.changed, c.removed)
+}
+
+fn denied(v: &Verdicts<'_>) -> usize {
+    v.decisions.iter().filter(|d| !d.allowed).count()
+}
+
+fn text(r: &PlanReport<'_>) -> String {
+    let p = r.plan;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plan {} → {}: {} objects change ({} added, {} changed, {} removed), {} unchanged",
+        r.base,
+        r.head,
+        p.totals.total(),
+        p.totals.added,
+        p.totals.changed,
+        p.totals.removed,
+        p.unchanged
+    );
+    for n in r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    match &r.verdicts {
+        Some(v) if v.blocked.is_some() => {
+            let _ = writeln!(out, "policy: not decided: {}", v.blocked.unwrap_or_default());
+        }
+        Some(v) => {
+            let _ = writeln!(
+                out,
+                "policy: {} ({} of {} changes denied; author {})",
+                if denied(v) > 0 { "denied" } else { "allowed" },
+                denied(v),
+                v.changes.len(),
+                v.author
+            );
+            for (c, d) in v.changes.iter().zip(v.decisions).filter(|(_, d)| !d.allowed) {
+                let why = d.way_out.as_ref().map(|w| w.describe()).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  deny {} {} {}: {} {why}",
+                    c.action.as_str(),
+                    c.subject.as_str(),
+                    c.name,
+                    d.policies.join(", ")
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "policy: not checked (two directories have no authors or approvals)"
+            );
+        }
+    }
+    if !p.risks.is_empty() {
+        let _ = writeln!(out, "risks:");
+        for risk in &p.risks {
+            let _ = writeln!(out, "  {} in {}: {}", risk.kind.as_str(), risk.tenant, risk.detail);
+        }
+    }
+    if !p.by_tenant.is_empty() {
+        let _ = writeln!(out, "by tenant:");
+        for (t, c) in &p.by_tenant {
+            let _ = writeln!(out, "  {t}: {}", counts(c));
+        }
+        let _ = writeln!(out, "by kind:");
+        for (k, c) in &p.by_kind {
+            let _ = writeln!(out, "  {k}: {}", counts(c));
+        }
+    }
+    for c in &p.changes {
+        out.push('\n');
+        out.push_str(&c.diff);
+    }
+    out
+}
+
+/// A code fence longer than any run of backticks in `text`.
+fn fence(text: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for ch in text.chars() {
+        if ch == '`' {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+/// The markdown plan, never longer than `limit` characters: the summary always, then the
+/// diffs tenant by tenant while they fit, then a note saying what was left out.
+pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
+    let p = r.plan;
+    let mut out = String::new();
+    let verdict = match &r.verdicts {
+        Some(v) if v.blocked.is_some() => "⚠️ policy not decided",
+        Some(v) if denied(v) > 0 => "⛔ denied by policy",
+        Some(_) => "✅ allowed by policy",
+        None => "policy not checked",
+    };
+    let _ = writeln!(
+        out,
+        "### rampart plan: {} object{} change · {verdict}\n",
+        p.totals.total(),
+        if p.totals.total() == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        out,
+        "{} → {} · **{}** added · **{}** changed · **{}** removed · {} unchanged\n",
+        markdown_escape(r.base),
+        markdown_escape(r.head),
+        p.totals.added,
+        p.totals.changed,
+        p.totals.removed,
+        p.unchanged
+    );
+    for n in r.notes {
+        let _ = writeln!(out, "> {}\n", markdown_escape(n));
+    }
+    if let Some(v) = &r.verdicts {
+        if let Some(why) = v.blocked {
+            let _ = writeln!(out, "**Policy:** not decided — {}\n", markdown_escape(why));
+        } else {
+            let approvers = if v.approvers.is_empty() {
+                "none".to_owned()
+            } else {
+                markdown_escape(&v.approvers.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "**Policy:** {} of {} changes denied · author {} · approvals: {approvers}\n",
+                denied(v),
+                v.changes.len(),
+                markdown_escape(v.author.strip_prefix("?unknown:").unwrap_or(v.author))
+            );
+            let denials: Vec<_> = v.changes.iter().zip(v.decisions).filter(|(_, d)| !d.allowed).collect();
+            if !denials.is_empty() {
+                out.push_str("| change | policies | what to do |\n|---|---|---|\n");
+                for (i, (c, d)) in denials.iter().enumerate() {
+                    if i == 20 {
+                        let _ = writeln!(out, "| … {} more denials | | |", denials.len() - 20);
+                        break;
+                    }
+                    let mut todo: Vec<String> = d.advice.iter().map(|a| markdown_escape(a)).collect();
+                    if let Some(w) = &d.way_out {
+                        todo.push(format!("**{}**", markdown_escape(&w.describe())));
+                    }
+                    let _ = writeln!(
+                        out,
+                        "| ⛔ {} {} {} | {} | {} |",
+                        c.action.as_str(),
+                        c.subject.as_str(),
+                        markdown_escape(&c.name),
+                        markdown_escape(&d.policies.join(", ")),
+                        todo.join("<br>")
+                    );
+                }
+                out.push('\n');
+            }
+        }
+    }
+    if !p.risks.is_empty() {
+        out.push_str("**Risks**\n\n");
+        for (i, risk) in p.risks.iter().enumerate() {
+            if i == 30 {
+                let _ = writeln!(out, "- … {} more", p.risks.len() - 30);
+                break;
+            }
+            let _ = writeln!(
+                out,
+                "- ⚠️ **{}** in {}: {}",
+                risk.kind.as_str(),
+                markdown_escape(&risk.tenant),
+                markdown_escape(&risk.detail)
+            );
+        }
+        out.push('\n');
+    }
+    if !p.by_tenant.is_empty() {
+        out.push_str("| tenant | added | changed | removed |\n|---|---:|---:|---:|\n");
+        for (i, (t, c)) in p.by_tenant.iter().enumerate() {
+            if i == TENANT_ROWS {
+                let rest: Counts = p
+                    .by_tenant
+                    .values()
+                    .skip(TENANT_ROWS)
+                    .fold(Counts::default(), |a, c| Counts {
+                        added: a.added + c.added,
+                        changed: a.changed + c.changed,
+                        removed: a.removed + c.removed,
+                    });
+                let _ = writeln!(
+                    out,
+                    "| … {} more tenants | {} | {} | {} |",
+                    p.by_tenant.len() - TENANT_ROWS,
+                    rest.added,
+                    rest.changed,
+                    rest.removed
+                );
+                break;
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                markdown_escape(t),
+                c.added,
+                c.changed,
+                c.removed
+            );
+        }
+        out.push('\n');
+    }
+    // the summary must fit whatever happens; the diffs take what is left
+    let mut by_tenant: BTreeMap<&str, Vec<&crate::plan::ObjectChange>> = BTreeMap::new();
+    for c in &p.changes {
+        by_tenant.entry(&c.tenant).or_default().push(c);
+    }
+    let reserve = 300;
+    let mut left_out = 0usize;
+    let mut left_chars = 0usize;
+    for (tenant, changes) in by_tenant {
+        let mut section = format!(
+            "<details><summary>{} — {} object{}</summary>\n\n",
+            markdown_escape(tenant),
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        );
+        let mut shown = 0;
+        for c in &changes {
+            let f = fence(&c.diff);
+            let block = format!("{f}diff\n{}{f}\n\n", c.diff);
+            if out.len() + section.len() + block.len() + reserve + 20 > limit {
+                left_out += 1;
+                left_chars += c.diff.len();
+                continue;
+            }
+            section.push_str(&block);
+            shown += 1;
+        }
+        if shown > 0 {
+            section.push_str("</details>\n\n");
+            out.push_str(&section);
+        }
+    }
+    if left_out > 0 {
+        let _ = writeln!(
+            out,
+            "> {left_out} object diff{} ({left_chars} characters) left out to stay within GitHub's \
+             {MARKDOWN_LIMIT}-character comment limit; run `rampart plan` locally or see the job log \
+             for the full plan.",
+            if left_out == 1 { "" } else { "s" }
+        );
+    }
+    if out.len() > limit {
+        // only a pathological summary gets here: cut at a character boundary
+        let cut = out.floor_char_boundary(limit - 80);
+        out.truncate(cut);
+        out.push_str("\n\n> (plan truncated at GitHub's comment limit)\n");
+    }
+    out
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonPlan<'a> {
+    version: u32,
+    tool: &'static str,
+    base: &'a str,
+    head: &'a str,
+    notes: &'a [String],
+    #[serde(flatten)]
+    plan: &'a Plan,
+    policy: Option<JsonPolicy<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonPolicy<'a> {
+    decision: &'static str,
+    author: &'a str,
+    approvers: &'a [String],
+    denied: Vec<JsonDenial<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonDenial<'a> {
+    #[serde(flatten)]
+    change: &'a Change,
+    #[serde(flatten)]
+    decision: &'a Decision,
+}
+
+fn json(r: &PlanReport<'_>) -> String {
+    let policy = r.verdicts.as_ref().map(|v| JsonPolicy {
+        decision: if v.blocked.is_some() {
+            "error"
+        } else if denied(v) > 0 {
+            "deny"
+        } else {
+            "allow"
+        },
+        author: v.author,
+        approvers: v.approvers,
+        denied: v
+            .changes
+            .iter()
+            .zip(v.decisions)
+            .filter(|(_, d)| !d.allowed)
+            .map(|(change, decision)| JsonDenial { change, decision })
+            .collect(),
+    });
+    let mut out = serde_json::to_string_pretty(&JsonPlan {
+        version: 1,
+        tool: "rampart",
+        base: r.base,
+        head: r.head,
+        notes: r.notes,
+        plan: r.plan,
+        policy,
+    })
+    .expect("plan serializes");
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn fences_outgrow_backtick_runs() {
+        assert_eq!(super::fence("no ticks"), "```");
+        assert_eq!(super::fence("a ```` b"), "`````");
+    }
+}
