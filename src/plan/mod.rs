@@ -168,6 +168,15 @@ pub fn plan(base: &[Manifest], head: &[Manifest]) -> Plan {
             lines_removed: removed,
         });
     }
+    // a removed tenant is one risk, not one per object it held
+    let gone: BTreeSet<String> = p
+        .risks
+        .iter()
+        .filter(|r| r.kind == RiskKind::Deletion && r.path.starts_with("_cluster/namespace-"))
+        .map(|r| r.tenant.clone())
+        .collect();
+    p.risks
+        .retain(|r| !(r.kind == RiskKind::Deletion && gone.contains(&r.tenant) && !r.path.starts_with("_cluster/")));
     p.risks.sort();
     p
 }

@@ -8,5 +8,6 @@ mod fuzz;
 mod git;
 mod hostile;
 mod invalid;
+mod plan;
 mod policy;
 mod support;

@@ -1,0 +1,293 @@
+//! `rampart plan` and `rampart apply` on real git histories of the example repo: the four
+//! changes a reviewer meets most (quota raise, tenant delete, plugin enable, rollout step),
+//! as text and markdown snapshots; the comment-size limit; atomic, idempotent applies that
+//! refuse invalid and denied revisions.
+
+use crate::support::*;
+use std::path::Path;
+use std::process::Command;
+
+fn git(dir: &Path, author: &str, args: &[&str]) -> String {
+    let (name, email) = author.split_once(" <").unwrap();
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", name)
+        .env("GIT_AUTHOR_EMAIL", email.trim_end_matches('>'))
+        .env("GIT_COMMITTER_NAME", "CI")
+        .env("GIT_COMMITTER_EMAIL", "ci@example.com")
+        .env("GIT_AUTHOR_DATE", "2026-11-20T10:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-11-20T10:00:00Z")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn history() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&root().join("examples/platform-config"), dir.path());
+    git(dir.path(), "Alice <alice@example.com>", &["init", "-q", "-b", "main"]);
+    commit(dir.path(), "Alice <alice@example.com>", "import");
+    dir
+}
+
+fn commit(p: &Path, author: &str, msg: &str) {
+    git(p, author, &["add", "-A"]);
+    git(p, author, &["commit", "-q", "--allow-empty", "-m", msg]);
+}
+
+fn edit(p: &Path, file: &str, from: &str, to: &str) {
+    let path = p.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} lacks {from:?}");
+    write(&path, text.replacen(from, to, 1));
+}
+
+/// The four reviewed changes, each as one commit on top of the example.
+fn change(p: &Path, case: &str) {
+    match case {
+        "quota-raise" => {
+            edit(p, "tenants/mobile-apps.yaml", "cpu: 6", "cpu: 14");
+            commit(
+                p,
+                "Peggy <peggy@example.com>",
+                "mobile: more cpu\n\nApproved-by: alice\n",
+            );
+        }
+        "tenant-delete" => {
+            std::fs::remove_file(p.join("tenants/data-notebooks.yaml")).unwrap();
+            commit(
+                p,
+                "Niaj <niaj@example.com>",
+                "retire the notebooks portal\n\nApproved-by: olivia-w\n",
+            );
+        }
+        "plugin-enable" => {
+            edit(
+                p,
+                "tenants/storefront.yaml",
+                "    - name: techdocs\n",
+                "    - name: techdocs\n    - name: tech-radar\n",
+            );
+            commit(p, "Rupert <rupert@example.com>", "storefront: tech radar");
+        }
+        "rollout-step" => {
+            edit(
+                p,
+                "rollouts/techdocs-1-13-0.yaml",
+                "    - weight: 10\n      pause: 5m\n",
+                "    - weight: 20\n      pause: 5m\n",
+            );
+            commit(p, "Peggy <peggy@example.com>", "techdocs: start at 20%");
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn plans_of_the_reviewed_changes() {
+    for case in ["quota-raise", "tenant-delete", "plugin-enable", "rollout-step"] {
+        let repo = history();
+        let p = repo.path();
+        change(p, case);
+        let text = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
+        assert_eq!(text.code, 0, "{case}: {}{}", text.stdout, text.stderr);
+        snapshot(&format!("plan/{case}.txt"), &text.stdout).unwrap();
+        let md = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "markdown"], Some(p));
+        assert_eq!(md.code, 0, "{case}");
+        snapshot(&format!("plan/{case}.md"), &md.stdout).unwrap();
+        let json = rampart(
+            &[
+                "plan",
+                ".",
+                "--base",
+                "HEAD~1",
+                "--format",
+                "json",
+                "--detailed-exitcode",
+            ],
+            Some(p),
+        );
+        assert_eq!(json.code, 2, "{case}: changes with --detailed-exitcode");
+        let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert!(
+            v["totals"]["added"].as_u64().unwrap()
+                + v["totals"]["changed"].as_u64().unwrap()
+                + v["totals"]["removed"].as_u64().unwrap()
+                > 0
+        );
+    }
+}
+
+#[test]
+fn plan_flags_risks_and_hides_secrets() {
+    let repo = history();
+    let p = repo.path();
+    change(p, "tenant-delete");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "json"], Some(p));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let kinds: Vec<&str> = v["risks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"deletion") && kinds.contains(&"rbac-change"),
+        "{kinds:?}"
+    );
+    assert_eq!(v["policy"]["decision"], "deny", "a delete needs a platform approval");
+
+    // a secret in a plugin config shows as a digest, and a changed secret as a changed digest
+    edit(
+        p,
+        "tenants/storefront.yaml",
+        "    - name: techdocs\n",
+        "    - name: techdocs\n      config:\n        techdocs:\n          builder: local\n          githubToken: ghp_SUPERSECRETVALUE123\n",
+    );
+    commit(p, "Rupert <rupert@example.com>", "token");
+    edit(
+        p,
+        "tenants/storefront.yaml",
+        "ghp_SUPERSECRETVALUE123",
+        "ghp_ROTATEDVALUE456",
+    );
+    commit(p, "Rupert <rupert@example.com>", "rotate");
+    for format in ["text", "markdown", "json"] {
+        let run = rampart(&["plan", ".", "--base", "HEAD~2", "--format", format], Some(p));
+        assert!(
+            !run.stdout.contains("SUPERSECRET") && !run.stdout.contains("ROTATED"),
+            "{format}: {}",
+            run.stdout
+        );
+    }
+    let run = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
+    assert!(run.stdout.contains("githubToken: (secret sha256:"), "{}", run.stdout);
+    // apply writes the real value
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("out");
+    let run = rampart(
+        &["apply", ".", "--target", &format!("dir:{}", target.display())],
+        Some(p),
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let cm = std::fs::read_to_string(target.join("storefront/configmap-dynamic-plugins.yaml")).unwrap();
+    assert!(cm.contains("ghp_ROTATEDVALUE456"));
+}
+
+/// A change to every tenant still makes a comment GitHub accepts: summary first, diffs while
+/// they fit, and a note saying how much was left out.
+#[test]
+fn markdown_stays_within_the_comment_limit() {
+    let repo = history();
+    let p = repo.path();
+    // a new platform version changes every tenant's portal
+    edit(p, "rampart.yaml", "version: \"1.4.0\"", "version: \"1.4.1\"");
+    // and make the diffs large: many plugin config lines per tenant
+    let big: String = (0..400)
+        .map(|i| format!("            key{i}: value-{i}-{}\n", "x".repeat(40)))
+        .collect();
+    edit(
+        p,
+        "tenants/storefront.yaml",
+        "    - name: techdocs\n",
+        &format!("    - name: techdocs\n      config:\n        techdocs:\n          extra:\n{big}"),
+    );
+    commit(p, "Alice <alice@example.com>", "everything");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "markdown"], Some(p));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.chars().count() <= 65_536,
+        "{} chars",
+        run.stdout.chars().count()
+    );
+    assert!(
+        run.stdout
+            .contains("left out to stay within GitHub's 65536-character comment limit")
+    );
+    assert!(run.stdout.starts_with("### rampart plan:"));
+}
+
+#[test]
+fn apply_is_atomic_idempotent_and_gated() {
+    let repo = history();
+    let p = repo.path();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("deploy");
+    let t = format!("dir:{}", target.display());
+    let first = rampart(&["apply", ".", "--rev", "HEAD", "--target", &t], Some(p));
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(first.stdout.contains("first apply"), "{}", first.stdout);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("deploy.rampart-state.json")).unwrap()).unwrap();
+    assert_eq!(state["commit"], git(p, "A <a@example.com>", &["rev-parse", "HEAD"]));
+    let again = rampart(&["apply", ".", "--rev", "HEAD", "--target", &t], Some(p));
+    assert!(again.stdout.starts_with("no changes"), "{}", again.stdout);
+
+    // denied since the last applied commit: nothing is written
+    change(p, "quota-raise");
+    edit(p, "tenants/sandbox.yaml", "tier: free", "tier: team");
+    commit(p, "Peggy <peggy@example.com>", "sandbox: team tier");
+    let before = std::fs::read_to_string(target.join("sandbox/resourcequota-quota.yaml")).unwrap();
+    let denied = rampart(&["apply", ".", "--rev", "HEAD", "--target", &t], Some(p));
+    assert_eq!(denied.code, 2, "{}", denied.stdout);
+    assert!(denied.stdout.contains("not applied"), "{}", denied.stdout);
+    assert_eq!(
+        before,
+        std::fs::read_to_string(target.join("sandbox/resourcequota-quota.yaml")).unwrap()
+    );
+
+    // an invalid revision: nothing is written
+    edit(p, "tenants/sandbox.yaml", "tier: team", "tier: gold");
+    commit(p, "Alice <alice@example.com>", "typo");
+    let invalid = rampart(&["apply", ".", "--rev", "HEAD", "--target", &t], Some(p));
+    assert_eq!(invalid.code, 3, "{}", invalid.stdout);
+
+    // the allowed revision (the quota raise, approved by alice) applies, and removes what is
+    // no longer desired
+    let allowed = rampart(&["apply", ".", "--rev", "HEAD~2", "--target", &t], Some(p));
+    assert_eq!(allowed.code, 0, "{}", allowed.stdout);
+    assert!(allowed.stdout.contains("2 changed"), "{}", allowed.stdout);
+    write(&target.join("leftover.yaml"), "kind: Leftover\n");
+    let cleaned = rampart(&["apply", ".", "--rev", "HEAD~2", "--target", &t], Some(p));
+    assert!(cleaned.stdout.contains("1 removed"), "{}", cleaned.stdout);
+    assert!(!target.join("leftover.yaml").exists());
+    // no temporary directory is left behind
+    let names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn bad_targets_and_revisions() {
+    let repo = history();
+    let p = repo.path();
+    let file = p.join("not-a-dir");
+    write(&file, "x");
+    let run = rampart(&["apply", ".", "--target", &format!("dir:{}", file.display())], Some(p));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
+    let run = rampart(&["apply", ".", "--target", "kubernetes:prod"], Some(p));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not available yet"), "{}", run.stderr);
+    let run = rampart(&["plan", ".", "--base", "no-such-rev"], Some(p));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no-such-rev"), "{}", run.stderr);
+    // a base that is invalid: the head is compared with nothing, and says so
+    edit(p, "tenants/sandbox.yaml", "tier: free", "tier: gold");
+    commit(p, "Alice <alice@example.com>", "broken");
+    edit(p, "tenants/sandbox.yaml", "tier: gold", "tier: free");
+    commit(p, "Alice <alice@example.com>", "fixed");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("the base revision is invalid"), "{}", run.stdout);
+}
