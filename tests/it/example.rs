@@ -16,6 +16,30 @@ fn example_platform_config_is_valid() {
     assert!(v["summary"]["objects"].as_u64().unwrap() >= 5 + 8 + 6 + 2);
 }
 
+/// The README's quick start runs as written: the main job applies the example, and applying it
+/// again changes nothing.
+#[test]
+fn readme_quick_start_applies_the_example() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run -- "))
+        .expect("a `cargo run --` line in the quick start");
+    let command = line["cargo run -- ".len()..].split('#').next().unwrap().trim();
+    let out = tempfile::tempdir().unwrap();
+    let args: Vec<String> = command
+        .split_whitespace()
+        .map(|a| a.replace("dir:target/platform", &format!("dir:{}/platform", out.path().display())))
+        .collect();
+    assert!(args.iter().any(|a| a.starts_with("dir:")), "{command}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = rampart(&args, Some(&root()));
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(first.stdout.starts_with("applied"), "{}", first.stdout);
+    let again = rampart(&args, Some(&root()));
+    assert!(again.stdout.starts_with("no changes"), "{}", again.stdout);
+}
+
 #[test]
 fn usage_errors_exit_1_and_help_exits_0() {
     assert_eq!(rampart(&["validate", "--format", "xml"], None).code, 1);
