@@ -400,7 +400,7 @@ impl Compiled {
             self.manifests.iter().map(|m| (m.path(), m.yaml())).collect();
         files.insert(
             "kustomization.yaml".to_owned(),
-            crate::compile::kustomization(&self.manifests),
+            crate::compile::kustomization(&self.manifests.iter().map(|m| m.path()).collect::<Vec<_>>()),
         );
         files
     }
@@ -428,4 +428,60 @@ pub fn compile_validated(validated: Validated, opts: &crate::compile::Options) -
         manifests,
         diagnostics: diags,
     }
+}
+
+/// What [`compile_into`] did.
+pub struct WrittenTree {
+    /// `None` when compiling found errors: nothing was written.
+    pub written: Option<crate::apply::dir::Written>,
+    pub objects: usize,
+    /// Problems only compiling reveals (resolved).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Compile a valid revision straight into the directory `out`, object by object on every
+/// core, so the compiled repo is never held in memory; replace `out` atomically, or leave it
+/// untouched when compiling finds an error.
+pub fn compile_into(
+    validated: &Validated,
+    opts: &crate::compile::Options,
+    out: &std::path::Path,
+    state: impl FnOnce(usize) -> Option<crate::apply::dir::State>,
+) -> anyhow::Result<WrittenTree> {
+    use crate::apply::dir::Writer;
+    let writer = Writer::begin(out)?;
+    let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    let (mut paths, mut diags) = crate::compile::compile_each(&validated.repo, opts, &|m| {
+        if let Err(e) = writer.put(&m.path(), &m.yaml()) {
+            failure.lock().expect("not poisoned").get_or_insert(e);
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("not poisoned") {
+        writer.abort();
+        return Err(e);
+    }
+    load::resolve(&mut diags, &validated.files, &validated.repo.settings.limits);
+    diagnostic::sort(&mut diags);
+    let objects = paths.len();
+    if diags.iter().any(Diagnostic::is_error) {
+        writer.abort();
+        return Ok(WrittenTree {
+            written: None,
+            objects,
+            diagnostics: diags,
+        });
+    }
+    let kustomization = crate::compile::kustomization(&paths);
+    if let Err(e) = writer.put("kustomization.yaml", &kustomization) {
+        writer.abort();
+        return Err(e);
+    }
+    paths.push("kustomization.yaml".to_owned());
+    let state = state(objects);
+    let written = writer.finish(&paths, state.as_ref())?;
+    Ok(WrittenTree {
+        written: Some(written),
+        objects,
+        diagnostics: diags,
+    })
 }

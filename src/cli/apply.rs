@@ -1,6 +1,6 @@
 //! `rampart apply [PATH] [--rev REV] --target dir:OUT`.
 
-use super::compile::{options, parse_step, print_problems};
+use super::compile::{options, parse_step, print_diagnostics};
 use super::exit;
 use crate::apply::dir::{self, State};
 use crate::pipeline::{self, CheckOutcome, Principals};
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let head_v = pipeline::validate(&source, &|_, _| {}).with_context(ctx)?;
     let opts = options(&args.rollout_steps);
     if !head_v.is_valid() {
-        print_problems(&pipeline::compile_validated(head_v, &opts))?;
+        print_diagnostics(&head_v, &[])?;
         super::print("not applied: the revision is invalid\n")?;
         return Ok(exit::INVALID);
     }
@@ -97,20 +97,28 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     } else if matches!(source, Source::Git { .. }) {
         policy_note = "policy: first apply to this target (nothing to compare with)".to_owned();
     }
-    let compiled = pipeline::compile_validated(head_v, &opts);
-    if !compiled.is_valid() {
-        print_problems(&compiled)?;
+    let source_name = args.path.display().to_string();
+    let commit = head_v.commit.clone();
+    let tree = pipeline::compile_into(&head_v, &opts, out, |objects| {
+        Some(State {
+            version: 1,
+            commit: commit.clone(),
+            source: source_name.clone(),
+            objects,
+        })
+    })
+    .with_context(|| format!("applying to `{}`", out.display()))?;
+    let Some(w) = tree.written else {
+        print_diagnostics(&head_v, &tree.diagnostics)?;
         super::print("not applied: the revision does not compile\n")?;
         return Ok(exit::INVALID);
-    }
+    };
     let state = State {
         version: 1,
-        commit: compiled.validated.commit.clone(),
-        source: args.path.display().to_string(),
-        objects: compiled.manifests.len(),
+        commit,
+        source: source_name,
+        objects: tree.objects,
     };
-    let w =
-        dir::write(out, &compiled.files(), Some(&state)).with_context(|| format!("applying to `{}`", out.display()))?;
     let at = state
         .commit
         .as_deref()
@@ -133,5 +141,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         )
     };
     super::print(&text)?;
+    std::mem::forget(head_v);
     Ok(exit::OK)
 }

@@ -1,7 +1,6 @@
 //! `rampart compile [PATH] [--rev REV] --out DIR [--rollout-step ROLLOUT=N]…`.
 
 use super::exit;
-use crate::apply::dir;
 use crate::compile::Options;
 use crate::pipeline;
 use crate::report::{self, Format, Summary};
@@ -48,9 +47,13 @@ pub fn options(steps: &[(String, usize)]) -> Options {
 
 /// Print the validation and compile problems of a revision (human format).
 pub fn print_problems(c: &pipeline::Compiled) -> anyhow::Result<()> {
-    let v = &c.validated;
+    print_diagnostics(&c.validated, &c.diagnostics)
+}
+
+/// Print a revision's validation problems and `more` (human format).
+pub fn print_diagnostics(v: &pipeline::Validated, more: &[crate::diagnostic::Diagnostic]) -> anyhow::Result<()> {
     let mut all = v.diagnostics.clone();
-    all.extend(c.diagnostics.iter().cloned());
+    all.extend(more.iter().cloned());
     let summary = Summary {
         diagnostics: &all,
         files: v.files.len(),
@@ -69,21 +72,27 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         None => Source::dir(&args.path),
     }
     .with_context(ctx)?;
-    let compiled = pipeline::compile(&source, &options(&args.rollout_steps)).with_context(ctx)?;
-    if !compiled.is_valid() {
-        print_problems(&compiled)?;
+    let validated = pipeline::validate(&source, &|_, _| {}).with_context(ctx)?;
+    if !validated.is_valid() {
+        print_diagnostics(&validated, &[])?;
         return Ok(exit::INVALID);
     }
-    let files = compiled.files();
-    let w = dir::write(&args.out, &files, None).with_context(|| format!("writing `{}`", args.out.display()))?;
+    let tree = pipeline::compile_into(&validated, &options(&args.rollout_steps), &args.out, |_| None)
+        .with_context(|| format!("writing `{}`", args.out.display()))?;
+    let Some(w) = tree.written else {
+        print_diagnostics(&validated, &tree.diagnostics)?;
+        return Ok(exit::INVALID);
+    };
     super::print(&format!(
         "compiled {} objects into {}: {} added, {} changed, {} removed, {} unchanged\n",
-        compiled.manifests.len(),
+        tree.objects,
         args.out.display(),
         w.added,
         w.changed,
         w.removed,
         w.unchanged
     ))?;
+    // the process ends here: freeing a large repo's model one allocation at a time only costs time
+    std::mem::forget(validated);
     Ok(exit::OK)
 }

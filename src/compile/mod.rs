@@ -148,12 +148,23 @@ pub fn reserved(name: &str) -> bool {
     name == "default" || name.starts_with("kube-") || name.starts_with("openshift")
 }
 
-/// Compile a valid repo. Problems that only compiling reveals (a tenant named like a
-/// system namespace, a rollout step that does not exist) are diagnostics; the objects of a
-/// tenant with a problem are left out, never half-built.
+/// Compile a valid repo. Problems that only compiling reveals (a rollout step that does
+/// not exist, canary weights above 100, two objects at one path) are diagnostics.
 pub fn compile(repo: &Repo, opts: &Options) -> (Vec<Manifest>, Vec<Diagnostic>) {
-    let mut out = Vec::new();
-    let mut diags = Vec::new();
+    let mut out = std::sync::Mutex::new(Vec::new());
+    let (_, diags) = compile_each(repo, opts, &|m| {
+        out.lock().expect("not poisoned").push(m);
+    });
+    let mut out = std::mem::take(out.get_mut().expect("not poisoned"));
+    out.sort_by_key(|m| m.path());
+    (out, diags)
+}
+
+/// Compile a valid repo tenant by tenant, on every core, handing each object to `sink` as
+/// soon as it is built (in no particular order), so a large repo never has to be held
+/// compiled in memory. Returns every object's output path, sorted, and the diagnostics.
+pub fn compile_each(repo: &Repo, opts: &Options, sink: &(dyn Fn(Manifest) + Sync)) -> (Vec<String>, Vec<Diagnostic>) {
+    use rayon::prelude::*;
     let version = repo
         .settings
         .platform
@@ -161,34 +172,58 @@ pub fn compile(repo: &Repo, opts: &Options) -> (Vec<Manifest>, Vec<Diagnostic>) 
         .map_or("latest".to_owned(), |p| p.version.clone());
     let plugins: BTreeMap<&str, &crate::spec::Object<crate::spec::PluginSpec>> =
         repo.plugins.iter().map(|p| (p.name(), p)).collect();
-    for t in &repo.tenants {
-        if reserved(t.name()) {
-            // validation reports it (R500); a valid repo never gets here
-            continue;
-        }
-        out.extend(tenant::objects(t));
-        out.extend(portal::objects(t, &plugins, &version, opts.redact));
+    let mut diags = Vec::new();
+    let reach = rollout::targets(repo, opts, &mut diags);
+    let none = Vec::new();
+    let per_tenant: Vec<(Vec<String>, Vec<Diagnostic>)> = (0..repo.tenants.len())
+        .into_par_iter()
+        .map(|i| {
+            let t = &repo.tenants[i];
+            if reserved(t.name()) {
+                // validation reports it (R500); a valid repo never gets here
+                return (Vec::new(), Vec::new());
+            }
+            let mut paths = Vec::new();
+            let mut emit = |m: Manifest| {
+                paths.push(m.path());
+                sink(m);
+            };
+            for m in tenant::objects(t) {
+                emit(m);
+            }
+            for m in portal::objects(t, &plugins, &version, opts.redact) {
+                emit(m);
+            }
+            let (ms, d) = rollout::for_tenant(repo, i, reach.get(&i).unwrap_or(&none), &plugins, &version, opts);
+            for m in ms {
+                emit(m);
+            }
+            (paths, d)
+        })
+        .collect();
+    let mut paths = Vec::new();
+    for (p, d) in per_tenant {
+        paths.extend(p);
+        diags.extend(d);
     }
-    let (m, d) = rollout::all(repo, &plugins, &version, opts);
-    out.extend(m);
-    diags.extend(d);
-    out.sort_by_key(|m| m.path());
+    paths.sort_unstable();
     // two objects at one path would overwrite each other: refuse rather than lose one
-    for w in out.windows(2) {
-        if w[0].path() == w[1].path() {
+    for w in paths.windows(2) {
+        if w[0] == w[1] {
             diags.push(Diagnostic::new(
                 Code::DuplicateObject,
                 crate::diagnostic::Anchor::None,
-                format!("two compiled objects would both be `{}`", w[0].path()),
+                format!("two compiled objects would both be `{}`", w[0]),
             ));
         }
     }
-    (out, diags)
+    (paths, diags)
 }
 
-/// `kustomization.yaml` listing every object, so Argo CD and Flux take the directory as is.
-pub fn kustomization(manifests: &[Manifest]) -> String {
-    let resources: Vec<Value> = manifests.iter().map(|m| Value::String(m.path())).collect();
+/// `kustomization.yaml` listing every object (by output path), so Argo CD and Flux take the
+/// directory as is.
+pub fn kustomization(paths: &[String]) -> String {
+    let resources: Vec<Value> = paths.iter().map(|p| Value::String(p.clone())).collect();
     to_yaml(&serde_json::json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",

@@ -85,106 +85,121 @@ fn service_name(rollout: &str) -> String {
     s.trim_end_matches('-').to_owned()
 }
 
-/// Every canary object of every rollout, and one HTTPRoute per tenant a rollout reaches.
-pub fn all(repo: &Repo, plugins: &Plugins<'_>, version: &str, opts: &Options) -> (Vec<Manifest>, Vec<Diagnostic>) {
+/// Which rollouts reach which tenant, at which weight: tenant index → [(rollout index,
+/// weight)], in rollout order. Rollouts whose step does not exist are reported and left out.
+pub fn targets(repo: &Repo, opts: &Options, diags: &mut Vec<Diagnostic>) -> BTreeMap<usize, Vec<(usize, i32)>> {
     let index = TenantIndex::new(repo);
-    let mut out = Vec::new();
-    let mut diags = Vec::new();
-    // tenant → [(service, weight)]
-    let mut routes: BTreeMap<usize, Vec<(String, i32)>> = BTreeMap::new();
-    for r in &repo.rollouts {
-        let Some(weight) = step_weight(r, opts, &mut diags) else {
+    let mut out: BTreeMap<usize, Vec<(usize, i32)>> = BTreeMap::new();
+    for (ri, r) in repo.rollouts.iter().enumerate() {
+        let Some(weight) = step_weight(r, opts, diags) else {
             continue;
         };
+        for i in index.targets(&r.spec) {
+            let t = &repo.tenants[i];
+            if super::reserved(t.name()) || !t.spec.plugins.iter().any(|p| p.name == r.spec.plugin && !p.disabled) {
+                continue;
+            }
+            out.entry(i).or_default().push((ri, weight));
+        }
+    }
+    out
+}
+
+/// The canaries of one tenant and its HTTPRoute, given the rollouts that reach it.
+pub fn for_tenant(
+    repo: &Repo,
+    tenant: usize,
+    rollouts: &[(usize, i32)],
+    plugins: &Plugins<'_>,
+    version: &str,
+    opts: &Options,
+) -> (Vec<Manifest>, Vec<Diagnostic>) {
+    let t = &repo.tenants[tenant];
+    let name = t.name();
+    let mut out = Vec::new();
+    let mut canaries = Vec::new();
+    for &(ri, weight) in rollouts {
+        let r = &repo.rollouts[ri];
         let Some(plugin) = plugins.get(r.spec.plugin.as_str()) else {
             continue;
         };
-        let new_package = super::rollout::package_at(&plugin.spec.artifact.package, &r.spec.to_version);
-        for i in index.targets(&r.spec) {
-            let t = &repo.tenants[i];
-            let name = t.name();
-            if super::reserved(name) || !t.spec.plugins.iter().any(|p| p.name == r.spec.plugin && !p.disabled) {
-                continue;
-            }
-            let entries = t
-                .spec
-                .plugins
-                .iter()
-                .filter_map(|p| {
-                    let spec = &plugins.get(p.name.as_str())?.spec;
-                    Some(if p.name == r.spec.plugin {
-                        // the new version's digest is not declared yet: no integrity
-                        plugin_entry(p, &new_package, None, opts.redact)
-                    } else {
-                        plugin_entry(p, &spec.artifact.package, Some(&spec.artifact.integrity), opts.redact)
-                    })
+        let new_package = package_at(&plugin.spec.artifact.package, &r.spec.to_version);
+        let entries = t
+            .spec
+            .plugins
+            .iter()
+            .filter_map(|p| {
+                let spec = &plugins.get(p.name.as_str())?.spec;
+                Some(if p.name == r.spec.plugin {
+                    // the new version's digest is not declared yet: no integrity
+                    plugin_entry(p, &new_package, None, opts.redact)
+                } else {
+                    plugin_entry(p, &spec.artifact.package, Some(&spec.artifact.integrity), opts.redact)
                 })
-                .collect();
-            let cm = format!("canary-{}", r.name());
-            let extra = BTreeMap::from([(ROLLOUT_LABEL.to_owned(), r.name().to_owned())]);
-            let mut d = deployment(t, plugins, version, "canary", &cm, &extra);
-            d.metadata.name = Some(format!("canary-{}", r.name()));
-            out.push(manifest(&d, name));
-            let svc_name = service_name(r.name());
-            let mut svc = service(name, &svc_name, "canary");
-            if let Some(sel) = svc.spec.as_mut().and_then(|s| s.selector.as_mut()) {
-                sel.extend(extra.clone());
-            }
-            out.push(manifest(&svc, name));
-            out.push(manifest(&config_map(name, &cm, dynamic_plugins(entries)), name));
-            routes.entry(i).or_default().push((svc_name, weight));
+            })
+            .collect();
+        let cm = format!("canary-{}", r.name());
+        let extra = BTreeMap::from([(ROLLOUT_LABEL.to_owned(), r.name().to_owned())]);
+        let mut d = deployment(t, plugins, version, "canary", &cm, &extra);
+        d.metadata.name = Some(format!("canary-{}", r.name()));
+        out.push(manifest(&d, name));
+        let svc_name = service_name(r.name());
+        let mut svc = service(name, &svc_name, "canary");
+        if let Some(sel) = svc.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+            sel.extend(extra.clone());
         }
+        out.push(manifest(&svc, name));
+        out.push(manifest(&config_map(name, &cm, dynamic_plugins(entries)), name));
+        canaries.push((svc_name, weight));
     }
-    for (i, canaries) in routes {
-        let t = &repo.tenants[i];
-        let total: i32 = canaries.iter().map(|(_, w)| w).sum();
-        if total > 100 {
-            diags.push(
-                Diagnostic::at_node(
-                    Code::CanaryWeightsOver100,
-                    &t.origin.file,
-                    t.origin.doc,
-                    "/metadata/name",
-                    format!(
-                        "rollouts to tenant `{}` send {total}% of its traffic to canaries at their current steps",
-                        t.name()
-                    ),
-                )
-                .with_hint("run one rollout per tenant at a time, or lower the current steps"),
-            );
-            continue;
-        }
-        let mut backends = vec![HttpBackendRef {
-            kind: "Service",
-            name: "portal".to_owned(),
-            port: 80,
-            weight: 100 - total,
-        }];
-        backends.extend(canaries.into_iter().map(|(name, weight)| HttpBackendRef {
-            kind: "Service",
-            name,
-            port: 80,
-            weight,
-        }));
-        out.push(manifest(
-            &HttpRoute {
-                api_version: "gateway.networking.k8s.io/v1",
-                kind: "HTTPRoute",
-                metadata: meta("portal", Some(t.name()), t.name(), "routing"),
-                spec: HttpRouteSpec {
-                    parent_refs: vec![ParentReference {
-                        group: "gateway.networking.k8s.io",
-                        kind: "Gateway",
-                        namespace: GATEWAY.0.to_owned(),
-                        name: GATEWAY.1.to_owned(),
-                    }],
-                    rules: vec![HttpRouteRule { backend_refs: backends }],
-                },
+    if canaries.is_empty() {
+        return (out, Vec::new());
+    }
+    let total: i32 = canaries.iter().map(|(_, w)| w).sum();
+    if total > 100 {
+        let d = Diagnostic::at_node(
+            Code::CanaryWeightsOver100,
+            &t.origin.file,
+            t.origin.doc,
+            "/metadata/name",
+            format!(
+                "rollouts to tenant `{}` send {total}% of its traffic to canaries at their current steps",
+                t.name()
+            ),
+        )
+        .with_hint("run one rollout per tenant at a time, or lower the current steps");
+        return (out, vec![d]);
+    }
+    let mut backends = vec![HttpBackendRef {
+        kind: "Service",
+        name: "portal".to_owned(),
+        port: 80,
+        weight: 100 - total,
+    }];
+    backends.extend(canaries.into_iter().map(|(name, weight)| HttpBackendRef {
+        kind: "Service",
+        name,
+        port: 80,
+        weight,
+    }));
+    out.push(manifest(
+        &HttpRoute {
+            api_version: "gateway.networking.k8s.io/v1",
+            kind: "HTTPRoute",
+            metadata: meta("portal", Some(name), name, "routing"),
+            spec: HttpRouteSpec {
+                parent_refs: vec![ParentReference {
+                    group: "gateway.networking.k8s.io",
+                    kind: "Gateway",
+                    namespace: GATEWAY.0.to_owned(),
+                    name: GATEWAY.1.to_owned(),
+                }],
+                rules: vec![HttpRouteRule { backend_refs: backends }],
             },
-            t.name(),
-        ));
-    }
-    (out, diags)
+        },
+        name,
+    ));
+    (out, Vec::new())
 }
 
 /// The weight of a rollout's current step (from the options; the first step by default).
