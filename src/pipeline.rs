@@ -413,6 +413,15 @@ pub fn compile(source: &Source, opts: &crate::compile::Options) -> Result<Compil
 
 /// Compile an already validated revision (nothing when it is invalid).
 pub fn compile_validated(validated: Validated, opts: &crate::compile::Options) -> Compiled {
+    compile_validated_tenants(validated, opts, &|_| true)
+}
+
+/// [`compile_validated`], for the tenants `wanted` accepts only.
+pub fn compile_validated_tenants(
+    validated: Validated,
+    opts: &crate::compile::Options,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+) -> Compiled {
     if !validated.is_valid() {
         return Compiled {
             validated,
@@ -420,7 +429,7 @@ pub fn compile_validated(validated: Validated, opts: &crate::compile::Options) -
             diagnostics: Vec::new(),
         };
     }
-    let (manifests, mut diags) = crate::compile::compile(&validated.repo, opts);
+    let (manifests, mut diags) = crate::compile::compile_tenants(&validated.repo, opts, wanted);
     load::resolve(&mut diags, &validated.files, &validated.repo.settings.limits);
     diagnostic::sort(&mut diags);
     Compiled {
@@ -451,7 +460,7 @@ pub fn compile_into(
     use crate::apply::dir::Writer;
     let writer = Writer::begin(out)?;
     let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
-    let (mut paths, mut diags) = crate::compile::compile_each(&validated.repo, opts, &|m| {
+    let (mut paths, mut diags) = crate::compile::compile_each(&validated.repo, opts, &|_| true, &|m| {
         if let Err(e) = writer.put(&m.path(), &m.yaml()) {
             failure.lock().expect("not poisoned").get_or_insert(e);
         }

@@ -101,12 +101,37 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let t_policy = start.elapsed();
     let base_valid = base_v.is_valid();
-    let head_c = pipeline::compile_validated(head_v, &opts);
+    // only the tenants the change can touch are compiled
+    let changes = match &verdicts {
+        Some(a) => a.changes.clone(),
+        None => {
+            let bg = base.read_guarded(&base_v.repo.settings.limits)?;
+            let hg = head.read_guarded(&head_v.repo.settings.limits)?;
+            crate::change::diff(&base_v.repo, &head_v.repo, &bg.files, &hg.files)
+        }
+    };
+    let affected = if base_valid {
+        plan::affected(&changes, &base_v.repo, &head_v.repo)
+    } else {
+        None
+    };
+    let total_tenants = head_v.repo.tenants.len().max(base_v.repo.tenants.len());
+    if let Some(a) = &affected
+        && a.len() < total_tenants
+    {
+        notes.push(format!(
+            "{} of {} tenants can be affected by this change; only they were compiled",
+            a.len(),
+            total_tenants
+        ));
+    }
+    let wanted = |t: &str| affected.as_ref().is_none_or(|a| a.contains(t));
+    let head_c = pipeline::compile_validated_tenants(head_v, &opts, &wanted);
     if !head_c.is_valid() {
         print_problems(&head_c)?;
         return Ok(exit::INVALID);
     }
-    let base_c = pipeline::compile_validated(base_v, &opts);
+    let base_c = pipeline::compile_validated_tenants(base_v, &opts, &wanted);
     let base_manifests = if base_valid && base_c.is_valid() {
         base_c.manifests.as_slice()
     } else {

@@ -151,8 +151,18 @@ pub fn reserved(name: &str) -> bool {
 /// Compile a valid repo. Problems that only compiling reveals (a rollout step that does
 /// not exist, canary weights above 100, two objects at one path) are diagnostics.
 pub fn compile(repo: &Repo, opts: &Options) -> (Vec<Manifest>, Vec<Diagnostic>) {
+    compile_tenants(repo, opts, &|_| true)
+}
+
+/// [`compile`], for the tenants `wanted` accepts only (a plan compiles only the tenants a
+/// change can affect).
+pub fn compile_tenants(
+    repo: &Repo,
+    opts: &Options,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+) -> (Vec<Manifest>, Vec<Diagnostic>) {
     let mut out = std::sync::Mutex::new(Vec::new());
-    let (_, diags) = compile_each(repo, opts, &|m| {
+    let (_, diags) = compile_each(repo, opts, wanted, &|m| {
         out.lock().expect("not poisoned").push(m);
     });
     let mut out = std::mem::take(out.get_mut().expect("not poisoned"));
@@ -163,7 +173,12 @@ pub fn compile(repo: &Repo, opts: &Options) -> (Vec<Manifest>, Vec<Diagnostic>) 
 /// Compile a valid repo tenant by tenant, on every core, handing each object to `sink` as
 /// soon as it is built (in no particular order), so a large repo never has to be held
 /// compiled in memory. Returns every object's output path, sorted, and the diagnostics.
-pub fn compile_each(repo: &Repo, opts: &Options, sink: &(dyn Fn(Manifest) + Sync)) -> (Vec<String>, Vec<Diagnostic>) {
+pub fn compile_each(
+    repo: &Repo,
+    opts: &Options,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+    sink: &(dyn Fn(Manifest) + Sync),
+) -> (Vec<String>, Vec<Diagnostic>) {
     use rayon::prelude::*;
     let version = repo
         .settings
@@ -179,8 +194,8 @@ pub fn compile_each(repo: &Repo, opts: &Options, sink: &(dyn Fn(Manifest) + Sync
         .into_par_iter()
         .map(|i| {
             let t = &repo.tenants[i];
-            if reserved(t.name()) {
-                // validation reports it (R500); a valid repo never gets here
+            if reserved(t.name()) || !wanted(t.name()) {
+                // (a reserved name is reported by validation, R500: a valid repo has none)
                 return (Vec::new(), Vec::new());
             }
             let mut paths = Vec::new();

@@ -289,3 +289,49 @@ fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<R
         _ => {}
     }
 }
+
+/// The tenants whose compiled objects a change set can touch, or `None` when it can touch
+/// every tenant (a change to `rampart.yaml`: platform version, tier bounds). A tenant's
+/// objects come from the tenant itself, the plugins it enables and the rollouts that reach
+/// it; team membership and policies compile to nothing.
+pub fn affected(
+    changes: &[crate::change::Change],
+    base: &crate::spec::Repo,
+    head: &crate::spec::Repo,
+) -> Option<BTreeSet<String>> {
+    use crate::change::Subject;
+    use crate::spec::Kind;
+    let mut out = BTreeSet::new();
+    let mut plugins = BTreeSet::new();
+    let mut rollouts = BTreeSet::new();
+    for c in changes {
+        match c.subject {
+            Subject::File if c.name == crate::config::SETTINGS_FILE => return None,
+            Subject::File => {}
+            Subject::Object(Kind::Tenant) => {
+                out.insert(c.name.clone());
+            }
+            Subject::Object(Kind::Plugin) => {
+                plugins.insert(c.name.as_str());
+            }
+            Subject::Object(Kind::Rollout) => {
+                rollouts.insert(c.name.as_str());
+            }
+            Subject::Object(Kind::Team) => {}
+        }
+    }
+    for repo in [base, head] {
+        for t in &repo.tenants {
+            if t.spec.plugins.iter().any(|p| plugins.contains(p.name.as_str())) {
+                out.insert(t.name().to_owned());
+            }
+        }
+        let index = crate::policy::model::TenantIndex::new(repo);
+        for r in repo.rollouts.iter().filter(|r| rollouts.contains(r.name())) {
+            for i in index.targets(&r.spec) {
+                out.insert(repo.tenants[i].name().to_owned());
+            }
+        }
+    }
+    Some(out)
+}
