@@ -120,6 +120,11 @@ impl Source {
                     walk.git_entry(repo, SETTINGS_FILE, entry.id(), entry.filemode(), &mut Vec::new())
                         .map_err(|e| read_err(rev, e))?;
                 }
+                let blobs = std::mem::take(&mut walk.blobs);
+                if !walk.stopped {
+                    let files = read_blobs(repo, blobs).map_err(|e| read_err(rev, e))?;
+                    walk.snapshot.files.extend(files);
+                }
             }
         }
         Ok(walk.finish(self.commit()))
@@ -186,6 +191,11 @@ impl Source {
                                 .map_err(|e| read_err(rev, e))?;
                         }
                     }
+                }
+                let blobs = std::mem::take(&mut walk.blobs);
+                if !walk.stopped {
+                    let files = read_blobs(repo, blobs).map_err(|e| read_err(rev, e))?;
+                    walk.snapshot.files.extend(files);
                 }
             }
         }
@@ -261,6 +271,40 @@ fn resolve_tree(repo: &git2::Repository, path: &Path, rev: &str) -> Result<(git2
         }
     }
     Ok((tree.id(), commit.id()))
+}
+
+/// Read admitted blobs on every core: a `Repository` is not `Sync`, so each worker opens
+/// its own handle on the same object database.
+fn read_blobs(repo: &git2::Repository, blobs: Vec<(String, git2::Oid)>) -> Result<Vec<SourceFile>, git2::Error> {
+    use rayon::prelude::*;
+    if blobs.len() < 64 {
+        return blobs
+            .into_iter()
+            .map(|(path, id)| {
+                Ok(SourceFile {
+                    path,
+                    bytes: repo.find_blob(id)?.content().to_vec(),
+                })
+            })
+            .collect();
+    }
+    let git_dir = repo.path().to_owned();
+    let chunk = blobs.len().div_ceil(rayon::current_num_threads().max(1) * 4);
+    blobs
+        .par_chunks(chunk)
+        .map(|part| {
+            let repo = git2::Repository::open(&git_dir)?;
+            part.iter()
+                .map(|(path, id)| {
+                    Ok(SourceFile {
+                        path: path.clone(),
+                        bytes: repo.find_blob(*id)?.content().to_vec(),
+                    })
+                })
+                .collect::<Result<Vec<_>, git2::Error>>()
+        })
+        .collect::<Result<Vec<Vec<_>>, _>>()
+        .map(|v| v.into_iter().flatten().collect())
 }
 
 /// Every entry under the guarded paths of a tree, as `(path, "mode oid")`.
@@ -346,6 +390,8 @@ struct Walk<'l> {
     pending: Vec<String>,
     /// Which files (by repo-relative path) are read; everything else is skipped unread.
     wanted: fn(&str) -> bool,
+    /// Git blobs admitted for reading: (path, id).
+    blobs: Vec<(String, git2::Oid)>,
 }
 
 /// Longest path read from a git tree (the Linux `PATH_MAX`): deeper trees are refused, so a
@@ -368,12 +414,14 @@ impl<'l> Walk<'l> {
             stopped: false,
             pending: Vec::new(),
             wanted: is_spec_file,
+            blobs: Vec::new(),
         }
     }
 
     fn finish(mut self, commit: Option<String>) -> Snapshot {
         self.snapshot.commit = commit;
         debug_assert!(self.pending.is_empty(), "read_pending not called");
+        debug_assert!(self.blobs.is_empty(), "read_blobs not called");
         if self.stopped {
             // a cap stopped the walk: validate nothing rather than an arbitrary part
             self.snapshot.files.clear();
@@ -620,11 +668,8 @@ impl<'l> Walk<'l> {
             GIT_BLOB | GIT_EXEC if (self.wanted)(rel) => {
                 let (size, _) = repo.odb()?.read_header(id)?;
                 if self.admit_size(rel, size as u64) {
-                    let blob = repo.find_blob(id)?;
-                    self.snapshot.files.push(SourceFile {
-                        path: rel.to_owned(),
-                        bytes: blob.content().to_vec(),
-                    });
+                    // read later, in parallel (inflating 10k blobs one by one is the slow part)
+                    self.blobs.push((rel.to_owned(), id));
                 }
             }
             _ => {}
