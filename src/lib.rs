@@ -1,8 +1,9 @@
 //! rampart: a policy-as-code GitOps reconciler and config compiler.
 //!
-//! The pipeline, in module order: `source` (IO) → `load` → `spec` → `validate` → `report`,
-//! joined by `pipeline` and driven by `cli`. `load`, `spec`, `validate` and `report` are
-//! pure: no IO, no clocks, no network (they may use rayon for data parallelism). See
+//! The pipeline: `source` (IO) → `load` → `spec` → `validate` → `change` → `policy` →
+//! `compile` → `plan` → `report`, with `apply` (IO) writing what was compiled; joined by
+//! `pipeline` and driven by `cli`. Everything between `source` and `apply` is pure: no IO, no
+//! clocks, no network (rayon may spread work over the cores). See
 //! ARCHITECTURE.md for the code map and invariants.
 
 pub mod apply;

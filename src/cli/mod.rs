@@ -33,7 +33,9 @@ pub mod exit {
     long_about = "rampart validates a config repo of teams, tenants, plugins and rollouts against JSON Schemas \
                   and semantic rules, and reports every problem at file:line:col with a stable code. \
                   `check` authorises the changes between two revisions with Cedar policies (rampart's \
-                  defaults plus the repo's policies/*.cedar); `policy test` runs the repo's policy tests.\n\n\
+                  defaults plus the repo's policies/*.cedar); `policy test` runs the repo's policy tests; \
+                  `compile` turns the repo into Kubernetes objects, `plan` shows what a change does to them, \
+                  and `apply --target dir:OUT` writes them where Argo CD or Flux pick them up.\n\n\
                   Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",
     after_help = "Docs: README.md (commands, config reference, diagnostic codes, exit codes)."
 )]
@@ -45,11 +47,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Validate(validate::Args),
-    Apply(apply::Args),
     Check(check::Args),
+    Policy(policy::Args),
     Compile(compile::Args),
     Plan(plan::Args),
-    Policy(policy::Args),
+    Apply(apply::Args),
 }
 
 pub fn main() -> ExitCode {
