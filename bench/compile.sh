@@ -5,7 +5,7 @@
 #   bench/compile.sh [SIZE]        SIZE is S, M or L; default M
 #
 # Cases:
-#   compile      `rampart compile REPO --out OUT`, a fresh OUT each run (hyperfine --prepare rm -rf)
+#   compile      `rampart compile REPO --out OUT`, an empty OUT each run (hyperfine --prepare; see KEEP_OUT)
 #   plan-one     `rampart plan REPO --base A --head B --format markdown`: B changes one tenant's quota cpu
 #   plan-all     the same with --head C: C changes every tenant's quota memory
 #

@@ -206,13 +206,17 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
                     if let Some(w) = &d.way_out {
                         todo.push(format!("**{}**", markdown_escape(&w.describe())));
                     }
+                    let policies = if d.policies.is_empty() {
+                        "(no policy permits it)".to_owned()
+                    } else {
+                        markdown_escape(&d.policies.join(", "))
+                    };
                     let _ = writeln!(
                         out,
-                        "| ⛔ {} {} {} | {} | {} |",
+                        "| ⛔ {} {} {} | {policies} | {} |",
                         c.action.as_str(),
                         c.subject.as_str(),
                         markdown_escape(&c.name),
-                        markdown_escape(&d.policies.join(", ")),
                         todo.join("<br>")
                     );
                 }
