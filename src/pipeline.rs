@@ -162,24 +162,11 @@ pub enum CheckOutcome {
     BasePoliciesInvalid,
 }
 
-/// The result of [`check`].
+/// The result of [`check`]: the head's validation and, when it is valid, the verdicts.
 pub struct Checked {
     pub head: Validated,
-    pub base_commit: Option<String>,
-    pub changes: Vec<Change>,
-    pub decisions: Vec<Decision>,
-    /// Problems of the check itself: who made or approved the change, the base's policies.
-    pub diagnostics: Vec<Diagnostic>,
-    pub outcome: CheckOutcome,
-    pub who: Who,
-    /// Time spent building entities and deciding.
-    pub policy_time: Duration,
-}
-
-impl Checked {
-    pub fn denied(&self) -> usize {
-        self.decisions.iter().filter(|d| !d.allowed).count()
-    }
+    /// `outcome` is `HeadInvalid` (and the rest empty) when the head is invalid.
+    pub auth: Authorized,
 }
 
 /// Validate `head`, then authorise every change from `base` to `head` with the base
@@ -187,29 +174,23 @@ impl Checked {
 pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -> anyhow::Result<Checked> {
     let no_progress = |_: u64, _: u64| {};
     let head_v = validate(head, &no_progress)?;
-    let mut checked = Checked {
-        base_commit: None,
-        changes: Vec::new(),
-        decisions: Vec::new(),
-        diagnostics: Vec::new(),
-        outcome: CheckOutcome::HeadInvalid,
-        who: Who::default(),
-        policy_time: Duration::ZERO,
-        head: head_v,
-    };
-    if !checked.head.is_valid() {
-        return Ok(checked);
+    if !head_v.is_valid() {
+        return Ok(Checked {
+            head: head_v,
+            auth: Authorized {
+                base_commit: None,
+                changes: Vec::new(),
+                decisions: Vec::new(),
+                diagnostics: Vec::new(),
+                outcome: CheckOutcome::HeadInvalid,
+                who: Who::default(),
+                policy_time: Duration::ZERO,
+            },
+        });
     }
     let base_v = validate(base, &no_progress)?;
-    let a = authorize(base, head, &base_v, &checked.head, who, facts)?;
-    checked.base_commit = a.base_commit;
-    checked.changes = a.changes;
-    checked.decisions = a.decisions;
-    checked.diagnostics = a.diagnostics;
-    checked.outcome = a.outcome;
-    checked.who = a.who;
-    checked.policy_time = a.policy_time;
-    Ok(checked)
+    let auth = authorize(base, head, &base_v, &head_v, who, facts)?;
+    Ok(Checked { head: head_v, auth })
 }
 
 /// The policy verdicts on the change from `base_v` to `head_v` (both already validated; the
@@ -219,7 +200,6 @@ pub struct Authorized {
     pub changes: Vec<Change>,
     pub decisions: Vec<Decision>,
     pub diagnostics: Vec<Diagnostic>,
-    /// `Decided` or `BasePoliciesInvalid`.
     pub outcome: CheckOutcome,
     pub who: Who,
     pub policy_time: Duration,
@@ -393,22 +373,6 @@ impl Compiled {
     pub fn is_valid(&self) -> bool {
         self.validated.is_valid() && !self.diagnostics.iter().any(Diagnostic::is_error)
     }
-
-    /// Every output file: one per object plus `kustomization.yaml`.
-    pub fn files(&self) -> std::collections::BTreeMap<String, String> {
-        let mut files: std::collections::BTreeMap<String, String> =
-            self.manifests.iter().map(|m| (m.path(), m.yaml())).collect();
-        files.insert(
-            "kustomization.yaml".to_owned(),
-            crate::compile::kustomization(&self.manifests.iter().map(|m| m.path()).collect::<Vec<_>>()),
-        );
-        files
-    }
-}
-
-/// Validate and compile one revision. Nothing is compiled when the repo is invalid.
-pub fn compile(source: &Source, opts: &crate::compile::Options) -> Result<Compiled, SourceError> {
-    Ok(compile_validated(validate(source, &|_, _| {})?, opts))
 }
 
 /// Compile an already validated revision (nothing when it is invalid).

@@ -8,7 +8,7 @@
 //! equal what is there, nothing is written at all.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -206,20 +206,6 @@ impl Writer {
             .map_err(|e| ctx("syncing", &self.parent, e))?;
         Ok(w)
     }
-}
-
-/// Make `out` hold exactly `files` (relative path → content), atomically, and record
-/// `state` (if any) beside it.
-pub fn write(out: &Path, files: &BTreeMap<String, String>, state: Option<&State>) -> anyhow::Result<Written> {
-    let w = Writer::begin(out)?;
-    for (path, text) in files {
-        if let Err(e) = w.put(path, text) {
-            w.abort();
-            return Err(e);
-        }
-    }
-    let paths: Vec<String> = files.keys().cloned().collect();
-    w.finish(&paths, state)
 }
 
 /// Flush everything written on the file system holding `path` (Linux `syncfs`).

@@ -61,8 +61,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if args.timings {
         eprintln!(
             "timings: policy {:.1} ms for {} changes",
-            checked.policy_time.as_secs_f64() * 1e3,
-            checked.changes.len()
+            checked.auth.policy_time.as_secs_f64() * 1e3,
+            checked.auth.changes.len()
         );
     }
     let prefix = match args.format {
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         _ => String::new(),
     };
     let v = &checked.head;
-    let blocked = match checked.outcome {
+    let blocked = match checked.auth.outcome {
         CheckOutcome::Decided => None,
         CheckOutcome::HeadInvalid => Some("the head revision is invalid; fix the errors above first"),
         CheckOutcome::BasePoliciesInvalid => {
@@ -86,21 +86,21 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             commit: v.commit.as_deref(),
             path_prefix: &prefix,
         },
-        base: checked.base_commit.as_deref(),
-        author: &checked.who.author,
-        approvers: &checked.who.approvers,
-        changes: &checked.changes,
-        decisions: &checked.decisions,
-        diagnostics: &checked.diagnostics,
+        base: checked.auth.base_commit.as_deref(),
+        author: &checked.auth.who.author,
+        approvers: &checked.auth.who.approvers,
+        changes: &checked.auth.changes,
+        decisions: &checked.auth.decisions,
+        diagnostics: &checked.auth.diagnostics,
         blocked,
     };
     let color =
         args.format == CheckFormat::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     super::print(&render(args.format, &report, color))?;
-    Ok(match checked.outcome {
+    Ok(match checked.auth.outcome {
         CheckOutcome::HeadInvalid => exit::INVALID,
         CheckOutcome::BasePoliciesInvalid => exit::ERROR,
-        CheckOutcome::Decided if checked.denied() > 0 => exit::DENIED,
+        CheckOutcome::Decided if checked.auth.denied() > 0 => exit::DENIED,
         CheckOutcome::Decided => exit::OK,
     })
 }

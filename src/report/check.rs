@@ -179,12 +179,12 @@ pub fn overall(r: &CheckReport<'_>) -> &'static str {
 }
 
 fn render_json(r: &CheckReport<'_>) -> String {
-    let validation: serde_json::Value = serde_json::from_str(&json::render(&r.validation)).expect("own JSON parses");
+    let validation = json::value(&r.validation);
     let extra = Summary {
         diagnostics: r.diagnostics,
         ..r.validation
     };
-    let extra: serde_json::Value = serde_json::from_str(&json::render(&extra)).expect("own JSON parses");
+    let extra = json::value(&extra);
     let report = JsonReport {
         version: 1,
         tool: "rampart",

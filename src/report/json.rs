@@ -42,8 +42,19 @@ struct Entry<'a> {
 }
 
 pub fn render(s: &Summary<'_>) -> String {
+    let mut out = serde_json::to_string_pretty(&report(s)).expect("report serializes");
+    out.push('\n');
+    out
+}
+
+/// The report as a JSON value, for formats that embed it (`check`, `policy test`).
+pub fn value(s: &Summary<'_>) -> serde_json::Value {
+    serde_json::to_value(report(s)).expect("report serializes")
+}
+
+fn report<'a>(s: &'a Summary<'a>) -> Report<'a> {
     let c = counts(s.diagnostics);
-    let report = Report {
+    Report {
         version: 1,
         tool: "rampart",
         tool_version: env!("CARGO_PKG_VERSION"),
@@ -75,8 +86,5 @@ pub fn render(s: &Summary<'_>) -> String {
                 }
             })
             .collect(),
-    };
-    let mut out = serde_json::to_string_pretty(&report).expect("report serializes");
-    out.push('\n');
-    out
+    }
 }

@@ -5,25 +5,6 @@
 use crate::support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
-
-/// Every file under `dir`, by relative path.
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-                out.insert(rel, std::fs::read_to_string(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
 
 fn compile_example(extra: &[&str]) -> (Run, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();

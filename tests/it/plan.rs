@@ -5,50 +5,6 @@
 
 use crate::support::*;
 use std::path::Path;
-use std::process::Command;
-
-fn git(dir: &Path, author: &str, args: &[&str]) -> String {
-    let (name, email) = author.split_once(" <").unwrap();
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", name)
-        .env("GIT_AUTHOR_EMAIL", email.trim_end_matches('>'))
-        .env("GIT_COMMITTER_NAME", "CI")
-        .env("GIT_COMMITTER_EMAIL", "ci@example.com")
-        .env("GIT_AUTHOR_DATE", "2026-11-20T10:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-11-20T10:00:00Z")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn history() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&root().join("examples/platform-config"), dir.path());
-    git(dir.path(), "Alice <alice@example.com>", &["init", "-q", "-b", "main"]);
-    commit(dir.path(), "Alice <alice@example.com>", "import");
-    dir
-}
-
-fn commit(p: &Path, author: &str, msg: &str) {
-    git(p, author, &["add", "-A"]);
-    git(p, author, &["commit", "-q", "--allow-empty", "-m", msg]);
-}
-
-fn edit(p: &Path, file: &str, from: &str, to: &str) {
-    let path = p.join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(from), "{file} lacks {from:?}");
-    write(&path, text.replacen(from, to, 1));
-}
 
 /// The four reviewed changes, each as one commit on top of the example.
 fn change(p: &Path, case: &str) {
@@ -94,7 +50,7 @@ fn change(p: &Path, case: &str) {
 #[test]
 fn plans_of_the_reviewed_changes() {
     for case in ["quota-raise", "tenant-delete", "plugin-enable", "rollout-step"] {
-        let repo = history();
+        let repo = example_history();
         let p = repo.path();
         change(p, case);
         let text = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
@@ -128,7 +84,7 @@ fn plans_of_the_reviewed_changes() {
 
 #[test]
 fn plan_flags_risks_and_hides_secrets() {
-    let repo = history();
+    let repo = example_history();
     let p = repo.path();
     change(p, "tenant-delete");
     let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "json"], Some(p));
@@ -186,7 +142,7 @@ fn plan_flags_risks_and_hides_secrets() {
 /// they fit, and a note saying how much was left out.
 #[test]
 fn markdown_stays_within_the_comment_limit() {
-    let repo = history();
+    let repo = example_history();
     let p = repo.path();
     // a new platform version changes every tenant's portal
     edit(p, "rampart.yaml", "version: \"1.4.0\"", "version: \"1.4.1\"");
@@ -217,7 +173,7 @@ fn markdown_stays_within_the_comment_limit() {
 
 #[test]
 fn apply_is_atomic_idempotent_and_gated() {
-    let repo = history();
+    let repo = example_history();
     let p = repo.path();
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("deploy");
@@ -227,7 +183,7 @@ fn apply_is_atomic_idempotent_and_gated() {
     assert!(first.stdout.contains("first apply"), "{}", first.stdout);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("deploy.rampart-state.json")).unwrap()).unwrap();
-    assert_eq!(state["commit"], git(p, "A <a@example.com>", &["rev-parse", "HEAD"]));
+    assert_eq!(state["commit"], git_as(p, "A <a@example.com>", &["rev-parse", "HEAD"]));
     let again = rampart(&["apply", ".", "--rev", "HEAD", "--target", &t], Some(p));
     assert!(again.stdout.starts_with("no changes"), "{}", again.stdout);
 
@@ -269,7 +225,7 @@ fn apply_is_atomic_idempotent_and_gated() {
 
 #[test]
 fn bad_targets_and_revisions() {
-    let repo = history();
+    let repo = example_history();
     let p = repo.path();
     let file = p.join("not-a-dir");
     write(&file, "x");
@@ -296,7 +252,7 @@ fn bad_targets_and_revisions() {
 /// are exactly those that differ between two full compiles.
 #[test]
 fn the_incremental_plan_misses_nothing() {
-    let repo = history();
+    let repo = example_history();
     let p = repo.path();
     // a plugin change reaches every tenant enabling it; a rollout change its targets
     edit(p, "plugins/techdocs.yaml", "memory: ", "memory: 1");
@@ -316,20 +272,7 @@ fn the_incremental_plan_misses_nothing() {
         let dir = out.path().join(rev.replace('~', "-"));
         let run = rampart(&["compile", ".", "--rev", rev, "--out", dir.to_str().unwrap()], Some(p));
         assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-        let mut files = std::collections::BTreeMap::new();
-        let mut stack = vec![dir.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let e = e.unwrap();
-                if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                } else {
-                    let rel = e.path().strip_prefix(&dir).unwrap().to_string_lossy().into_owned();
-                    files.insert(rel, std::fs::read(e.path()).unwrap());
-                }
-            }
-        }
-        files
+        tree(&dir)
     };
     let (a, b) = (full("HEAD~1"), full("HEAD"));
     let mut differ: Vec<&String> = a

@@ -5,58 +5,6 @@
 
 use crate::support::*;
 use std::path::Path;
-use std::process::Command;
-
-/// Run git in `dir` as `author` ("Name <email>"), at a fixed time.
-fn git_as(dir: &Path, author: &str, args: &[&str]) -> String {
-    let (name, email) = author.split_once(" <").expect("Name <email>");
-    let email = email.trim_end_matches('>');
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", name)
-        .env("GIT_AUTHOR_EMAIL", email)
-        .env("GIT_COMMITTER_NAME", "CI")
-        .env("GIT_COMMITTER_EMAIL", "ci@example.com")
-        .env("GIT_AUTHOR_DATE", "2026-11-20T10:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-11-20T10:00:00Z")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A git repo holding the example config repo as its first commit (by a platform member).
-fn example_history() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&root().join("examples/platform-config"), dir.path());
-    git_as(dir.path(), "Alice <alice@example.com>", &["init", "-q", "-b", "main"]);
-    git_as(dir.path(), "Alice <alice@example.com>", &["add", "-A"]);
-    git_as(
-        dir.path(),
-        "Alice <alice@example.com>",
-        &["commit", "-qm", "import the example"],
-    );
-    dir
-}
-
-fn edit(p: &Path, file: &str, from: &str, to: &str) {
-    let path = p.join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(from), "{file} lacks {from:?}");
-    write(&path, text.replacen(from, to, 1));
-}
-
-fn commit(p: &Path, author: &str, message: &str) {
-    git_as(p, author, &["add", "-A"]);
-    git_as(p, author, &["commit", "-qm", message]);
-}
 
 fn check(p: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["check", ".", "--base", "HEAD~1"];

@@ -138,3 +138,69 @@ pub fn assert_bounded(run: &Run, what: &str) {
     assert!(run.max_rss_kib < 200 * 1024, "{what}: peak RSS {} KiB", run.max_rss_kib);
     assert!(!run.stderr.contains("panicked"), "{what}: panicked\n{}", run.stderr);
 }
+
+/// Run git in `dir` as `author` ("Name <email>"), at a fixed time, so commit ids (and the
+/// snapshots that show them) are the same on every run.
+pub fn git_as(dir: &Path, author: &str, args: &[&str]) -> String {
+    let (name, email) = author.split_once(" <").expect("Name <email>");
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", name)
+        .env("GIT_AUTHOR_EMAIL", email.trim_end_matches('>'))
+        .env("GIT_COMMITTER_NAME", "CI")
+        .env("GIT_COMMITTER_EMAIL", "ci@example.com")
+        .env("GIT_AUTHOR_DATE", "2026-11-20T10:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-11-20T10:00:00Z")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A git repo holding the example config repo as its first commit (by a platform member).
+pub fn example_history() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&root().join("examples/platform-config"), dir.path());
+    git_as(dir.path(), "Alice <alice@example.com>", &["init", "-q", "-b", "main"]);
+    commit(dir.path(), "Alice <alice@example.com>", "import the example");
+    dir
+}
+
+/// Commit everything in the work tree (an empty commit when nothing changed).
+pub fn commit(p: &Path, author: &str, message: &str) {
+    git_as(p, author, &["add", "-A"]);
+    git_as(p, author, &["commit", "-q", "--allow-empty", "-m", message]);
+}
+
+/// Replace the first `from` in `file` (relative to `p`) with `to`.
+pub fn edit(p: &Path, file: &str, from: &str, to: &str) {
+    let path = p.join(file);
+    let text = fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} lacks {from:?}");
+    write(&path, text.replacen(from, to, 1));
+}
+
+/// Every file under `dir`, by `/`-separated relative path.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            if e.file_type().expect("file type").is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, fs::read_to_string(e.path()).expect("UTF-8 output"));
+            }
+        }
+    }
+    out
+}
