@@ -7,6 +7,7 @@
 //! ARCHITECTURE.md for the code map and invariants.
 
 pub mod apply;
+pub mod cache;
 pub mod change;
 pub mod cli;
 pub mod compile;

@@ -1,6 +1,7 @@
 //! Pipeline: source → load → validate for one revision of a config repo — the sequence every
 //! command starts with. The only place that joins the IO stage to the pure ones.
 
+use crate::cache::ParseCache;
 use crate::change::{self, Change};
 use crate::config::{Limits, SETTINGS_FILE};
 use crate::diagnostic::{self, Diagnostic};
@@ -9,7 +10,7 @@ use crate::policy::Engine;
 use crate::policy::decide::{self, Decision, Identity};
 use crate::policy::model::{self, Facts, Who};
 use crate::policy::tests::CaseResult;
-use crate::source::{Source, SourceError, SourceFile};
+use crate::source::{KnownRead, Source, SourceError, SourceFile};
 use crate::spec::Repo;
 use crate::validate;
 use rayon::prelude::*;
@@ -27,6 +28,16 @@ pub struct Validated {
     pub policy_files: Vec<SourceFile>,
     /// Wall time per phase, for `--timings` and the benchmark.
     pub timings: Timings,
+    /// Files taken from the parse cache: their `text` is empty, and read from git only when a
+    /// problem must be shown in them ([`Validated::texts_for`]).
+    pub unread: Unread,
+}
+
+/// Files of a git revision not read (their parse was cached): blob id by path.
+#[derive(Default)]
+pub struct Unread {
+    git_dir: Option<std::path::PathBuf>,
+    blobs: std::collections::HashMap<String, git2::Oid>,
 }
 
 /// Wall time of each phase of [`validate`].
@@ -50,6 +61,52 @@ impl Validated {
     pub fn document_count(&self) -> usize {
         self.files.iter().map(|f| f.doc_count).sum()
     }
+
+    /// The text of the unread files `diags` point into, read now, to resolve spans and
+    /// snippets together with `files`. A blob that cannot be read leaves its problems at
+    /// the file (no line).
+    pub fn texts_for(&self, diags: &[Diagnostic]) -> Vec<LoadedFile> {
+        texts_for(&self.unread, diags)
+    }
+
+    /// Resolve `diags` in this revision's files (reading unread ones as needed) and sort them.
+    pub fn resolve(&self, diags: &mut [Diagnostic]) {
+        let extra = self.texts_for(diags);
+        load::resolve(diags, self.files.iter().chain(&extra), &self.repo.settings.limits);
+        diagnostic::sort(diags);
+    }
+}
+
+fn texts_for(unread: &Unread, diags: &[Diagnostic]) -> Vec<LoadedFile> {
+    let Some(git_dir) = &unread.git_dir else {
+        return Vec::new();
+    };
+    let mut wanted: Vec<(String, git2::Oid)> = diags
+        .iter()
+        .filter_map(|d| match &d.anchor {
+            diagnostic::Anchor::File { file }
+            | diagnostic::Anchor::Position { file, .. }
+            | diagnostic::Anchor::Node { file, .. } => unread.blobs.get(file).map(|id| (file.clone(), *id)),
+            diagnostic::Anchor::None => None,
+        })
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let Ok(repo) = git2::Repository::open(git_dir) else {
+        return Vec::new();
+    };
+    wanted
+        .into_iter()
+        .filter_map(|(path, id)| {
+            let text = String::from_utf8(repo.find_blob(id).ok()?.content().to_vec()).ok()?;
+            Some(LoadedFile {
+                path,
+                text,
+                docs: Vec::new(),
+                doc_count: 0,
+            })
+        })
+        .collect()
 }
 
 /// Progress callback: called with the number of files parsed so far and the total.
@@ -57,6 +114,16 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// Read, load and validate one revision. `Err` only when the repo could not be read at all.
 pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, SourceError> {
+    validate_cached(source, progress, None)
+}
+
+/// [`validate`], taking the outcome of every blob `cache` knows instead of parsing it, and
+/// teaching it the clean files it did not know (git revisions only).
+pub fn validate_cached(
+    source: &Source,
+    progress: Progress<'_>,
+    cache: Option<&ParseCache>,
+) -> Result<Validated, SourceError> {
     let mut timings = Timings::default();
     let t = Instant::now();
     // settings first: they hold the limits for everything else
@@ -72,31 +139,102 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
     diags.extend(d);
     let limits = settings.limits;
 
-    let snap = source.read_specs(&limits)?;
-    if settings_file.is_none() && snap.files.is_empty() && snap.diagnostics.is_empty() && diags.is_empty() {
+    let table = cache
+        .filter(|_| matches!(source, Source::Git { .. }))
+        .map(|c| c.table(&limits));
+    let read = match &table {
+        Some(t) => source.read_specs_known(&limits, &|path, id| t.size(path, id))?,
+        None => KnownRead {
+            snapshot: source.read_specs(&limits)?,
+            ..KnownRead::default()
+        },
+    };
+    let (snap, known, ids) = (read.snapshot, read.known, read.ids);
+    if settings_file.is_none()
+        && snap.files.is_empty()
+        && known.is_empty()
+        && snap.diagnostics.is_empty()
+        && diags.is_empty()
+    {
         // a wrong path in CI must not pass as "0 files: valid"
         return Err(SourceError::Empty(source.path()));
     }
     diags.extend(snap.diagnostics);
     timings.read = t.elapsed();
     let t = Instant::now();
-    let total = snap.files.len() as u64;
+    let total = (snap.files.len() + known.len()) as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     validate::schema::warm_up();
+    // files in path order, whether read or known
+    enum Job {
+        Read(SourceFile),
+        Known(String, git2::Oid),
+    }
+    let mut jobs: Vec<Job> = snap
+        .files
+        .into_iter()
+        .map(Job::Read)
+        .chain(known.iter().map(|(p, id)| Job::Known(p.clone(), *id)))
+        .collect();
+    jobs.sort_by(|a, b| {
+        let path = |j: &Job| match j {
+            Job::Read(f) => f.path.clone(),
+            Job::Known(p, _) => p.clone(),
+        };
+        path(a).cmp(&path(b))
+    });
     // parse and check each file in one go, so its documents are freed (moved into the typed
     // model) before the next file is parsed: memory stays near the size of the model
-    let loaded: Vec<(LoadedFile, Vec<Diagnostic>, validate::FileOutcome)> = snap
-        .files
+    let check = |f: SourceFile| {
+        let size = f.bytes.len() as u64;
+        let (mut file, d) = load::load_file(f, &limits);
+        let outcome = validate::file(&mut file);
+        if d.is_empty()
+            && let (Some(t), Some(id)) = (&table, ids.get(&file.path))
+        {
+            t.record(&file.path, *id, size, file.doc_count, &outcome);
+        }
+        (file, d, outcome)
+    };
+    type Checked = (LoadedFile, Vec<Diagnostic>, validate::FileOutcome);
+    let mut damaged = Vec::new();
+    let mut loaded: Vec<Result<Checked, (String, git2::Oid)>> = jobs
         .into_par_iter()
-        .map(|f| {
-            let (mut file, d) = load::load_file(f, &limits);
-            let outcome = validate::file(&mut file);
+        .map(|job| {
+            let out = match job {
+                Job::Known(path, id) => match table.as_ref().and_then(|t| t.outcome(&path, id)) {
+                    Some((outcome, doc_count)) => Ok((
+                        LoadedFile {
+                            path,
+                            text: String::new(),
+                            docs: Vec::new(),
+                            doc_count,
+                        },
+                        Vec::new(),
+                        outcome,
+                    )),
+                    None => Err((path, id)),
+                },
+                Job::Read(f) => Ok(check(f)),
+            };
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if n.is_multiple_of(256) || n == total {
                 progress(n, total);
             }
-            (file, d, outcome)
+            out
         })
+        .collect();
+    // a damaged cache line: the blob is read after all
+    for r in &mut loaded {
+        if let Err(blob) = r {
+            damaged.push(blob.clone());
+        }
+    }
+    let reread: std::collections::HashSet<String> = damaged.iter().map(|(p, _)| p.clone()).collect();
+    let mut unparsed = source.read_known(damaged)?.into_iter().map(check);
+    let loaded: Vec<Checked> = loaded
+        .into_iter()
+        .filter_map(|r| r.ok().or_else(|| unparsed.next()))
         .collect();
     let mut files = Vec::with_capacity(loaded.len() + 1);
     let mut outcomes = Vec::with_capacity(loaded.len());
@@ -128,8 +266,16 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
         debug_assert_eq!(s.path, SETTINGS_FILE);
         files.push(s);
     }
+    let unread = Unread {
+        git_dir: match source {
+            Source::Git { repo, .. } if !known.is_empty() => Some(repo.path().to_owned()),
+            _ => None,
+        },
+        blobs: known.into_iter().filter(|(p, _)| !reread.contains(p)).collect(),
+    };
     let mut diags = load::cap_per_file(diags);
-    load::resolve(&mut diags, &files, &limits);
+    let extra = texts_for(&unread, &diags);
+    load::resolve(&mut diags, files.iter().chain(&extra), &limits);
     diagnostic::sort(&mut diags);
     timings.resolve = t.elapsed();
     Ok(Validated {
@@ -139,6 +285,7 @@ pub fn validate(source: &Source, progress: Progress<'_>) -> Result<Validated, So
         commit: snap.commit,
         policy_files: policies.files,
         timings,
+        unread,
     })
 }
 
@@ -171,9 +318,15 @@ pub struct Checked {
 
 /// Validate `head`, then authorise every change from `base` to `head` with the base
 /// revision's policies and team membership. The head's problems block the policy step.
-pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -> anyhow::Result<Checked> {
+pub fn check(
+    base: &Source,
+    head: &Source,
+    who: &Principals,
+    facts: Facts<'_>,
+    cache: Option<&ParseCache>,
+) -> anyhow::Result<Checked> {
     let no_progress = |_: u64, _: u64| {};
-    let head_v = validate(head, &no_progress)?;
+    let head_v = validate_cached(head, &no_progress, cache)?;
     if !head_v.is_valid() {
         return Ok(Checked {
             head: head_v,
@@ -188,7 +341,10 @@ pub fn check(base: &Source, head: &Source, who: &Principals, facts: Facts<'_>) -
             },
         });
     }
-    let base_v = validate(base, &no_progress)?;
+    let base_v = validate_cached(base, &no_progress, cache)?;
+    if let Some(c) = cache {
+        c.flush();
+    }
     let auth = authorize(base, head, &base_v, &head_v, who, facts)?;
     Ok(Checked { head: head_v, auth })
 }
@@ -293,7 +449,7 @@ pub fn authorize(
         &checked.changes,
         &checked.who,
         facts,
-        &engine.schema,
+        &engine,
     )
     .map_err(|e| anyhow::anyhow!("building the Cedar entities of the change set failed: {e}"))?;
     checked.decisions = decide::decide(&engine, &mut model);
@@ -394,8 +550,7 @@ pub fn compile_validated_tenants(
         };
     }
     let (manifests, mut diags) = crate::compile::compile_tenants(&validated.repo, opts, wanted);
-    load::resolve(&mut diags, &validated.files, &validated.repo.settings.limits);
-    diagnostic::sort(&mut diags);
+    validated.resolve(&mut diags);
     Compiled {
         validated,
         manifests,
@@ -433,8 +588,7 @@ pub fn compile_into(
         writer.abort();
         return Err(e);
     }
-    load::resolve(&mut diags, &validated.files, &validated.repo.settings.limits);
-    diagnostic::sort(&mut diags);
+    validated.resolve(&mut diags);
     let objects = paths.len();
     if diags.iter().any(Diagnostic::is_error) {
         writer.abort();

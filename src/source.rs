@@ -7,6 +7,7 @@
 
 use crate::config::{Limits, SETTINGS_FILE};
 use crate::diagnostic::{Code, Diagnostic};
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -30,6 +31,20 @@ pub struct Snapshot {
     pub diagnostics: Vec<Diagnostic>,
     /// The commit read, when reading a git revision.
     pub commit: Option<String>,
+}
+
+/// Sizes of the blobs a caller already knows, by (path, blob id): see
+/// [`Source::read_specs_known`].
+pub type Known<'a> = &'a (dyn Fn(&str, git2::Oid) -> Option<u64> + Sync);
+
+/// What [`Source::read_specs_known`] read, and what it admitted without reading.
+#[derive(Debug, Default)]
+pub struct KnownRead {
+    pub snapshot: Snapshot,
+    /// Admitted files the caller knows, unread: (path, blob id), in walk order.
+    pub known: Vec<(String, git2::Oid)>,
+    /// The blob id of every file read, by path (git only).
+    pub ids: HashMap<String, git2::Oid>,
 }
 
 /// Who made a commit and who approved it, as recorded in the commit.
@@ -132,17 +147,33 @@ impl Source {
 
     /// Read every candidate spec file under the kind directories.
     pub fn read_specs(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
-        self.read_dirs(&KIND_DIRS, is_spec_file, limits)
+        Ok(self.read_dirs(&KIND_DIRS, is_spec_file, limits, None)?.snapshot)
+    }
+
+    /// [`Source::read_specs`], except that the blobs `known` knows (a parse cache; it gives
+    /// their size) are admitted against the limits exactly as if read, but not read. A
+    /// directory has no blob ids: everything is read.
+    pub fn read_specs_known(&self, limits: &Limits, known: Known<'_>) -> Result<KnownRead, SourceError> {
+        self.read_dirs(&KIND_DIRS, is_spec_file, limits, Some(known))
+    }
+
+    /// The text of blobs by id (files [`Source::read_specs_known`] skipped, when a problem
+    /// must be shown in them). Empty for a directory.
+    pub fn read_known(&self, blobs: Vec<(String, git2::Oid)>) -> Result<Vec<SourceFile>, SourceError> {
+        match self {
+            Source::Dir(_) => Ok(Vec::new()),
+            Source::Git { repo, rev, .. } => read_blobs(repo, blobs).map_err(|e| read_err(rev, e)),
+        }
     }
 
     /// Read the repo's own Cedar policies (`policies/**/*.cedar`).
     pub fn read_policies(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
-        self.read_dirs(&[POLICY_DIR], is_policy_file, limits)
+        Ok(self.read_dirs(&[POLICY_DIR], is_policy_file, limits, None)?.snapshot)
     }
 
     /// Read the policy tests (`policies/tests/**/*.yaml`).
     pub fn read_policy_tests(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
-        self.read_dirs(&[POLICY_TEST_DIR], is_yaml_path, limits)
+        Ok(self.read_dirs(&[POLICY_TEST_DIR], is_yaml_path, limits, None)?.snapshot)
     }
 
     /// Read every file that changes what rampart trusts or enforces: `rampart.yaml`,
@@ -156,7 +187,7 @@ impl Source {
         if let Source::Git { repo, tree, rev, .. } = self {
             return guarded_entries(repo, *tree, limits).map_err(|e| read_err(rev, e));
         }
-        let mut snap = self.read_dirs(&GUARDED_DIRS, |_| true, limits)?;
+        let mut snap = self.read_dirs(&GUARDED_DIRS, |_| true, limits, None)?.snapshot;
         let settings = self.read_settings(limits)?;
         snap.files.extend(settings.files);
         snap.diagnostics.extend(settings.diagnostics);
@@ -165,9 +196,17 @@ impl Source {
     }
 
     /// Read the files under `dirs` that `wanted` accepts, with every check of the walk.
-    fn read_dirs(&self, dirs: &[&str], wanted: fn(&str) -> bool, limits: &Limits) -> Result<Snapshot, SourceError> {
+    fn read_dirs(
+        &self,
+        dirs: &[&str],
+        wanted: fn(&str) -> bool,
+        limits: &Limits,
+        known: Option<Known<'_>>,
+    ) -> Result<KnownRead, SourceError> {
         let mut walk = Walk::new(limits);
         walk.wanted = wanted;
+        walk.known = known;
+        let mut ids = HashMap::new();
         match self {
             Source::Dir(root) => {
                 for dir in dirs.iter().copied() {
@@ -194,12 +233,22 @@ impl Source {
                 }
                 let blobs = std::mem::take(&mut walk.blobs);
                 if !walk.stopped {
+                    ids.extend(blobs.iter().cloned());
                     let files = read_blobs(repo, blobs).map_err(|e| read_err(rev, e))?;
                     walk.snapshot.files.extend(files);
                 }
             }
         }
-        Ok(walk.finish(self.commit()))
+        let mut known = std::mem::take(&mut walk.hits);
+        if walk.stopped {
+            known.clear();
+            ids.clear();
+        }
+        Ok(KnownRead {
+            snapshot: walk.finish(self.commit()),
+            known,
+            ids,
+        })
     }
 
     /// The author and `Approved-by:` trailers of the revision's commit (`None` for a
@@ -392,6 +441,10 @@ struct Walk<'l> {
     wanted: fn(&str) -> bool,
     /// Git blobs admitted for reading: (path, id).
     blobs: Vec<(String, git2::Oid)>,
+    /// Blobs the caller knows: admitted by their known size, not read.
+    known: Option<Known<'l>>,
+    /// Known blobs admitted: (path, id).
+    hits: Vec<(String, git2::Oid)>,
 }
 
 /// Longest path read from a git tree (the Linux `PATH_MAX`): deeper trees are refused, so a
@@ -415,6 +468,8 @@ impl<'l> Walk<'l> {
             pending: Vec::new(),
             wanted: is_spec_file,
             blobs: Vec::new(),
+            known: None,
+            hits: Vec::new(),
         }
     }
 
@@ -666,6 +721,12 @@ impl<'l> Walk<'l> {
                     .with_hint("commit the files into the config repo itself"),
             ),
             GIT_BLOB | GIT_EXEC if (self.wanted)(rel) => {
+                if let Some(size) = self.known.and_then(|k| k(rel, id)) {
+                    if self.admit_size(rel, size) {
+                        self.hits.push((rel.to_owned(), id));
+                    }
+                    return Ok(());
+                }
                 let (size, _) = repo.odb()?.read_header(id)?;
                 if self.admit_size(rel, size as u64) {
                     // read later, in parallel (inflating 10k blobs one by one is the slow part)

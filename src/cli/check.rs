@@ -57,7 +57,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             .is_some()
             .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
     };
-    let checked = pipeline::check(&base, &head, &who, &no_facts).with_context(ctx)?;
+    let cache = super::parse_cache(&head);
+    let checked = pipeline::check(&base, &head, &who, &no_facts, cache.as_ref()).with_context(ctx)?;
     if args.timings {
         eprintln!(
             "timings: policy {:.1} ms for {} changes",

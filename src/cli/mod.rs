@@ -54,6 +54,16 @@ enum Command {
     Apply(apply::Args),
 }
 
+/// The parse cache of the repository `source` is a revision of, unless `RAMPART_CACHE=off`
+/// (or `0`); `None` for a directory.
+pub fn parse_cache(source: &crate::source::Source) -> Option<crate::cache::ParseCache> {
+    let off = std::env::var_os("RAMPART_CACHE").is_some_and(|v| v == "off" || v == "0");
+    match source {
+        crate::source::Source::Git { repo, .. } if !off => Some(crate::cache::ParseCache::open(repo.path())),
+        _ => None,
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -78,12 +78,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut opts = options(&args.rollout_steps);
     opts.redact = true;
     let no_progress = |_: u64, _: u64| {};
-    let head_v = pipeline::validate(&head, &no_progress).context("reading the head")?;
+    let cache = super::parse_cache(&head);
+    let head_v = pipeline::validate_cached(&head, &no_progress, cache.as_ref()).context("reading the head")?;
     if !head_v.is_valid() {
         print_problems(&pipeline::compile_validated(head_v, &opts))?;
         return Ok(exit::INVALID);
     }
-    let base_v = pipeline::validate(&base, &no_progress).context("reading the base")?;
+    let base_v = pipeline::validate_cached(&base, &no_progress, cache.as_ref()).context("reading the base")?;
+    if let Some(c) = &cache {
+        c.flush();
+    }
     let t_read = start.elapsed();
     let mut notes = Vec::new();
     let verdicts = match &base {
@@ -169,8 +173,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             ms(start.elapsed() - t_diff)
         );
     }
+    // freeing the models and the parse cache object by object costs more than the process exit
     std::mem::forget(head_c);
     std::mem::forget(base_c);
+    std::mem::forget(cache);
     Ok(if args.detailed_exitcode && plan.totals.total() > 0 {
         exit::DENIED
     } else {

@@ -188,7 +188,7 @@ pub fn compile_each(
     let plugins: BTreeMap<&str, &crate::spec::Object<crate::spec::PluginSpec>> =
         repo.plugins.iter().map(|p| (p.name(), p)).collect();
     let mut diags = Vec::new();
-    let reach = rollout::targets(repo, opts, &mut diags);
+    let reach = rollout::targets(repo, opts, wanted, &mut diags);
     let none = Vec::new();
     let per_tenant: Vec<(Vec<String>, Vec<Diagnostic>)> = (0..repo.tenants.len())
         .into_par_iter()

@@ -86,9 +86,15 @@ fn service_name(rollout: &str) -> String {
 }
 
 /// Which rollouts reach which tenant, at which weight: tenant index → [(rollout index,
-/// weight)], in rollout order. Rollouts whose step does not exist are reported and left out.
-pub fn targets(repo: &Repo, opts: &Options, diags: &mut Vec<Diagnostic>) -> BTreeMap<usize, Vec<(usize, i32)>> {
-    let index = TenantIndex::new(repo);
+/// weight)], in rollout order, for the tenants `wanted` accepts. Rollouts whose step does not
+/// exist are reported and left out.
+pub fn targets(
+    repo: &Repo,
+    opts: &Options,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<usize, Vec<(usize, i32)>> {
+    let index = TenantIndex::of(repo, wanted);
     let mut out: BTreeMap<usize, Vec<(usize, i32)>> = BTreeMap::new();
     for (ri, r) in repo.rollouts.iter().enumerate() {
         let Some(weight) = step_weight(r, opts, diags) else {

@@ -240,9 +240,10 @@ pub fn cap_per_file(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
 /// Fill `location` and `snippet` of every diagnostic. Pointers resolve to the nearest
 /// recorded ancestor (a missing field is reported at its parent's key, a node inside an
 /// alias at the alias); a `…#key` suffix asks for the key rather than its value.
-pub fn resolve(diags: &mut [Diagnostic], files: &[LoadedFile], limits: &Limits) {
+pub fn resolve<'f>(diags: &mut [Diagnostic], files: impl IntoIterator<Item = &'f LoadedFile>, limits: &Limits) {
     use rayon::prelude::*;
-    let by_path: HashMap<&str, &LoadedFile> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+    // (a later file of the same path wins: texts read for files the parse cache skipped)
+    let by_path: HashMap<&str, &LoadedFile> = files.into_iter().map(|f| (f.path.as_str(), f)).collect();
     // the pointers each file's documents need, so span recording stays on those paths
     let mut wanted: HashMap<&str, HashMap<usize, Vec<String>>> = HashMap::new();
     for d in diags.iter() {

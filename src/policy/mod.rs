@@ -14,7 +14,7 @@ pub mod tests;
 use crate::diagnostic::{Anchor, Code, Diagnostic};
 use crate::source::SourceFile;
 use cedar_policy::{ActionConstraint, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// rampart's Cedar schema.
 pub const SCHEMA: &str = include_str!("../../policies/rampart.cedarschema");
@@ -42,6 +42,9 @@ pub struct Engine {
     /// evaluated first and short-circuited, never errors — so the decision, the determining
     /// policies and the errors are the same as with the whole set.
     by_action: HashMap<EntityUid, PolicySet>,
+    /// Every entity a policy names literally (`Rampart::Tenant::"payments"`): the model
+    /// always includes these, since a policy may read their attributes.
+    pub literals: HashSet<EntityUid>,
 }
 
 impl Engine {
@@ -113,12 +116,14 @@ impl Engine {
             return (None, diags);
         }
         let by_action = slices(&schema, &set);
+        let literals = set.policies().flat_map(|p| p.entity_literals()).collect();
         (
             Some(Engine {
                 schema,
                 policies: set,
                 info,
                 by_action,
+                literals,
             }),
             diags,
         )

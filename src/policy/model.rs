@@ -90,7 +90,16 @@ pub fn checked(schema: &Schema) -> Option<&Schema> {
 }
 
 pub fn uid(kind: &str, id: &str) -> EntityUid {
-    let ty = EntityTypeName::from_str(&format!("{NAMESPACE}::{kind}")).expect("static type name");
+    // type names parsed once (a model builds thousands of uids)
+    const KINDS: [&str; 8] = [
+        "User", "Team", "Change", "Tenant", "Plugin", "Rollout", "File", "Action",
+    ];
+    static TYPES: std::sync::OnceLock<Vec<EntityTypeName>> = std::sync::OnceLock::new();
+    let parse = |k: &str| EntityTypeName::from_str(&format!("{NAMESPACE}::{k}")).expect("static type name");
+    let ty = match KINDS.iter().position(|k| *k == kind) {
+        Some(i) => TYPES.get_or_init(|| KINDS.iter().map(|k| parse(k)).collect())[i].clone(),
+        None => parse(kind),
+    };
     EntityUid::from_type_name_and_id(ty, EntityId::new(id))
 }
 
@@ -102,8 +111,30 @@ fn s(v: &str) -> Rx {
     Rx::new_string(v.to_owned())
 }
 
-fn set_of<'a>(kind: &str, ids: impl IntoIterator<Item = &'a str>) -> Rx {
-    Rx::new_set(ids.into_iter().map(|i| Rx::new_entity_uid(uid(kind, i))))
+/// A set of entity references. Every entity a context names goes through here, so that
+/// [`referencing`] sees it and the entity is built.
+fn set_of<'a>(kind: &'static str, ids: impl IntoIterator<Item = &'a str>) -> Rx {
+    REFERENCED.with_borrow_mut(|r| {
+        Rx::new_set(ids.into_iter().map(|i| {
+            r.push((kind, i.to_owned()));
+            Rx::new_entity_uid(uid(kind, i))
+        }))
+    })
+}
+
+/// Entities named by facts, as (type, id).
+type References = Vec<(&'static str, String)>;
+
+thread_local! {
+    /// Entities named by the facts being built on this thread (see [`referencing`]).
+    static REFERENCED: std::cell::RefCell<References> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` and return, besides its result, every entity it named through [`set_of`].
+fn referencing<T>(f: impl FnOnce() -> T) -> (T, References) {
+    let outer = REFERENCED.take();
+    let out = f();
+    (out, REFERENCED.replace(outer))
 }
 
 fn strings<'a>(ids: impl IntoIterator<Item = &'a str>) -> Rx {
@@ -126,8 +157,9 @@ pub fn build(
     changes: &[Change],
     who: &Who,
     facts: Facts<'_>,
-    schema: &Schema,
+    engine: &crate::policy::Engine,
 ) -> Result<Model, String> {
+    let (schema, literals) = (&engine.schema, &engine.literals);
     let mut entities: Vec<Entity> = Vec::new();
     // teams and users: membership from the base revision only
     let mut teams_of: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -172,22 +204,71 @@ pub fn build(
         who.approvers.iter().map(|a| uid("User", a)).collect(),
         vec![],
     )?);
-    // resources: the base value, or the head's for objects the change creates
+    // requests first: their contexts name the entities a decision can read
+    let principal = uid("User", &who.author);
+    // (only rollout facts need the tenant index)
+    let rollouts = changes.iter().any(|c| c.subject == Subject::Object(Kind::Rollout));
+    let index = (
+        TenantIndex::of(base, &|_| rollouts),
+        TenantIndex::of(head, &|_| rollouts),
+    );
+    // contexts are independent of each other: built on every core
+    let (prepared, referenced): (Vec<Prepared>, Vec<References>) = changes
+        .par_iter()
+        .map(|c| {
+            let (facts, refs) = referencing(|| {
+                if c.base_invalid {
+                    Vec::new()
+                } else {
+                    context(base, head, &index, c, facts)
+                }
+            });
+            let p = Prepared {
+                principal: principal.clone(),
+                action: action_uid(c.action, c.subject),
+                resource: uid(c.subject.as_str(), &c.name),
+                facts,
+                blocked: c.base_invalid.then(|| {
+                    format!(
+                        "the base revision's {} `{}` is invalid, so this change cannot be judged against it; \
+                         fix the base revision first",
+                        c.subject.as_str(),
+                        c.name
+                    )
+                }),
+            };
+            (p, refs)
+        })
+        .unzip();
+    // Resources (the base value, or the head's for objects the change creates): only those a
+    // request can reach. Cedar reads an entity only through a uid it already holds — the
+    // principal, the resource, the context, a literal in a policy, or an attribute of an
+    // entity it reached — so the closure of those is exactly what a decision can see, and a
+    // one-tenant change does not build 10k tenant entities. Teams and users are always all
+    // there (the way-out search adds hypothetical members).
+    let mut reach: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for c in changes {
+        reach.entry(c.subject.as_str()).or_default().insert(&c.name);
+    }
+    for (kind, name) in referenced.iter().flatten() {
+        reach.entry(kind).or_default().insert(name);
+    }
+    let prefix = format!("{NAMESPACE}::");
+    for l in literals {
+        if let Some(kind) = l.type_name().to_string().strip_prefix(&prefix)
+            && let Some(kind) = ["Tenant", "Plugin", "Rollout"].into_iter().find(|k| *k == kind)
+        {
+            reach.entry(kind).or_default().insert(l.id().unescaped());
+        }
+    }
+    let wanted = |reach: &HashMap<&str, HashSet<&str>>, kind, name| {
+        reach.get(kind).is_some_and(|n: &HashSet<&str>| n.contains(name))
+    };
     let mut seen: HashSet<&str> = HashSet::new();
-    for t in base.tenants.iter().chain(&head.tenants) {
-        if seen.insert(t.name()) {
-            entities.push(tenant_entity(t)?);
-        }
-    }
-    seen.clear();
-    for p in base.plugins.iter().chain(&head.plugins) {
-        if seen.insert(p.name()) {
-            entities.push(plugin_entity(p, facts(p.name()))?);
-        }
-    }
-    seen.clear();
+    let mut rollout_plugins: Vec<&str> = Vec::new();
     for r in base.rollouts.iter().chain(&head.rollouts) {
-        if seen.insert(r.name()) {
+        if wanted(&reach, "Rollout", r.name()) && seen.insert(r.name()) {
+            rollout_plugins.push(&r.spec.plugin);
             entities.push(entity(
                 uid("Rollout", r.name()),
                 vec![
@@ -198,6 +279,21 @@ pub fn build(
                 vec![],
                 tags(&r.metadata.labels),
             )?);
+        }
+    }
+    // (a rollout's plugin is reachable through the rollout; tenants and plugins name no
+    // tenants or plugins)
+    reach.entry("Plugin").or_default().extend(rollout_plugins);
+    seen.clear();
+    for t in base.tenants.iter().chain(&head.tenants) {
+        if wanted(&reach, "Tenant", t.name()) && seen.insert(t.name()) {
+            entities.push(tenant_entity(t)?);
+        }
+    }
+    seen.clear();
+    for p in base.plugins.iter().chain(&head.plugins) {
+        if wanted(&reach, "Plugin", p.name()) && seen.insert(p.name()) {
+            entities.push(plugin_entity(p, facts(p.name()))?);
         }
     }
     for c in changes.iter().filter(|c| c.subject == Subject::File) {
@@ -215,31 +311,6 @@ pub fn build(
         entities.extend(actions.iter().cloned());
     }
     let entities = Entities::from_entities(entities, checked(schema)).map_err(|e| e.to_string())?;
-
-    let principal = uid("User", &who.author);
-    let index = (TenantIndex::new(base), TenantIndex::new(head));
-    // contexts are independent of each other: built on every core
-    let prepared = changes
-        .par_iter()
-        .map(|c| Prepared {
-            principal: principal.clone(),
-            action: action_uid(c.action, c.subject),
-            resource: uid(c.subject.as_str(), &c.name),
-            facts: if c.base_invalid {
-                Vec::new()
-            } else {
-                context(base, head, &index, c, facts)
-            },
-            blocked: c.base_invalid.then(|| {
-                format!(
-                    "the base revision's {} `{}` is invalid, so this change cannot be judged against it; \
-                     fix the base revision first",
-                    c.subject.as_str(),
-                    c.name
-                )
-            }),
-        })
-        .collect();
     Ok(Model {
         entities,
         prepared,
@@ -497,15 +568,20 @@ fn zero() -> Quantity {
 /// Tenants by name and by label, so a rollout's targets cost lookups, not a scan of every
 /// tenant per rollout (500 rollouts × 10k tenants in the M corpus).
 pub struct TenantIndex<'r> {
-    by_name: HashMap<&'r str, usize>,
-    by_label: HashMap<(&'r str, &'r str), Vec<usize>>,
+    by_name: foldhash::HashMap<&'r str, usize>,
+    by_label: foldhash::HashMap<(&'r str, &'r str), Vec<usize>>,
 }
 
 impl<'r> TenantIndex<'r> {
     pub fn new(repo: &'r Repo) -> TenantIndex<'r> {
-        let mut by_name = HashMap::with_capacity(repo.tenants.len());
-        let mut by_label: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-        for (i, t) in repo.tenants.iter().enumerate() {
+        TenantIndex::of(repo, &|_| true)
+    }
+
+    /// The index of the tenants `wanted` accepts only (targets are then among them).
+    pub fn of(repo: &'r Repo, wanted: &(dyn Fn(&str) -> bool + Sync)) -> TenantIndex<'r> {
+        let mut by_name = foldhash::HashMap::with_capacity_and_hasher(repo.tenants.len(), Default::default());
+        let mut by_label: foldhash::HashMap<(&str, &str), Vec<usize>> = foldhash::HashMap::default();
+        for (i, t) in repo.tenants.iter().enumerate().filter(|(_, t)| wanted(t.name())) {
             by_name.entry(t.name()).or_insert(i);
             for (k, v) in &t.metadata.labels {
                 by_label.entry((k.as_str(), v.as_str())).or_default().push(i);
@@ -612,7 +688,7 @@ mod unit {
             author: "a".into(),
             approvers: vec!["b".into()],
         };
-        let m = build(&repo, &repo, &[], &who, &no_facts, &engine.schema).unwrap();
+        let m = build(&repo, &repo, &[], &who, &no_facts, &engine).unwrap();
         let e = &m.entities;
         assert!(e.is_ancestor_of(&uid("Team", "b"), &uid("User", "a")));
         assert!(!e.is_ancestor_of(&uid("Team", "a"), &uid("User", "a")));

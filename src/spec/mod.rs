@@ -144,6 +144,17 @@ impl PluginConfig {
         PluginConfig(value.to_string())
     }
 
+    /// A configuration from its compact JSON text, as [`PluginConfig::json_text`] gave it
+    /// (the parse cache checks the text is JSON before handing it back).
+    pub fn from_json_text(text: String) -> PluginConfig {
+        PluginConfig(text)
+    }
+
+    /// The configuration as compact JSON text.
+    pub fn json_text(&self) -> &str {
+        &self.0
+    }
+
     /// The configuration as a JSON value.
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).expect("stored from a valid value")
@@ -320,7 +331,7 @@ pub struct Repo {
     pub tenants: Vec<Object<TenantSpec>>,
     pub plugins: Vec<Object<PluginSpec>>,
     pub rollouts: Vec<Object<RolloutSpec>>,
-    pub names_seen: BTreeMap<Kind, std::collections::HashSet<String>>,
+    pub names_seen: BTreeMap<Kind, foldhash::HashSet<String>>,
 }
 
 impl Repo {

@@ -57,6 +57,35 @@ pub struct FileOutcome {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+impl FileOutcome {
+    /// The outcome of a file whose documents all passed (from the parse cache); each
+    /// document defines its own name.
+    pub fn clean(parsed: Vec<Parsed>) -> FileOutcome {
+        let parsed = parsed
+            .into_iter()
+            .map(|p| {
+                let def = match &p {
+                    Parsed::Team(o) => Some((Kind::Team, o.name().to_owned(), o.origin.clone())),
+                    Parsed::Tenant(o) => Some((Kind::Tenant, o.name().to_owned(), o.origin.clone())),
+                    Parsed::Plugin(o) => Some((Kind::Plugin, o.name().to_owned(), o.origin.clone())),
+                    Parsed::Rollout(o) => Some((Kind::Rollout, o.name().to_owned(), o.origin.clone())),
+                    Parsed::Invalid => None,
+                };
+                (p, def)
+            })
+            .collect();
+        FileOutcome {
+            parsed,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Each document's outcome and the name it defines.
+    pub fn parsed(&self) -> &[(Parsed, Option<Definition>)] {
+        &self.parsed
+    }
+}
+
 /// One document's outcome.
 pub enum Parsed {
     Team(Object<crate::spec::TeamSpec>),

@@ -6,8 +6,9 @@ use crate::diagnostic::{Code, Diagnostic, edit_distance, quote};
 use crate::load::escape_pointer;
 use crate::spec::{Kind, Object, Origin, Repo};
 use crate::units::{Duration, Quantity};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use rayon::prelude::*;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 /// Every name definition seen, valid document or not: for duplicate detection.
 pub type Definitions = Vec<(Kind, String, Origin)>;

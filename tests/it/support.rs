@@ -23,6 +23,11 @@ pub struct Run {
 /// Run the binary with `args`, stdout/stderr to files (so nothing blocks), and collect its
 /// exit code, output, wall time and peak RSS (`wait4`).
 pub fn rampart(args: &[&str], cwd: Option<&Path>) -> Run {
+    rampart_env(args, cwd, &[])
+}
+
+/// [`rampart`] with extra environment variables.
+pub fn rampart_env(args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
@@ -32,7 +37,8 @@ pub fn rampart(args: &[&str], cwd: Option<&Path>) -> Run {
         .stderr(fs::File::create(&err_path).expect("stderr file"))
         .env_remove("NO_COLOR")
         .env_remove("GITHUB_ACTIONS")
-        .env("CI", "true");
+        .env("CI", "true")
+        .envs(env.iter().copied());
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }

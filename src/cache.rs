@@ -1,0 +1,404 @@
+//! The parse cache: what loading and checking one file produced, keyed by its path and git
+//! blob id, so reading a revision re-parses only the blobs it has not seen before (`plan`
+//! and `check` read two revisions that share almost every blob).
+//!
+//! Only files with no problem are kept: their typed documents are all a later stage needs
+//! (a file with problems is parsed again, for its spans and snippets). An entry is valid only
+//! for the same path (the kind directory is checked against it), the same limits and the
+//! same rampart build, which name the cache file; the blob id names the content.
+//!
+//! On disk: `<git dir>/rampart/parse-cache-<key>.jsonl`, one JSON object per line, appended
+//! with one `write` per run. A line that does not parse (a write cut short) is skipped, so a
+//! damaged cache costs time, never correctness. When most lines are no longer used it is
+//! rewritten (temp file + rename) with the used ones. `RAMPART_CACHE=off` disables it (read
+//! by `cli`).
+//! Nothing here is trusted beyond the repository's own `.git`: whoever can write there can
+//! rewrite the repository itself.
+
+use crate::config::Limits;
+use crate::spec::{
+    EnabledPlugin, Metadata, Object, Origin, PluginConfig, PluginSpec, RolloutSpec, TeamSpec, TenantSpec,
+};
+use crate::validate::{FileOutcome, Parsed};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Bumped whenever the line format changes.
+const FORMAT: u32 = 1;
+
+/// A cache file larger than this is ignored (and replaced).
+const MAX_BYTES: u64 = 4 << 30;
+
+/// The parse caches of one git repository (one table per limits).
+pub struct ParseCache {
+    dir: PathBuf,
+    build: String,
+    tables: Mutex<HashMap<String, Arc<Table>>>,
+}
+
+/// The entries valid for one set of limits.
+pub struct Table {
+    file: PathBuf,
+    /// By blob id, then path (a blob id is hashed without allocating a key).
+    entries: Entries,
+    /// Entries learnt by this run (the second revision of a `plan` uses them too).
+    fresh: Mutex<Entries>,
+}
+
+/// One line, `BLOB SIZE DOCS PATH\tOBJECTS\n`: the blob id (hex), the file's size, its
+/// document count, its path as a JSON string, a tab, and its typed documents as a JSON array.
+/// Only the part before the tab is read when the cache is opened; the documents are parsed
+/// when first needed (in parallel, once per run).
+struct Entry {
+    size: u64,
+    doc_count: usize,
+    line: String,
+    /// Byte offset of the documents in `line`.
+    body: usize,
+    objects: std::sync::OnceLock<Option<Vec<Stored>>>,
+    used: AtomicBool,
+}
+
+/// One typed document; a tenant's plugin configs are kept apart as compact JSON text.
+impl Entry {
+    /// Read a line's key and counts; `None` when it is not a line of this format.
+    fn read(line: &str) -> Option<((String, git2::Oid), Entry)> {
+        let (head, body) = line.split_once('\t')?;
+        let mut parts = head.splitn(4, ' ');
+        let blob = git2::Oid::from_str(parts.next()?).ok()?;
+        let size = parts.next()?.parse().ok()?;
+        let doc_count = parts.next()?.parse().ok()?;
+        let path: String = serde_json::from_str(parts.next()?).ok()?;
+        let entry = Entry {
+            size,
+            doc_count,
+            body: line.len() - body.len(),
+            line: line.to_owned(),
+            objects: std::sync::OnceLock::new(),
+            used: AtomicBool::new(false),
+        };
+        Some(((path, blob), entry))
+    }
+
+    /// The typed documents, parsed on first use; `None` when the line is damaged.
+    fn objects(&self) -> Option<&Vec<Stored>> {
+        self.objects
+            .get_or_init(|| {
+                let objects: Vec<Stored> = serde_json::from_str(&self.line[self.body..]).ok()?;
+                // a config that is not JSON text cannot have been written by rampart
+                let sound = objects.iter().all(|o| match o {
+                    Stored::Tenant { configs, .. } => configs
+                        .iter()
+                        .flatten()
+                        .all(|c| serde_json::from_str::<serde::de::IgnoredAny>(c).is_ok()),
+                    _ => true,
+                });
+                sound.then_some(objects)
+            })
+            .as_ref()
+    }
+}
+
+/// (externally tagged: an internally tagged enum makes serde buffer every document)
+#[derive(Clone, Serialize, Deserialize)]
+enum Stored {
+    Team {
+        doc: usize,
+        metadata: Metadata,
+        spec: TeamSpec,
+    },
+    Tenant {
+        doc: usize,
+        metadata: Metadata,
+        spec: TenantSpec,
+        configs: Vec<Option<String>>,
+    },
+    Plugin {
+        doc: usize,
+        metadata: Metadata,
+        spec: PluginSpec,
+    },
+    Rollout {
+        doc: usize,
+        metadata: Metadata,
+        spec: RolloutSpec,
+    },
+}
+
+impl ParseCache {
+    /// The cache of the git repository at `git_dir` (nothing is read until a table is
+    /// asked for). `crate::cli::parse_cache` decides whether to use one.
+    pub fn open(git_dir: &Path) -> ParseCache {
+        ParseCache {
+            dir: git_dir.join("rampart"),
+            build: build_id(),
+            tables: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The table for `limits`, loaded on first use.
+    pub fn table(&self, limits: &Limits) -> Arc<Table> {
+        let key = self.key(limits);
+        let mut tables = self.tables.lock().expect("not poisoned");
+        tables
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Table::load(self.dir.join(format!("parse-cache-{key}.jsonl")))))
+            .clone()
+    }
+
+    fn key(&self, limits: &Limits) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{FORMAT}\n{}\n{limits:?}", self.build));
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Append what was learnt, and compact tables mostly unused; best effort (a cache that
+    /// cannot be written is only slower).
+    pub fn flush(&self) {
+        let tables = self.tables.lock().expect("not poisoned");
+        for t in tables.values() {
+            t.flush();
+        }
+    }
+}
+
+/// Which build wrote an entry: the version and the executable's size and time, so a rebuilt
+/// rampart (whose checks may differ) never reads another build's results.
+fn build_id() -> String {
+    let exe = std::env::current_exe().and_then(std::fs::metadata);
+    let stamp = exe
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            format!("{} {}", m.len(), t.map_or(0, |t| t.as_nanos()))
+        })
+        .unwrap_or_default();
+    format!("{} {stamp}", env!("CARGO_PKG_VERSION"))
+}
+
+type Entries = foldhash::HashMap<git2::Oid, Vec<(String, Arc<Entry>)>>;
+
+fn find(entries: &Entries, path: &str, blob: git2::Oid) -> Option<Arc<Entry>> {
+    let at = entries.get(&blob)?;
+    at.iter().find(|(p, _)| p == path).map(|(_, e)| e.clone())
+}
+
+impl Table {
+    fn load(file: PathBuf) -> Table {
+        let text = match std::fs::metadata(&file) {
+            Ok(m) if m.len() <= MAX_BYTES => std::fs::read_to_string(&file).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let lines: Vec<((String, git2::Oid), Entry)> = text.par_lines().filter_map(Entry::read).collect();
+        let mut entries = Entries::default();
+        for ((path, blob), e) in lines {
+            let at = entries.entry(blob).or_default();
+            if !at.iter().any(|(p, _)| *p == path) {
+                at.push((path, Arc::new(e)));
+            }
+        }
+        Table {
+            file,
+            entries,
+            fresh: Mutex::new(Entries::default()),
+        }
+    }
+
+    fn get(&self, path: &str, blob: git2::Oid) -> Option<Arc<Entry>> {
+        find(&self.entries, path, blob).or_else(|| find(&self.fresh.lock().expect("not poisoned"), path, blob))
+    }
+
+    /// The size of a known blob at `path` (what [`crate::source::Source::read_specs_known`]
+    /// asks).
+    pub fn size(&self, path: &str, blob: git2::Oid) -> Option<u64> {
+        self.get(path, blob).map(|e| e.size)
+    }
+
+    /// The outcome of checking a known blob at `path`, and its document count; `None` when
+    /// its line turns out damaged (then the blob must be read after all).
+    pub fn outcome(&self, path: &str, blob: git2::Oid) -> Option<(FileOutcome, usize)> {
+        let e = self.get(path, blob)?;
+        e.used.store(true, Ordering::Relaxed);
+        let parsed = e
+            .objects()?
+            .iter()
+            .cloned()
+            .map(|o| {
+                let origin = |doc| Origin {
+                    file: path.to_owned(),
+                    doc,
+                };
+                match o {
+                    Stored::Team { doc, metadata, spec } => Parsed::Team(Object {
+                        metadata,
+                        spec,
+                        origin: origin(doc),
+                    }),
+                    Stored::Tenant {
+                        doc,
+                        metadata,
+                        mut spec,
+                        configs,
+                    } => {
+                        for (p, c) in spec.plugins.iter_mut().zip(configs) {
+                            p.config = c.map(PluginConfig::from_json_text);
+                        }
+                        Parsed::Tenant(Object {
+                            metadata,
+                            spec,
+                            origin: origin(doc),
+                        })
+                    }
+                    Stored::Plugin { doc, metadata, spec } => Parsed::Plugin(Object {
+                        metadata,
+                        spec,
+                        origin: origin(doc),
+                    }),
+                    Stored::Rollout { doc, metadata, spec } => Parsed::Rollout(Object {
+                        metadata,
+                        spec,
+                        origin: origin(doc),
+                    }),
+                }
+            })
+            .collect();
+        Some((FileOutcome::clean(parsed), e.doc_count))
+    }
+
+    /// Remember a file's outcome when it is clean (no problem at all).
+    pub fn record(&self, path: &str, blob: git2::Oid, size: u64, doc_count: usize, outcome: &FileOutcome) {
+        if !outcome.diagnostics.is_empty() || self.get(path, blob).is_some() {
+            return;
+        }
+        let mut objects = Vec::new();
+        for (p, _) in outcome.parsed() {
+            objects.push(match p {
+                Parsed::Team(o) => Stored::Team {
+                    doc: o.origin.doc,
+                    metadata: o.metadata.clone(),
+                    spec: o.spec.clone(),
+                },
+                Parsed::Tenant(o) => {
+                    let configs = o
+                        .spec
+                        .plugins
+                        .iter()
+                        .map(|p| p.config.as_ref().map(|c| c.json_text().to_owned()))
+                        .collect();
+                    let plugins = o
+                        .spec
+                        .plugins
+                        .iter()
+                        .map(|p| EnabledPlugin {
+                            config: None,
+                            ..p.clone()
+                        })
+                        .collect();
+                    Stored::Tenant {
+                        doc: o.origin.doc,
+                        metadata: o.metadata.clone(),
+                        spec: TenantSpec {
+                            plugins,
+                            ..o.spec.clone()
+                        },
+                        configs,
+                    }
+                }
+                Parsed::Plugin(o) => Stored::Plugin {
+                    doc: o.origin.doc,
+                    metadata: o.metadata.clone(),
+                    spec: o.spec.clone(),
+                },
+                Parsed::Rollout(o) => Stored::Rollout {
+                    doc: o.origin.doc,
+                    metadata: o.metadata.clone(),
+                    spec: o.spec.clone(),
+                },
+                // (a clean file has no invalid document)
+                Parsed::Invalid => return,
+            });
+        }
+        let (Ok(path_json), Ok(body)) = (serde_json::to_string(path), serde_json::to_string(&objects)) else {
+            return;
+        };
+        let line = format!("{blob} {size} {doc_count} {path_json}\t{body}");
+        let entry = Entry {
+            size,
+            doc_count,
+            body: line.len() - body.len(),
+            line,
+            objects: std::sync::OnceLock::from(Some(objects)),
+            used: AtomicBool::new(true),
+        };
+        self.fresh
+            .lock()
+            .expect("not poisoned")
+            .entry(blob)
+            .or_default()
+            .push((path.to_owned(), Arc::new(entry)));
+    }
+
+    fn flush(&self) {
+        let fresh = std::mem::take(&mut *self.fresh.lock().expect("not poisoned"));
+        let mut pending = Vec::new();
+        for (_, e) in fresh.values().flatten() {
+            pending.extend_from_slice(e.line.as_bytes());
+            pending.push(b'\n');
+        }
+        let all = || self.entries.values().flatten().map(|(_, e)| e);
+        let used = all().filter(|e| e.used.load(Ordering::Relaxed)).count();
+        let _ = if all().count() > 2 * used + 1024 {
+            self.rewrite(&pending)
+        } else if !pending.is_empty() {
+            self.append(&pending)
+        } else {
+            Ok(())
+        };
+    }
+
+    fn append(&self, lines: &[u8]) -> std::io::Result<()> {
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.file)?;
+        // one write: concurrent runs append whole batches
+        f.write_all(lines)
+    }
+
+    /// Keep only the lines used by this run, plus the new ones; other caches of this
+    /// repository (other builds, other limits) are removed.
+    fn rewrite(&self, new: &[u8]) -> std::io::Result<()> {
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut text = Vec::new();
+        for (_, e) in self
+            .entries
+            .values()
+            .flatten()
+            .filter(|(_, e)| e.used.load(Ordering::Relaxed))
+        {
+            text.extend_from_slice(e.line.as_bytes());
+            text.push(b'\n');
+        }
+        text.extend_from_slice(new);
+        let tmp = dir.join(format!(".parse-cache-{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &text)?;
+        std::fs::rename(&tmp, &self.file)?;
+        for old in std::fs::read_dir(dir)?.flatten() {
+            let p = old.path();
+            let name = old.file_name();
+            let name = name.to_string_lossy();
+            if p != self.file && name.starts_with("parse-cache-") && name.ends_with(".jsonl") {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        Ok(())
+    }
+}
