@@ -151,6 +151,62 @@ struct RawSettings {
     /// Read field by field in [`Settings::from_spec`], so each bad bound is reported.
     #[serde(default)]
     tiers: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    permissions: BTreeMap<String, TierPermissions>,
+}
+
+/// Which plugin permissions a tier's tenants may enable: those matching an `allow` pattern
+/// and no `deny` pattern (`*` matches any run of characters).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TierPermissions {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl TierPermissions {
+    pub fn allows(&self, permission: &str) -> bool {
+        self.allow.iter().any(|p| glob(p, permission)) && !self.deny.iter().any(|p| glob(p, permission))
+    }
+}
+
+/// `*` matches any run of characters (iterative, linear in practice for short patterns).
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < t.len() {
+        if i < p.len() && p[i] != '*' && p[i] == t[j] {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// Default permissions: every tier may enable anything but `admin:*`, except `enterprise`
+/// (whose admin permissions still need security's approval by the default policies).
+fn default_permissions() -> BTreeMap<String, TierPermissions> {
+    let tier = |deny: &[&str]| TierPermissions {
+        allow: vec!["*".to_owned()],
+        deny: deny.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    BTreeMap::from([
+        ("free".to_owned(), tier(&["admin:*"])),
+        ("team".to_owned(), tier(&["admin:*"])),
+        ("enterprise".to_owned(), tier(&[])),
+    ])
 }
 
 /// The platform the config repo runs on.
@@ -167,6 +223,8 @@ pub struct Settings {
     pub platform: Option<Platform>,
     pub limits: Limits,
     pub tiers: BTreeMap<String, TierBounds>,
+    /// Plugin permissions per tier.
+    pub permissions: BTreeMap<String, TierPermissions>,
 }
 
 impl Default for Settings {
@@ -175,6 +233,7 @@ impl Default for Settings {
             platform: None,
             limits: Limits::default(),
             tiers: default_tiers(),
+            permissions: default_permissions(),
         }
     }
 }
@@ -221,10 +280,13 @@ impl Settings {
                 );
             }
         }
+        let mut permissions = default_permissions();
+        permissions.extend(raw.permissions);
         Settings {
             platform: raw.platform,
             limits: raw.limits.clamp(file, doc, diags),
             tiers,
+            permissions,
         }
     }
 }

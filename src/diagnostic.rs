@@ -120,6 +120,25 @@ codes! {
     NoSuchStep = "R501", Error, "rollout step does not exist";
     CanaryWeightsOver100 = "R502", Error, "canary weights of a tenant exceed 100";
     DuplicateObject = "R503", Error, "two compiled objects share a name";
+    // plugin supply chain
+    IntegrityInvalid = "R600", Error, "artifact integrity malformed or of an unsupported algorithm";
+    IntegrityMismatch = "R601", Error, "artifact does not have the declared digest";
+    ArtifactMissing = "R602", Error, "artifact path could not be read";
+    SignatureMalformed = "R610", Error, "signature malformed or truncated";
+    SignatureUnknownKey = "R611", Error, "signed by a key not in keys/";
+    SignatureWrongPublisher = "R612", Error, "signed by a key not allowed for the publisher";
+    SignatureInvalid = "R613", Error, "signature does not verify";
+    KeyInvalid = "R620", Error, "signing key does not parse";
+    PlatformIncompatible = "R630", Error, "plugin does not support the platform version";
+    RequirementMissing = "R631", Error, "a required plugin is not enabled by the tenant";
+    RequirementConflict = "R632", Error, "a required plugin's version is outside the range";
+    DependencyCycle = "R633", Error, "plugins require each other in a cycle";
+    PermissionNotAllowed = "R634", Error, "plugin permission not allowed for the tenant's tier";
+    PluginsOverQuota = "R635", Error, "enabled plugins need more than the tenant's quota";
+    RolloutNotNewer = "R636", Error, "rollout version not newer than the running one";
+    RolloutIncompatible = "R637", Error, "rollout version incompatible with a target tenant";
+    ImpossibleRange = "R638", Error, "version range matches no version";
+    ReleaseInFuture = "R639", Warning, "last release after the commit";
 }
 
 impl fmt::Display for Code {

@@ -20,5 +20,6 @@ pub mod policy;
 pub mod report;
 pub mod source;
 pub mod spec;
+pub mod supply;
 pub mod units;
 pub mod validate;

@@ -8,10 +8,11 @@ use crate::diagnostic::{self, Diagnostic};
 use crate::load::{self, LoadedFile};
 use crate::policy::Engine;
 use crate::policy::decide::{self, Decision, Identity};
-use crate::policy::model::{self, Facts, Who};
+use crate::policy::model::{self, Who};
 use crate::policy::tests::CaseResult;
 use crate::source::{KnownRead, Source, SourceError, SourceFile};
 use crate::spec::Repo;
+use crate::supply;
 use crate::validate;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
@@ -31,6 +32,14 @@ pub struct Validated {
     /// Files taken from the parse cache: their `text` is empty, and read from git only when a
     /// problem must be shown in them ([`Validated::texts_for`]).
     pub unread: Unread,
+    /// The trusted signing keys of `keys/`.
+    pub keys: Vec<supply::Key>,
+    /// The plugins' artifacts found in the repo, by path.
+    pub artifacts: std::collections::HashMap<String, Result<Vec<u8>, String>>,
+    /// The day trust freshness is measured at (the commit's).
+    pub as_of: Option<i64>,
+    /// Integrity, signature and trust score of every plugin, by name.
+    pub trust: std::collections::BTreeMap<String, supply::Trust>,
 }
 
 /// Files of a git revision not read (their parse was cached): blob id by path.
@@ -247,6 +256,41 @@ pub fn validate_cached(
     let t = Instant::now();
     let (repo, d) = validate::assemble(outcomes, settings);
     diags.extend(d);
+    // the plugin supply chain: keys, artifacts, signatures, trust, compatibility
+    let snap = source.read_keys(&limits)?;
+    diags.extend(snap.diagnostics);
+    let key_files: Vec<LoadedFile> = snap
+        .files
+        .into_iter()
+        .map(|f| {
+            let (loaded, d) = load::load_file(f, &limits);
+            diags.extend(d);
+            loaded
+        })
+        .collect();
+    let (docs, d) = validate::keys(&key_files);
+    diags.extend(d);
+    let (keys, d) = supply::keys(docs);
+    diags.extend(d);
+    files.extend(key_files);
+    let paths: Vec<String> = repo
+        .plugins
+        .iter()
+        .filter_map(|p| p.spec.artifact.path.clone())
+        .filter(|p| validate::semantic::check_repo_path(p).is_ok())
+        .collect();
+    let artifacts = source.read_paths(&paths, &limits)?;
+    let as_of = source.as_of_day();
+    let (trust, d) = supply::verify(
+        &repo,
+        &supply::Inputs {
+            keys: &keys,
+            artifacts: &artifacts,
+            as_of,
+        },
+    );
+    diags.extend(d);
+    diags.extend(supply::compatibility(&repo));
     // the repo's policies parse and validate against the schema, or the repo is invalid
     let policies = source.read_policies(&limits)?;
     diags.extend(policies.diagnostics);
@@ -286,6 +330,10 @@ pub fn validate_cached(
         policy_files: policies.files,
         timings,
         unread,
+        keys,
+        artifacts,
+        as_of,
+        trust,
     })
 }
 
@@ -318,13 +366,7 @@ pub struct Checked {
 
 /// Validate `head`, then authorise every change from `base` to `head` with the base
 /// revision's policies and team membership. The head's problems block the policy step.
-pub fn check(
-    base: &Source,
-    head: &Source,
-    who: &Principals,
-    facts: Facts<'_>,
-    cache: Option<&ParseCache>,
-) -> anyhow::Result<Checked> {
+pub fn check(base: &Source, head: &Source, who: &Principals, cache: Option<&ParseCache>) -> anyhow::Result<Checked> {
     let no_progress = |_: u64, _: u64| {};
     let head_v = validate_cached(head, &no_progress, cache)?;
     if !head_v.is_valid() {
@@ -345,7 +387,7 @@ pub fn check(
     if let Some(c) = cache {
         c.flush();
     }
-    let auth = authorize(base, head, &base_v, &head_v, who, facts)?;
+    let auth = authorize(base, head, &base_v, &head_v, who)?;
     Ok(Checked { head: head_v, auth })
 }
 
@@ -374,7 +416,6 @@ pub fn authorize(
     base_v: &Validated,
     head_v: &Validated,
     who: &Principals,
-    facts: Facts<'_>,
 ) -> anyhow::Result<Authorized> {
     let mut checked = Authorized {
         base_commit: base_v.commit.clone(),
@@ -443,12 +484,30 @@ pub fn authorize(
         x
     }));
     checked.who = resolved;
+    // the head's plugins, as signed by keys already merged: a pull request that adds a key
+    // does not make its own plugins verified
+    let (trust, _) = supply::verify(
+        &head_v.repo,
+        &supply::Inputs {
+            keys: &base_v.keys,
+            artifacts: &head_v.artifacts,
+            as_of: head_v.as_of,
+        },
+    );
+    let facts = |name: &str| {
+        trust
+            .get(name)
+            .map_or(model::PluginFacts::default(), |t| model::PluginFacts {
+                trust_score: t.trust_score,
+                signature_verified: t.signature_verified,
+            })
+    };
     let mut model = model::build(
         &base_v.repo,
         &head_v.repo,
         &checked.changes,
         &checked.who,
-        facts,
+        &facts,
         &engine,
     )
     .map_err(|e| anyhow::anyhow!("building the Cedar entities of the change set failed: {e}"))?;

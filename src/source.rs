@@ -171,6 +171,67 @@ impl Source {
         Ok(self.read_dirs(&[POLICY_DIR], is_policy_file, limits, None)?.snapshot)
     }
 
+    /// Read the signing keys (`keys/**/*.yaml`).
+    pub fn read_keys(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
+        Ok(self.read_dirs(&[KEY_DIR], is_yaml_path, limits, None)?.snapshot)
+    }
+
+    /// Read single files by repo path (plugin artifacts), with the walk's checks (size,
+    /// links, special files); a file that is absent or refused maps to why, in words.
+    pub fn read_paths(
+        &self,
+        paths: &[String],
+        limits: &Limits,
+    ) -> Result<HashMap<String, Result<Vec<u8>, String>>, SourceError> {
+        let mut out = HashMap::new();
+        for path in paths {
+            if out.contains_key(path) {
+                continue;
+            }
+            let mut walk = Walk::new(limits);
+            walk.wanted = |_| true;
+            match self {
+                Source::Dir(root) => {
+                    walk.dir_file(root, path);
+                    let pending = std::mem::take(&mut walk.pending);
+                    read_pending(root, pending, limits, &mut walk.snapshot);
+                }
+                Source::Git { repo, tree, rev, .. } => {
+                    let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
+                    if let Ok(entry) = tree.get_path(Path::new(path)) {
+                        walk.git_entry(repo, path, entry.id(), entry.filemode(), &mut Vec::new())
+                            .map_err(|e| read_err(rev, e))?;
+                    }
+                    let blobs = std::mem::take(&mut walk.blobs);
+                    let files = read_blobs(repo, blobs).map_err(|e| read_err(rev, e))?;
+                    walk.snapshot.files.extend(files);
+                }
+            }
+            let snap = walk.finish(None);
+            let result = match (snap.files.into_iter().next(), snap.diagnostics.first()) {
+                (Some(f), _) => Ok(f.bytes),
+                (None, Some(d)) => Err(d.message.clone()),
+                (None, None) => Err("not in the repository".to_owned()),
+            };
+            out.insert(path.clone(), result);
+        }
+        Ok(out)
+    }
+
+    /// The day (since 1970-01-01, UTC) trust freshness is measured at: the revision's commit
+    /// time, or for a directory the commit checked out in the git work tree it is in (`None`
+    /// outside git). Never the wall clock, so a result does not change by itself.
+    pub fn as_of_day(&self) -> Option<i64> {
+        let seconds = match self {
+            Source::Git { repo, commit, .. } => repo.find_commit(*commit).ok()?.time().seconds(),
+            Source::Dir(root) => {
+                let repo = git2::Repository::discover(root).ok()?;
+                repo.head().ok()?.peel_to_commit().ok()?.time().seconds()
+            }
+        };
+        Some(seconds.div_euclid(86_400))
+    }
+
     /// Read the policy tests (`policies/tests/**/*.yaml`).
     pub fn read_policy_tests(&self, limits: &Limits) -> Result<Snapshot, SourceError> {
         Ok(self.read_dirs(&[POLICY_TEST_DIR], is_yaml_path, limits, None)?.snapshot)
@@ -405,6 +466,8 @@ fn read_err(rev: &str, e: git2::Error) -> SourceError {
 
 /// Where a config repo keeps its own Cedar policies.
 pub const POLICY_DIR: &str = "policies";
+/// Where signing keys live.
+pub const KEY_DIR: &str = "keys";
 /// Where a config repo keeps its policy tests.
 pub const POLICY_TEST_DIR: &str = "policies/tests";
 /// Directories whose every file is guarded by policy (besides `rampart.yaml`).

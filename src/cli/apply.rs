@@ -4,7 +4,6 @@ use super::compile::{options, parse_step, print_diagnostics};
 use super::exit;
 use crate::apply::dir::{self, State};
 use crate::pipeline::{self, CheckOutcome, Principals};
-use crate::policy::model::no_facts;
 use crate::source::Source;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -66,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             let base = Source::git(&args.path, &commit)
                 .with_context(|| format!("reading the last applied commit {commit}"))?;
             let base_v = pipeline::validate(&base, &|_, _| {})?;
-            let a = pipeline::authorize(&base, &source, &base_v, &head_v, &Principals::default(), &no_facts)?;
+            let a = pipeline::authorize(&base, &source, &base_v, &head_v, &Principals::default())?;
             if a.outcome == CheckOutcome::BasePoliciesInvalid {
                 super::print("not applied: the last applied commit's policies do not validate\n")?;
                 return Ok(exit::ERROR);

@@ -3,7 +3,6 @@
 use super::exit;
 use crate::pipeline::{self, CheckOutcome, Principals};
 use crate::policy::decide::Identity;
-use crate::policy::model::no_facts;
 use crate::report::Summary;
 use crate::report::check::{CheckFormat, CheckReport, render};
 use crate::source::{self, Source};
@@ -58,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
     };
     let cache = super::parse_cache(&head);
-    let checked = pipeline::check(&base, &head, &who, &no_facts, cache.as_ref()).with_context(ctx)?;
+    let checked = pipeline::check(&base, &head, &who, cache.as_ref()).with_context(ctx)?;
     if args.timings {
         eprintln!(
             "timings: policy {:.1} ms for {} changes",
@@ -86,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             objects: v.repo.object_count(),
             commit: v.commit.as_deref(),
             path_prefix: &prefix,
+            trust: None,
         },
         base: checked.auth.base_commit.as_deref(),
         author: &checked.auth.who.author,

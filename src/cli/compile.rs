@@ -61,6 +61,7 @@ pub fn print_diagnostics(v: &pipeline::Validated, more: &[crate::diagnostic::Dia
         objects: v.repo.object_count(),
         commit: v.commit.as_deref(),
         path_prefix: "",
+        trust: None,
     };
     super::print(&report::render(Format::Human, &summary, false))
 }

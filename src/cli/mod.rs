@@ -5,6 +5,7 @@ mod apply;
 mod check;
 mod compile;
 mod plan;
+mod plugins;
 mod policy;
 mod validate;
 
@@ -52,6 +53,7 @@ enum Command {
     Compile(compile::Args),
     Plan(plan::Args),
     Apply(apply::Args),
+    Plugins(plugins::Args),
 }
 
 /// The parse cache of the repository `source` is a revision of, unless `RAMPART_CACHE=off`
@@ -75,6 +77,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Apply(args) => apply::run(args),
+        Command::Plugins(args) => plugins::run(args),
         Command::Check(args) => check::run(args),
         Command::Compile(args) => compile::run(args),
         Command::Plan(args) => plan::run(args),

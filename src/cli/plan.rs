@@ -5,7 +5,6 @@ use super::exit;
 use crate::pipeline::{self, CheckOutcome, Principals};
 use crate::plan;
 use crate::policy::decide::Identity;
-use crate::policy::model::no_facts;
 use crate::report::plan::{PlanFormat, PlanReport, Verdicts, render};
 use crate::source::Source;
 use anyhow::Context;
@@ -99,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                     .is_some()
                     .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
             };
-            Some(pipeline::authorize(&base, &head, &base_v, &head_v, &who, &no_facts)?)
+            Some(pipeline::authorize(&base, &head, &base_v, &head_v, &who)?)
         }
         _ => None,
     };

@@ -56,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             objects: v.repo.object_count(),
             commit: v.commit.as_deref(),
             path_prefix: "",
+            trust: None,
         },
         results: &run.results,
         diagnostics: &run.diagnostics,

@@ -80,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         objects: validated.repo.object_count(),
         commit: validated.commit.as_deref(),
         path_prefix: &prefix,
+        trust: Some(&validated.trust),
     };
     let color =
         args.format == Format::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -28,8 +28,9 @@ pub struct Who {
     pub approvers: Vec<String>,
 }
 
-/// The supply-chain facts of a plugin that policies see. Until the plugin supply-chain
-/// checks compute them, every plugin is untrusted and unsigned: fail closed.
+/// The supply-chain facts of a plugin that policies see: computed by [`crate::supply`] for
+/// the head revision's plugins with the **base** revision's keys (policy tests give them per
+/// case; unknown plugins are untrusted and unsigned: fail closed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PluginFacts {
     pub trust_score: i64,
@@ -39,7 +40,7 @@ pub struct PluginFacts {
 /// Supplies [`PluginFacts`] by plugin name (facts of the head revision).
 pub type Facts<'a> = &'a (dyn Fn(&str) -> PluginFacts + Sync);
 
-/// Facts for every plugin: none computed yet (score 0, unsigned).
+/// Facts for every plugin: untrusted and unsigned (score 0).
 pub fn no_facts(_: &str) -> PluginFacts {
     PluginFacts::default()
 }

@@ -14,6 +14,9 @@ struct Report<'a> {
     commit: Option<&'a str>,
     summary: Counts,
     diagnostics: Vec<Entry<'a>>,
+    /// `validate` only: each plugin's integrity, signature and trust score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugins: Option<Vec<&'a crate::supply::Trust>>,
 }
 
 #[derive(Serialize)]
@@ -86,5 +89,6 @@ fn report<'a>(s: &'a Summary<'a>) -> Report<'a> {
                 }
             })
             .collect(),
+        plugins: s.trust.map(|t| t.values().collect()),
     }
 }

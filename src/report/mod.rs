@@ -37,6 +37,8 @@ pub struct Summary<'a> {
     /// Prepended to every file path (the config repo's place in its git work tree), so
     /// annotations and SARIF point at files GitHub knows.
     pub path_prefix: &'a str,
+    /// Integrity, signature and trust of each plugin (`validate --format json` shows them).
+    pub trust: Option<&'a std::collections::BTreeMap<String, crate::supply::Trust>>,
 }
 
 impl Summary<'_> {

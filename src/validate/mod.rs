@@ -48,6 +48,48 @@ pub fn settings(file: Option<&LoadedFile>) -> (Settings, Vec<Diagnostic>) {
     (settings, diags)
 }
 
+/// The `SigningKey` documents of `keys/**/*.yaml` that pass their schema.
+pub fn keys(files: &[LoadedFile]) -> (Vec<crate::supply::KeyDoc>, Vec<Diagnostic>) {
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    for file in files {
+        for (doc, value) in file.docs.iter().enumerate() {
+            let Some(kind) = envelope(value, &file.path, doc, &mut diags) else {
+                continue;
+            };
+            if kind != "SigningKey" {
+                diags.push(
+                    Diagnostic::at_node(
+                        Code::UnknownKind,
+                        &file.path,
+                        doc,
+                        "/kind",
+                        format!("a {} in `keys/`", quote(kind)),
+                    )
+                    .with_hint("`keys/` holds `kind: SigningKey` documents only"),
+                );
+                continue;
+            }
+            if !schema::check(Target::SigningKey, value, &file.path, doc, &mut diags) {
+                continue;
+            }
+            let text = |p: &str| value.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+            out.push(crate::supply::KeyDoc {
+                name: text("/metadata/name"),
+                file: file.path.clone(),
+                doc,
+                public_key: text("/spec/publicKey"),
+                publishers: value
+                    .pointer("/spec/publishers")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    (out, diags)
+}
+
 /// A name defined by a document: its kind, name and where.
 pub type Definition = (Kind, String, Origin);
 

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 const BASE: &str = "https://rampart.dev/schemas/v1/";
 
 /// The shipped schemas, by file name.
-pub const SCHEMAS: [(&str, &str); 7] = [
+pub const SCHEMAS: [(&str, &str); 8] = [
     ("common.schema.json", include_str!("../../schemas/common.schema.json")),
     ("team.schema.json", include_str!("../../schemas/team.schema.json")),
     ("tenant.schema.json", include_str!("../../schemas/tenant.schema.json")),
@@ -28,6 +28,10 @@ pub const SCHEMAS: [(&str, &str); 7] = [
         "policy-test.schema.json",
         include_str!("../../schemas/policy-test.schema.json"),
     ),
+    (
+        "signing-key.schema.json",
+        include_str!("../../schemas/signing-key.schema.json"),
+    ),
 ];
 
 /// Which schema a document is checked against.
@@ -39,6 +43,7 @@ pub enum Target {
     Rollout,
     Settings,
     PolicyTest,
+    SigningKey,
 }
 
 impl Target {
@@ -50,6 +55,7 @@ impl Target {
             Target::Rollout => "rollout.schema.json",
             Target::Settings => "settings.schema.json",
             Target::PolicyTest => "policy-test.schema.json",
+            Target::SigningKey => "signing-key.schema.json",
         }
     }
 }
@@ -80,6 +86,7 @@ fn compiled() -> &'static Compiled {
             Target::Rollout,
             Target::Settings,
             Target::PolicyTest,
+            Target::SigningKey,
         ]
         .into_iter()
         .map(|t| {

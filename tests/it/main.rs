@@ -11,4 +11,5 @@ mod hostile;
 mod invalid;
 mod plan;
 mod policy;
+mod supply;
 mod support;
