@@ -128,6 +128,30 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             total_tenants
         ));
     }
+    // the supply-chain facts of every plugin the change creates or updates
+    for c in changes
+        .iter()
+        .filter(|c| c.subject == crate::change::Subject::Object(crate::spec::Kind::Plugin))
+    {
+        let facts = |t: &crate::supply::Trust| {
+            format!(
+                "{} trust {} ({})",
+                t.version,
+                t.trust_score,
+                match &t.signed_by {
+                    Some(k) => format!("signed by {k}"),
+                    None => t.signature.to_owned(),
+                }
+            )
+        };
+        match (base_v.trust.get(&c.name), head_v.trust.get(&c.name)) {
+            (Some(old), Some(new)) if old != new => {
+                notes.push(format!("plugin `{}`: {} → {}", c.name, facts(old), facts(new)))
+            }
+            (None, Some(new)) => notes.push(format!("plugin `{}` (new): {}", c.name, facts(new))),
+            _ => {}
+        }
+    }
     let wanted = |t: &str| affected.as_ref().is_none_or(|a| a.contains(t));
     let head_c = pipeline::compile_validated_tenants(head_v, &opts, &wanted);
     if !head_c.is_valid() {

@@ -216,3 +216,21 @@ fn plugins_verify_and_tree_on_the_example() {
     assert_eq!(run.code, 3, "{}", run.stdout);
     snapshot("supply/tree-missing.txt", &run.stdout).unwrap();
 }
+
+/// The plan names the trust of each plugin the change touches.
+#[test]
+fn the_plan_shows_what_a_change_does_to_trust() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "plugins/catalog.yaml", "maintainers: 14", "maintainers: 1");
+    commit(p, "Alice <alice@example.com>", "catalog: the maintainers left");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "markdown"], Some(p));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "plugin \\`catalog\\`: 2.3.1 trust 100 \\(signed by backstage-release\\) → 2.3.1 trust 94 \\(signed by backstage-release\\)"
+        ),
+        "{}",
+        run.stdout
+    );
+}
