@@ -13,6 +13,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod diagnostic;
+pub mod github;
 pub mod load;
 pub mod pipeline;
 pub mod plan;

@@ -13,3 +13,4 @@ mod plan;
 mod policy;
 mod supply;
 mod support;
+mod webhooks;
