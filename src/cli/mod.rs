@@ -3,6 +3,7 @@
 
 mod apply;
 mod check;
+mod ci;
 mod compile;
 mod plan;
 mod plugins;
@@ -54,6 +55,7 @@ enum Command {
     Plan(plan::Args),
     Apply(apply::Args),
     Plugins(plugins::Args),
+    Ci(ci::Args),
 }
 
 /// The parse cache of the repository `source` is a revision of, unless `RAMPART_CACHE=off`
@@ -78,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Plugins(args) => plugins::run(args),
+        Command::Ci(args) => ci::run(args),
         Command::Check(args) => check::run(args),
         Command::Compile(args) => compile::run(args),
         Command::Plan(args) => plan::run(args),

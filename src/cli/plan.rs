@@ -5,7 +5,7 @@ use super::exit;
 use crate::pipeline::{self, CheckOutcome, Principals};
 use crate::plan;
 use crate::policy::decide::Identity;
-use crate::report::plan::{PlanFormat, PlanReport, Verdicts, render};
+use crate::report::plan::{MARKDOWN_LIMIT, PlanFormat, PlanReport, Verdicts, render};
 use crate::source::Source;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -55,7 +55,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let start = std::time::Instant::now();
     let (base, head, base_name, head_name) = match (&args.base, &args.base_path, &args.head_path) {
         (Some(b), _, _) => {
             let ctx = || format!("planning `{}` from {b} to {}", args.path.display(), args.head);
@@ -76,29 +75,79 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let mut opts = options(&args.rollout_steps);
     opts.redact = true;
-    let no_progress = |_: u64, _: u64| {};
-    let cache = super::parse_cache(&head);
-    let head_v = pipeline::validate_cached(&head, &no_progress, cache.as_ref()).context("reading the head")?;
-    if !head_v.is_valid() {
-        print_problems(&pipeline::compile_validated(head_v, &opts))?;
-        return Ok(exit::INVALID);
+    let who = Principals {
+        author: args.author.as_deref().map(Identity::login),
+        approvers: args
+            .author
+            .is_some()
+            .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
+    };
+    let names = (base_name.as_str(), head_name.as_str());
+    match compute(&base, &head, names, &who, &opts, &[args.format], MARKDOWN_LIMIT)? {
+        Outcome::Invalid(problems) => {
+            print_problems(&problems)?;
+            Ok(exit::INVALID)
+        }
+        Outcome::Planned(p) => {
+            super::print(&p.rendered[0])?;
+            if args.timings {
+                eprintln!("{}", p.timings);
+            }
+            Ok(if args.detailed_exitcode && p.changed {
+                exit::DENIED
+            } else {
+                exit::OK
+            })
+        }
     }
-    let base_v = pipeline::validate_cached(&base, &no_progress, cache.as_ref()).context("reading the base")?;
+}
+
+/// What [`compute`] found.
+pub enum Outcome {
+    /// The head is invalid (or does not compile): its problems, nothing planned.
+    Invalid(Box<pipeline::Compiled>),
+    Planned(Box<Planned>),
+}
+
+/// A plan, rendered.
+pub struct Planned {
+    /// One rendering per format asked for, in order.
+    pub rendered: Vec<String>,
+    /// Whether any object changes.
+    pub changed: bool,
+    /// The policy verdicts (two revisions only).
+    pub verdicts: Option<pipeline::Authorized>,
+    /// The phase timings line (`--timings`).
+    pub timings: String,
+}
+
+/// Validate, authorise, compile and diff `base` → `head`; render the plan in `formats`.
+/// Directories get no verdicts (no authors).
+pub fn compute(
+    base: &Source,
+    head: &Source,
+    (base_name, head_name): (&str, &str),
+    who: &Principals,
+    opts: &crate::compile::Options,
+    formats: &[PlanFormat],
+    markdown_limit: usize,
+) -> anyhow::Result<Outcome> {
+    let start = std::time::Instant::now();
+    let no_progress = |_: u64, _: u64| {};
+    let cache = super::parse_cache(head);
+    let head_v = pipeline::validate_cached(head, &no_progress, cache.as_ref()).context("reading the head")?;
+    if !head_v.is_valid() {
+        return Ok(Outcome::Invalid(Box::new(pipeline::compile_validated(head_v, opts))));
+    }
+    let base_v = pipeline::validate_cached(base, &no_progress, cache.as_ref()).context("reading the base")?;
     if let Some(c) = &cache {
         c.flush();
     }
     let t_read = start.elapsed();
     let mut notes = Vec::new();
-    let verdicts = match &base {
+    let verdicts = match base {
         Source::Git { .. } if base_v.is_valid() || base_v.repo.object_count() > 0 => {
-            let who = Principals {
-                author: args.author.as_deref().map(Identity::login),
-                approvers: args
-                    .author
-                    .is_some()
-                    .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
-            };
-            Some(pipeline::authorize(&base, &head, &base_v, &head_v, &who)?)
+            Some(pipeline::authorize(base, head, &base_v, &head_v, who)?)
         }
         _ => None,
     };
@@ -153,12 +202,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     }
     let wanted = |t: &str| affected.as_ref().is_none_or(|a| a.contains(t));
-    let head_c = pipeline::compile_validated_tenants(head_v, &opts, &wanted);
+    let head_c = pipeline::compile_validated_tenants(head_v, opts, &wanted);
     if !head_c.is_valid() {
-        print_problems(&head_c)?;
-        return Ok(exit::INVALID);
+        return Ok(Outcome::Invalid(Box::new(head_c)));
     }
-    let base_c = pipeline::compile_validated_tenants(base_v, &opts, &wanted);
+    let base_c = pipeline::compile_validated_tenants(base_v, opts, &wanted);
     let base_manifests = if base_valid && base_c.is_valid() {
         base_c.manifests.as_slice()
     } else {
@@ -173,8 +221,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     });
     let report = PlanReport {
         plan: &plan,
-        base: &base_name,
-        head: &head_name,
+        base: base_name,
+        head: head_name,
         notes: &notes,
         verdicts: verdicts.as_ref().map(|a| Verdicts {
             changes: &a.changes,
@@ -184,25 +232,31 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             blocked,
         }),
     };
-    super::print(&render(args.format, &report))?;
-    if args.timings {
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        eprintln!(
-            "timings: read+validate {:.1} ms, policy {:.1} ms, compile {:.1} ms, diff {:.1} ms, render {:.1} ms",
-            ms(t_read),
-            ms(t_policy - t_read),
-            ms(t_compile - t_policy),
-            ms(t_diff - t_compile),
-            ms(start.elapsed() - t_diff)
-        );
-    }
+    let rendered = formats
+        .iter()
+        .map(|f| match f {
+            PlanFormat::Markdown => crate::report::plan::markdown(&report, markdown_limit),
+            other => render(*other, &report),
+        })
+        .collect();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let timings = format!(
+        "timings: read+validate {:.1} ms, policy {:.1} ms, compile {:.1} ms, diff {:.1} ms, render {:.1} ms",
+        ms(t_read),
+        ms(t_policy - t_read),
+        ms(t_compile - t_policy),
+        ms(t_diff - t_compile),
+        ms(start.elapsed() - t_diff)
+    );
+    let changed = plan.totals.total() > 0;
     // freeing the models and the parse cache object by object costs more than the process exit
     std::mem::forget(head_c);
     std::mem::forget(base_c);
     std::mem::forget(cache);
-    Ok(if args.detailed_exitcode && plan.totals.total() > 0 {
-        exit::DENIED
-    } else {
-        exit::OK
-    })
+    Ok(Outcome::Planned(Box::new(Planned {
+        rendered,
+        changed,
+        verdicts,
+        timings,
+    })))
 }

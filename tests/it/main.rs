@@ -2,11 +2,13 @@
 //! `testdata/`; expected outputs are committed snapshots (`RAMPART_BLESS=1` rewrites them).
 
 mod cache;
+mod ci;
 mod compile;
 mod example;
 mod formats;
 mod fuzz;
 mod git;
+mod github_fake;
 mod hostile;
 mod invalid;
 mod plan;

@@ -1,0 +1,442 @@
+//! `rampart ci`: the GitHub Action's entry point, driven by the Actions environment.
+
+use super::exit;
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::github::client::{Annotation, Auth, Client, Reported};
+use crate::github::webhook;
+use crate::pipeline::{self, CheckOutcome, Principals};
+use crate::policy::decide::Identity;
+use crate::report::plan::{MARKDOWN_LIMIT, PlanFormat};
+use crate::report::{self, Format, Summary, markdown_escape};
+use crate::source::{self, Source};
+use anyhow::Context;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The hidden first line of rampart's pull-request comment.
+pub const MARKER: &str = "<!-- rampart:plan -->";
+
+/// Run in a GitHub Actions job: on `pull_request`, validate the head, authorise the change
+/// (the PR author, the approvals of the current head), plan it; write the job summary,
+/// annotations and outputs, upsert one PR comment and the `rampart` check run (a commit
+/// status when the token may not create check runs). On `push`, validate and check the pushed
+/// range. Exit 0, 2 denied, 3 invalid (per --fail-on), 1 could not run.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The config repo, relative to GITHUB_WORKSPACE.
+    #[arg(long, default_value = ".")]
+    path: PathBuf,
+    /// Post (or edit) the plan comment on the pull request.
+    #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
+    comment: bool,
+    /// What fails the job: a denial or an invalid head (`deny`), only an invalid head
+    /// (`invalid`), nothing (`never`).
+    #[arg(long, value_enum, default_value = "deny")]
+    fail_on: FailOn,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FailOn {
+    Deny,
+    Invalid,
+    Never,
+}
+
+/// The Actions environment.
+struct Env {
+    event_name: String,
+    event_path: PathBuf,
+    repository: String,
+    api_url: String,
+    workspace: PathBuf,
+    summary: Option<PathBuf>,
+    output: Option<PathBuf>,
+    temp: PathBuf,
+    me: String,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Env {
+    fn read() -> anyhow::Result<Env> {
+        let need = |name: &str| {
+            var(name).with_context(|| format!("{name} is not set: `rampart ci` runs inside GitHub Actions"))
+        };
+        Ok(Env {
+            event_name: need("GITHUB_EVENT_NAME")?,
+            event_path: need("GITHUB_EVENT_PATH")?.into(),
+            repository: need("GITHUB_REPOSITORY")?,
+            api_url: var("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".to_owned()),
+            workspace: var("GITHUB_WORKSPACE").map_or_else(|| PathBuf::from("."), PathBuf::from),
+            summary: var("GITHUB_STEP_SUMMARY").map(PathBuf::from),
+            output: var("GITHUB_OUTPUT").map(PathBuf::from),
+            temp: var("RUNNER_TEMP").map_or_else(std::env::temp_dir, PathBuf::from),
+            me: var("RAMPART_BOT_LOGIN").unwrap_or_else(|| "github-actions[bot]".to_owned()),
+        })
+    }
+
+    /// Token auth (`GITHUB_TOKEN`), or GitHub App auth when `RAMPART_APP_ID`,
+    /// `RAMPART_APP_PRIVATE_KEY` and `RAMPART_APP_INSTALLATION` are set.
+    fn auth(&self) -> anyhow::Result<Auth> {
+        if let (Some(id), Some(key), Some(inst)) = (
+            var("RAMPART_APP_ID"),
+            var("RAMPART_APP_PRIVATE_KEY"),
+            var("RAMPART_APP_INSTALLATION"),
+        ) {
+            return Ok(Auth::App {
+                app_id: id.parse().context("RAMPART_APP_ID is not a number")?,
+                private_key_pem: key,
+                installation: inst.parse().context("RAMPART_APP_INSTALLATION is not a number")?,
+            });
+        }
+        var("GITHUB_TOKEN")
+            .map(Auth::Token)
+            .context("GITHUB_TOKEN is not set (pass `token: ${{ github.token }}` to the action)")
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let env = Env::read()?;
+    let file = std::fs::File::open(&env.event_path)
+        .with_context(|| format!("reading the event file `{}`", env.event_path.display()))?;
+    let body = webhook::read_body(file, webhook::MAX_BODY)
+        .with_context(|| format!("reading the event file `{}`", env.event_path.display()))?;
+    let event = webhook::decode(&env.event_name, &body).with_context(|| {
+        format!(
+            "decoding the `{}` event in `{}`",
+            env.event_name,
+            env.event_path.display()
+        )
+    })?;
+    let repo_path = env.workspace.join(&args.path);
+    match event {
+        webhook::Event::PullRequest(pr) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(pull_request(&args, &env, &repo_path, &pr))
+        }
+        webhook::Event::Push(push) => push_range(&args, &env, &repo_path, &push),
+        _ => {
+            println!("rampart ci: nothing to do on `{}` events", env.event_name);
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// A revision of the checkout, or what to set in `actions/checkout` when it is missing.
+fn revision(path: &Path, sha: &str, which: &str) -> anyhow::Result<Source> {
+    Source::git(path, sha).with_context(|| {
+        format!(
+            "the {which} commit {sha} is not in the checkout: check out with `fetch-depth: 0` \
+             (actions/checkout), so both sides of the pull request are there"
+        )
+    })
+}
+
+async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullRequest) -> anyhow::Result<u8> {
+    let head = revision(path, &pr.head_sha, "head")?;
+    let base = revision(path, &pr.base_sha, "base")?;
+    let client = Client::new(&env.api_url, env.auth()?, &env.repository).await?;
+    let approvals = client.approvals(pr.number, &pr.head_sha).await?;
+    let who = Principals {
+        author: Some(Identity::login(&pr.author)),
+        approvers: Some(approvals.iter().map(|a| Identity::login(a)).collect()),
+    };
+    let mut opts = super::compile::options(&[]);
+    opts.redact = true;
+    let short = |s: &str| s.chars().take(12).collect::<String>();
+    let names = (short(&pr.base_sha), short(&pr.head_sha));
+    // room for the marker line
+    let limit = MARKDOWN_LIMIT - MARKER.len() - 1;
+    let outcome = super::plan::compute(
+        &base,
+        &head,
+        (&names.0, &names.1),
+        &who,
+        &opts,
+        &[PlanFormat::Markdown, PlanFormat::Json],
+        limit,
+    )?;
+    let prefix = source::workdir_prefix(path);
+    let (decision, valid, changed, markdown, json, annotations) = match outcome {
+        super::plan::Outcome::Invalid(c) => {
+            let mut all = c.validated.diagnostics.clone();
+            all.extend(c.diagnostics.iter().cloned());
+            let md = invalid_markdown(&all, limit);
+            let notes = annotations_of(&all, &prefix);
+            // workflow commands too, so the job log and the diff carry them
+            print!(
+                "{}",
+                report::render(
+                    Format::Github,
+                    &Summary {
+                        diagnostics: &all,
+                        files: c.validated.files.len(),
+                        documents: c.validated.document_count(),
+                        objects: c.validated.repo.object_count(),
+                        commit: c.validated.commit.as_deref(),
+                        path_prefix: &prefix,
+                        trust: None,
+                    },
+                    false
+                )
+            );
+            ("invalid", false, false, md, None, notes)
+        }
+        super::plan::Outcome::Planned(p) => {
+            let mut rendered = p.rendered.into_iter();
+            let md = rendered.next().unwrap_or_default();
+            let json = rendered.next();
+            let (decision, notes) = match &p.verdicts {
+                Some(a) if a.outcome == CheckOutcome::BasePoliciesInvalid => ("deny", Vec::new()),
+                Some(a) => {
+                    let denied: Vec<Annotation> = a
+                        .decisions
+                        .iter()
+                        .zip(&a.changes)
+                        .filter(|(d, _)| !d.allowed)
+                        .filter_map(|(_, c)| {
+                            let file = c.file.as_str();
+                            (!file.is_empty()).then(|| Annotation {
+                                path: prefixed(&prefix, file),
+                                line: 1,
+                                column: None,
+                                failure: true,
+                                title: "rampart: denied by policy".to_owned(),
+                                message: format!(
+                                    "{} {} `{}` is denied by policy; see the plan comment",
+                                    c.action.as_str(),
+                                    c.subject.as_str(),
+                                    c.name
+                                ),
+                            })
+                        })
+                        .collect();
+                    (if a.denied() > 0 { "deny" } else { "allow" }, denied)
+                }
+                None => ("allow", Vec::new()),
+            };
+            (decision, true, p.changed, md, json, notes)
+        }
+    };
+
+    // plan JSON, job summary, outputs
+    let plan_json = env.temp.join(format!("rampart-plan-{}.json", pr.number));
+    if let Some(j) = &json {
+        std::fs::write(&plan_json, j).with_context(|| format!("writing `{}`", plan_json.display()))?;
+    }
+    if let Some(summary) = &env.summary {
+        append(summary, &format!("{markdown}\n"))?;
+    }
+    if let Some(output) = &env.output {
+        let mut lines = format!("decision={decision}\nvalid={valid}\nchanged={changed}\n");
+        if json.is_some() {
+            lines.push_str(&format!("plan-json={}\n", plan_json.display()));
+        }
+        append(output, &lines)?;
+    }
+    // a pull request from a fork gets a read-only token: say so, and keep the verdict
+    let read_only = |e: &crate::github::client::CallError| {
+        println!(
+            "::warning title=rampart::{} (a pull request from a fork gets a read-only token; the job summary has the plan)",
+            report::github::data(&e.to_string())
+        )
+    };
+    if args.comment {
+        match client.upsert_comment(pr.number, MARKER, &markdown, &env.me).await {
+            Ok(created) => println!(
+                "rampart ci: {} the plan comment on #{}",
+                if created { "posted" } else { "updated" },
+                pr.number
+            ),
+            Err(e) if e.status == Some(403) => read_only(&e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let title = match decision {
+        "invalid" => "The config repo is invalid".to_owned(),
+        "deny" => "Denied by policy".to_owned(),
+        _ if changed => "Allowed: the plan has changes".to_owned(),
+        _ => "Allowed: no changes".to_owned(),
+    };
+    let summary: String = markdown.chars().take(65_535).collect();
+    match client
+        .report(
+            "rampart",
+            &pr.head_sha,
+            decision == "allow",
+            &title,
+            &summary,
+            &annotations,
+        )
+        .await
+    {
+        Ok(Reported::CheckRun { id, annotations }) => {
+            println!("rampart ci: check run {id} ({annotations} annotations)")
+        }
+        Ok(Reported::Status) => {
+            println!("rampart ci: the token may not create check runs; set a commit status instead")
+        }
+        Err(e) if e.status == Some(403) => read_only(&e),
+        Err(e) => return Err(e.into()),
+    }
+    println!("rampart ci: {decision} ({} GitHub API calls)", client.calls());
+    Ok(code(args.fail_on, decision))
+}
+
+fn code(fail_on: FailOn, decision: &str) -> u8 {
+    match (fail_on, decision) {
+        (FailOn::Never, _) => exit::OK,
+        (_, "invalid") => exit::INVALID,
+        (FailOn::Deny, "deny") => exit::DENIED,
+        _ => exit::OK,
+    }
+}
+
+/// On `push`: validate the pushed head and authorise the range (no API calls).
+fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyhow::Result<u8> {
+    let head = revision(path, &push.after, "pushed")?;
+    let prefix = source::workdir_prefix(path);
+    if push.before.chars().all(|c| c == '0') {
+        // a new branch: nothing to compare with
+        let v = pipeline::validate(&head, &|_, _| {})?;
+        print!("{}", github_commands(&v.diagnostics, &v, &prefix));
+        let decision = if v.is_valid() { "allow" } else { "invalid" };
+        return Ok(code(args.fail_on, decision));
+    }
+    let base = revision(path, &push.before, "previous")?;
+    let cache = super::parse_cache(&head);
+    let checked = pipeline::check(&base, &head, &Principals::default(), cache.as_ref())?;
+    print!("{}", github_commands(&checked.head.diagnostics, &checked.head, &prefix));
+    let decision = match checked.auth.outcome {
+        CheckOutcome::HeadInvalid => "invalid",
+        CheckOutcome::BasePoliciesInvalid => "deny",
+        CheckOutcome::Decided if checked.auth.denied() > 0 => "deny",
+        CheckOutcome::Decided => "allow",
+    };
+    for (d, c) in checked.auth.decisions.iter().zip(&checked.auth.changes) {
+        if !d.allowed {
+            println!(
+                "::error title=rampart: denied by policy::{} {} {} was pushed without the approvals policy asks for",
+                c.action.as_str(),
+                c.subject.as_str(),
+                report::github::data(&c.name)
+            );
+        }
+    }
+    if let Some(output) = &env.output {
+        append(
+            output,
+            &format!("decision={decision}\nvalid={}\nchanged=false\n", decision != "invalid"),
+        )?;
+    }
+    Ok(code(args.fail_on, decision))
+}
+
+fn github_commands(diags: &[Diagnostic], v: &pipeline::Validated, prefix: &str) -> String {
+    report::render(
+        Format::Github,
+        &Summary {
+            diagnostics: diags,
+            files: v.files.len(),
+            documents: v.document_count(),
+            objects: v.repo.object_count(),
+            commit: v.commit.as_deref(),
+            path_prefix: prefix,
+            trust: None,
+        },
+        false,
+    )
+}
+
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("writing `{}`", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing `{}`", path.display()))
+}
+
+fn prefixed(prefix: &str, file: &str) -> String {
+    if prefix.is_empty() {
+        file.to_owned()
+    } else {
+        format!("{}/{file}", prefix.trim_end_matches('/'))
+    }
+}
+
+fn annotations_of(diags: &[Diagnostic], prefix: &str) -> Vec<Annotation> {
+    diags
+        .iter()
+        .filter_map(|d| {
+            let loc = d.location.as_ref()?;
+            Some(Annotation {
+                path: prefixed(prefix, &loc.file),
+                line: loc.line.max(1),
+                column: (loc.line > 0 && loc.column > 0).then_some(loc.column),
+                failure: d.severity == Severity::Error,
+                title: format!("{} {}", d.code, d.code.title()),
+                message: match &d.hint {
+                    Some(h) => format!("{}\nhelp: {h}", d.message),
+                    None => d.message.clone(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The comment for an invalid head: every problem, escaped, within `limit` characters.
+fn invalid_markdown(diags: &[Diagnostic], limit: usize) -> String {
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let mut out = format!(
+        "### rampart: the config repo is invalid\n\n{errors} error{} must be fixed before the change can be planned or authorised.\n\n| where | code | problem |\n|---|---|---|\n",
+        if errors == 1 { "" } else { "s" }
+    );
+    let mut left = 0;
+    for d in diags {
+        let place = d
+            .location
+            .as_ref()
+            .map(|l| format!("{}:{}:{}", l.file, l.line, l.column))
+            .unwrap_or_default();
+        let row = format!(
+            "| `{}` | {} | {} |\n",
+            place.replace('`', "'"),
+            d.code,
+            markdown_escape(&d.message).replace('|', "\\|").replace('\n', " ")
+        );
+        if out.len() + row.len() + 200 > limit {
+            left += 1;
+            continue;
+        }
+        out.push_str(&row);
+    }
+    if left > 0 {
+        out.push_str(&format!(
+            "\n{left} more problem{} left out to stay within GitHub's comment limit; run `rampart validate` for all of them.\n",
+            if left == 1 { "" } else { "s" }
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_on_decides_the_exit_code() {
+        assert_eq!(code(FailOn::Deny, "deny"), exit::DENIED);
+        assert_eq!(code(FailOn::Deny, "invalid"), exit::INVALID);
+        assert_eq!(code(FailOn::Invalid, "deny"), exit::OK);
+        assert_eq!(code(FailOn::Invalid, "invalid"), exit::INVALID);
+        assert_eq!(code(FailOn::Never, "invalid"), exit::OK);
+        assert_eq!(code(FailOn::Deny, "allow"), exit::OK);
+    }
+}

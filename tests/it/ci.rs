@@ -1,0 +1,277 @@
+//! `rampart ci` as a process with a full GitHub Actions environment, against the local
+//! GitHub API (tests/it/github_fake.rs) and a real `pull_request` payload.
+
+use crate::github_fake::{self, World};
+use crate::support::*;
+use std::path::Path;
+
+const TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
+
+fn pr_event(dir: &Path, number: u64, author: &str, base: &str, head: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root().join(".ci/npm/webhooks-examples.json")).unwrap();
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mut e = all.iter().find(|e| e["name"] == "pull_request").unwrap()["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["action"] == "opened")
+        .unwrap()
+        .clone();
+    e["number"] = number.into();
+    e["pull_request"]["number"] = number.into();
+    e["pull_request"]["user"]["login"] = author.into();
+    e["pull_request"]["base"]["sha"] = base.into();
+    e["pull_request"]["head"]["sha"] = head.into();
+    let path = dir.join("event.json");
+    std::fs::write(&path, serde_json::to_vec(&e).unwrap()).unwrap();
+    path
+}
+
+struct Job {
+    run: Run,
+    outputs: String,
+    summary: String,
+}
+
+fn ci(repo: &Path, api: &str, event: &Path, extra: &[&str]) -> Job {
+    let tmp = tempfile::tempdir().unwrap();
+    let (summary, outputs) = (tmp.path().join("summary.md"), tmp.path().join("outputs"));
+    let mut args = vec!["ci"];
+    args.extend_from_slice(extra);
+    let run = rampart_env(
+        &args,
+        Some(repo),
+        &[
+            ("GITHUB_EVENT_NAME", "pull_request"),
+            ("GITHUB_EVENT_PATH", event.to_str().unwrap()),
+            ("GITHUB_REPOSITORY", "larkspur/platform-config"),
+            ("GITHUB_API_URL", api),
+            ("GITHUB_TOKEN", TOKEN),
+            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+            ("GITHUB_OUTPUT", outputs.to_str().unwrap()),
+            ("GITHUB_WORKSPACE", repo.to_str().unwrap()),
+            ("RUNNER_TEMP", tmp.path().to_str().unwrap()),
+        ],
+    );
+    assert!(
+        !run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN),
+        "the token leaked"
+    );
+    Job {
+        outputs: std::fs::read_to_string(outputs).unwrap_or_default(),
+        summary: std::fs::read_to_string(summary).unwrap_or_default(),
+        run,
+    }
+}
+
+fn routes(world: &World) -> Vec<String> {
+    world
+        .calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.method,
+                c.path.trim_start_matches("/repos/larkspur/platform-config")
+            )
+        })
+        .collect()
+}
+
+fn head_and_base(p: &Path) -> (String, String) {
+    (
+        git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]),
+        git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD~1"]),
+    )
+}
+
+#[test]
+fn a_pull_request_gets_one_comment_a_check_run_and_outputs() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Eve <eve@evil.example>", "give the sandbox more cpu");
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), 7, "eve", &base, &head);
+    let (api, world) = github_fake::start(World {
+        // an approval of an older commit and a dismissed one do not count
+        reviews: vec![
+            ("alice".into(), "APPROVED".into(), base.clone()),
+            ("bob".into(), "DISMISSED".into(), head.clone()),
+        ],
+        // someone else's comment that copies the marker is never edited
+        comments: vec![(5, "mallory".into(), "<!-- rampart:plan -->\nfake plan".into())],
+        ..World::default()
+    });
+
+    let job = ci(p, &api, &event, &[]);
+    assert_eq!(job.run.code, 2, "{}\n{}", job.run.stdout, job.run.stderr);
+    assert!(job.outputs.contains("decision=deny\n"), "{}", job.outputs);
+    assert!(job.outputs.contains("valid=true\nchanged=true\n"), "{}", job.outputs);
+    assert!(job.outputs.contains("plan-json="), "{}", job.outputs);
+    assert!(job.summary.contains("sandbox"), "{}", job.summary);
+    {
+        let w = world.lock().unwrap();
+        assert!(w.problems.is_empty(), "{:#?}", w.problems);
+        assert_eq!(
+            routes(&w),
+            [
+                "GET /pulls/7/reviews",
+                "GET /issues/7/comments",
+                "POST /issues/7/comments",
+                "POST /check-runs",
+            ]
+        );
+        let run = &w.calls[3].body;
+        assert_eq!(run["name"], "rampart");
+        assert_eq!(run["head_sha"], head.as_str());
+        assert_eq!(run["conclusion"], "failure");
+        assert_eq!(w.comments.len(), 2);
+        assert_eq!(w.comments[0].2, "<!-- rampart:plan -->\nfake plan");
+        assert!(
+            w.comments[1].2.starts_with("<!-- rampart:plan -->\n"),
+            "{}",
+            w.comments[1].2
+        );
+        assert!(w.comments[1].2.contains("sandbox"));
+    }
+
+    // the second run edits the same comment
+    let job = ci(p, &api, &event, &["--fail-on", "never"]);
+    assert_eq!(job.run.code, 0, "{}\n{}", job.run.stdout, job.run.stderr);
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    assert_eq!(w.comments.len(), 2, "edited, not duplicated");
+    assert_eq!(&routes(&w)[6], "POST /issues/comments/1001");
+    assert_eq!(routes(&w).len(), 8, "{:?}", routes(&w));
+}
+
+#[test]
+fn an_approval_of_the_head_counts_and_a_token_without_checks_sets_a_status() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Eve <eve@evil.example>", "give the sandbox more cpu");
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    // a platform member authors; bob's approval is of the current head, so it counts
+    let event = pr_event(events.path(), 8, "alice", &base, &head);
+    let (api, world) = github_fake::start(World {
+        reviews: vec![("bob".into(), "APPROVED".into(), head.clone())],
+        no_checks: true,
+        ..World::default()
+    });
+    let job = ci(p, &api, &event, &["--comment", "false"]);
+    assert_eq!(job.run.code, 0, "{}\n{}", job.run.stdout, job.run.stderr);
+    assert!(job.outputs.contains("decision=allow\n"), "{}", job.outputs);
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    assert_eq!(
+        routes(&w),
+        [
+            "GET /pulls/8/reviews",
+            "POST /check-runs",
+            &format!("POST /statuses/{head}"),
+        ]
+    );
+    assert_eq!(w.calls[2].body["state"], "success");
+}
+
+#[test]
+fn an_invalid_head_is_annotated_fifty_at_a_time() {
+    let repo = example_history();
+    let p = repo.path();
+    for i in 0..55 {
+        write(
+            &p.join(format!("tenants/orphan-{i:02}.yaml")),
+            format!(
+                "apiVersion: rampart.dev/v1\nkind: Tenant\nmetadata:\n  name: orphan-{i:02}\nspec:\n  owners: [nobody]\n  tier: free\n  isolation: shared\n  quota: {{cpu: 1, memory: 1Gi, pods: 1, storage: 1Gi}}\n"
+            ),
+        );
+    }
+    commit(p, "Alice <alice@example.com>", "55 tenants nobody owns");
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), 9, "alice", &base, &head);
+    let (api, world) = github_fake::start(World::default());
+    let job = ci(p, &api, &event, &[]);
+    assert_eq!(job.run.code, 3, "{}\n{}", job.run.stdout, job.run.stderr);
+    assert!(
+        job.outputs.contains("decision=invalid\nvalid=false\n"),
+        "{}",
+        job.outputs
+    );
+    assert!(
+        job.run.stdout.contains("::error file=tenants/orphan-00.yaml,line=6"),
+        "{}",
+        job.run.stdout
+    );
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    assert_eq!(
+        routes(&w),
+        [
+            "GET /pulls/9/reviews",
+            "GET /issues/9/comments",
+            "POST /issues/9/comments",
+            "POST /check-runs",
+            "PATCH /check-runs/77",
+        ]
+    );
+    assert_eq!(w.calls[3].body["output"]["annotations"].as_array().unwrap().len(), 50);
+    assert_eq!(w.calls[4].body["output"]["annotations"].as_array().unwrap().len(), 5);
+    assert!(w.comments[0].2.contains("is invalid"), "{}", w.comments[0].2);
+}
+
+#[test]
+fn bad_environments_are_clear_errors() {
+    let repo = example_history();
+    let p = repo.path();
+    let run = rampart_env(&["ci"], Some(p), &[("GITHUB_EVENT_NAME", "")]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("GITHUB_EVENT_NAME is not set"), "{}", run.stderr);
+
+    let events = tempfile::tempdir().unwrap();
+    let broken = events.path().join("broken.json");
+    std::fs::write(&broken, "{\"action\": \"opened\"").unwrap();
+    let env = |event: &str, path: &Path| {
+        rampart_env(
+            &["ci"],
+            Some(p),
+            &[
+                ("GITHUB_EVENT_NAME", event),
+                ("GITHUB_EVENT_PATH", path.to_str().unwrap()),
+                ("GITHUB_REPOSITORY", "larkspur/platform-config"),
+                ("GITHUB_API_URL", "http://127.0.0.1:9"),
+                ("GITHUB_TOKEN", TOKEN),
+                ("GITHUB_WORKSPACE", p.to_str().unwrap()),
+            ],
+        )
+    };
+    let run = env("pull_request", &broken);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("decoding the `pull_request` event"),
+        "{}",
+        run.stderr
+    );
+    let run = env("pull_request", &events.path().join("missing.json"));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("reading the event file"), "{}", run.stderr);
+    // a base commit the shallow checkout does not have
+    let event = pr_event(
+        events.path(),
+        3,
+        "alice",
+        "1111111111111111111111111111111111111111",
+        &git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]),
+    );
+    let run = env("pull_request", &event);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("fetch-depth: 0"), "{}", run.stderr);
+    assert!(!run.stderr.contains(TOKEN) && !run.stdout.contains(TOKEN));
+    // another event: acknowledged
+    let run = env("issues", &broken);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}

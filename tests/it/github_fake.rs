@@ -1,0 +1,297 @@
+//! A local GitHub REST API over real HTTP (axum) for `rampart ci`: it answers with the
+//! examples of GitHub's own OpenAPI description (npm `@octokit/openapi`, fetched by
+//! scripts/test), adjusted to the test; records every call; and checks every response it
+//! sends and every request body it receives against that description's schemas, so the fake
+//! cannot drift from the real API.
+
+use crate::support::root;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+}
+
+/// What the fake knows and how it behaves.
+#[derive(Default)]
+pub struct World {
+    pub calls: Vec<Call>,
+    /// Comments on the pull request: (id, author login, body).
+    pub comments: Vec<(u64, String, String)>,
+    /// Reviews: (reviewer, state as GitHub spells it, commit id).
+    pub reviews: Vec<(String, String, String)>,
+    /// Answer 403 to check-run creation (a token without `checks: write`).
+    pub no_checks: bool,
+    /// Problems found in the traffic (schema mismatches, unknown routes).
+    pub problems: Vec<String>,
+}
+
+pub type Shared = Arc<Mutex<World>>;
+
+/// The OpenAPI description, parsed once.
+fn spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let path = root().join(".ci/npm/github-openapi.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (scripts/test fetches it)", path.display()));
+        serde_json::from_str(&text).expect("the OpenAPI description is JSON")
+    })
+}
+
+fn example(name: &str) -> Value {
+    spec()["components"]["examples"][name]["value"].clone()
+}
+
+/// OpenAPI 3.0 schema → JSON Schema: component refs point into `$defs`, `nullable` becomes
+/// "or null".
+fn convert(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, x) in m {
+                match k.as_str() {
+                    "$ref" => {
+                        let r = x
+                            .as_str()
+                            .unwrap_or_default()
+                            .replace("#/components/schemas/", "#/$defs/");
+                        out.insert(k.clone(), Value::String(r));
+                    }
+                    "nullable" | "example" | "examples" | "discriminator" | "xml" | "externalDocs" => {}
+                    "properties" | "patternProperties" => {
+                        let props = x
+                            .as_object()
+                            .map(|p| p.iter().map(|(n, s)| (n.clone(), convert(s))).collect())
+                            .unwrap_or_default();
+                        out.insert(k.clone(), Value::Object(props));
+                    }
+                    _ => {
+                        out.insert(k.clone(), convert(x));
+                    }
+                }
+            }
+            if m.get("nullable") == Some(&Value::Bool(true)) {
+                json!({"anyOf": [Value::Object(out), {"type": "null"}]})
+            } else {
+                Value::Object(out)
+            }
+        }
+        Value::Array(a) => Value::Array(a.iter().map(convert).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Problems of `instance` against `schema` (an OpenAPI schema object), as text.
+fn check(schema: &Value, instance: &Value) -> Vec<String> {
+    static DEFS: OnceLock<Value> = OnceLock::new();
+    let defs = DEFS.get_or_init(|| convert(&spec()["components"]["schemas"]));
+    let mut root = convert(schema);
+    if let Value::Object(m) = &mut root {
+        m.insert("$defs".to_owned(), defs.clone());
+    }
+    let validator = jsonschema::draft4::options()
+        .should_validate_formats(false)
+        .build(&root)
+        .expect("the converted schema compiles");
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .take(5)
+        .collect()
+}
+
+/// The schema of an operation's response (`status`) or request body (`None`).
+fn schema_of(path: &str, method: &str, status: Option<u16>) -> Value {
+    let op = &spec()["paths"][path][method];
+    match status {
+        Some(s) => {
+            let mut r = op["responses"][s.to_string()].clone();
+            if let Some(reference) = r.get("$ref").and_then(Value::as_str) {
+                let name = reference.rsplit('/').next().unwrap_or_default();
+                r = spec()["components"]["responses"][name].clone();
+            }
+            r["content"]["application/json"]["schema"].clone()
+        }
+        None => op["requestBody"]["content"]["application/json"]["schema"].clone(),
+    }
+}
+
+fn user(login: &str) -> Value {
+    let mut u = example("issue-comment")["user"].clone();
+    u["login"] = json!(login);
+    u["type"] = json!(if login.ends_with("[bot]") { "Bot" } else { "User" });
+    u
+}
+
+fn comment(id: u64, login: &str, body: &str) -> Value {
+    let mut c = example("issue-comment");
+    c["id"] = json!(id);
+    c["body"] = json!(body);
+    c["user"] = user(login);
+    c["url"] = json!(format!(
+        "https://api.github.com/repos/larkspur/platform-config/issues/comments/{id}"
+    ));
+    c
+}
+
+/// Route one request; `(operation path, method, status, body)`.
+fn answer(
+    world: &mut World,
+    method: &Method,
+    path: &str,
+    body: &Value,
+) -> Option<(&'static str, &'static str, u16, Value)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["repos", _, _, "pulls", _, "reviews"]) => {
+            let template = example("pull-request-review-items")[0].clone();
+            let reviews = world
+                .reviews
+                .iter()
+                .enumerate()
+                .map(|(i, (login, state, commit))| {
+                    let mut r = template.clone();
+                    r["id"] = json!(100 + i);
+                    r["user"] = user(login);
+                    r["state"] = json!(state);
+                    r["commit_id"] = json!(commit);
+                    r
+                })
+                .collect();
+            Some((
+                "/repos/{owner}/{repo}/pulls/{pull_number}/reviews",
+                "get",
+                200,
+                Value::Array(reviews),
+            ))
+        }
+        ("GET", ["repos", _, _, "issues", _, "comments"]) => {
+            let list = world
+                .comments
+                .iter()
+                .map(|(id, login, b)| comment(*id, login, b))
+                .collect();
+            Some((
+                "/repos/{owner}/{repo}/issues/{issue_number}/comments",
+                "get",
+                200,
+                Value::Array(list),
+            ))
+        }
+        ("POST", ["repos", _, _, "issues", _, "comments"]) => {
+            let id = 1000 + world.comments.len() as u64;
+            let text = body["body"].as_str().unwrap_or_default().to_owned();
+            world
+                .comments
+                .push((id, "github-actions[bot]".to_owned(), text.clone()));
+            Some((
+                "/repos/{owner}/{repo}/issues/{issue_number}/comments",
+                "post",
+                201,
+                comment(id, "github-actions[bot]", &text),
+            ))
+        }
+        // (octocrab edits with POST; GitHub's documented method is PATCH: both are routed)
+        ("POST" | "PATCH", ["repos", _, _, "issues", "comments", id]) => {
+            let id: u64 = id.parse().ok()?;
+            let text = body["body"].as_str().unwrap_or_default().to_owned();
+            let c = world.comments.iter_mut().find(|c| c.0 == id)?;
+            c.2 = text.clone();
+            let login = c.1.clone();
+            Some((
+                "/repos/{owner}/{repo}/issues/comments/{comment_id}",
+                "patch",
+                200,
+                comment(id, &login, &text),
+            ))
+        }
+        ("POST", ["repos", _, _, "check-runs"]) => {
+            if world.no_checks {
+                return Some((
+                    "/repos/{owner}/{repo}/check-runs",
+                    "post",
+                    403,
+                    json!({"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run"}),
+                ));
+            }
+            let mut run = example("check-run");
+            run["id"] = json!(77);
+            run["name"] = body["name"].clone();
+            run["head_sha"] = body["head_sha"].clone();
+            run["conclusion"] = body["conclusion"].clone();
+            Some(("/repos/{owner}/{repo}/check-runs", "post", 201, run))
+        }
+        ("PATCH", ["repos", _, _, "check-runs", _]) => {
+            let mut run = example("check-run");
+            run["id"] = json!(77);
+            Some(("/repos/{owner}/{repo}/check-runs/{check_run_id}", "patch", 200, run))
+        }
+        ("POST", ["repos", _, _, "statuses", _]) => {
+            let mut s = example("status");
+            s["state"] = body["state"].clone();
+            s["context"] = body["context"].clone();
+            Some(("/repos/{owner}/{repo}/statuses/{sha}", "post", 201, s))
+        }
+        _ => None,
+    }
+}
+
+async fn handle(State(world): State<Shared>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    let mut w = world.lock().unwrap();
+    let path = uri.path().to_owned();
+    w.calls.push(Call {
+        method: method.to_string(),
+        path: path.clone(),
+        body: body.clone(),
+    });
+    let Some((op, op_method, status, reply)) = answer(&mut w, &method, &path, &body) else {
+        w.problems.push(format!("unexpected call {method} {path}"));
+        return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))).into_response();
+    };
+    if !body.is_null() {
+        for p in check(&schema_of(op, op_method, None), &body) {
+            w.problems.push(format!("request {method} {path}: {p}"));
+        }
+    }
+    if status < 300 {
+        for p in check(&schema_of(op, op_method, Some(status)), &reply) {
+            w.problems.push(format!("response to {method} {path}: {p}"));
+        }
+    }
+    (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response()
+}
+
+/// Start the fake on a free loopback port; its base URL and its world.
+pub fn start(world: World) -> (String, Shared) {
+    let shared: Shared = Arc::new(Mutex::new(world));
+    let state = shared.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = axum::Router::new().fallback(handle).with_state(state);
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("http://{addr}"), shared)
+}
