@@ -37,7 +37,9 @@ pub mod exit {
                   `check` authorises the changes between two revisions with Cedar policies (rampart's \
                   defaults plus the repo's policies/*.cedar); `policy test` runs the repo's policy tests; \
                   `compile` turns the repo into Kubernetes objects, `plan` shows what a change does to them, \
-                  and `apply --target dir:OUT` writes them where Argo CD or Flux pick them up.\n\n\
+                  and `apply --target dir:OUT` writes them where Argo CD or Flux pick them up. `plugins verify` \
+                  and `plugins tree` show the plugin supply chain (digests, signatures, trust, each tenant's \
+                  plugin set); `ci` runs the whole review inside GitHub Actions (comment, check run, outputs).\n\n\
                   Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",
     after_help = "Docs: README.md (commands, config reference, diagnostic codes, exit codes)."
 )]
