@@ -275,3 +275,40 @@ fn bad_environments_are_clear_errors() {
     let run = env("issues", &broken);
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+/// API failures end the job with the call that failed and GitHub's answer, never the token.
+#[test]
+fn api_errors_name_the_call_not_the_token() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Alice <alice@example.com>", "sandbox: more cpu");
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), 11, "alice", &base, &head);
+    for status in [401, 404, 422, 500] {
+        let (api, world) = github_fake::start(World {
+            fail_with: Some(status),
+            ..World::default()
+        });
+        let job = ci(p, &api, &event, &[]);
+        assert_eq!(job.run.code, 1, "{status}: {}", job.run.stderr);
+        assert!(
+            job.run.stderr.contains("listing the reviews of pull request #11"),
+            "{status}: {}",
+            job.run.stderr
+        );
+        let calls = world.lock().unwrap().calls.len();
+        if status == 500 {
+            // server errors are retried
+            assert!(calls > 1, "{calls}");
+        } else {
+            assert!(
+                job.run.stderr.contains(&format!("GitHub answered {status}")),
+                "{}",
+                job.run.stderr
+            );
+            assert_eq!(calls, 1, "a client error is not retried");
+        }
+    }
+}

@@ -30,6 +30,8 @@ pub struct World {
     pub reviews: Vec<(String, String, String)>,
     /// Answer 403 to check-run creation (a token without `checks: write`).
     pub no_checks: bool,
+    /// Answer every call with this status and GitHub's error body.
+    pub fail_with: Option<u16>,
     /// Problems found in the traffic (schema mismatches, unknown routes).
     pub problems: Vec<String>,
 }
@@ -258,6 +260,11 @@ async fn handle(State(world): State<Shared>, method: Method, uri: Uri, body: Byt
         path: path.clone(),
         body: body.clone(),
     });
+    if let Some(status) = w.fail_with {
+        let reply =
+            json!({"message": format!("fake failure {status}"), "documentation_url": "https://docs.github.com/rest"});
+        return (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
+    }
     let Some((op, op_method, status, reply)) = answer(&mut w, &method, &path, &body) else {
         w.problems.push(format!("unexpected call {method} {path}"));
         return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))).into_response();
