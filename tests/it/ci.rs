@@ -312,3 +312,31 @@ fn api_errors_name_the_call_not_the_token() {
         }
     }
 }
+
+/// A secondary rate limit is waited out (`retry-after`), then the job goes on.
+#[test]
+fn a_rate_limit_is_waited_out() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Alice <alice@example.com>", "sandbox: more cpu");
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), 12, "alice", &base, &head);
+    let (api, world) = github_fake::start(World {
+        rate_limited_once: true,
+        ..World::default()
+    });
+    let job = ci(p, &api, &event, &["--comment", "false"]);
+    assert_eq!(job.run.code, 0, "{}", job.run.stderr);
+    assert!(
+        job.run.elapsed >= std::time::Duration::from_secs(1),
+        "waited {:?}",
+        job.run.elapsed
+    );
+    let w = world.lock().unwrap();
+    assert_eq!(
+        routes(&w),
+        ["GET /pulls/12/reviews", "GET /pulls/12/reviews", "POST /check-runs"]
+    );
+}

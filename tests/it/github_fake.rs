@@ -32,6 +32,8 @@ pub struct World {
     pub no_checks: bool,
     /// Answer every call with this status and GitHub's error body.
     pub fail_with: Option<u16>,
+    /// Answer the first call with a secondary rate limit (403, `retry-after: 1`).
+    pub rate_limited_once: bool,
     /// Problems found in the traffic (schema mismatches, unknown routes).
     pub problems: Vec<String>,
 }
@@ -260,6 +262,11 @@ async fn handle(State(world): State<Shared>, method: Method, uri: Uri, body: Byt
         path: path.clone(),
         body: body.clone(),
     });
+    if w.rate_limited_once {
+        w.rate_limited_once = false;
+        let reply = json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"});
+        return (StatusCode::FORBIDDEN, [("retry-after", "1")], axum::Json(reply)).into_response();
+    }
     if let Some(status) = w.fail_with {
         let reply =
             json!({"message": format!("fake failure {status}"), "documentation_url": "https://docs.github.com/rest"});
