@@ -443,12 +443,17 @@ class Corpus:
                         chosen.append(q)
             assert len(chosen) <= 8
             plugins = []
+            # a plugin another one needs stays enabled (a disabled requirement is R631), and so
+            # does the group's core plugin (rollouts select by group)
+            needed = {d for q in chosen for d in self.closure[q] if d != q} | {self.group_core[g]}
+            disabled = set()
             for q in chosen:
                 entry = {"name": self.plugin_names[q]}
                 if r.random() < 0.15:
                     entry["config"] = {"theme": r.choice(["light", "dark"]), "refreshMinutes": r.choice([5, 15, 60])}
-                if r.random() < 0.03:
+                if r.random() < 0.03 and q not in needed:
                     entry["disabled"] = True
+                    disabled.add(q)
                 plugins.append(entry)
             owners = [self.team_names[t] for t in r.sample(self.valid_teams, r.choices([1, 2, 3], [70, 22, 8])[0])]
             if i in large or i in huge:
@@ -480,7 +485,8 @@ class Corpus:
             else:
                 self.group_of[i] = g
                 for q in chosen:
-                    self.enabled_by.setdefault(q, []).append(i)
+                    if q not in disabled:  # rollouts target tenants that run the plugin
+                        self.enabled_by.setdefault(q, []).append(i)
             self.files[path] = doc
 
     def break_tenant(self, path, doc, tier, kind):

@@ -137,6 +137,9 @@ pub fn compute(
     let cache = super::parse_cache(head);
     let head_v = pipeline::validate_cached(head, &no_progress, cache.as_ref()).context("reading the head")?;
     if !head_v.is_valid() {
+        if let Some(c) = &cache {
+            c.flush();
+        }
         return Ok(Outcome::Invalid(Box::new(pipeline::compile_validated(head_v, opts))));
     }
     let base_v = pipeline::validate_cached(base, &no_progress, cache.as_ref()).context("reading the base")?;
