@@ -111,28 +111,29 @@ done
 python3 - "$OUT/rows.tsv" <<'PY' | tee "$OUT/summary.md"
 import collections, json, math, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-print("| corpus | binary | wall mean ± sd (ms) | user+sys (ms) | peak RSS (MiB) | added vs BEFORE (ms) | R6xx diagnostics |")
-print("|---|---|---|---|---|---|---|")
+print("| corpus | binary | wall mean ± sd (ms) | median (ms) | user+sys (ms) | peak RSS (MiB) | added vs BEFORE: mean (± sd), median (ms) | R6xx diagnostics |")
+print("|---|---|---|---|---|---|---|---|")
 before = {}
 for corpus, binary, hf, rss, out in rows:
     r = json.load(open(hf))["results"][0]
-    mean, sd = r["mean"] * 1e3, r["stddev"] * 1e3
+    mean, sd, med = r["mean"] * 1e3, r["stddev"] * 1e3, r["median"] * 1e3
     cpu = (r["user"] + r["system"]) * 1e3   # hyperfine's means over the runs
     codes = collections.Counter(d["code"] for d in json.load(open(out)).get("diagnostics", [])
                                 if d["code"].startswith("R6"))
     r6 = ", ".join(f"{c} × {n}" for c, n in sorted(codes.items())) or "none"
     if binary == "BEFORE":
-        before[corpus] = (mean, sd)
+        before[corpus] = (mean, sd, med)
     added = ""
     if binary == "AFTER" and corpus in before:
-        bm, bs = before[corpus]
-        added = f"{mean - bm:+.1f} ± {math.hypot(sd, bs):.1f}"
-    print(f"| {corpus} | {binary} | {mean:.1f} ± {sd:.1f} | {cpu:.1f} | {int(rss) / 1024:.1f} | {added} | {r6} |")
+        bm, bs, bmed = before[corpus]
+        added = f"{mean - bm:+.1f} (± {math.hypot(sd, bs):.1f}), {med - bmed:+.1f}"
+    print(f"| {corpus} | {binary} | {mean:.1f} ± {sd:.1f} | {med:.1f} | {cpu:.1f} | {int(rss) / 1024:.1f} | {added} | {r6} |")
 PY
 {
     echo
+    echo "corpus M: $CORPUS at $head ($(cat "$CORPUS.stamp" 2>/dev/null || echo "no stamp")); M-signed: $SIGNED."
     echo "$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1), $(hyperfine --version)."
     echo "hyperfine -N -i --warmup $WARMUP --runs $RUNS; peak RSS from one probe run under /usr/bin/time."
-    echo "added = AFTER mean - BEFORE mean on the same corpus (± the two sds combined)."
+    echo "added = AFTER - BEFORE on the same corpus: of the means (± the two sds combined), and of the medians."
 } | tee -a "$OUT/summary.md"
 echo "results in $OUT" >&2
