@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 /// Bumped whenever the line format changes.
 const FORMAT: u32 = 1;
 
-/// A cache file larger than this is ignored (and replaced).
+/// A cache file larger than this is ignored and replaced.
 const MAX_BYTES: u64 = 4 << 30;
 
 /// The parse caches of one git repository (one table per limits).
@@ -48,6 +48,8 @@ pub struct Table {
     entries: Entries,
     /// Entries learnt by this run (the second revision of a `plan` uses them too).
     fresh: Mutex<Entries>,
+    /// The file had lines that do not parse, or could not be read: rewrite it.
+    damaged: bool,
 }
 
 /// One line, `BLOB SIZE DOCS PATH\tOBJECTS\n`: the blob id (hex), the file's size, its
@@ -192,11 +194,22 @@ fn find(entries: &Entries, path: &str, blob: git2::Oid) -> Option<Arc<Entry>> {
 
 impl Table {
     fn load(file: PathBuf) -> Table {
-        let text = match std::fs::metadata(&file) {
-            Ok(m) if m.len() <= MAX_BYTES => std::fs::read_to_string(&file).unwrap_or_default(),
-            _ => String::new(),
+        // bytes, not a string: one line cut inside a character must not cost the whole file
+        let (bytes, mut damaged) = match std::fs::metadata(&file) {
+            Ok(m) if m.len() <= MAX_BYTES => match std::fs::read(&file) {
+                Ok(b) => (b, false),
+                Err(_) => (Vec::new(), true),
+            },
+            Ok(_) => (Vec::new(), true),
+            Err(_) => (Vec::new(), false),
         };
-        let lines: Vec<((String, git2::Oid), Entry)> = text.par_lines().filter_map(Entry::read).collect();
+        let read: Vec<Option<((String, git2::Oid), Entry)>> = bytes
+            .par_split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| std::str::from_utf8(l).ok().and_then(Entry::read))
+            .collect();
+        damaged |= read.iter().any(Option::is_none);
+        let lines: Vec<((String, git2::Oid), Entry)> = read.into_iter().flatten().collect();
         let mut entries = Entries::default();
         for ((path, blob), e) in lines {
             let at = entries.entry(blob).or_default();
@@ -208,6 +221,7 @@ impl Table {
             file,
             entries,
             fresh: Mutex::new(Entries::default()),
+            damaged,
         }
     }
 
@@ -354,7 +368,7 @@ impl Table {
         }
         let all = || self.entries.values().flatten().map(|(_, e)| e);
         let used = all().filter(|e| e.used.load(Ordering::Relaxed)).count();
-        let _ = if all().count() > 2 * used + 1024 {
+        let _ = if self.damaged || all().count() > 2 * used + 1024 {
             self.rewrite(&pending)
         } else if !pending.is_empty() {
             self.append(&pending)

@@ -494,13 +494,22 @@ pub fn authorize(
             as_of: head_v.as_of,
         },
     );
+    // and a change can only lower what the base already trusts: most trust facts (advisories,
+    // maintainers, release date) are written in the plugin's own YAML, so a plugin the base
+    // has counts with the lower score of the two revisions
     let facts = |name: &str| {
-        trust
-            .get(name)
-            .map_or(model::PluginFacts::default(), |t| model::PluginFacts {
-                trust_score: t.trust_score,
-                signature_verified: t.signature_verified,
-            })
+        let Some(t) = trust.get(name) else {
+            return model::PluginFacts::default();
+        };
+        let mut f = model::PluginFacts {
+            trust_score: t.trust_score,
+            signature_verified: t.signature_verified,
+        };
+        if let Some(b) = base_v.trust.get(name) {
+            f.trust_score = f.trust_score.min(b.trust_score);
+            f.signature_verified &= b.signature_verified;
+        }
+        f
     };
     let mut model = model::build(
         &base_v.repo,

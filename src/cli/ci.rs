@@ -137,9 +137,34 @@ fn revision(path: &Path, sha: &str, which: &str) -> anyhow::Result<Source> {
     })
 }
 
+/// Where the pull request branched off: the merge base of the base branch's tip and the
+/// head (GitHub's "three-dot" diff). Diffing against the tip would show everything merged
+/// since as undone by the pull request.
+fn fork_point(path: &Path, base: &str, head: &str) -> anyhow::Result<String> {
+    let repo = git2::Repository::discover(path)
+        .with_context(|| format!("opening the git repository at `{}`", path.display()))?;
+    let oid = |sha: &str, which: &str| {
+        git2::Oid::from_str(sha)
+            .ok()
+            .filter(|o| repo.find_commit(*o).is_ok())
+            .with_context(|| {
+                format!(
+                    "the {which} commit {sha} is not in the checkout: check out with `fetch-depth: 0` \
+                     (actions/checkout), so both sides of the pull request are there"
+                )
+            })
+    };
+    let (b, h) = (oid(base, "base")?, oid(head, "head")?);
+    let mb = repo
+        .merge_base(b, h)
+        .with_context(|| format!("the base {base} and the head {head} have no common history"))?;
+    Ok(mb.to_string())
+}
+
 async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullRequest) -> anyhow::Result<u8> {
+    let fork = fork_point(path, &pr.base_sha, &pr.head_sha)?;
     let head = revision(path, &pr.head_sha, "head")?;
-    let base = revision(path, &pr.base_sha, "base")?;
+    let base = revision(path, &fork, "base")?;
     let client = Client::new(&env.api_url, env.auth()?, &env.repository).await?;
     let approvals = client.approvals(pr.number, &pr.head_sha).await?;
     let who = Principals {
@@ -149,7 +174,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
     let mut opts = super::compile::options(&[]);
     opts.redact = true;
     let short = |s: &str| s.chars().take(12).collect::<String>();
-    let names = (short(&pr.base_sha), short(&pr.head_sha));
+    let names = (short(&fork), short(&pr.head_sha));
     // room for the marker line
     let limit = MARKDOWN_LIMIT - MARKER.len() - 1;
     let outcome = super::plan::compute(
@@ -253,7 +278,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
                 if created { "posted" } else { "updated" },
                 pr.number
             ),
-            Err(e) if e.status == Some(403) => read_only(&e),
+            Err(e) if e.status == Some(403) && !e.rate_limited => read_only(&e),
             Err(e) => return Err(e.into()),
         }
     }
@@ -281,7 +306,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
         Ok(Reported::Status) => {
             println!("rampart ci: the token may not create check runs; set a commit status instead")
         }
-        Err(e) if e.status == Some(403) => read_only(&e),
+        Err(e) if e.status == Some(403) && !e.rate_limited => read_only(&e),
         Err(e) => return Err(e.into()),
     }
     println!("rampart ci: {decision} ({} GitHub API calls)", client.calls());
@@ -297,7 +322,9 @@ fn code(fail_on: FailOn, decision: &str) -> u8 {
     }
 }
 
-/// On `push`: validate the pushed head and authorise the range (no API calls).
+/// On `push`: validate the pushed head and authorise the range (no API calls). The verdict
+/// is reported (output `decision`, warnings), but only an invalid head fails the job: merge
+/// commits carry no approvals, so a denial here is an audit note, not a gate.
 fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyhow::Result<u8> {
     let head = revision(path, &push.after, "pushed")?;
     let prefix = source::workdir_prefix(path);
@@ -320,8 +347,10 @@ fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyh
     };
     for (d, c) in checked.auth.decisions.iter().zip(&checked.auth.changes) {
         if !d.allowed {
+            // (a warning: GitHub's merge commits carry no approvals, so a merged, approved
+            // pull request looks unapproved here; the gate is the pull request's check)
             println!(
-                "::error title=rampart: denied by policy::{} {} {} was pushed without the approvals policy asks for",
+                "::warning title=rampart: not authorised by the commits::{} {} {} was pushed without the approvals policy asks for in its commits (Approved-by: trailers); the pull request's `rampart` check is the gate",
                 c.action.as_str(),
                 c.subject.as_str(),
                 report::github::data(&c.name)
@@ -334,7 +363,11 @@ fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyh
             &format!("decision={decision}\nvalid={}\nchanged=false\n", decision != "invalid"),
         )?;
     }
-    Ok(code(args.fail_on, decision))
+    // only an invalid push fails the job (see above)
+    Ok(code(
+        args.fail_on,
+        if decision == "invalid" { "invalid" } else { "allow" },
+    ))
 }
 
 fn github_commands(diags: &[Diagnostic], v: &pipeline::Validated, prefix: &str) -> String {
@@ -405,12 +438,10 @@ fn invalid_markdown(diags: &[Diagnostic], limit: usize) -> String {
             .as_ref()
             .map(|l| format!("{}:{}:{}", l.file, l.line, l.column))
             .unwrap_or_default();
-        let row = format!(
-            "| `{}` | {} | {} |\n",
-            place.replace('`', "'"),
-            d.code,
-            markdown_escape(&d.message).replace('|', "\\|").replace('\n', " ")
-        );
+        // (a file name comes from the pull request: no newline, pipe, backtick or HTML in it
+        // may leave its cell)
+        let cell = |t: &str| markdown_escape(t);
+        let row = format!("| {} | {} | {} |\n", cell(&place), d.code, cell(&d.message));
         if out.len() + row.len() + 200 > limit {
             left += 1;
             continue;

@@ -58,6 +58,8 @@ pub struct CallError {
     pub what: String,
     pub status: Option<u16>,
     pub message: String,
+    /// A rate limit that did not reset in time (not a permission problem, even if 403).
+    pub rate_limited: bool,
 }
 
 /// One annotation of the check run.
@@ -96,12 +98,14 @@ fn call_error(what: &str, e: octocrab::Error) -> CallError {
             what: what.to_owned(),
             status: Some(source.status_code.as_u16()),
             message: source.message.chars().take(300).collect(),
+            rate_limited: false,
         },
         // (octocrab's other errors name URLs and causes, never the token)
         other => CallError {
             what: what.to_owned(),
             status: None,
             message: other.to_string().chars().take(300).collect(),
+            rate_limited: false,
         },
     }
 }
@@ -144,6 +148,7 @@ impl Client {
             what: "setting up the GitHub client".to_owned(),
             status: None,
             message,
+            rate_limited: false,
         };
         let (owner, repo) = repository
             .split_once('/')
@@ -199,7 +204,11 @@ impl Client {
                         waited += wait;
                         tokio::time::sleep(wait).await;
                     }
-                    _ => return Err(call_error(what, e)),
+                    limited => {
+                        let mut err = call_error(what, e);
+                        err.rate_limited = limited.is_some();
+                        return Err(err);
+                    }
                 },
             }
         }
@@ -341,7 +350,7 @@ impl Client {
             .await;
         let run = match created {
             Ok(run) => run,
-            Err(e) if e.status == Some(403) => {
+            Err(e) if e.status == Some(403) && !e.rate_limited => {
                 let state = if success {
                     octocrab::models::StatusState::Success
                 } else {
@@ -395,7 +404,8 @@ fn annotation(a: &Annotation) -> CheckRunOutputAnnotation {
         } else {
             CheckRunOutputAnnotationLevel::Warning
         },
-        message: a.message.chars().take(64 * 1024).collect(),
+        // (GitHub's limit is 64 KB)
+        message: a.message[..a.message.floor_char_boundary(64 * 1024 - 1)].to_owned(),
         title: Some(a.title.chars().take(255).collect()),
         raw_details: None,
     }

@@ -334,7 +334,11 @@ fn tenant_entity(t: &Object<TenantSpec>) -> Result<Entity, String> {
     entity(
         uid("Tenant", t.name()),
         vec![
-            ("owners", set_of("Team", t.spec.owners.iter().map(String::as_str))),
+            // (entity attributes are not context: no need to record what they name)
+            (
+                "owners",
+                Rx::new_set(t.spec.owners.iter().map(|o| Rx::new_entity_uid(uid("Team", o)))),
+            ),
             ("tier", s(&t.spec.tier)),
             ("isolation", s(&t.spec.isolation)),
         ],

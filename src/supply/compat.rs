@@ -99,20 +99,27 @@ fn impossible(req: &VersionReq) -> Option<String> {
     let mut lower: Option<(Version, bool, String)> = None; // (bound, inclusive, comparator)
     let mut upper: Option<(Version, bool, String)> = None;
     for c in &req.comparators {
+        if !c.pre.is_empty() {
+            // pre-release bounds follow their own rules: never called impossible
+            return None;
+        }
         let v = |minor: Option<u64>, patch: Option<u64>| Version::new(c.major, minor.unwrap_or(0), patch.unwrap_or(0));
+        let (Some(major1), Some(minor1)) = (c.major.checked_add(1), c.minor.unwrap_or(0).checked_add(1)) else {
+            return None;
+        };
         let text = c.to_string();
         let (lo, hi): (Option<Bound>, Option<Bound>) = match c.op {
             Op::Greater => match (c.minor, c.patch) {
                 (Some(m), Some(p)) => (Some((Version::new(c.major, m, p), false)), None),
-                (Some(m), None) => (Some((Version::new(c.major, m + 1, 0), true)), None),
-                _ => (Some((Version::new(c.major + 1, 0, 0), true)), None),
+                (Some(_), None) => (Some((Version::new(c.major, minor1, 0), true)), None),
+                _ => (Some((Version::new(major1, 0, 0), true)), None),
             },
             Op::GreaterEq => (Some((v(c.minor, c.patch), true)), None),
             Op::Less => (None, Some((v(c.minor, c.patch), false))),
             Op::LessEq => match (c.minor, c.patch) {
                 (Some(m), Some(p)) => (None, Some((Version::new(c.major, m, p), true))),
-                (Some(m), None) => (None, Some((Version::new(c.major, m + 1, 0), false))),
-                _ => (None, Some((Version::new(c.major + 1, 0, 0), false))),
+                (Some(_), None) => (None, Some((Version::new(c.major, minor1, 0), false))),
+                _ => (None, Some((Version::new(major1, 0, 0), false))),
             },
             // exact, tilde, caret, wildcard: a non-empty interval of their own
             _ => (None, None),
@@ -506,6 +513,9 @@ mod tests {
             (">2, <3", true),
             (">=2, <3", false),
             (">2, <=2", true),
+            (">=1.0.0-alpha, <1.0.0", false),
+            (">18446744073709551615", false),
+            ("<=18446744073709551615.18446744073709551615", false),
         ] {
             let req = VersionReq::parse(range).unwrap();
             assert_eq!(impossible(&req).is_some(), empty, "{range}");

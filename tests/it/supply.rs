@@ -234,3 +234,55 @@ fn the_plan_shows_what_a_change_does_to_trust() {
         run.stdout
     );
 }
+
+/// Trust facts live in the plugin's own YAML: a change can lower what the base trusts, never
+/// raise it. Dropping open advisories in the same change that enables the plugin for an
+/// enterprise tenant does not pass the enterprise rule.
+#[test]
+fn a_change_cannot_raise_a_plugins_trust_for_itself() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(
+        p,
+        "plugins/scaffolder.yaml",
+        "  advisories:\n",
+        "  advisories:\n    - {id: CVE-2026-0001, severity: critical}\n    - {id: CVE-2026-0002, severity: critical}\n",
+    );
+    edit(
+        p,
+        "plugins/scaffolder.yaml",
+        "lastRelease: \"2026-10-02\"",
+        "lastRelease: \"2024-01-02\"",
+    );
+    commit(
+        p,
+        "Alice <alice@example.com>",
+        "scaffolder: two open critical advisories, no release since 2024",
+    );
+    // (trust 60 in the base: security 0, freshness 0)
+    edit(
+        p,
+        "plugins/scaffolder.yaml",
+        "  advisories:\n    - {id: CVE-2026-0001, severity: critical}\n    - {id: CVE-2026-0002, severity: critical}\n",
+        "  advisories:\n",
+    );
+    edit(
+        p,
+        "plugins/scaffolder.yaml",
+        "lastRelease: \"2024-01-02\"",
+        "lastRelease: \"2026-10-02\"",
+    );
+    enable(p, "payments-prod", "scaffolder");
+    commit(
+        p,
+        "Alice <alice@example.com>",
+        "scaffolder is fine now, use it for payments",
+    );
+    let run = check(p, &["--author", "alice", "--approved-by", "erin"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("enterprise-plugins-trusted-and-signed"),
+        "{}",
+        run.stdout
+    );
+}

@@ -72,12 +72,30 @@ fn every_real_payload_verifies_and_decodes() {
                 ..headers.clone()
             };
             assert_eq!(v.accept(&h2, &forged), Err(WebhookError::BadSignature));
-            // (a refused delivery is not remembered: the real one is still new)
+            // (a refused delivery is not remembered: its id is still free for a genuine one)
+            let mut other = body.clone();
+            other.push(b'\n');
+            let signed = sign(SECRET, &other);
+            let h3 = Headers {
+                delivery: Some(&fresh),
+                signature: Some(&signed),
+                ..headers.clone()
+            };
             assert_eq!(
-                v.accept(&h2, &body).map(|_| ()),
+                v.accept(&h3, &other).map(|_| ()),
                 Ok(()),
                 "a forged delivery must not burn its id"
             );
+            // the id is not signed: for the events rampart acts on, the same body under a new
+            // id is a replay too
+            if matches!(&*event, "pull_request" | "pull_request_review" | "push") {
+                let again = format!("{id}-again");
+                let h4 = Headers {
+                    delivery: Some(&again),
+                    ..headers.clone()
+                };
+                assert_eq!(v.accept(&h4, &body), Err(WebhookError::Replayed(again.clone())));
+            }
         }
     }
     assert!(decoded.iter().all(|n| *n > 0), "decoded {decoded:?}");
