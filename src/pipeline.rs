@@ -485,30 +485,35 @@ pub fn authorize(
     }));
     checked.who = resolved;
     // the head's plugins, as signed by keys already merged: a pull request that adds a key
-    // does not make its own plugins verified
-    let (trust, _) = supply::verify(
-        &head_v.repo,
-        &supply::Inputs {
-            keys: &base_v.keys,
-            artifacts: &head_v.artifacts,
-            as_of: head_v.as_of,
-        },
-    );
-    // and a change can only lower what the base already trusts: most trust facts (advisories,
-    // maintainers, release date) are written in the plugin's own YAML, so a plugin the base
-    // has counts with the lower score of the two revisions
+    // does not make its own plugins verified; and a change can only lower what the base
+    // already trusts: most trust facts (advisories, maintainers, release date) are written in
+    // the plugin's own YAML, so a plugin the base has counts with the lower score of the two
+    // revisions. Computed per plugin on demand (only the plugins the requests name).
+    let inputs = supply::Inputs {
+        keys: &base_v.keys,
+        artifacts: &head_v.artifacts,
+        as_of: head_v.as_of,
+    };
+    let memo: std::sync::Mutex<std::collections::HashMap<String, model::PluginFacts>> = Default::default();
     let facts = |name: &str| {
-        let Some(t) = trust.get(name) else {
-            return model::PluginFacts::default();
-        };
-        let mut f = model::PluginFacts {
-            trust_score: t.trust_score,
-            signature_verified: t.signature_verified,
-        };
-        if let Some(b) = base_v.trust.get(name) {
-            f.trust_score = f.trust_score.min(b.trust_score);
-            f.signature_verified &= b.signature_verified;
+        if let Some(f) = memo.lock().expect("not poisoned").get(name) {
+            return *f;
         }
+        let f = match supply::trust_of(&head_v.repo, name, &inputs) {
+            None => model::PluginFacts::default(),
+            Some(t) => {
+                let mut f = model::PluginFacts {
+                    trust_score: t.trust_score,
+                    signature_verified: t.signature_verified,
+                };
+                if let Some(b) = base_v.trust.get(name) {
+                    f.trust_score = f.trust_score.min(b.trust_score);
+                    f.signature_verified &= b.signature_verified;
+                }
+                f
+            }
+        };
+        memo.lock().expect("not poisoned").insert(name.to_owned(), f);
         f
     };
     let mut model = model::build(

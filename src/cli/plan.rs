@@ -182,14 +182,11 @@ pub fn compute(
     }
     // the supply-chain facts of every plugin the change creates or updates, its signatures
     // checked with the base's keys (as the policies see them)
-    let (head_trust, _) = crate::supply::verify(
-        &head_v.repo,
-        &crate::supply::Inputs {
-            keys: &base_v.keys,
-            artifacts: &head_v.artifacts,
-            as_of: head_v.as_of,
-        },
-    );
+    let inputs = crate::supply::Inputs {
+        keys: &base_v.keys,
+        artifacts: &head_v.artifacts,
+        as_of: head_v.as_of,
+    };
     for c in changes
         .iter()
         .filter(|c| c.subject == crate::change::Subject::Object(crate::spec::Kind::Plugin))
@@ -205,7 +202,10 @@ pub fn compute(
                 }
             )
         };
-        match (base_v.trust.get(&c.name), head_trust.get(&c.name)) {
+        match (
+            base_v.trust.get(&c.name),
+            crate::supply::trust_of(&head_v.repo, &c.name, &inputs).as_ref(),
+        ) {
             (Some(old), Some(new)) if old != new => {
                 notes.push(format!("plugin `{}`: {} → {}", c.name, facts(old), facts(new)))
             }

@@ -126,6 +126,13 @@ pub fn verify(repo: &Repo, inputs: &Inputs<'_>) -> (BTreeMap<String, Trust>, Vec
     (out, diags)
 }
 
+/// The trust of the first plugin named `name` (what [`verify`] gives it), computed alone: the
+/// policy step needs only the plugins a change touches.
+pub fn trust_of(repo: &Repo, name: &str, inputs: &Inputs<'_>) -> Option<Trust> {
+    let p = repo.plugins.iter().find(|p| p.name() == name)?;
+    Some(plugin(p, inputs).0)
+}
+
 fn at(p: &Object<PluginSpec>, code: Code, pointer: &str, message: String) -> Diagnostic {
     Diagnostic::at_node(code, &p.origin.file, p.origin.doc, pointer, message)
 }
