@@ -183,7 +183,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
         (&names.0, &names.1),
         &who,
         &opts,
-        &[PlanFormat::Markdown, PlanFormat::Json],
+        &[PlanFormat::Markdown, PlanFormat::Json, PlanFormat::Text],
         limit,
     )?;
     let prefix = source::workdir_prefix(path);
@@ -216,6 +216,17 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
             let mut rendered = p.rendered.into_iter();
             let md = rendered.next().unwrap_or_default();
             let json = rendered.next();
+            // the whole plan in the job log, folded (the comment may be cut to fit), with
+            // workflow commands stopped around it: the plan holds text from the pull request
+            if let Some(text) = rendered.next() {
+                use sha2::Digest;
+                let seed = format!("{:?}{}{}", std::time::SystemTime::now(), std::process::id(), text.len());
+                let token = hex::encode(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+                println!(
+                    "::group::rampart plan (full)\n::stop-commands::{token}\n{}\n::{token}::\n::endgroup::",
+                    text.trim_end()
+                );
+            }
             let (decision, notes) = match &p.verdicts {
                 Some(a) if a.outcome == CheckOutcome::BasePoliciesInvalid => ("deny", Vec::new()),
                 Some(a) => {

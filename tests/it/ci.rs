@@ -111,6 +111,13 @@ fn a_pull_request_gets_one_comment_a_check_run_and_outputs() {
     assert!(job.outputs.contains("valid=true\nchanged=true\n"), "{}", job.outputs);
     assert!(job.outputs.contains("plan-json="), "{}", job.outputs);
     assert!(job.summary.contains("sandbox"), "{}", job.summary);
+    assert!(
+        job.run
+            .stdout
+            .contains("::group::rampart plan (full)\n::stop-commands::"),
+        "{}",
+        job.run.stdout
+    );
     {
         let w = world.lock().unwrap();
         assert!(w.problems.is_empty(), "{:#?}", w.problems);
