@@ -347,3 +347,45 @@ fn a_rate_limit_is_waited_out() {
         ["GET /pulls/12/reviews", "GET /pulls/12/reviews", "POST /check-runs"]
     );
 }
+
+/// Comments are paginated: rampart's own comment on the second page is found and edited, not
+/// duplicated.
+#[test]
+fn its_own_comment_is_found_on_a_later_page() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Alice <alice@example.com>", "sandbox: more cpu");
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), 13, "alice", &base, &head);
+    let mut comments: Vec<(u64, String, String)> = (0..140)
+        .map(|i| (i, "someone".into(), format!("comment {i}")))
+        .collect();
+    comments.push((
+        140,
+        "github-actions[bot]".into(),
+        "<!-- rampart:plan -->\nold plan".into(),
+    ));
+    comments.extend((141..150).map(|i| (i, "someone".into(), format!("comment {i}"))));
+    let (api, world) = github_fake::start(World {
+        comments,
+        ..World::default()
+    });
+    let job = ci(p, &api, &event, &[]);
+    assert_eq!(job.run.code, 0, "{}", job.run.stderr);
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    assert_eq!(
+        routes(&w),
+        [
+            "GET /pulls/13/reviews",
+            "GET /issues/13/comments",
+            "GET /issues/13/comments",
+            "POST /issues/comments/140",
+            "POST /check-runs",
+        ]
+    );
+    assert_eq!(w.comments.len(), 150, "edited, not added");
+    assert!(w.comments[140].2.contains("sandbox"), "{}", w.comments[140].2);
+}

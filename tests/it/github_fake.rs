@@ -249,7 +249,13 @@ fn answer(
     }
 }
 
-async fn handle(State(world): State<Shared>, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn handle(
+    State(world): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = if body.is_empty() {
         Value::Null
     } else {
@@ -286,7 +292,36 @@ async fn handle(State(world): State<Shared>, method: Method, uri: Uri, body: Byt
             w.problems.push(format!("response to {method} {path}: {p}"));
         }
     }
-    (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response()
+    // lists are paginated as GitHub does: `per_page` (default 30), `page`, a `Link` header
+    let (reply, link) = match reply {
+        Value::Array(items) if method == Method::GET => {
+            let query: std::collections::HashMap<String, String> = uri
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let per_page: usize = query.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
+            let page: usize = query.get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+            let start = (page - 1) * per_page;
+            let slice: Vec<Value> = items.iter().skip(start).take(per_page).cloned().collect();
+            let link = (start + per_page < items.len()).then(|| {
+                let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+                format!(
+                    "<http://{host}{path}?per_page={per_page}&page={}>; rel=\"next\"",
+                    page + 1
+                )
+            });
+            (Value::Array(slice), link)
+        }
+        other => (other, None),
+    };
+    let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
+    if let Some(link) = link {
+        response.headers_mut().insert("link", link.parse().unwrap());
+    }
+    response
 }
 
 /// Start the fake on a free loopback port; its base URL and its world.
