@@ -34,25 +34,26 @@ struct Job {
 }
 
 fn ci(repo: &Path, api: &str, event: &Path, extra: &[&str]) -> Job {
+    ci_as(repo, api, event, extra, &[("GITHUB_TOKEN", TOKEN)])
+}
+
+fn ci_as(repo: &Path, api: &str, event: &Path, extra: &[&str], auth: &[(&str, &str)]) -> Job {
     let tmp = tempfile::tempdir().unwrap();
     let (summary, outputs) = (tmp.path().join("summary.md"), tmp.path().join("outputs"));
     let mut args = vec!["ci"];
     args.extend_from_slice(extra);
-    let run = rampart_env(
-        &args,
-        Some(repo),
-        &[
-            ("GITHUB_EVENT_NAME", "pull_request"),
-            ("GITHUB_EVENT_PATH", event.to_str().unwrap()),
-            ("GITHUB_REPOSITORY", "larkspur/platform-config"),
-            ("GITHUB_API_URL", api),
-            ("GITHUB_TOKEN", TOKEN),
-            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
-            ("GITHUB_OUTPUT", outputs.to_str().unwrap()),
-            ("GITHUB_WORKSPACE", repo.to_str().unwrap()),
-            ("RUNNER_TEMP", tmp.path().to_str().unwrap()),
-        ],
-    );
+    let mut env = vec![
+        ("GITHUB_EVENT_NAME", "pull_request"),
+        ("GITHUB_EVENT_PATH", event.to_str().unwrap()),
+        ("GITHUB_REPOSITORY", "larkspur/platform-config"),
+        ("GITHUB_API_URL", api),
+        ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+        ("GITHUB_OUTPUT", outputs.to_str().unwrap()),
+        ("GITHUB_WORKSPACE", repo.to_str().unwrap()),
+        ("RUNNER_TEMP", tmp.path().to_str().unwrap()),
+    ];
+    env.extend_from_slice(auth);
+    let run = rampart_env(&args, Some(repo), &env);
     assert!(
         !run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN),
         "the token leaked"
@@ -388,4 +389,58 @@ fn its_own_comment_is_found_on_a_later_page() {
     );
     assert_eq!(w.comments.len(), 150, "edited, not added");
     assert!(w.comments[140].2.contains("sandbox"), "{}", w.comments[140].2);
+}
+
+/// GitHub App auth: rampart signs a JWT with the app's private key, trades it for an
+/// installation token, and uses that token; the key never reaches the output.
+#[test]
+fn a_github_app_gets_an_installation_token() {
+    let keys = tempfile::tempdir().unwrap();
+    let pem_path = keys.path().join("app.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&pem_path)
+        .arg("2048")
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pem = std::fs::read_to_string(&pem_path).unwrap();
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Alice <alice@example.com>", "sandbox: more cpu");
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), 14, "alice", &base, &head);
+    let (api, world) = github_fake::start(World::default());
+    let job = ci_as(
+        p,
+        &api,
+        &event,
+        &["--comment", "false"],
+        &[
+            ("RAMPART_APP_ID", "4242"),
+            ("RAMPART_APP_PRIVATE_KEY", &pem),
+            ("RAMPART_APP_INSTALLATION", "77"),
+        ],
+    );
+    assert_eq!(job.run.code, 0, "{}", job.run.stderr);
+    let body = pem.lines().nth(1).unwrap();
+    assert!(
+        !job.run.stdout.contains(body) && !job.run.stderr.contains(body),
+        "the key leaked"
+    );
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    let calls: Vec<(String, String)> = w
+        .calls
+        .iter()
+        .map(|c| (format!("{} {}", c.method, c.path), c.auth.clone()))
+        .collect();
+    assert_eq!(calls[0].0, "POST /app/installations/77/access_tokens");
+    assert!(calls[0].1.starts_with("Bearer ey"), "a JWT: {}", calls[0].1);
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    for (_, auth) in &calls[1..] {
+        assert_eq!(auth, "Bearer ghs_ins", "the installation token");
+    }
 }

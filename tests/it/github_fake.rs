@@ -18,6 +18,8 @@ pub struct Call {
     pub method: String,
     pub path: String,
     pub body: Value,
+    /// The `Authorization` header's scheme and the credential's first characters.
+    pub auth: String,
 }
 
 /// What the fake knows and how it behaves.
@@ -239,6 +241,13 @@ fn answer(
             run["id"] = json!(77);
             Some(("/repos/{owner}/{repo}/check-runs/{check_run_id}", "patch", 200, run))
         }
+        // GitHub App auth: an installation token for the app's JWT
+        ("POST", ["app", "installations", _, "access_tokens"]) => {
+            let mut t = example("installation-token");
+            t["token"] = json!("ghs_installationtokenfortests000000000");
+            t["expires_at"] = json!("2099-01-01T00:00:00Z");
+            Some(("/app/installations/{installation_id}/access_tokens", "post", 201, t))
+        }
         ("POST", ["repos", _, _, "statuses", _]) => {
             let mut s = example("status");
             s["state"] = body["state"].clone();
@@ -263,10 +272,16 @@ async fn handle(
     };
     let mut w = world.lock().unwrap();
     let path = uri.path().to_owned();
+    let auth = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.chars().take(14).collect())
+        .unwrap_or_default();
     w.calls.push(Call {
         method: method.to_string(),
         path: path.clone(),
         body: body.clone(),
+        auth,
     });
     if w.rate_limited_once {
         w.rate_limited_once = false;
