@@ -71,6 +71,20 @@ impl Validated {
         self.files.iter().map(|f| f.doc_count).sum()
     }
 
+    /// The report summary of this revision with `diagnostics` (its own, or more), file paths
+    /// prefixed with `path_prefix`.
+    pub fn summary<'a>(&'a self, diagnostics: &'a [Diagnostic], path_prefix: &'a str) -> crate::report::Summary<'a> {
+        crate::report::Summary {
+            diagnostics,
+            files: self.files.len(),
+            documents: self.document_count(),
+            objects: self.repo.object_count(),
+            commit: self.commit.as_deref(),
+            path_prefix,
+            trust: None,
+        }
+    }
+
     /// The text of the unread files `diags` point into, read now, to resolve spans and
     /// snippets together with `files`. A blob that cannot be read leaves its problems at
     /// the file (no line).
@@ -259,15 +273,7 @@ pub fn validate_cached(
     // the plugin supply chain: keys, artifacts, signatures, trust, compatibility
     let snap = source.read_keys(&limits)?;
     diags.extend(snap.diagnostics);
-    let key_files: Vec<LoadedFile> = snap
-        .files
-        .into_iter()
-        .map(|f| {
-            let (loaded, d) = load::load_file(f, &limits);
-            diags.extend(d);
-            loaded
-        })
-        .collect();
+    let key_files = load_all(snap.files, &limits, &mut diags);
     let (docs, d) = validate::keys(&key_files);
     diags.extend(d);
     let (keys, d) = supply::keys(docs);
@@ -335,6 +341,19 @@ pub fn validate_cached(
         as_of,
         trust,
     })
+}
+
+/// Load every file read (one by one: keys and policy tests are few), their problems into
+/// `diags`.
+fn load_all(files: Vec<SourceFile>, limits: &Limits, diags: &mut Vec<Diagnostic>) -> Vec<LoadedFile> {
+    files
+        .into_iter()
+        .map(|f| {
+            let (loaded, d) = load::load_file(f, limits);
+            diags.extend(d);
+            loaded
+        })
+        .collect()
 }
 
 /// Who is asking, when given explicitly. With an `author`, the approvers are exactly
@@ -559,15 +578,7 @@ pub fn policy_test(source: &Source) -> anyhow::Result<TestRun> {
     let guarded = source.read_guarded(&limits)?;
     let snap = source.read_policy_tests(&limits)?;
     let mut diags = snap.diagnostics;
-    let mut files: Vec<LoadedFile> = snap
-        .files
-        .into_iter()
-        .map(|f| {
-            let (loaded, d) = load::load_file(f, &limits);
-            diags.extend(d);
-            loaded
-        })
-        .collect();
+    let mut files = load_all(snap.files, &limits, &mut diags);
     run.test_files = files.len();
     let (mut results, d) = crate::policy::tests::run(&engine, &run.validated.repo, &guarded.files, &mut files);
     diags.extend(d);

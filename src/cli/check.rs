@@ -3,7 +3,6 @@
 use super::exit;
 use crate::pipeline::{self, CheckOutcome, Principals};
 use crate::policy::decide::Identity;
-use crate::report::Summary;
 use crate::report::check::{CheckFormat, CheckReport, render};
 use crate::source::{self, Source};
 use anyhow::Context;
@@ -78,15 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     };
     let report = CheckReport {
-        validation: Summary {
-            diagnostics: &v.diagnostics,
-            files: v.files.len(),
-            documents: v.document_count(),
-            objects: v.repo.object_count(),
-            commit: v.commit.as_deref(),
-            path_prefix: &prefix,
-            trust: None,
-        },
+        validation: v.summary(&v.diagnostics, &prefix),
         base: checked.auth.base_commit.as_deref(),
         author: &checked.auth.who.author,
         approvers: &checked.auth.who.approvers,

@@ -6,8 +6,8 @@ use crate::github::client::{Annotation, Auth, Client, Reported};
 use crate::github::webhook;
 use crate::pipeline::{self, CheckOutcome, Principals};
 use crate::policy::decide::Identity;
+use crate::report;
 use crate::report::plan::{MARKDOWN_LIMIT, PlanFormat};
-use crate::report::{self, Format, Summary, markdown_escape};
 use crate::source::{self, Source};
 use anyhow::Context;
 use std::io::Write as _;
@@ -137,34 +137,28 @@ fn revision(path: &Path, sha: &str, which: &str) -> anyhow::Result<Source> {
     })
 }
 
-/// Where the pull request branched off: the merge base of the base branch's tip and the
-/// head (GitHub's "three-dot" diff). Diffing against the tip would show everything merged
-/// since as undone by the pull request.
-fn fork_point(path: &Path, base: &str, head: &str) -> anyhow::Result<String> {
-    let repo = git2::Repository::discover(path)
-        .with_context(|| format!("opening the git repository at `{}`", path.display()))?;
-    let oid = |sha: &str, which: &str| {
-        git2::Oid::from_str(sha)
-            .ok()
-            .filter(|o| repo.find_commit(*o).is_ok())
-            .with_context(|| {
-                format!(
-                    "the {which} commit {sha} is not in the checkout: check out with `fetch-depth: 0` \
-                     (actions/checkout), so both sides of the pull request are there"
-                )
-            })
+/// The base and head revisions of a pull request. The base is where it branched off: the
+/// merge base of the base branch's tip and the head (GitHub's "three-dot" diff); diffing
+/// against the tip would show everything merged since as undone by the pull request.
+fn sides(path: &Path, base: &str, head: &str) -> anyhow::Result<(Source, Source, String)> {
+    let head_s = revision(path, head, "head")?;
+    let tip = revision(path, base, "base")?;
+    let (Source::Git { repo, commit: h, .. }, Source::Git { commit: b, .. }) = (&head_s, &tip) else {
+        unreachable!("revisions are git sources");
     };
-    let (b, h) = (oid(base, "base")?, oid(head, "head")?);
-    let mb = repo
-        .merge_base(b, h)
+    let fork = repo
+        .merge_base(*b, *h)
         .with_context(|| format!("the base {base} and the head {head} have no common history"))?;
-    Ok(mb.to_string())
+    let base_s = if fork == *b {
+        tip
+    } else {
+        revision(path, &fork.to_string(), "base")?
+    };
+    Ok((base_s, head_s, fork.to_string()))
 }
 
 async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullRequest) -> anyhow::Result<u8> {
-    let fork = fork_point(path, &pr.base_sha, &pr.head_sha)?;
-    let head = revision(path, &pr.head_sha, "head")?;
-    let base = revision(path, &fork, "base")?;
+    let (base, head, fork) = sides(path, &pr.base_sha, &pr.head_sha)?;
     let client = Client::new(&env.api_url, env.auth()?, &env.repository).await?;
     let approvals = client.approvals(pr.number, &pr.head_sha).await?;
     let who = Principals {
@@ -191,25 +185,10 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
         super::plan::Outcome::Invalid(c) => {
             let mut all = c.validated.diagnostics.clone();
             all.extend(c.diagnostics.iter().cloned());
-            let md = invalid_markdown(&all, limit);
+            let md = report::plan::invalid_markdown(&all, limit);
             let notes = annotations_of(&all, &prefix);
             // workflow commands too, so the job log and the diff carry them
-            print!(
-                "{}",
-                report::render(
-                    Format::Github,
-                    &Summary {
-                        diagnostics: &all,
-                        files: c.validated.files.len(),
-                        documents: c.validated.document_count(),
-                        objects: c.validated.repo.object_count(),
-                        commit: c.validated.commit.as_deref(),
-                        path_prefix: &prefix,
-                        trust: None,
-                    },
-                    false
-                )
-            );
+            print!("{}", report::github::render(&c.validated.summary(&all, &prefix)));
             ("invalid", false, false, md, None, notes)
         }
         super::plan::Outcome::Planned(p) => {
@@ -222,10 +201,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
                 use sha2::Digest;
                 let seed = format!("{:?}{}{}", std::time::SystemTime::now(), std::process::id(), text.len());
                 let token = hex::encode(&sha2::Sha256::digest(seed.as_bytes())[..16]);
-                println!(
-                    "::group::rampart plan (full)\n::stop-commands::{token}\n{}\n::{token}::\n::endgroup::",
-                    text.trim_end()
-                );
+                print!("{}", report::github::folded("rampart plan (full)", &text, &token));
             }
             let (decision, notes) = match &p.verdicts {
                 Some(a) if a.outcome == CheckOutcome::BasePoliciesInvalid => ("deny", Vec::new()),
@@ -238,7 +214,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
                         .filter_map(|(_, c)| {
                             let file = c.file.as_str();
                             (!file.is_empty()).then(|| Annotation {
-                                path: prefixed(&prefix, file),
+                                path: report::prefixed(&prefix, file),
                                 line: 1,
                                 column: None,
                                 failure: true,
@@ -277,9 +253,12 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
     }
     // a pull request from a fork gets a read-only token: say so, and keep the verdict
     let read_only = |e: &crate::github::client::CallError| {
-        println!(
-            "::warning title=rampart::{} (a pull request from a fork gets a read-only token; the job summary has the plan)",
-            report::github::data(&e.to_string())
+        print!(
+            "{}",
+            report::github::warning(
+                "rampart",
+                &format!("{e} (a pull request from a fork gets a read-only token; the job summary has the plan)")
+            )
         )
     };
     if args.comment {
@@ -342,14 +321,17 @@ fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyh
     if push.before.chars().all(|c| c == '0') {
         // a new branch: nothing to compare with
         let v = pipeline::validate(&head, &|_, _| {})?;
-        print!("{}", github_commands(&v.diagnostics, &v, &prefix));
+        print!("{}", report::github::render(&v.summary(&v.diagnostics, &prefix)));
         let decision = if v.is_valid() { "allow" } else { "invalid" };
         return Ok(code(args.fail_on, decision));
     }
     let base = revision(path, &push.before, "previous")?;
     let cache = super::parse_cache(&head);
     let checked = pipeline::check(&base, &head, &Principals::default(), cache.as_ref())?;
-    print!("{}", github_commands(&checked.head.diagnostics, &checked.head, &prefix));
+    print!(
+        "{}",
+        report::github::render(&checked.head.summary(&checked.head.diagnostics, &prefix))
+    );
     let decision = match checked.auth.outcome {
         CheckOutcome::HeadInvalid => "invalid",
         CheckOutcome::BasePoliciesInvalid => "deny",
@@ -360,11 +342,17 @@ fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyh
         if !d.allowed {
             // (a warning: GitHub's merge commits carry no approvals, so a merged, approved
             // pull request looks unapproved here; the gate is the pull request's check)
-            println!(
-                "::warning title=rampart: not authorised by the commits::{} {} {} was pushed without the approvals policy asks for in its commits (Approved-by: trailers); the pull request's `rampart` check is the gate",
-                c.action.as_str(),
-                c.subject.as_str(),
-                report::github::data(&c.name)
+            print!(
+                "{}",
+                report::github::warning(
+                    "rampart: not authorised by the commits",
+                    &format!(
+                        "{} {} {} was pushed without the approvals policy asks for in its commits (Approved-by: trailers); the pull request's `rampart` check is the gate",
+                        c.action.as_str(),
+                        c.subject.as_str(),
+                        c.name
+                    )
+                )
             );
         }
     }
@@ -381,22 +369,6 @@ fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyh
     ))
 }
 
-fn github_commands(diags: &[Diagnostic], v: &pipeline::Validated, prefix: &str) -> String {
-    report::render(
-        Format::Github,
-        &Summary {
-            diagnostics: diags,
-            files: v.files.len(),
-            documents: v.document_count(),
-            objects: v.repo.object_count(),
-            commit: v.commit.as_deref(),
-            path_prefix: prefix,
-            trust: None,
-        },
-        false,
-    )
-}
-
 fn append(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -407,21 +379,13 @@ fn append(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing `{}`", path.display()))
 }
 
-fn prefixed(prefix: &str, file: &str) -> String {
-    if prefix.is_empty() {
-        file.to_owned()
-    } else {
-        format!("{}/{file}", prefix.trim_end_matches('/'))
-    }
-}
-
 fn annotations_of(diags: &[Diagnostic], prefix: &str) -> Vec<Annotation> {
     diags
         .iter()
         .filter_map(|d| {
             let loc = d.location.as_ref()?;
             Some(Annotation {
-                path: prefixed(prefix, &loc.file),
+                path: report::prefixed(prefix, &loc.file),
                 line: loc.line.max(1),
                 column: (loc.line > 0 && loc.column > 0).then_some(loc.column),
                 failure: d.severity == Severity::Error,
@@ -433,39 +397,6 @@ fn annotations_of(diags: &[Diagnostic], prefix: &str) -> Vec<Annotation> {
             })
         })
         .collect()
-}
-
-/// The comment for an invalid head: every problem, escaped, within `limit` characters.
-fn invalid_markdown(diags: &[Diagnostic], limit: usize) -> String {
-    let errors = diags.iter().filter(|d| d.is_error()).count();
-    let mut out = format!(
-        "### rampart: the config repo is invalid\n\n{errors} error{} must be fixed before the change can be planned or authorised.\n\n| where | code | problem |\n|---|---|---|\n",
-        if errors == 1 { "" } else { "s" }
-    );
-    let mut left = 0;
-    for d in diags {
-        let place = d
-            .location
-            .as_ref()
-            .map(|l| format!("{}:{}:{}", l.file, l.line, l.column))
-            .unwrap_or_default();
-        // (a file name comes from the pull request: no newline, pipe, backtick or HTML in it
-        // may leave its cell)
-        let cell = |t: &str| markdown_escape(t);
-        let row = format!("| {} | {} | {} |\n", cell(&place), d.code, cell(&d.message));
-        if out.len() + row.len() + 200 > limit {
-            left += 1;
-            continue;
-        }
-        out.push_str(&row);
-    }
-    if left > 0 {
-        out.push_str(&format!(
-            "\n{left} more problem{} left out to stay within GitHub's comment limit; run `rampart validate` for all of them.\n",
-            if left == 1 { "" } else { "s" }
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

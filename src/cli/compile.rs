@@ -3,7 +3,7 @@
 use super::exit;
 use crate::compile::Options;
 use crate::pipeline;
-use crate::report::{self, Format, Summary};
+use crate::report::{self, Format};
 use crate::source::Source;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -54,15 +54,7 @@ pub fn print_problems(c: &pipeline::Compiled) -> anyhow::Result<()> {
 pub fn print_diagnostics(v: &pipeline::Validated, more: &[crate::diagnostic::Diagnostic]) -> anyhow::Result<()> {
     let mut all = v.diagnostics.clone();
     all.extend(more.iter().cloned());
-    let summary = Summary {
-        diagnostics: &all,
-        files: v.files.len(),
-        documents: v.document_count(),
-        objects: v.repo.object_count(),
-        commit: v.commit.as_deref(),
-        path_prefix: "",
-        trust: None,
-    };
+    let summary = v.summary(&all, "");
     super::print(&report::render(Format::Human, &summary, false))
 }
 

@@ -3,7 +3,7 @@
 use super::exit;
 use crate::diagnostic::{Code, Diagnostic, Severity};
 use crate::pipeline;
-use crate::report::{self, Format, Summary};
+use crate::report::{self, Format};
 use crate::source::Source;
 use crate::supply::{self, Reason};
 use anyhow::Context;
@@ -103,15 +103,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
                 "version": 1,
                 "valid": v.is_valid(),
                 "plugins": v.trust.values().collect::<Vec<_>>(),
-                "diagnostics": report::json::value(&Summary {
-                    diagnostics: &mine,
-                    files: v.files.len(),
-                    documents: v.document_count(),
-                    objects: v.repo.object_count(),
-                    commit: v.commit.as_deref(),
-                    path_prefix: "",
-                    trust: None,
-                })["diagnostics"],
+                "diagnostics": report::json::value(&v.summary(&mine, ""))["diagnostics"],
                 "otherErrors": others,
             });
             super::print(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
@@ -159,19 +151,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
             }
             if !mine.is_empty() {
                 out.push('\n');
-                out.push_str(&report::render(
-                    Format::Human,
-                    &Summary {
-                        diagnostics: &mine,
-                        files: v.files.len(),
-                        documents: v.document_count(),
-                        objects: v.repo.object_count(),
-                        commit: v.commit.as_deref(),
-                        path_prefix: "",
-                        trust: None,
-                    },
-                    false,
-                ));
+                out.push_str(&report::render(Format::Human, &v.summary(&mine, ""), false));
             }
             if others > 0 {
                 writeln!(

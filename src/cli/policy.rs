@@ -2,7 +2,6 @@
 
 use super::exit;
 use crate::pipeline;
-use crate::report::Summary;
 use crate::report::policy_test::{TestFormat, TestReport, render};
 use crate::source::Source;
 use anyhow::Context;
@@ -49,15 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let run = pipeline::policy_test(&source).with_context(ctx)?;
     let v = &run.validated;
     let report = TestReport {
-        validation: Summary {
-            diagnostics: &v.diagnostics,
-            files: v.files.len(),
-            documents: v.document_count(),
-            objects: v.repo.object_count(),
-            commit: v.commit.as_deref(),
-            path_prefix: "",
-            trust: None,
-        },
+        validation: v.summary(&v.diagnostics, ""),
         results: &run.results,
         diagnostics: &run.diagnostics,
         test_files: run.test_files,

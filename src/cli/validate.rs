@@ -74,13 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         _ => String::new(),
     };
     let summary = Summary {
-        diagnostics: &validated.diagnostics,
-        files: validated.files.len(),
-        documents: validated.document_count(),
-        objects: validated.repo.object_count(),
-        commit: validated.commit.as_deref(),
-        path_prefix: &prefix,
         trust: Some(&validated.trust),
+        ..validated.summary(&validated.diagnostics, &prefix)
     };
     let color =
         args.format == Format::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -44,6 +44,21 @@ pub fn render(s: &Summary<'_>) -> String {
     out
 }
 
+/// A warning annotation that points at no file.
+pub fn warning(title: &str, message: &str) -> String {
+    format!("::warning title={}::{}\n", property(title), data(message))
+}
+
+/// `text` folded in the job log under `title`, with workflow commands stopped while it prints
+/// (it may hold text from a pull request). `token` must be one the text cannot contain.
+pub fn folded(title: &str, text: &str, token: &str) -> String {
+    format!(
+        "::group::{}\n::stop-commands::{token}\n{}\n::{token}::\n::endgroup::\n",
+        data(title),
+        text.trim_end()
+    )
+}
+
 /// Escape a command's message.
 pub fn data(s: &str) -> String {
     s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")

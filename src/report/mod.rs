@@ -47,11 +47,16 @@ impl Summary<'_> {
     }
 
     pub fn path(&self, file: &str) -> String {
-        if self.path_prefix.is_empty() {
-            file.to_owned()
-        } else {
-            format!("{}/{file}", self.path_prefix.trim_end_matches('/'))
-        }
+        prefixed(self.path_prefix, file)
+    }
+}
+
+/// `file` under `prefix` (the config repo's place in its git work tree), as GitHub names it.
+pub fn prefixed(prefix: &str, file: &str) -> String {
+    if prefix.is_empty() {
+        file.to_owned()
+    } else {
+        format!("{}/{file}", prefix.trim_end_matches('/'))
     }
 }
 

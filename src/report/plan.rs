@@ -4,6 +4,7 @@
 
 use super::markdown_escape;
 use crate::change::Change;
+use crate::diagnostic::Diagnostic;
 use crate::plan::{Counts, Plan};
 use crate::policy::decide::Decision;
 use serde::Serialize;
@@ -386,6 +387,39 @@ fn json(r: &PlanReport<'_>) -> String {
     })
     .expect("plan serializes");
     out.push('\n');
+    out
+}
+
+/// The pull-request comment for an invalid head (`rampart ci`): every problem, escaped, within `limit` characters.
+pub fn invalid_markdown(diags: &[Diagnostic], limit: usize) -> String {
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let mut out = format!(
+        "### rampart: the config repo is invalid\n\n{errors} error{} must be fixed before the change can be planned or authorised.\n\n| where | code | problem |\n|---|---|---|\n",
+        if errors == 1 { "" } else { "s" }
+    );
+    let mut left = 0;
+    for d in diags {
+        let place = d
+            .location
+            .as_ref()
+            .map(|l| format!("{}:{}:{}", l.file, l.line, l.column))
+            .unwrap_or_default();
+        // (a file name comes from the pull request: no newline, pipe, backtick or HTML in it
+        // may leave its cell)
+        let cell = |t: &str| markdown_escape(t);
+        let row = format!("| {} | {} | {} |\n", cell(&place), d.code, cell(&d.message));
+        if out.len() + row.len() + 200 > limit {
+            left += 1;
+            continue;
+        }
+        out.push_str(&row);
+    }
+    if left > 0 {
+        out.push_str(&format!(
+            "\n{left} more problem{} left out to stay within GitHub's comment limit; run `rampart validate` for all of them.\n",
+            if left == 1 { "" } else { "s" }
+        ));
+    }
     out
 }
 

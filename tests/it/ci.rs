@@ -79,6 +79,33 @@ fn routes(world: &World) -> Vec<String> {
         .collect()
 }
 
+/// The example repo with one more commit by `committer` giving the sandbox more cpu, and the
+/// `pull_request` event (number `number`, by `author`) proposing it.
+struct SandboxPr {
+    repo: tempfile::TempDir,
+    _events: tempfile::TempDir,
+    event: std::path::PathBuf,
+    head: String,
+    base: String,
+}
+
+fn sandbox_pr(number: u64, committer: &str, author: &str) -> SandboxPr {
+    let repo = example_history();
+    let p = repo.path();
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, committer, "give the sandbox more cpu");
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), number, author, &base, &head);
+    SandboxPr {
+        repo,
+        _events: events,
+        event,
+        head,
+        base,
+    }
+}
+
 fn head_and_base(p: &Path) -> (String, String) {
     (
         git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]),
@@ -88,13 +115,8 @@ fn head_and_base(p: &Path) -> (String, String) {
 
 #[test]
 fn a_pull_request_gets_one_comment_a_check_run_and_outputs() {
-    let repo = example_history();
-    let p = repo.path();
-    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
-    commit(p, "Eve <eve@evil.example>", "give the sandbox more cpu");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 7, "eve", &base, &head);
+    let pr = sandbox_pr(7, "Eve <eve@evil.example>", "eve");
+    let (p, event, head, base) = (pr.repo.path(), &pr.event, &pr.head, &pr.base);
     let (api, world) = github_fake::start(World {
         // an approval of an older commit and a dismissed one do not count
         reviews: vec![
@@ -106,7 +128,7 @@ fn a_pull_request_gets_one_comment_a_check_run_and_outputs() {
         ..World::default()
     });
 
-    let job = ci(p, &api, &event, &[]);
+    let job = ci(p, &api, event, &[]);
     assert_eq!(job.run.code, 2, "{}\n{}", job.run.stdout, job.run.stderr);
     assert!(job.outputs.contains("decision=deny\n"), "{}", job.outputs);
     assert!(job.outputs.contains("valid=true\nchanged=true\n"), "{}", job.outputs);
@@ -146,7 +168,7 @@ fn a_pull_request_gets_one_comment_a_check_run_and_outputs() {
     }
 
     // the second run edits the same comment
-    let job = ci(p, &api, &event, &["--fail-on", "never"]);
+    let job = ci(p, &api, event, &["--fail-on", "never"]);
     assert_eq!(job.run.code, 0, "{}\n{}", job.run.stdout, job.run.stderr);
     let w = world.lock().unwrap();
     assert!(w.problems.is_empty(), "{:#?}", w.problems);
@@ -157,20 +179,15 @@ fn a_pull_request_gets_one_comment_a_check_run_and_outputs() {
 
 #[test]
 fn an_approval_of_the_head_counts_and_a_token_without_checks_sets_a_status() {
-    let repo = example_history();
-    let p = repo.path();
-    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
-    commit(p, "Eve <eve@evil.example>", "give the sandbox more cpu");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
     // a platform member authors; bob's approval is of the current head, so it counts
-    let event = pr_event(events.path(), 8, "alice", &base, &head);
+    let pr = sandbox_pr(8, "Eve <eve@evil.example>", "alice");
+    let (p, event, head) = (pr.repo.path(), &pr.event, &pr.head);
     let (api, world) = github_fake::start(World {
         reviews: vec![("bob".into(), "APPROVED".into(), head.clone())],
         no_checks: true,
         ..World::default()
     });
-    let job = ci(p, &api, &event, &["--comment", "false"]);
+    let job = ci(p, &api, event, &["--comment", "false"]);
     assert_eq!(job.run.code, 0, "{}\n{}", job.run.stdout, job.run.stderr);
     assert!(job.outputs.contains("decision=allow\n"), "{}", job.outputs);
     let w = world.lock().unwrap();
@@ -287,19 +304,14 @@ fn bad_environments_are_clear_errors() {
 /// API failures end the job with the call that failed and GitHub's answer, never the token.
 #[test]
 fn api_errors_name_the_call_not_the_token() {
-    let repo = example_history();
-    let p = repo.path();
-    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
-    commit(p, "Alice <alice@example.com>", "sandbox: more cpu");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 11, "alice", &base, &head);
+    let pr = sandbox_pr(11, "Alice <alice@example.com>", "alice");
+    let (p, event) = (pr.repo.path(), &pr.event);
     for status in [401, 404, 422, 500] {
         let (api, world) = github_fake::start(World {
             fail_with: Some(status),
             ..World::default()
         });
-        let job = ci(p, &api, &event, &[]);
+        let job = ci(p, &api, event, &[]);
         assert_eq!(job.run.code, 1, "{status}: {}", job.run.stderr);
         assert!(
             job.run.stderr.contains("listing the reviews of pull request #11"),
@@ -324,18 +336,13 @@ fn api_errors_name_the_call_not_the_token() {
 /// A secondary rate limit is waited out (`retry-after`), then the job goes on.
 #[test]
 fn a_rate_limit_is_waited_out() {
-    let repo = example_history();
-    let p = repo.path();
-    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
-    commit(p, "Alice <alice@example.com>", "sandbox: more cpu");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 12, "alice", &base, &head);
+    let pr = sandbox_pr(12, "Alice <alice@example.com>", "alice");
+    let (p, event) = (pr.repo.path(), &pr.event);
     let (api, world) = github_fake::start(World {
         rate_limited_once: true,
         ..World::default()
     });
-    let job = ci(p, &api, &event, &["--comment", "false"]);
+    let job = ci(p, &api, event, &["--comment", "false"]);
     assert_eq!(job.run.code, 0, "{}", job.run.stderr);
     assert!(
         job.run.elapsed >= std::time::Duration::from_secs(1),
@@ -353,13 +360,8 @@ fn a_rate_limit_is_waited_out() {
 /// duplicated.
 #[test]
 fn its_own_comment_is_found_on_a_later_page() {
-    let repo = example_history();
-    let p = repo.path();
-    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
-    commit(p, "Alice <alice@example.com>", "sandbox: more cpu");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 13, "alice", &base, &head);
+    let pr = sandbox_pr(13, "Alice <alice@example.com>", "alice");
+    let (p, event) = (pr.repo.path(), &pr.event);
     let mut comments: Vec<(u64, String, String)> = (0..140)
         .map(|i| (i, "someone".into(), format!("comment {i}")))
         .collect();
@@ -373,7 +375,7 @@ fn its_own_comment_is_found_on_a_later_page() {
         comments,
         ..World::default()
     });
-    let job = ci(p, &api, &event, &[]);
+    let job = ci(p, &api, event, &[]);
     assert_eq!(job.run.code, 0, "{}", job.run.stderr);
     let w = world.lock().unwrap();
     assert!(w.problems.is_empty(), "{:#?}", w.problems);
@@ -405,18 +407,13 @@ fn a_github_app_gets_an_installation_token() {
         .expect("openssl runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pem = std::fs::read_to_string(&pem_path).unwrap();
-    let repo = example_history();
-    let p = repo.path();
-    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
-    commit(p, "Alice <alice@example.com>", "sandbox: more cpu");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 14, "alice", &base, &head);
+    let pr = sandbox_pr(14, "Alice <alice@example.com>", "alice");
+    let (p, event) = (pr.repo.path(), &pr.event);
     let (api, world) = github_fake::start(World::default());
     let job = ci_as(
         p,
         &api,
-        &event,
+        event,
         &["--comment", "false"],
         &[
             ("RAMPART_APP_ID", "4242"),

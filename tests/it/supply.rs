@@ -53,18 +53,9 @@ fn trust_and_signatures_reach_the_policies() {
 fn a_key_the_change_adds_does_not_vouch_for_it() {
     let repo = example_history();
     let p = repo.path();
-    let key = tempfile::tempdir().unwrap();
-    if !minisign_keypair(key.path()) {
+    let Some(key) = trusted_key(p, "community", "backstage-community") else {
         return;
-    }
-    let public = std::fs::read_to_string(key.path().join("k.pub")).unwrap();
-    write(
-        &p.join("keys/community.yaml"),
-        format!(
-            "apiVersion: rampart.dev/v1\nkind: SigningKey\nmetadata:\n  name: community\nspec:\n  publicKey: {}\n  publishers: [backstage-community]\n",
-            public.lines().nth(1).unwrap()
-        ),
-    );
+    };
     sign(&key.path().join("k.key"), &p.join("plugins/cost-insights.yaml"));
     enable(p, "payments-prod", "cost-insights");
     commit(
@@ -131,6 +122,24 @@ fn freshness_is_measured_at_the_commit() {
     .unwrap();
 }
 
+/// A new minisign key pair whose public key `repo` trusts as `keys/NAME.yaml` for
+/// `publisher`; the directory holding the secret key `k.key` (`None`: no minisign here).
+fn trusted_key(repo: &Path, name: &str, publisher: &str) -> Option<tempfile::TempDir> {
+    let key = tempfile::tempdir().unwrap();
+    if !minisign_keypair(key.path()) {
+        return None;
+    }
+    let public = std::fs::read_to_string(key.path().join("k.pub")).unwrap();
+    write(
+        &repo.join(format!("keys/{name}.yaml")),
+        format!(
+            "apiVersion: rampart.dev/v1\nkind: SigningKey\nmetadata:\n  name: {name}\nspec:\n  publicKey: {}\n  publishers: [{publisher}]\n",
+            public.lines().nth(1).unwrap()
+        ),
+    );
+    Some(key)
+}
+
 fn minisign_keypair(dir: &Path) -> bool {
     let status = std::process::Command::new("minisign")
         .args(["-G", "-W", "-p"])
@@ -175,18 +184,9 @@ fn sign(key: &Path, plugin: &Path) {
 fn minisign_signatures_verify_and_tampering_shows() {
     let repo = repo_with(None);
     let p = repo.path();
-    let key = tempfile::tempdir().unwrap();
-    if !minisign_keypair(key.path()) {
+    let Some(key) = trusted_key(p, "release", "backstage") else {
         return;
-    }
-    let public = std::fs::read_to_string(key.path().join("k.pub")).unwrap();
-    write(
-        &p.join("keys/release.yaml"),
-        format!(
-            "apiVersion: rampart.dev/v1\nkind: SigningKey\nmetadata:\n  name: release\nspec:\n  publicKey: {}\n  publishers: [backstage]\n",
-            public.lines().nth(1).unwrap()
-        ),
-    );
+    };
     sign(&key.path().join("k.key"), &p.join("plugins/catalog.yaml"));
     let run = rampart(&["plugins", "verify", "."], Some(p));
     assert_eq!(run.code, 0, "{}", run.stdout);
