@@ -74,7 +74,8 @@ pub fn compatibility(repo: &Repo) -> Vec<Diagnostic> {
         }
     }
     out.extend(cycles(&by_name));
-    let per_tenant: Vec<Vec<Diagnostic>> = repo.tenants.par_iter().map(|t| tenant(repo, t, &by_name)).collect();
+    let facts = facts(repo, &by_name);
+    let per_tenant: Vec<Vec<Diagnostic>> = repo.tenants.par_iter().map(|t| tenant(t, &facts)).collect();
     out.extend(per_tenant.into_iter().flatten());
     out.extend(rollouts(repo, &by_name));
     out
@@ -217,22 +218,86 @@ fn enabled(t: &Object<TenantSpec>) -> impl Iterator<Item = (usize, &str)> {
         .map(|(i, p)| (i, p.name.as_str()))
 }
 
-fn tenant(repo: &Repo, t: &Object<TenantSpec>, by_name: &Plugins<'_>) -> Vec<Diagnostic> {
+/// What the per-tenant checks need of one plugin, worked out once (a repo has ~10 tenants
+/// per plugin; parsing versions, ranges and quantities per tenant cost more than the checks).
+struct PluginFacts<'r> {
+    plugin: &'r Object<PluginSpec>,
+    /// Each requirement on a plugin the repo has: its name, range, and whether the version
+    /// the repo pins satisfies it (`true` when either does not parse: reported elsewhere).
+    requires: Vec<(&'r str, &'r str, &'r str, bool)>,
+    /// The permissions each tier of `settings.permissions` refuses (tiers with none left out).
+    refused: HashMap<&'r str, Vec<&'r str>>,
+    cpu: i128,
+    memory: i128,
+}
+
+type Facts<'r> = HashMap<&'r str, PluginFacts<'r>>;
+
+fn facts<'r>(repo: &'r Repo, by_name: &Plugins<'r>) -> Facts<'r> {
+    let q = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .and_then(|v| Quantity::from_json(v).ok())
+            .map_or(0, |q| q.nanos)
+    };
+    by_name
+        .par_iter()
+        .map(|(name, p)| {
+            let requires = p
+                .spec
+                .requires
+                .plugins
+                .iter()
+                .filter_map(|(dep, range)| {
+                    let d = by_name.get(dep.as_str())?;
+                    let ok = match (VersionReq::parse(range), Version::parse(&d.spec.version)) {
+                        (Ok(req), Ok(v)) => req.matches(&v),
+                        _ => true,
+                    };
+                    Some((dep.as_str(), range.as_str(), d.spec.version.as_str(), ok))
+                })
+                .collect();
+            let refused = repo
+                .settings
+                .permissions
+                .iter()
+                .filter_map(|(tier, allowed)| {
+                    let refused: Vec<&str> = p
+                        .spec
+                        .permissions
+                        .iter()
+                        .filter(|x| !allowed.allows(x))
+                        .map(String::as_str)
+                        .collect();
+                    (!refused.is_empty()).then_some((tier.as_str(), refused))
+                })
+                .collect();
+            let facts = PluginFacts {
+                plugin: p,
+                requires,
+                refused,
+                cpu: q(&p.spec.resources.cpu),
+                memory: q(&p.spec.resources.memory),
+            };
+            (*name, facts)
+        })
+        .collect()
+}
+
+fn tenant(t: &Object<TenantSpec>, facts: &Facts<'_>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let on: HashMap<&str, usize> = enabled(t).map(|(i, n)| (n, i)).collect();
-    let allowed = repo.settings.permissions.get(&t.spec.tier);
     let (mut cpu, mut memory) = (0i128, 0i128);
     for (i, name) in enabled(t) {
-        let Some(p) = by_name.get(name) else { continue };
-        let entry = format!("/spec/plugins/{i}/name");
-        for (dep, range) in &p.spec.requires.plugins {
-            let Some(d) = by_name.get(dep.as_str()) else { continue };
-            if !on.contains_key(dep.as_str()) {
+        let Some(f) = facts.get(name) else { continue };
+        let p = f.plugin;
+        let entry = || format!("/spec/plugins/{i}/name");
+        for &(dep, range, version, ok) in &f.requires {
+            if !on.contains_key(dep) {
                 out.push(
                     at(
                         t,
                         Code::RequirementMissing,
-                        &entry,
+                        &entry(),
                         format!(
                             "{} {} needs {} {range}, which tenant {} does not enable",
                             p.name(),
@@ -245,14 +310,12 @@ fn tenant(repo: &Repo, t: &Object<TenantSpec>, by_name: &Plugins<'_>) -> Vec<Dia
                 );
                 continue;
             }
-            if let (Ok(req), Ok(v)) = (VersionReq::parse(range), Version::parse(&d.spec.version))
-                && !req.matches(&v)
-            {
+            if !ok {
                 out.push(
                     at(
                         t,
                         Code::RequirementConflict,
-                        &entry,
+                        &entry(),
                         format!(
                             "{} {} needs {} {range}, tenant {} enables {} {}",
                             p.name(),
@@ -260,49 +323,35 @@ fn tenant(repo: &Repo, t: &Object<TenantSpec>, by_name: &Plugins<'_>) -> Vec<Dia
                             dep,
                             quote(t.name()),
                             dep,
-                            d.spec.version
+                            version
                         ),
                     )
                     .with_hint(format!(
                         "move `{dep}` to a version in {range}, or use a version of `{}` that accepts {}",
                         p.name(),
-                        d.spec.version
+                        version
                     )),
                 );
             }
         }
-        if let Some(allowed) = allowed {
-            let refused: Vec<&str> = p
-                .spec
-                .permissions
-                .iter()
-                .filter(|x| !allowed.allows(x))
-                .map(String::as_str)
-                .collect();
-            if !refused.is_empty() {
-                out.push(
-                    at(
-                        t,
-                        Code::PermissionNotAllowed,
-                        &entry,
-                        format!(
-                            "{} asks for {}, which the `{}` tier does not allow",
-                            p.name(),
-                            refused.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "),
-                            t.spec.tier
-                        ),
-                    )
-                    .with_hint("move the tenant to a tier that allows it, or change `permissions` in rampart.yaml (a platform decision)"),
-                );
-            }
+        if let Some(refused) = f.refused.get(t.spec.tier.as_str()) {
+            out.push(
+                at(
+                    t,
+                    Code::PermissionNotAllowed,
+                    &entry(),
+                    format!(
+                        "{} asks for {}, which the `{}` tier does not allow",
+                        p.name(),
+                        refused.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "),
+                        t.spec.tier
+                    ),
+                )
+                .with_hint("move the tenant to a tier that allows it, or change `permissions` in rampart.yaml (a platform decision)"),
+            );
         }
-        let q = |v: &Option<serde_json::Value>| {
-            v.as_ref()
-                .and_then(|v| Quantity::from_json(v).ok())
-                .map_or(0, |q| q.nanos)
-        };
-        cpu = cpu.saturating_add(q(&p.spec.resources.cpu));
-        memory = memory.saturating_add(q(&p.spec.resources.memory));
+        cpu = cpu.saturating_add(f.cpu);
+        memory = memory.saturating_add(f.memory);
     }
     for (field, used, quota) in [
         ("cpu", cpu, &t.spec.quota.cpu),
