@@ -343,6 +343,29 @@ pub fn validate_cached(
     })
 }
 
+/// [`validate_cached`] of `head` and `base` at once: the base on a thread of its own (with its
+/// own handle on the repository), the head on this one. Most of a revision's checks run on
+/// one thread, so two revisions take about the time of one on two cores. The base is read
+/// even when the head turns out invalid; then its result, error included, goes unused, so
+/// the base's outcome is the inner `Result`.
+pub type Pair = (Validated, Result<Validated, SourceError>);
+
+/// See [`Pair`].
+pub fn validate_pair(head: &Source, base: &Source, cache: Option<&ParseCache>) -> Result<Pair, SourceError> {
+    let no_progress = |_: u64, _: u64| {};
+    let base = base.reopen()?;
+    let (head_v, base_v) = std::thread::scope(|s| {
+        let worker = s.spawn(move || validate_cached(&base, &no_progress, cache));
+        let head_v = validate_cached(head, &no_progress, cache);
+        let base_v = worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (head_v, base_v)
+    });
+    if let Some(c) = cache {
+        c.flush();
+    }
+    Ok((head_v?, base_v))
+}
+
 /// Load every file read (one by one: keys and policy tests are few), their problems into
 /// `diags`.
 fn load_all(files: Vec<SourceFile>, limits: &Limits, diags: &mut Vec<Diagnostic>) -> Vec<LoadedFile> {
@@ -386,8 +409,7 @@ pub struct Checked {
 /// Validate `head`, then authorise every change from `base` to `head` with the base
 /// revision's policies and team membership. The head's problems block the policy step.
 pub fn check(base: &Source, head: &Source, who: &Principals, cache: Option<&ParseCache>) -> anyhow::Result<Checked> {
-    let no_progress = |_: u64, _: u64| {};
-    let head_v = validate_cached(head, &no_progress, cache)?;
+    let (head_v, base_v) = validate_pair(head, base, cache)?;
     if !head_v.is_valid() {
         return Ok(Checked {
             head: head_v,
@@ -402,11 +424,7 @@ pub fn check(base: &Source, head: &Source, who: &Principals, cache: Option<&Pars
             },
         });
     }
-    let base_v = validate_cached(base, &no_progress, cache)?;
-    if let Some(c) = cache {
-        c.flush();
-    }
-    let auth = authorize(base, head, &base_v, &head_v, who)?;
+    let auth = authorize(base, head, &base_v?, &head_v, who)?;
     Ok(Checked { head: head_v, auth })
 }
 

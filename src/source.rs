@@ -119,6 +119,28 @@ impl Source {
         })
     }
 
+    /// A second handle on the same revision or directory, for reading it on another thread
+    /// (a git repository handle must not be shared between threads).
+    pub fn reopen(&self) -> Result<Source, SourceError> {
+        match self {
+            Source::Dir(p) => Ok(Source::Dir(p.clone())),
+            Source::Git {
+                repo,
+                tree,
+                commit,
+                rev,
+            } => Ok(Source::Git {
+                repo: git2::Repository::open(repo.path()).map_err(|e| SourceError::GitOpen {
+                    path: repo.path().to_owned(),
+                    message: e.message().to_owned(),
+                })?,
+                tree: *tree,
+                commit: *commit,
+                rev: rev.clone(),
+            }),
+        }
+    }
+
     /// Read the settings file alone (it holds the limits for everything else). `None` when
     /// the repo has no settings file.
     pub fn read_settings(&self, limits: &Limits) -> Result<Snapshot, SourceError> {

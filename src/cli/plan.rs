@@ -133,19 +133,12 @@ pub fn compute(
     markdown_limit: usize,
 ) -> anyhow::Result<Outcome> {
     let start = std::time::Instant::now();
-    let no_progress = |_: u64, _: u64| {};
     let cache = super::parse_cache(head);
-    let head_v = pipeline::validate_cached(head, &no_progress, cache.as_ref()).context("reading the head")?;
+    let (head_v, base_v) = pipeline::validate_pair(head, base, cache.as_ref()).context("reading the head")?;
     if !head_v.is_valid() {
-        if let Some(c) = &cache {
-            c.flush();
-        }
         return Ok(Outcome::Invalid(Box::new(pipeline::compile_validated(head_v, opts))));
     }
-    let base_v = pipeline::validate_cached(base, &no_progress, cache.as_ref()).context("reading the base")?;
-    if let Some(c) = &cache {
-        c.flush();
-    }
+    let base_v = base_v.context("reading the base")?;
     let t_read = start.elapsed();
     let mut notes = Vec::new();
     let verdicts = match base {
