@@ -238,38 +238,59 @@ struct Hypotheses {
     authors: Vec<(String, EntityUid)>,
 }
 
+/// Stand-ins for the teams no decision can tell apart (see [`Model::named_teams`]): two, so
+/// that a pair of such teams is two different teams. They are not team names (`?`, `:`).
+const UNNAMED: [&str; 2] = ["?unnamed:1", "?unnamed:2"];
+
 impl Hypotheses {
+    /// Every hypothesis of every team, where a team no decision can tell apart from a fresh
+    /// one is represented by a stand-in: such teams share one `Change` entity per tier (so
+    /// a tier costs one decision per named team plus one, not one per team), and each still
+    /// gets its own [`Need`], so the ways out read exactly as if every team had been tried.
     fn add(engine: &Engine, model: &mut Model) -> Option<Hypotheses> {
         let approvers: Vec<EntityUid> = model.who.approvers.iter().map(|a| uid("User", a)).collect();
         let n = model.who.approvers.len() as i64;
         let author = uid("User", &model.who.author);
         let mut extra: Vec<Entity> = Vec::new();
-        let user = |id: &str, team: Option<&str>| {
-            Entity::new_with_tags(
-                uid("User", id),
-                [("member".to_owned(), Rx::new_bool(true))],
-                team.map(|t| uid("Team", t)),
-                [],
-            )
-            .ok()
+        let mut made: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut user = |extra: &mut Vec<Entity>, id: &str, team: Option<&str>| -> Option<EntityUid> {
+            if made.insert(format!("User {id}")) {
+                extra.push(
+                    Entity::new_with_tags(
+                        uid("User", id),
+                        [("member".to_owned(), Rx::new_bool(true))],
+                        team.map(|t| uid("Team", t)),
+                        [],
+                    )
+                    .ok()?,
+                );
+            }
+            Some(uid("User", id))
         };
-        let mut change = |id: String, users: &[&str]| -> Option<EntityUid> {
-            let parents = approvers.iter().cloned().chain(users.iter().map(|u| uid("User", u)));
-            let e = Entity::new_with_tags(
-                uid("Change", &id),
-                [
-                    ("author".to_owned(), Rx::new_entity_uid(author.clone())),
-                    ("approvals".to_owned(), Rx::new_long(n + users.len() as i64)),
-                ],
-                parents.collect::<Vec<_>>(),
-                [],
-            )
-            .ok()?;
-            extra.push(e);
+        let mut changes: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut change = |extra: &mut Vec<Entity>, id: String, users: &[&str]| -> Option<EntityUid> {
+            if changes.insert(id.clone()) {
+                let parents = approvers.iter().cloned().chain(users.iter().map(|u| uid("User", u)));
+                extra.push(
+                    Entity::new_with_tags(
+                        uid("Change", &id),
+                        [
+                            ("author".to_owned(), Rx::new_entity_uid(author.clone())),
+                            ("approvals".to_owned(), Rx::new_long(n + users.len() as i64)),
+                        ],
+                        parents.collect::<Vec<_>>(),
+                        [],
+                    )
+                    .ok()?,
+                );
+            }
             Some(uid("Change", &id))
         };
         let anyone = "?anyone:";
-        let mut users = vec![user(anyone, None)?];
+        user(&mut extra, anyone, None)?;
+        for t in UNNAMED {
+            extra.push(Entity::new_no_attrs(uid("Team", t), std::collections::HashSet::new()));
+        }
         // members who could still approve: not the author, not already approving
         let teams: Vec<(&str, Vec<String>)> = model
             .teams
@@ -283,6 +304,15 @@ impl Hypotheses {
                 (t.as_str(), others)
             })
             .collect();
+        // the team that stands for `t` in decisions (`second`: the other stand-in)
+        let named = &model.named_teams;
+        let stand_in = |t: &str, second: bool| -> String {
+            if named.contains(t) {
+                t.to_owned()
+            } else {
+                UNNAMED[usize::from(second)].to_owned()
+            }
+        };
         let mut authors = Vec::new();
         let (mut one, mut two, mut pairs, mut plus) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let approval = |t: &str, m: &[String]| TeamApproval {
@@ -290,21 +320,21 @@ impl Hypotheses {
             members: m.to_vec(),
         };
         for (t, others) in &teams {
-            let (a, b, w) = (format!("?team:{t}"), format!("?team2:{t}"), format!("?author:{t}"));
-            users.push(user(&a, Some(t))?);
-            users.push(user(&b, Some(t))?);
-            users.push(user(&w, Some(t))?);
-            authors.push((t.to_string(), uid("User", &w)));
+            let r = stand_in(t, false);
+            let (a, b, w) = (format!("?team:{r}"), format!("?team2:{r}"), format!("?author:{r}"));
+            user(&mut extra, &a, Some(&r))?;
+            user(&mut extra, &b, Some(&r))?;
+            authors.push((t.to_string(), user(&mut extra, &w, Some(&r))?));
             if !others.is_empty() {
                 one.push(Hypothesis {
-                    change: change(format!("?one:{t}"), &[&a])?,
+                    change: change(&mut extra, format!("?one:{r}"), &[&a])?,
                     need: Need {
                         approvals: vec![approval(t, others)],
                         plus_anyone: false,
                     },
                 });
                 plus.push(Hypothesis {
-                    change: change(format!("?plus:{t}"), &[&a, anyone])?,
+                    change: change(&mut extra, format!("?plus:{r}"), &[&a, anyone])?,
                     need: Need {
                         approvals: vec![approval(t, others)],
                         plus_anyone: true,
@@ -313,7 +343,7 @@ impl Hypotheses {
             }
             if others.len() >= 2 {
                 two.push(Hypothesis {
-                    change: change(format!("?two:{t}"), &[&a, &b])?,
+                    change: change(&mut extra, format!("?two:{r}"), &[&a, &b])?,
                     need: Need {
                         approvals: vec![approval(t, others), approval(t, others)],
                         plus_anyone: false,
@@ -328,11 +358,12 @@ impl Hypotheses {
                     if m.is_empty() || k.is_empty() {
                         continue;
                     }
+                    let (rt, ru) = (stand_in(t, false), stand_in(u, true));
+                    let (a, b) = (format!("?team:{rt}"), format!("?team:{ru}"));
+                    user(&mut extra, &a, Some(&rt))?;
+                    user(&mut extra, &b, Some(&ru))?;
                     pairs.push(Hypothesis {
-                        change: change(
-                            format!("?pair:{t}:{u}"),
-                            &[&format!("?team:{t}"), &format!("?team:{u}")],
-                        )?,
+                        change: change(&mut extra, format!("?pair:{rt}:{ru}"), &[&a, &b])?,
                         need: Need {
                             approvals: vec![approval(t, m), approval(u, k)],
                             plus_anyone: false,
@@ -341,9 +372,8 @@ impl Hypotheses {
                 }
             }
         }
-        users.extend(extra);
         let entities = std::mem::replace(&mut model.entities, cedar_policy::Entities::empty());
-        match entities.clone().add_entities(users, checked(&engine.schema)) {
+        match entities.clone().add_entities(extra, checked(&engine.schema)) {
             Ok(e) => {
                 model.entities = e;
                 Some(Hypotheses {
@@ -362,12 +392,13 @@ impl Hypotheses {
     /// The approvals that would let `principal` make the change, cheapest tier first.
     fn approvals(&self, q: &Query<'_>, principal: &EntityUid, budget: &mut usize) -> Option<Vec<Need>> {
         for tier in &self.tiers {
-            let mut options = Vec::new();
-            for h in tier {
-                if q.allowed(principal, &h.change, budget)? {
-                    options.push(h.need.clone());
-                }
-            }
+            let allowed = q.each_allowed(tier.iter().map(|h| (principal, &h.change)), budget)?;
+            let options: Vec<Need> = tier
+                .iter()
+                .zip(allowed)
+                .filter(|(_, a)| *a)
+                .map(|(h, _)| h.need.clone())
+                .collect();
             if !options.is_empty() {
                 return Some(options);
             }
@@ -386,14 +417,16 @@ impl Hypotheses {
             return WayOut::NotSearched;
         }
         // no approval helps this author: would another author be allowed, as is?
-        let mut alone = Vec::new();
-        for (team, author) in &self.authors {
-            match q.allowed(author, &change, budget) {
-                Some(true) => alone.push(team.clone()),
-                Some(false) => {}
-                None => return WayOut::NotSearched,
-            }
-        }
+        let Some(allowed) = q.each_allowed(self.authors.iter().map(|(_, author)| (author, &change)), budget) else {
+            return WayOut::NotSearched;
+        };
+        let alone: Vec<String> = self
+            .authors
+            .iter()
+            .zip(allowed)
+            .filter(|(_, a)| *a)
+            .map(|((team, _), _)| team.clone())
+            .collect();
         if !alone.is_empty() {
             return WayOut::Author {
                 teams: alone,
@@ -430,10 +463,37 @@ struct Query<'a> {
 }
 
 impl Query<'_> {
-    /// Whether `principal` may make the change with `change`'s approvals; `None` once the
-    /// evaluation budget is spent.
-    fn allowed(&self, principal: &EntityUid, change: &EntityUid, budget: &mut usize) -> Option<bool> {
-        *budget = budget.checked_sub(1)?;
+    /// Whether each (principal, change) may make the change, each distinct question asked of
+    /// Cedar once; `None` when the evaluation budget does not cover them (what is left of it
+    /// is spent, as asking them one by one would). Evaluated in parallel.
+    fn each_allowed<'x>(
+        &self,
+        asks: impl Iterator<Item = (&'x EntityUid, &'x EntityUid)>,
+        budget: &mut usize,
+    ) -> Option<Vec<bool>> {
+        let asks: Vec<(&EntityUid, &EntityUid)> = asks.collect();
+        let mut distinct: Vec<(&EntityUid, &EntityUid)> = Vec::new();
+        let mut at: HashMap<(&EntityUid, &EntityUid), usize> = HashMap::new();
+        let slots: Vec<usize> = asks
+            .iter()
+            .map(|ask| {
+                *at.entry(*ask).or_insert_with(|| {
+                    distinct.push(*ask);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let Some(left) = budget.checked_sub(distinct.len()) else {
+            *budget = 0;
+            return None;
+        };
+        *budget = left;
+        let answers = super::map_big_stack(&distinct, |(principal, change)| self.allowed(principal, change));
+        Some(slots.into_iter().map(|i| answers[i]).collect())
+    }
+
+    /// Whether `principal` may make the change with `change`'s approvals.
+    fn allowed(&self, principal: &EntityUid, change: &EntityUid) -> bool {
         let q = Prepared {
             principal: principal.clone(),
             action: self.prepared.action.clone(),
@@ -441,12 +501,12 @@ impl Query<'_> {
             facts: self.prepared.facts.clone(),
             blocked: None,
         };
-        Some(allowed(
+        allowed(
             self.engine,
             self.authorizer,
             q.request(change, &self.engine.schema),
             self.model,
-        ))
+        )
     }
 }
 

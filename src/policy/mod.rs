@@ -273,6 +273,34 @@ pub fn with_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// `f` of every item, in order, on up to `available_parallelism` threads with Cedar's stack
+/// (each takes a contiguous chunk). Few items run here, on the calling thread.
+pub fn map_big_stack<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) -> Vec<R> {
+    const ALONE: usize = 64;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if items.len() < ALONE || threads < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                std::thread::Builder::new()
+                    .name("cedar".into())
+                    .stack_size(CEDAR_STACK)
+                    .spawn_scoped(s, move || part.iter().map(f).collect::<Vec<R>>())
+                    .expect("spawn a Cedar thread")
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Why a policy file is refused before Cedar sees it.
 struct Refusal {
     offset: usize,

@@ -80,6 +80,11 @@ pub struct Model {
     /// Base team → members, for ways out.
     pub teams: Vec<(String, Vec<String>)>,
     pub who: Who,
+    /// The teams a decision can tell apart from a team nobody names: named by a policy, in a
+    /// reachable entity's attributes or a context, or a team of a user a request reaches
+    /// (the author, the approvers, a user named so). Every other team is interchangeable
+    /// with a fresh one, which the way-out search relies on.
+    pub named_teams: HashSet<String>,
 }
 
 /// The schema to type-check entities and requests against: in debug builds (every test)
@@ -285,9 +290,39 @@ pub fn build(
     // (a rollout's plugin is reachable through the rollout; tenants and plugins name no
     // tenants or plugins)
     reach.entry("Plugin").or_default().extend(rollout_plugins);
+    // the teams decisions can tell apart (see `Model::named_teams`)
+    let mut named_teams: HashSet<String> = HashSet::new();
+    let mut named_users: Vec<&str> = vec![who.author.as_str()];
+    named_users.extend(who.approvers.iter().map(String::as_str));
+    for l in literals {
+        match l.type_name().to_string().strip_prefix(&prefix) {
+            Some("Team") => {
+                named_teams.insert(l.id().unescaped().to_owned());
+            }
+            Some("User") => named_users.push(l.id().unescaped()),
+            _ => {}
+        }
+    }
+    for (kind, name) in referenced.iter().flatten() {
+        match *kind {
+            "Team" => {
+                named_teams.insert(name.clone());
+            }
+            "User" => named_users.push(name),
+            _ => {}
+        }
+    }
+    // a team change's resource is the team
+    for c in changes.iter().filter(|c| c.subject == Subject::Object(Kind::Team)) {
+        named_teams.insert(c.name.clone());
+    }
+    for u in named_users {
+        named_teams.extend(teams_of.get(u).into_iter().flatten().map(|t| t.to_string()));
+    }
     seen.clear();
     for t in base.tenants.iter().chain(&head.tenants) {
         if wanted(&reach, "Tenant", t.name()) && seen.insert(t.name()) {
+            named_teams.extend(t.spec.owners.iter().cloned());
             entities.push(tenant_entity(t)?);
         }
     }
@@ -317,6 +352,7 @@ pub fn build(
         prepared,
         teams,
         who: who.clone(),
+        named_teams,
     })
 }
 

@@ -382,3 +382,62 @@ fn approvals_from_two_teams_are_a_way_out() {
     );
     assert_eq!(run.code, 0, "{}", run.stdout);
 }
+
+/// The way-out search asks Cedar once for all the teams no decision can tell apart (a
+/// stand-in), yet names each of them, and keeps the teams a decision can tell apart (a
+/// tenant's owners, teams a policy names) apart.
+#[test]
+fn the_way_out_names_every_team_that_would_do() {
+    let repo = example_history();
+    let p = repo.path();
+    // an unknown author: only the tenant's owners (named by the tenant) or platform may
+    edit(p, "tenants/mobile-apps.yaml", "pods: 80", "pods: 90");
+    commit(p, "Eve <eve@evil.example>", "more pods");
+    let run = check(p, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("no approval can help: only a member of `platform` or `mobile` may make this change"),
+        "{}",
+        run.stdout
+    );
+
+    // any one approval: every team with a member left to approve would do
+    let p2 = example_history();
+    let p2 = p2.path();
+    write(
+        &p2.join("policies/one-approval.cedar"),
+        "@id(\"plugins-need-an-approval\")\nforbid (principal, action == Rampart::Action::\"updatePlugin\", resource)\n\
+         unless { context.change.approvals >= 1 };\n",
+    );
+    commit(p2, "Alice <alice@example.com>", "plugin changes need a review");
+    edit(
+        p2,
+        "plugins/cost-insights.yaml",
+        "description: Cloud cost per team",
+        "description: Cloud cost per squad",
+    );
+    commit(p2, "Alice <alice@example.com>", "wording");
+    let run = check(p2, &["--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let teams: Vec<&str> = v["changes"][0]["wayOut"]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["approvals"][0]["team"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        teams,
+        [
+            "data-platform",
+            "payments",
+            "platform",
+            "mobile",
+            "web-storefront",
+            "security"
+        ],
+        "{}",
+        run.stdout
+    );
+}
