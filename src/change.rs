@@ -7,7 +7,7 @@
 //! pull request that edits a policy is itself a change the policies authorise.
 
 use crate::source::SourceFile;
-use crate::spec::{Kind, Object, Repo};
+use crate::spec::{Kind, Object, Origin, Repo};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -93,12 +93,22 @@ pub struct Change {
 
 /// Every change from `base` to `head`, in kind order (teams, tenants, plugins, rollouts,
 /// files), then by name. `base_files` and `head_files` are the guarded files of each side.
-pub fn diff(base: &Repo, head: &Repo, base_files: &[SourceFile], head_files: &[SourceFile]) -> Vec<Change> {
+///
+/// `same` says whether two origins are the same document of the same bytes (the same blob at
+/// the same path): their objects are then equal without comparing them field by field.
+pub fn diff(
+    base: &Repo,
+    head: &Repo,
+    base_files: &[SourceFile],
+    head_files: &[SourceFile],
+    same: Same<'_>,
+) -> Vec<Change> {
     let mut out = Vec::new();
-    objects(base, head, &base.teams, &head.teams, Kind::Team, &mut out);
-    objects(base, head, &base.tenants, &head.tenants, Kind::Tenant, &mut out);
-    objects(base, head, &base.plugins, &head.plugins, Kind::Plugin, &mut out);
-    objects(base, head, &base.rollouts, &head.rollouts, Kind::Rollout, &mut out);
+    let sides = Sides { base, head, same };
+    objects(&sides, &base.teams, &head.teams, Kind::Team, &mut out);
+    objects(&sides, &base.tenants, &head.tenants, Kind::Tenant, &mut out);
+    objects(&sides, &base.plugins, &head.plugins, Kind::Plugin, &mut out);
+    objects(&sides, &base.rollouts, &head.rollouts, Kind::Rollout, &mut out);
     let old: BTreeMap<&str, &[u8]> = base_files.iter().map(|f| (f.path.as_str(), &f.bytes[..])).collect();
     let new: BTreeMap<&str, &[u8]> = head_files.iter().map(|f| (f.path.as_str(), &f.bytes[..])).collect();
     let mut paths: Vec<&str> = old.keys().chain(new.keys()).copied().collect();
@@ -126,14 +136,22 @@ pub fn diff(base: &Repo, head: &Repo, base_files: &[SourceFile], head_files: &[S
     out
 }
 
-fn objects<S: PartialEq>(
-    base_repo: &Repo,
-    head_repo: &Repo,
-    base: &[Object<S>],
-    head: &[Object<S>],
-    kind: Kind,
-    out: &mut Vec<Change>,
-) {
+/// Whether a base and a head origin hold the same bytes (see [`diff`]).
+pub type Same<'a> = &'a (dyn Fn(&Origin, &Origin) -> bool + Sync);
+
+/// Never the same: compare every object.
+pub fn never_same(_: &Origin, _: &Origin) -> bool {
+    false
+}
+
+struct Sides<'a> {
+    base: &'a Repo,
+    head: &'a Repo,
+    same: Same<'a>,
+}
+
+fn objects<S: PartialEq>(sides: &Sides<'_>, base: &[Object<S>], head: &[Object<S>], kind: Kind, out: &mut Vec<Change>) {
+    let (base_repo, head_repo) = (sides.base, sides.head);
     // first definition wins, as in validation (a duplicate is an error of the head anyway)
     let mut old: HashMap<&str, usize> = HashMap::with_capacity(base.len());
     for (i, o) in base.iter().enumerate() {
@@ -146,7 +164,12 @@ fn objects<S: PartialEq>(
             continue;
         }
         let (action, old_index, base_invalid) = match old.get(o.name()) {
-            Some(&i) if base[i].metadata == o.metadata && base[i].spec == o.spec => continue,
+            Some(&i)
+                if (sides.same)(&base[i].origin, &o.origin)
+                    || (base[i].metadata == o.metadata && base[i].spec == o.spec) =>
+            {
+                continue;
+            }
             Some(&i) => (Action::Update, Some(i), false),
             // named in the base, but its document there failed validation
             None if base_repo.has(kind, o.name()) => (Action::Update, None, true),

@@ -40,6 +40,8 @@ pub struct Validated {
     pub as_of: Option<i64>,
     /// Integrity, signature and trust score of every plugin, by name.
     pub trust: std::collections::BTreeMap<String, supply::Trust>,
+    /// The blob id of every spec file (git revisions only), by path.
+    pub blobs: foldhash::HashMap<String, git2::Oid>,
 }
 
 /// Files of a git revision not read (their parse was cached): blob id by path.
@@ -83,6 +85,17 @@ impl Validated {
             path_prefix,
             trust: None,
         }
+    }
+
+    /// Whether `a` (of this revision) and `b` (of `other`) are the same document of the same
+    /// blob at the same path, so their objects are equal.
+    pub fn same_source(&self, other: &Validated, a: &crate::spec::Origin, b: &crate::spec::Origin) -> bool {
+        a.doc == b.doc
+            && a.file == b.file
+            && self
+                .blobs
+                .get(&a.file)
+                .is_some_and(|id| other.blobs.get(&b.file) == Some(id))
     }
 
     /// The text of the unread files `diags` point into, read now, to resolve spans and
@@ -173,6 +186,7 @@ pub fn validate_cached(
         },
     };
     let (snap, known, ids) = (read.snapshot, read.known, read.ids);
+    let blobs: foldhash::HashMap<String, git2::Oid> = ids.iter().chain(known.iter().map(|(p, id)| (p, id))).map(|(p, id)| (p.clone(), *id)).collect();
     if settings_file.is_none()
         && snap.files.is_empty()
         && known.is_empty()
@@ -340,6 +354,7 @@ pub fn validate_cached(
         artifacts,
         as_of,
         trust,
+        blobs,
     })
 }
 
@@ -466,7 +481,14 @@ pub fn authorize(
     let limits = head_v.repo.settings.limits;
     let base_guarded = base.read_guarded(&base_v.repo.settings.limits)?;
     let head_guarded = head.read_guarded(&limits)?;
-    checked.changes = change::diff(&base_v.repo, &head_v.repo, &base_guarded.files, &head_guarded.files);
+    let same = |a: &crate::spec::Origin, b: &crate::spec::Origin| base_v.same_source(head_v, a, b);
+    checked.changes = change::diff(
+        &base_v.repo,
+        &head_v.repo,
+        &base_guarded.files,
+        &head_guarded.files,
+        &same,
+    );
 
     let t = Instant::now();
     let (engine, mut d) = Engine::load(&base_v.policy_files);

@@ -155,7 +155,8 @@ pub fn compute(
         None => {
             let bg = base.read_guarded(&base_v.repo.settings.limits)?;
             let hg = head.read_guarded(&head_v.repo.settings.limits)?;
-            crate::change::diff(&base_v.repo, &head_v.repo, &bg.files, &hg.files)
+            let same = |a: &crate::spec::Origin, b: &crate::spec::Origin| base_v.same_source(&head_v, a, b);
+            crate::change::diff(&base_v.repo, &head_v.repo, &bg.files, &hg.files, &same)
         }
     };
     let affected = if base_valid {

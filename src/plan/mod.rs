@@ -326,6 +326,9 @@ pub fn affected(
                 out.insert(t.name().to_owned());
             }
         }
+        if rollouts.is_empty() {
+            continue;
+        }
         let index = crate::policy::model::TenantIndex::new(repo);
         for r in repo.rollouts.iter().filter(|r| rollouts.contains(r.name())) {
             for i in index.targets(&r.spec) {

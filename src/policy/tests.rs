@@ -208,7 +208,7 @@ fn run_case(engine: &Engine, repo: &Repo, guarded: &[SourceFile], case: &CaseSpe
         }
         Subject::Object(kind) => apply_object(&mut head, kind, action, name, &case.change)?,
     }
-    let changes = change::diff(repo, &head, guarded, &head_files);
+    let changes = change::diff(repo, &head, guarded, &head_files, &change::never_same);
     let index = changes
         .iter()
         .position(|c| c.subject == subject && c.name == name)
