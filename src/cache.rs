@@ -62,7 +62,8 @@ struct Entry {
     line: String,
     /// Byte offset of the documents in `line`.
     body: usize,
-    objects: std::sync::OnceLock<Option<Vec<Stored>>>,
+    /// The typed documents, shared by every revision that has this blob at this path.
+    objects: std::sync::OnceLock<Option<Vec<Parsed>>>,
     used: AtomicBool,
 }
 
@@ -87,8 +88,9 @@ impl Entry {
         Some(((path, blob), entry))
     }
 
-    /// The typed documents, parsed on first use; `None` when the line is damaged.
-    fn objects(&self) -> Option<&Vec<Stored>> {
+    /// The typed documents of the file at `path` (the entry's own path), parsed on first use;
+    /// `None` when the line is damaged.
+    fn objects(&self, path: &str) -> Option<&Vec<Parsed>> {
         self.objects
             .get_or_init(|| {
                 let objects: Vec<Stored> = serde_json::from_str(&self.line[self.body..]).ok()?;
@@ -100,14 +102,39 @@ impl Entry {
                         .all(|c| serde_json::from_str::<serde::de::IgnoredAny>(c).is_ok()),
                     _ => true,
                 });
-                sound.then_some(objects)
+                sound.then(|| objects.into_iter().map(|o| o.parsed(path)).collect())
             })
             .as_ref()
     }
 }
 
+impl Stored {
+    fn parsed(self, path: &str) -> Parsed {
+        let origin = |doc| Origin {
+            file: path.to_owned(),
+            doc,
+        };
+        match self {
+            Stored::Team { doc, metadata, spec } => Parsed::Team(Object::new(metadata, spec, origin(doc))),
+            Stored::Tenant {
+                doc,
+                metadata,
+                mut spec,
+                configs,
+            } => {
+                for (p, c) in spec.plugins.iter_mut().zip(configs) {
+                    p.config = c.map(PluginConfig::from_json_text);
+                }
+                Parsed::Tenant(Object::new(metadata, spec, origin(doc)))
+            }
+            Stored::Plugin { doc, metadata, spec } => Parsed::Plugin(Object::new(metadata, spec, origin(doc))),
+            Stored::Rollout { doc, metadata, spec } => Parsed::Rollout(Object::new(metadata, spec, origin(doc))),
+        }
+    }
+}
+
 /// (externally tagged: an internally tagged enum makes serde buffer every document)
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 enum Stored {
     Team {
         doc: usize,
@@ -240,49 +267,7 @@ impl Table {
     pub fn outcome(&self, path: &str, blob: git2::Oid) -> Option<(FileOutcome, usize)> {
         let e = self.get(path, blob)?;
         e.used.store(true, Ordering::Relaxed);
-        let parsed = e
-            .objects()?
-            .iter()
-            .cloned()
-            .map(|o| {
-                let origin = |doc| Origin {
-                    file: path.to_owned(),
-                    doc,
-                };
-                match o {
-                    Stored::Team { doc, metadata, spec } => Parsed::Team(Object {
-                        metadata,
-                        spec,
-                        origin: origin(doc),
-                    }),
-                    Stored::Tenant {
-                        doc,
-                        metadata,
-                        mut spec,
-                        configs,
-                    } => {
-                        for (p, c) in spec.plugins.iter_mut().zip(configs) {
-                            p.config = c.map(PluginConfig::from_json_text);
-                        }
-                        Parsed::Tenant(Object {
-                            metadata,
-                            spec,
-                            origin: origin(doc),
-                        })
-                    }
-                    Stored::Plugin { doc, metadata, spec } => Parsed::Plugin(Object {
-                        metadata,
-                        spec,
-                        origin: origin(doc),
-                    }),
-                    Stored::Rollout { doc, metadata, spec } => Parsed::Rollout(Object {
-                        metadata,
-                        spec,
-                        origin: origin(doc),
-                    }),
-                }
-            })
-            .collect();
+        let parsed = e.objects(path)?.clone();
         Some((FileOutcome::clean(parsed), e.doc_count))
     }
 
@@ -348,7 +333,7 @@ impl Table {
             doc_count,
             body: line.len() - body.len(),
             line,
-            objects: std::sync::OnceLock::from(Some(objects)),
+            objects: std::sync::OnceLock::from(Some(outcome.parsed().iter().map(|(p, _)| p.clone()).collect())),
             used: AtomicBool::new(true),
         };
         self.fresh

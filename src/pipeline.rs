@@ -186,7 +186,11 @@ pub fn validate_cached(
         },
     };
     let (snap, known, ids) = (read.snapshot, read.known, read.ids);
-    let blobs: foldhash::HashMap<String, git2::Oid> = ids.iter().chain(known.iter().map(|(p, id)| (p, id))).map(|(p, id)| (p.clone(), *id)).collect();
+    let blobs: foldhash::HashMap<String, git2::Oid> = ids
+        .iter()
+        .chain(known.iter().map(|(p, id)| (p, id)))
+        .map(|(p, id)| (p.clone(), *id))
+        .collect();
     if settings_file.is_none()
         && snap.files.is_empty()
         && known.is_empty()

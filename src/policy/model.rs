@@ -693,21 +693,21 @@ mod unit {
     use crate::spec::{Metadata, Origin, TeamSpec};
 
     fn team(name: &str, members: &[&str]) -> Object<TeamSpec> {
-        Object {
-            metadata: Metadata {
+        Object::new(
+            Metadata {
                 name: name.into(),
                 labels: Default::default(),
                 description: None,
             },
-            spec: TeamSpec {
+            TeamSpec {
                 members: members.iter().map(|m| m.to_string()).collect(),
                 contact: None,
             },
-            origin: Origin {
+            Origin {
                 file: format!("teams/{name}.yaml"),
                 doc: 0,
             },
-        }
+        )
     }
 
     /// Logins and team names share no namespace (`User::"a"` is not `Team::"a"`), teams have

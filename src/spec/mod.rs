@@ -66,17 +66,40 @@ pub struct Metadata {
     pub description: Option<String>,
 }
 
-/// One object of the repo with its origin.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Object<S> {
+/// One object of the repo with its origin. Shared, not copied: the base and the head of a
+/// plan hold the same object for every unchanged document (the parse cache hands out one
+/// per blob), so cloning one is a reference count. Read its fields through `Deref`.
+#[derive(Debug, PartialEq)]
+pub struct Object<S>(std::sync::Arc<ObjectData<S>>);
+
+/// The fields of an [`Object`].
+#[derive(Debug, PartialEq)]
+pub struct ObjectData<S> {
     pub metadata: Metadata,
     pub spec: S,
     pub origin: Origin,
 }
 
 impl<S> Object<S> {
+    pub fn new(metadata: Metadata, spec: S, origin: Origin) -> Object<S> {
+        Object(std::sync::Arc::new(ObjectData { metadata, spec, origin }))
+    }
+
     pub fn name(&self) -> &str {
-        &self.metadata.name
+        &self.0.metadata.name
+    }
+}
+
+impl<S> Clone for Object<S> {
+    fn clone(&self) -> Self {
+        Object(self.0.clone())
+    }
+}
+
+impl<S> std::ops::Deref for Object<S> {
+    type Target = ObjectData<S>;
+    fn deref(&self) -> &ObjectData<S> {
+        &self.0
     }
 }
 

@@ -129,6 +129,7 @@ impl FileOutcome {
 }
 
 /// One document's outcome.
+#[derive(Clone)]
 pub enum Parsed {
     Team(Object<crate::spec::TeamSpec>),
     Tenant(Object<crate::spec::TenantSpec>),
@@ -380,12 +381,12 @@ pub fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagno
                     .collect(),
                 _ => Vec::new(),
             };
-            typed(&mut value, origin, diags).map(|mut o: Object<crate::spec::TenantSpec>| {
-                for (p, c) in o.spec.plugins.iter_mut().zip(configs) {
+            typed_with(&mut value, origin, diags, |spec: &mut crate::spec::TenantSpec| {
+                for (p, c) in spec.plugins.iter_mut().zip(configs) {
                     p.config = c.as_ref().map(crate::spec::PluginConfig::new);
                 }
-                Parsed::Tenant(o)
             })
+            .map(Parsed::Tenant)
         }
         Kind::Plugin => typed(&mut value, origin, diags).map(Parsed::Plugin),
         Kind::Rollout => typed(&mut value, origin, diags).map(Parsed::Rollout),
@@ -396,10 +397,23 @@ pub fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagno
 /// Deserialize a schema-valid document. A failure here means the schema and the model
 /// disagree: reported as a schema violation rather than a panic.
 fn typed<S: DeserializeOwned>(value: &mut Value, origin: Origin, diags: &mut Vec<Diagnostic>) -> Option<Object<S>> {
+    typed_with(value, origin, diags, |_| {})
+}
+
+/// [`typed`], with `finish` completing the spec before it is shared.
+fn typed_with<S: DeserializeOwned>(
+    value: &mut Value,
+    origin: Origin,
+    diags: &mut Vec<Diagnostic>,
+    finish: impl FnOnce(&mut S),
+) -> Option<Object<S>> {
     let metadata: Result<Metadata, _> = serde_json::from_value(value["metadata"].take());
     let spec: Result<S, _> = serde_json::from_value(value["spec"].take());
     match (metadata, spec) {
-        (Ok(metadata), Ok(spec)) => Some(Object { metadata, spec, origin }),
+        (Ok(metadata), Ok(mut spec)) => {
+            finish(&mut spec);
+            Some(Object::new(metadata, spec, origin))
+        }
         (Err(e), _) | (_, Err(e)) => {
             diags.push(Diagnostic::at_node(
                 Code::SchemaViolation,
