@@ -27,6 +27,9 @@ pub struct Validated {
     pub commit: Option<String>,
     /// The repo's own Cedar policies (`policies/**/*.cedar`), already checked.
     pub policy_files: Vec<SourceFile>,
+    /// Those policies with the defaults, ready to authorise (`None` when they do not
+    /// validate), and the problems loading them found, unresolved.
+    pub engine: (Option<Engine>, Vec<Diagnostic>),
     /// Wall time per phase, for `--timings` and the benchmark.
     pub timings: Timings,
     /// Files taken from the parse cache: their `text` is empty, and read from git only when a
@@ -318,8 +321,8 @@ pub fn validate_cached(
     // the repo's policies parse and validate against the schema, or the repo is invalid
     let policies = source.read_policies(&limits)?;
     diags.extend(policies.diagnostics);
-    let (_, d) = Engine::load(&policies.files);
-    diags.extend(d);
+    let engine = Engine::load(&policies.files);
+    diags.extend(engine.1.iter().cloned());
     for f in &policies.files {
         files.push(LoadedFile {
             path: f.path.clone(),
@@ -352,6 +355,7 @@ pub fn validate_cached(
         diagnostics: diags,
         commit: snap.commit,
         policy_files: policies.files,
+        engine,
         timings,
         unread,
         keys,
@@ -495,7 +499,8 @@ pub fn authorize(
     );
 
     let t = Instant::now();
-    let (engine, mut d) = Engine::load(&base_v.policy_files);
+    let (engine, d) = &base_v.engine;
+    let mut d = d.clone();
     for x in &mut d {
         x.message = format!("base revision: {}", x.message);
     }
@@ -617,8 +622,8 @@ pub fn policy_test(source: &Source) -> anyhow::Result<TestRun> {
         return Ok(run);
     }
     let limits = run.validated.repo.settings.limits;
-    let (engine, _) = Engine::load(&run.validated.policy_files);
-    let engine = engine.ok_or_else(|| anyhow::anyhow!("the repo's policies do not validate"))?;
+    let engine = (run.validated.engine.0.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("the repo's policies do not validate"))?;
     let guarded = source.read_guarded(&limits)?;
     let snap = source.read_policy_tests(&limits)?;
     let mut diags = snap.diagnostics;

@@ -55,10 +55,13 @@ impl Engine {
     }
 
     fn load_here(repo_policies: &[SourceFile]) -> (Option<Engine>, Vec<Diagnostic>) {
-        let schema = match Schema::from_cedarschema_str(SCHEMA) {
-            Ok((s, _warnings)) => s,
-            Err(e) => panic!("the embedded Cedar schema is invalid: {e}"),
-        };
+        // parsed once per process (every revision read loads an engine)
+        static PARSED: std::sync::LazyLock<Schema> =
+            std::sync::LazyLock::new(|| match Schema::from_cedarschema_str(SCHEMA) {
+                Ok((s, _warnings)) => s,
+                Err(e) => panic!("the embedded Cedar schema is invalid: {e}"),
+            });
+        let schema = PARSED.clone();
         let mut diags = Vec::new();
         let mut set = PolicySet::new();
         let mut info = HashMap::new();
