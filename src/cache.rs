@@ -59,18 +59,51 @@ pub struct Table {
 struct Entry {
     size: u64,
     doc_count: usize,
-    line: String,
-    /// Byte offset of the documents in `line`.
+    line: Line,
+    /// Byte offset of the documents in the line.
     body: usize,
     /// The typed documents, shared by every revision that has this blob at this path.
     objects: std::sync::OnceLock<Option<Vec<Parsed>>>,
     used: AtomicBool,
 }
 
-/// One typed document; a tenant's plugin configs are kept apart as compact JSON text.
+/// A line's text: a range of the cache file as read (not copied line by line), or a line
+/// this run made.
+enum Line {
+    Read { file: Arc<Vec<u8>>, start: usize, end: usize },
+    Made(String),
+}
+
+impl Line {
+    fn text(&self) -> &str {
+        match self {
+            // (checked when the line was read)
+            Line::Read { file, start, end } => file
+                .get(*start..*end)
+                .and_then(|l| std::str::from_utf8(l).ok())
+                .unwrap_or_default(),
+            Line::Made(s) => s,
+        }
+    }
+}
+
+/// A blob id as a map key (comparing `git2::Oid`s calls into libgit2).
+type Key = [u8; 20];
+
+fn key(blob: git2::Oid) -> Key {
+    let mut k = [0; 20];
+    let b = blob.as_bytes();
+    let n = b.len().min(20);
+    k[..n].copy_from_slice(&b[..n]);
+    k
+}
+
 impl Entry {
-    /// Read a line's key and counts; `None` when it is not a line of this format.
-    fn read(line: &str) -> Option<((String, git2::Oid), Entry)> {
+    /// Read the key and counts of the line `start..end` of `file`; `None` when it is not a
+    /// line of this format.
+    fn read(file: &Arc<Vec<u8>>, start: usize, end: usize) -> Option<((String, Key), Entry)> {
+        // bytes, not a string: one line cut inside a character must not cost the whole file
+        let line = std::str::from_utf8(file.get(start..end)?).ok()?;
         let (head, body) = line.split_once('\t')?;
         let mut parts = head.splitn(4, ' ');
         let blob = git2::Oid::from_str(parts.next()?).ok()?;
@@ -81,11 +114,15 @@ impl Entry {
             size,
             doc_count,
             body: line.len() - body.len(),
-            line: line.to_owned(),
+            line: Line::Read {
+                file: file.clone(),
+                start,
+                end,
+            },
             objects: std::sync::OnceLock::new(),
             used: AtomicBool::new(false),
         };
-        Some(((path, blob), entry))
+        Some(((path, key(blob)), entry))
     }
 
     /// The typed documents of the file at `path` (the entry's own path), parsed on first use;
@@ -93,7 +130,7 @@ impl Entry {
     fn objects(&self, path: &str) -> Option<&Vec<Parsed>> {
         self.objects
             .get_or_init(|| {
-                let objects: Vec<Stored> = serde_json::from_str(&self.line[self.body..]).ok()?;
+                let objects: Vec<Stored> = serde_json::from_str(self.line.text().get(self.body..)?).ok()?;
                 // a config that is not JSON text cannot have been written by rampart
                 let sound = objects.iter().all(|o| match o {
                     Stored::Tenant { configs, .. } => configs
@@ -212,10 +249,10 @@ fn build_id() -> String {
     format!("{} {stamp}", env!("CARGO_PKG_VERSION"))
 }
 
-type Entries = foldhash::HashMap<git2::Oid, Vec<(String, Arc<Entry>)>>;
+type Entries = foldhash::HashMap<Key, Vec<(String, Arc<Entry>)>>;
 
 fn find(entries: &Entries, path: &str, blob: git2::Oid) -> Option<Arc<Entry>> {
-    let at = entries.get(&blob)?;
+    let at = entries.get(&key(blob))?;
     at.iter().find(|(p, _)| p == path).map(|(_, e)| e.clone())
 }
 
@@ -230,13 +267,18 @@ impl Table {
             Ok(_) => (Vec::new(), true),
             Err(_) => (Vec::new(), false),
         };
-        let read: Vec<Option<((String, git2::Oid), Entry)>> = bytes
+        let file_bytes = Arc::new(bytes);
+        let base = file_bytes.as_ptr() as usize;
+        let read: Vec<Option<((String, Key), Entry)>> = file_bytes
             .par_split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
-            .map(|l| std::str::from_utf8(l).ok().and_then(Entry::read))
+            .map(|l| {
+                let start = l.as_ptr() as usize - base;
+                Entry::read(&file_bytes, start, start + l.len())
+            })
             .collect();
         damaged |= read.iter().any(Option::is_none);
-        let lines: Vec<((String, git2::Oid), Entry)> = read.into_iter().flatten().collect();
+        let lines: Vec<((String, Key), Entry)> = read.into_iter().flatten().collect();
         let mut entries = Entries::default();
         for ((path, blob), e) in lines {
             let at = entries.entry(blob).or_default();
@@ -332,14 +374,14 @@ impl Table {
             size,
             doc_count,
             body: line.len() - body.len(),
-            line,
+            line: Line::Made(line),
             objects: std::sync::OnceLock::from(Some(outcome.parsed().iter().map(|(p, _)| p.clone()).collect())),
             used: AtomicBool::new(true),
         };
         self.fresh
             .lock()
             .expect("not poisoned")
-            .entry(blob)
+            .entry(key(blob))
             .or_default()
             .push((path.to_owned(), Arc::new(entry)));
     }
@@ -348,7 +390,7 @@ impl Table {
         let fresh = std::mem::take(&mut *self.fresh.lock().expect("not poisoned"));
         let mut pending = Vec::new();
         for (_, e) in fresh.values().flatten() {
-            pending.extend_from_slice(e.line.as_bytes());
+            pending.extend_from_slice(e.line.text().as_bytes());
             pending.push(b'\n');
         }
         let all = || self.entries.values().flatten().map(|(_, e)| e);
@@ -383,7 +425,7 @@ impl Table {
             .flatten()
             .filter(|(_, e)| e.used.load(Ordering::Relaxed))
         {
-            text.extend_from_slice(e.line.as_bytes());
+            text.extend_from_slice(e.line.text().as_bytes());
             text.push(b'\n');
         }
         text.extend_from_slice(new);
