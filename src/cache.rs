@@ -70,7 +70,11 @@ struct Entry {
 /// A line's text: a range of the cache file as read (not copied line by line), or a line
 /// this run made.
 enum Line {
-    Read { file: Arc<Vec<u8>>, start: usize, end: usize },
+    Read {
+        file: Arc<Vec<u8>>,
+        start: usize,
+        end: usize,
+    },
     Made(String),
 }
 

@@ -622,8 +622,8 @@ pub fn policy_test(source: &Source) -> anyhow::Result<TestRun> {
         return Ok(run);
     }
     let limits = run.validated.repo.settings.limits;
-    let engine = (run.validated.engine.0.as_ref())
-        .ok_or_else(|| anyhow::anyhow!("the repo's policies do not validate"))?;
+    let engine =
+        (run.validated.engine.0.as_ref()).ok_or_else(|| anyhow::anyhow!("the repo's policies do not validate"))?;
     let guarded = source.read_guarded(&limits)?;
     let snap = source.read_policy_tests(&limits)?;
     let mut diags = snap.diagnostics;

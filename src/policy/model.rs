@@ -186,21 +186,6 @@ pub fn build(
             entities.push(Entity::new_no_attrs(uid("Team", t.name()), HashSet::new()));
         }
     }
-    let mut users: BTreeSet<&str> = teams_of.keys().copied().collect();
-    users.insert(&who.author);
-    users.extend(who.approvers.iter().map(String::as_str));
-    for u in users {
-        let parents = teams_of
-            .get(u)
-            .map(|ts| ts.iter().map(|t| uid("Team", t)).collect::<Vec<_>>());
-        let member = parents.is_some();
-        entities.push(entity(
-            uid("User", u),
-            vec![("member", Rx::new_bool(member))],
-            parents.unwrap_or_default(),
-            vec![],
-        )?);
-    }
     entities.push(entity(
         uid("Change", CHANGE_ID),
         vec![
@@ -250,8 +235,8 @@ pub fn build(
     // request can reach. Cedar reads an entity only through a uid it already holds — the
     // principal, the resource, the context, a literal in a policy, or an attribute of an
     // entity it reached — so the closure of those is exactly what a decision can see, and a
-    // one-tenant change does not build 10k tenant entities. Teams and users are always all
-    // there (the way-out search adds hypothetical members).
+    // one-tenant change does not build 10k tenant entities. Teams are all there (they have
+    // no attributes); users only when reachable (below).
     let mut reach: HashMap<&str, HashSet<&str>> = HashMap::new();
     for c in changes {
         reach.entry(c.subject.as_str()).or_default().insert(&c.name);
@@ -316,8 +301,23 @@ pub fn build(
     for c in changes.iter().filter(|c| c.subject == Subject::Object(Kind::Team)) {
         named_teams.insert(c.name.clone());
     }
-    for u in named_users {
+    for u in &named_users {
         named_teams.extend(teams_of.get(u).into_iter().flatten().map(|t| t.to_string()));
+    }
+    // users: only those a request can reach (the same argument as for resources: a user is
+    // read through its uid — the principal, an approval on the change, a literal or a fact)
+    let users: BTreeSet<&str> = named_users.into_iter().collect();
+    for u in users {
+        let parents = teams_of
+            .get(u)
+            .map(|ts| ts.iter().map(|t| uid("Team", t)).collect::<Vec<_>>());
+        let member = parents.is_some();
+        entities.push(entity(
+            uid("User", u),
+            vec![("member", Rx::new_bool(member))],
+            parents.unwrap_or_default(),
+            vec![],
+        )?);
     }
     seen.clear();
     for t in base.tenants.iter().chain(&head.tenants) {

@@ -441,3 +441,22 @@ fn the_way_out_names_every_team_that_would_do() {
         run.stdout
     );
 }
+
+/// Users are in the Cedar model only when a request can reach them; a user a policy names is
+/// one of them, teams included.
+#[test]
+fn a_user_a_policy_names_keeps_their_teams() {
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("policies/freeze.cedar"),
+        "@id(\"freeze-while-bob-is-platform\")\nforbid (principal, action == Rampart::Action::\"updateTenant\", resource)\n\
+         when { Rampart::User::\"bob\" in Rampart::Team::\"platform\" };\n",
+    );
+    commit(p, "Alice <alice@example.com>", "freeze tenants");
+    edit(p, "tenants/mobile-apps.yaml", "pods: 80", "pods: 90");
+    commit(p, "Alice <alice@example.com>", "more pods");
+    let run = check(p, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stdout.contains("freeze-while-bob-is-platform"), "{}", run.stdout);
+}
