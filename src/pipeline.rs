@@ -590,10 +590,10 @@ pub fn authorize(
         &checked.changes,
         &checked.who,
         &facts,
-        &engine,
+        engine,
     )
     .map_err(|e| anyhow::anyhow!("building the Cedar entities of the change set failed: {e}"))?;
-    checked.decisions = decide::decide(&engine, &mut model);
+    checked.decisions = decide::decide(engine, &mut model);
     checked.outcome = CheckOutcome::Decided;
     checked.policy_time = t.elapsed();
     Ok(checked)
@@ -629,7 +629,7 @@ pub fn policy_test(source: &Source) -> anyhow::Result<TestRun> {
     let mut diags = snap.diagnostics;
     let mut files = load_all(snap.files, &limits, &mut diags);
     run.test_files = files.len();
-    let (mut results, d) = crate::policy::tests::run(&engine, &run.validated.repo, &guarded.files, &mut files);
+    let (mut results, d) = crate::policy::tests::run(engine, &run.validated.repo, &guarded.files, &mut files);
     diags.extend(d);
     // each case's line, through the same span lookup as diagnostics
     let mut marks: Vec<Diagnostic> = results
