@@ -39,7 +39,21 @@ pub struct ParseCache {
     dir: PathBuf,
     build: String,
     tables: Mutex<HashMap<String, Arc<Table>>>,
+    /// Trees this build found valid (see [`ParseCache::known_valid`]), loaded on first use.
+    valid: std::sync::OnceLock<ValidTrees>,
 }
+
+/// `<git dir>/rampart/valid-trees-<build>.txt`: the ids of the config trees this build
+/// validated with no error, one per line. A tree id names the whole config (settings and
+/// limits included), so nothing else keys it.
+struct ValidTrees {
+    file: PathBuf,
+    known: foldhash::HashSet<Key>,
+    fresh: Mutex<Vec<git2::Oid>>,
+}
+
+/// Valid trees remembered at most (the file is cut to the newest half past this).
+const MAX_VALID_TREES: usize = 4096;
 
 /// The entries valid for one set of limits.
 pub struct Table {
@@ -50,6 +64,9 @@ pub struct Table {
     fresh: Mutex<Entries>,
     /// The file had lines that do not parse, or could not be read: rewrite it.
     damaged: bool,
+    /// There was no file yet (a new build or new limits): the caches of other builds are
+    /// removed when this one is written.
+    new_file: bool,
 }
 
 /// One line, `BLOB SIZE DOCS PATH\tOBJECTS\n`: the blob id (hex), the file's size, its
@@ -94,7 +111,7 @@ impl Line {
 /// A blob id as a map key (comparing `git2::Oid`s calls into libgit2).
 type Key = [u8; 20];
 
-fn key(blob: git2::Oid) -> Key {
+fn key_of(blob: git2::Oid) -> Key {
     let mut k = [0; 20];
     let b = blob.as_bytes();
     let n = b.len().min(20);
@@ -126,7 +143,7 @@ impl Entry {
             objects: std::sync::OnceLock::new(),
             used: AtomicBool::new(false),
         };
-        Some(((path, key(blob)), entry))
+        Some(((path, key_of(blob)), entry))
     }
 
     /// The typed documents of the file at `path` (the entry's own path), parsed on first use;
@@ -208,6 +225,41 @@ impl ParseCache {
             dir: git_dir.join("rampart"),
             build: build_id(),
             tables: Mutex::new(HashMap::new()),
+            valid: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn valid_trees(&self) -> &ValidTrees {
+        self.valid.get_or_init(|| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(format!("{FORMAT}\n{}", self.build));
+            let key: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let file = self.dir.join(format!("valid-trees-{key}.txt"));
+            let known = std::fs::read_to_string(&file)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| git2::Oid::from_str(l.trim()).ok())
+                .map(key_of)
+                .collect();
+            ValidTrees {
+                file,
+                known,
+                fresh: Mutex::new(Vec::new()),
+            }
+        })
+    }
+
+    /// Whether this build already validated the config tree `tree` and found no error: then
+    /// its cross-object checks need not run again to know it is valid.
+    pub fn known_valid(&self, tree: git2::Oid) -> bool {
+        self.valid_trees().known.contains(&key_of(tree))
+    }
+
+    /// Remember that the config tree `tree` has no error (written by [`ParseCache::flush`]).
+    pub fn remember_valid(&self, tree: git2::Oid) {
+        let v = self.valid_trees();
+        if !v.known.contains(&key_of(tree)) {
+            v.fresh.lock().expect("not poisoned").push(tree);
         }
     }
 
@@ -234,6 +286,20 @@ impl ParseCache {
         for t in tables.values() {
             t.flush();
         }
+        let Some(v) = self.valid.get() else { return };
+        let _ = v.flush();
+        // a new build: the lists of valid trees of other builds are of no use
+        if tables.values().any(|t| t.new_file)
+            && let Ok(dir) = std::fs::read_dir(&self.dir)
+        {
+            for old in dir.flatten() {
+                let name = old.file_name();
+                let name = name.to_string_lossy();
+                if old.path() != v.file && name.starts_with("valid-trees-") && name.ends_with(".txt") {
+                    let _ = std::fs::remove_file(old.path());
+                }
+            }
+        }
     }
 }
 
@@ -253,10 +319,34 @@ fn build_id() -> String {
     format!("{} {stamp}", env!("CARGO_PKG_VERSION"))
 }
 
+impl ValidTrees {
+    fn flush(&self) -> std::io::Result<()> {
+        let fresh = std::mem::take(&mut *self.fresh.lock().expect("not poisoned"));
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut lines: String = fresh.iter().map(|t| format!("{t}\n")).collect();
+        if self.known.len() + fresh.len() > MAX_VALID_TREES {
+            // keep the newest half of the old lines
+            let old = std::fs::read_to_string(&self.file).unwrap_or_default();
+            let old: Vec<&str> = old.lines().collect();
+            let keep = &old[old.len().saturating_sub(MAX_VALID_TREES / 2)..];
+            lines = keep.iter().map(|l| format!("{l}\n")).collect::<String>() + &lines;
+            let tmp = dir.join(format!(".valid-trees-{}.tmp", std::process::id()));
+            std::fs::write(&tmp, lines)?;
+            return std::fs::rename(&tmp, &self.file);
+        }
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.file)?;
+        f.write_all(lines.as_bytes())
+    }
+}
+
 type Entries = foldhash::HashMap<Key, Vec<(String, Arc<Entry>)>>;
 
 fn find(entries: &Entries, path: &str, blob: git2::Oid) -> Option<Arc<Entry>> {
-    let at = entries.get(&key(blob))?;
+    let at = entries.get(&key_of(blob))?;
     at.iter().find(|(p, _)| p == path).map(|(_, e)| e.clone())
 }
 
@@ -271,6 +361,7 @@ impl Table {
             Ok(_) => (Vec::new(), true),
             Err(_) => (Vec::new(), false),
         };
+        let new_file = !file.exists();
         let file_bytes = Arc::new(bytes);
         let base = file_bytes.as_ptr() as usize;
         let read: Vec<Option<((String, Key), Entry)>> = file_bytes
@@ -295,6 +386,7 @@ impl Table {
             entries,
             fresh: Mutex::new(Entries::default()),
             damaged,
+            new_file,
         }
     }
 
@@ -385,7 +477,7 @@ impl Table {
         self.fresh
             .lock()
             .expect("not poisoned")
-            .entry(key(blob))
+            .entry(key_of(blob))
             .or_default()
             .push((path.to_owned(), Arc::new(entry)));
     }
@@ -399,7 +491,7 @@ impl Table {
         }
         let all = || self.entries.values().flatten().map(|(_, e)| e);
         let used = all().filter(|e| e.used.load(Ordering::Relaxed)).count();
-        let _ = if self.damaged || all().count() > 2 * used + 1024 {
+        let _ = if self.damaged || (self.new_file && !pending.is_empty()) || all().count() > 2 * used + 1024 {
             self.rewrite(&pending)
         } else if !pending.is_empty() {
             self.append(&pending)

@@ -41,8 +41,9 @@ pub struct Validated {
     pub artifacts: std::collections::HashMap<String, Result<Vec<u8>, String>>,
     /// The day trust freshness is measured at (the commit's).
     pub as_of: Option<i64>,
-    /// Integrity, signature and trust score of every plugin, by name.
-    pub trust: std::collections::BTreeMap<String, supply::Trust>,
+    /// Integrity, signature and trust score of every plugin, by name (`None` when the checks
+    /// were skipped, [`Checks::SkipKnownValid`]: see [`Validated::trust_of`]).
+    pub trust: Option<std::collections::BTreeMap<String, supply::Trust>>,
     /// The blob id of every spec file (git revisions only), by path.
     pub blobs: foldhash::HashMap<String, git2::Oid>,
 }
@@ -87,6 +88,41 @@ impl Validated {
             commit: self.commit.as_deref(),
             path_prefix,
             trust: None,
+        }
+    }
+
+    /// Integrity, signature and trust score of the plugin `name` (computed now when the
+    /// checks were skipped).
+    pub fn trust_of(&self, name: &str) -> Option<supply::Trust> {
+        match &self.trust {
+            Some(all) => all.get(name).cloned(),
+            None => supply::trust_of(
+                &self.repo,
+                name,
+                &supply::Inputs {
+                    keys: &self.keys,
+                    artifacts: &self.artifacts,
+                    as_of: self.as_of,
+                },
+            ),
+        }
+    }
+
+    /// Every plugin's integrity, signature and trust score, by name.
+    pub fn trust_all(&self) -> std::collections::BTreeMap<String, supply::Trust> {
+        match &self.trust {
+            Some(all) => all.clone(),
+            None => {
+                supply::verify(
+                    &self.repo,
+                    &supply::Inputs {
+                        keys: &self.keys,
+                        artifacts: &self.artifacts,
+                        as_of: self.as_of,
+                    },
+                )
+                .0
+            }
         }
     }
 
@@ -163,6 +199,33 @@ pub fn validate_cached(
     progress: Progress<'_>,
     cache: Option<&ParseCache>,
 ) -> Result<Validated, SourceError> {
+    validate_checked(source, progress, cache, Checks::All)
+}
+
+/// Which checks a revision read runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// Every check: the revision's problems are reported.
+    All,
+    /// When the cache knows the revision's tree is valid (this build validated it before),
+    /// the checks across objects, signatures and compatibility are skipped: the revision is
+    /// valid, its problems (warnings) are not reported, and trust is computed when asked
+    /// ([`Validated::trust_of`]). For the base of a change, whose validity is all that counts.
+    SkipKnownValid,
+}
+
+fn validate_checked(
+    source: &Source,
+    progress: Progress<'_>,
+    cache: Option<&ParseCache>,
+    checks: Checks,
+) -> Result<Validated, SourceError> {
+    let tree = match source {
+        Source::Git { tree, .. } => Some(*tree),
+        Source::Dir(_) => None,
+    };
+    let known_valid =
+        checks == Checks::SkipKnownValid && matches!((cache, tree), (Some(c), Some(t)) if c.known_valid(t));
     let mut timings = Timings::default();
     let t = Instant::now();
     // settings first: they hold the limits for everything else
@@ -289,7 +352,11 @@ pub fn validate_cached(
     }
     timings.parse = t.elapsed();
     let t = Instant::now();
-    let (repo, d) = validate::assemble(outcomes, settings);
+    let (repo, d) = if known_valid {
+        (validate::assemble_unchecked(outcomes, settings), Vec::new())
+    } else {
+        validate::assemble(outcomes, settings)
+    };
     diags.extend(d);
     // the plugin supply chain: keys, artifacts, signatures, trust, compatibility
     let snap = source.read_keys(&limits)?;
@@ -307,17 +374,21 @@ pub fn validate_cached(
         .filter(|p| validate::semantic::check_repo_path(p).is_ok())
         .collect();
     let artifacts = source.read_paths(&paths, &limits)?;
+    let mut trust = None;
     let as_of = source.as_of_day();
-    let (trust, d) = supply::verify(
-        &repo,
-        &supply::Inputs {
-            keys: &keys,
-            artifacts: &artifacts,
-            as_of,
-        },
-    );
-    diags.extend(d);
-    diags.extend(supply::compatibility(&repo));
+    if !known_valid {
+        let (all, d) = supply::verify(
+            &repo,
+            &supply::Inputs {
+                keys: &keys,
+                artifacts: &artifacts,
+                as_of,
+            },
+        );
+        trust = Some(all);
+        diags.extend(d);
+        diags.extend(supply::compatibility(&repo));
+    }
     // the repo's policies parse and validate against the schema, or the repo is invalid
     let policies = source.read_policies(&limits)?;
     diags.extend(policies.diagnostics);
@@ -344,6 +415,12 @@ pub fn validate_cached(
         },
         blobs: known.into_iter().filter(|(p, _)| !reread.contains(p)).collect(),
     };
+    if let (Some(c), Some(t)) = (cache, tree)
+        && !known_valid
+        && !diags.iter().any(Diagnostic::is_error)
+    {
+        c.remember_valid(t);
+    }
     let mut diags = load::cap_per_file(diags);
     let extra = texts_for(&unread, &diags);
     load::resolve(&mut diags, files.iter().chain(&extra), &limits);
@@ -378,7 +455,7 @@ pub fn validate_pair(head: &Source, base: &Source, cache: Option<&ParseCache>) -
     let no_progress = |_: u64, _: u64| {};
     let base = base.reopen()?;
     let (head_v, base_v) = std::thread::scope(|s| {
-        let worker = s.spawn(move || validate_cached(&base, &no_progress, cache));
+        let worker = s.spawn(move || validate_checked(&base, &no_progress, cache, Checks::SkipKnownValid));
         let head_v = validate_cached(head, &no_progress, cache);
         let base_v = worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (head_v, base_v)
@@ -574,7 +651,7 @@ pub fn authorize(
                     trust_score: t.trust_score,
                     signature_verified: t.signature_verified,
                 };
-                if let Some(b) = base_v.trust.get(name) {
+                if let Some(b) = base_v.trust_of(name) {
                     f.trust_score = f.trust_score.min(b.trust_score);
                     f.signature_verified &= b.signature_verified;
                 }

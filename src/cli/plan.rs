@@ -197,7 +197,7 @@ pub fn compute(
             )
         };
         match (
-            base_v.trust.get(&c.name),
+            base_v.trust_of(&c.name).as_ref(),
             crate::supply::trust_of(&head_v.repo, &c.name, &inputs).as_ref(),
         ) {
             (Some(old), Some(new)) if old != new => {

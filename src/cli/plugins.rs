@@ -97,12 +97,13 @@ fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
         .filter(|d| !supply_chain(d) && d.is_error())
         .count();
     let code = if v.is_valid() { exit::OK } else { exit::INVALID };
+    let trust = v.trust_all();
     match args.format {
         VerifyFormat::Json => {
             let value = serde_json::json!({
                 "version": 1,
                 "valid": v.is_valid(),
-                "plugins": v.trust.values().collect::<Vec<_>>(),
+                "plugins": trust.values().collect::<Vec<_>>(),
                 "diagnostics": report::json::value(&v.summary(&mine, ""))["diagnostics"],
                 "otherErrors": others,
             });
@@ -110,8 +111,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
         }
         VerifyFormat::Table => {
             let mut out = String::new();
-            let rows: Vec<[String; 6]> = v
-                .trust
+            let rows: Vec<[String; 6]> = trust
                 .values()
                 .map(|t| {
                     [

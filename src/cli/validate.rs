@@ -73,8 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Format::Github | Format::Sarif => source::workdir_prefix(&args.path),
         _ => String::new(),
     };
+    let trust = validated.trust_all();
     let summary = Summary {
-        trust: Some(&validated.trust),
+        trust: Some(&trust),
         ..validated.summary(&validated.diagnostics, &prefix)
     };
     let color =

@@ -261,6 +261,30 @@ pub fn assemble(outcomes: Vec<FileOutcome>, settings: Settings) -> (Repo, Vec<Di
     (repo, diags)
 }
 
+/// The repo of `outcomes` without checking them together (a tree already known valid):
+/// what [`assemble`] returns, minus its problems.
+pub fn assemble_unchecked(outcomes: Vec<FileOutcome>, settings: Settings) -> Repo {
+    let mut repo = Repo {
+        settings,
+        ..Repo::default()
+    };
+    for FileOutcome { parsed, .. } in outcomes {
+        for (p, def) in parsed {
+            if let Some((kind, name, _)) = def {
+                repo.names_seen.entry(kind).or_default().insert(name);
+            }
+            match p {
+                Parsed::Team(o) => repo.teams.push(o),
+                Parsed::Tenant(o) => repo.tenants.push(o),
+                Parsed::Plugin(o) => repo.plugins.push(o),
+                Parsed::Rollout(o) => repo.rollouts.push(o),
+                Parsed::Invalid => {}
+            }
+        }
+    }
+    repo
+}
+
 /// `apiVersion` and `kind` of a document; `None` (with a diagnostic) when unusable.
 fn envelope<'v>(value: &'v Value, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) -> Option<&'v str> {
     let Some(obj) = value.as_object() else {

@@ -7,9 +7,18 @@ use std::path::{Path, PathBuf};
 const OFF: &[(&str, &str)] = &[("RAMPART_CACHE", "off")];
 
 fn cache_files(repo: &Path) -> Vec<PathBuf> {
+    rampart_files(repo, "parse-cache-")
+}
+
+fn rampart_files(repo: &Path, prefix: &str) -> Vec<PathBuf> {
     let dir = repo.join(".git/rampart");
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
@@ -27,7 +36,7 @@ fn the_parse_cache_changes_no_output() {
     let expected_plan = rampart_env(&plan, Some(p), OFF);
     let expected_check = rampart_env(&check, Some(p), OFF);
     assert_eq!(expected_plan.code, 0, "{}", expected_plan.stderr);
-    assert!(cache_files(p).is_empty(), "RAMPART_CACHE=off writes nothing");
+    assert!(rampart_files(p, "").is_empty(), "RAMPART_CACHE=off writes nothing");
 
     // cold: learns every blob (the second revision already uses the first one's)
     let cold = rampart(&plan, Some(p));
@@ -46,6 +55,23 @@ fn the_parse_cache_changes_no_output() {
         specs + 1,
         "one line per spec blob of the two revisions, each once"
     );
+
+    // both trees were found valid: the next reads skip the base's checks
+    let valid = rampart_files(p, "valid-trees-");
+    assert_eq!(valid.len(), 1, "{valid:?}");
+    let trees: Vec<String> = ["HEAD~1^{tree}", "HEAD^{tree}"]
+        .iter()
+        .map(|r| git_as(p, "CI <ci@example.com>", &["rev-parse", r]))
+        .collect();
+    let mut known: Vec<String> = std::fs::read_to_string(&valid[0])
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    known.sort();
+    let mut want = trees.clone();
+    want.sort();
+    assert_eq!(known, want);
 
     // warm
     assert_eq!(rampart(&plan, Some(p)).stdout, expected_plan.stdout);

@@ -224,15 +224,19 @@ fn the_plan_shows_what_a_change_does_to_trust() {
     let p = repo.path();
     edit(p, "plugins/catalog.yaml", "maintainers: 14", "maintainers: 1");
     commit(p, "Alice <alice@example.com>", "catalog: the maintainers left");
-    let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "markdown"], Some(p));
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stdout.contains(
-            "plugin \\`catalog\\`: 2.3.1 trust 100 \\(signed by backstage-release\\) → 2.3.1 trust 94 \\(signed by backstage-release\\)"
-        ),
-        "{}",
-        run.stdout
-    );
+    // the second run knows the base is valid and skips its checks: its trust is computed
+    // on demand, the same
+    for _ in 0..2 {
+        let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "markdown"], Some(p));
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stdout.contains(
+                "plugin \\`catalog\\`: 2.3.1 trust 100 \\(signed by backstage-release\\) → 2.3.1 trust 94 \\(signed by backstage-release\\)"
+            ),
+            "{}",
+            run.stdout
+        );
+    }
 }
 
 /// Trust facts live in the plugin's own YAML: a change can lower what the base trusts, never
@@ -278,11 +282,14 @@ fn a_change_cannot_raise_a_plugins_trust_for_itself() {
         "Alice <alice@example.com>",
         "scaffolder is fine now, use it for payments",
     );
-    let run = check(p, &["--author", "alice", "--approved-by", "erin"]);
-    assert_eq!(run.code, 2, "{}", run.stdout);
-    assert!(
-        run.stdout.contains("enterprise-plugins-trusted-and-signed"),
-        "{}",
-        run.stdout
-    );
+    // (twice: the second check skips the base's checks, its trust computed on demand)
+    for _ in 0..2 {
+        let run = check(p, &["--author", "alice", "--approved-by", "erin"]);
+        assert_eq!(run.code, 2, "{}", run.stdout);
+        assert!(
+            run.stdout.contains("enterprise-plugins-trusted-and-signed"),
+            "{}",
+            run.stdout
+        );
+    }
 }
