@@ -249,6 +249,17 @@ impl ParseCache {
         })
     }
 
+    /// Whether there is no cache file yet: then two revisions read one after the other
+    /// share what the first parsed, instead of both parsing every blob at once.
+    pub fn is_cold(&self) -> bool {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return true;
+        };
+        !dir.flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with("parse-cache-") && e.metadata().is_ok_and(|m| m.len() > 0)
+        })
+    }
+
     /// Whether this build already validated the config tree `tree` and found no error: then
     /// its cross-object checks need not run again to know it is valid.
     pub fn known_valid(&self, tree: git2::Oid) -> bool {

@@ -445,7 +445,8 @@ fn validate_checked(
 
 /// [`validate_cached`] of `head` and `base` at once: the base on a thread of its own (with its
 /// own handle on the repository), the head on this one. Most of a revision's checks run on
-/// one thread, so two revisions take about the time of one on two cores. The base is read
+/// one thread, so two revisions take about the time of one on two cores. (With a cache that
+/// is still empty, one after the other: the base then parses only what the head did not.) The base is read
 /// even when the head turns out invalid; then its result, error included, goes unused, so
 /// the base's outcome is the inner `Result`.
 pub type Pair = (Validated, Result<Validated, SourceError>);
@@ -453,6 +454,15 @@ pub type Pair = (Validated, Result<Validated, SourceError>);
 /// See [`Pair`].
 pub fn validate_pair(head: &Source, base: &Source, cache: Option<&ParseCache>) -> Result<Pair, SourceError> {
     let no_progress = |_: u64, _: u64| {};
+    if cache.is_some_and(ParseCache::is_cold) {
+        // nothing cached yet: the base takes what reading the head taught the cache
+        let head_v = validate_cached(head, &no_progress, cache)?;
+        let base_v = validate_checked(base, &no_progress, cache, Checks::SkipKnownValid);
+        if let Some(c) = cache {
+            c.flush();
+        }
+        return Ok((head_v, base_v));
+    }
     let base = base.reopen()?;
     let (head_v, base_v) = std::thread::scope(|s| {
         let worker = s.spawn(move || validate_checked(&base, &no_progress, cache, Checks::SkipKnownValid));
