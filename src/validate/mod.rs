@@ -232,6 +232,19 @@ pub fn salvage_names(text: &str) -> Vec<(Kind, String)> {
 
 /// Gather the per-file outcomes into the repo, then check the objects together.
 pub fn assemble(outcomes: Vec<FileOutcome>, settings: Settings) -> (Repo, Vec<Diagnostic>) {
+    let (repo, mut diags, defs) = collect(outcomes, settings);
+    diags.extend(semantic::check(&repo, &defs));
+    (repo, diags)
+}
+
+/// The repo of `outcomes` without checking them together (a tree already known valid):
+/// what [`assemble`] returns, minus its problems.
+pub fn assemble_unchecked(outcomes: Vec<FileOutcome>, settings: Settings) -> Repo {
+    collect(outcomes, settings).0
+}
+
+/// The objects of `outcomes` in a repo, the files' own problems, and every name defined.
+fn collect(outcomes: Vec<FileOutcome>, settings: Settings) -> (Repo, Vec<Diagnostic>, semantic::Definitions) {
     let mut repo = Repo {
         settings,
         ..Repo::default()
@@ -257,32 +270,7 @@ pub fn assemble(outcomes: Vec<FileOutcome>, settings: Settings) -> (Repo, Vec<Di
             }
         }
     }
-    diags.extend(semantic::check(&repo, &defs));
-    (repo, diags)
-}
-
-/// The repo of `outcomes` without checking them together (a tree already known valid):
-/// what [`assemble`] returns, minus its problems.
-pub fn assemble_unchecked(outcomes: Vec<FileOutcome>, settings: Settings) -> Repo {
-    let mut repo = Repo {
-        settings,
-        ..Repo::default()
-    };
-    for FileOutcome { parsed, .. } in outcomes {
-        for (p, def) in parsed {
-            if let Some((kind, name, _)) = def {
-                repo.names_seen.entry(kind).or_default().insert(name);
-            }
-            match p {
-                Parsed::Team(o) => repo.teams.push(o),
-                Parsed::Tenant(o) => repo.tenants.push(o),
-                Parsed::Plugin(o) => repo.plugins.push(o),
-                Parsed::Rollout(o) => repo.rollouts.push(o),
-                Parsed::Invalid => {}
-            }
-        }
-    }
-    repo
+    (repo, diags, defs)
 }
 
 /// `apiVersion` and `kind` of a document; `None` (with a diagnostic) when unusable.
