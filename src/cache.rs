@@ -43,13 +43,14 @@ pub struct ParseCache {
     valid: std::sync::OnceLock<ValidTrees>,
 }
 
-/// `<git dir>/rampart/valid-trees-<build>.txt`: the ids of the config trees this build
-/// validated with no error, one per line. A tree id names the whole config (settings and
-/// limits included), so nothing else keys it.
+/// `<git dir>/rampart/valid-trees-<build>.txt`: the config trees this build validated with no
+/// error, one `TREE DAY` per line. A tree id names the whole config (settings and limits
+/// included); the day is the commit's (trust freshness and R639 are measured at it), `-` when
+/// none.
 struct ValidTrees {
     file: PathBuf,
-    known: foldhash::HashSet<Key>,
-    fresh: Mutex<Vec<git2::Oid>>,
+    known: foldhash::HashSet<(Key, Option<i64>)>,
+    fresh: Mutex<Vec<(git2::Oid, Option<i64>)>>,
 }
 
 /// Valid trees remembered at most (the file is cut to the newest half past this).
@@ -238,8 +239,11 @@ impl ParseCache {
             let known = std::fs::read_to_string(&file)
                 .unwrap_or_default()
                 .lines()
-                .filter_map(|l| git2::Oid::from_str(l.trim()).ok())
-                .map(key_of)
+                .filter_map(|l| {
+                    let (tree, day) = l.trim().split_once(' ')?;
+                    let day = if day == "-" { None } else { Some(day.parse().ok()?) };
+                    Some((key_of(git2::Oid::from_str(tree).ok()?), day))
+                })
                 .collect();
             ValidTrees {
                 file,
@@ -260,17 +264,18 @@ impl ParseCache {
         })
     }
 
-    /// Whether this build already validated the config tree `tree` and found no error: then
+    /// Whether this build already validated the config tree `tree` at the commit day `day` and
+    /// found no error: then
     /// its cross-object checks need not run again to know it is valid.
-    pub fn known_valid(&self, tree: git2::Oid) -> bool {
-        self.valid_trees().known.contains(&key_of(tree))
+    pub fn known_valid(&self, tree: git2::Oid, day: Option<i64>) -> bool {
+        self.valid_trees().known.contains(&(key_of(tree), day))
     }
 
     /// Remember that the config tree `tree` has no error (written by [`ParseCache::flush`]).
-    pub fn remember_valid(&self, tree: git2::Oid) {
+    pub fn remember_valid(&self, tree: git2::Oid, day: Option<i64>) {
         let v = self.valid_trees();
-        if !v.known.contains(&key_of(tree)) {
-            v.fresh.lock().expect("not poisoned").push(tree);
+        if !v.known.contains(&(key_of(tree), day)) {
+            v.fresh.lock().expect("not poisoned").push((tree, day));
         }
     }
 
@@ -338,7 +343,13 @@ impl ValidTrees {
         }
         let dir = self.file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let mut lines: String = fresh.iter().map(|t| format!("{t}\n")).collect();
+        let mut lines: String = fresh
+            .iter()
+            .map(|(t, day)| match day {
+                Some(d) => format!("{t} {d}\n"),
+                None => format!("{t} -\n"),
+            })
+            .collect();
         if self.known.len() + fresh.len() > MAX_VALID_TREES {
             // keep the newest half of the old lines
             let old = std::fs::read_to_string(&self.file).unwrap_or_default();

@@ -224,8 +224,9 @@ fn validate_checked(
         Source::Git { tree, .. } => Some(*tree),
         Source::Dir(_) => None,
     };
+    let day = source.as_of_day();
     let known_valid =
-        checks == Checks::SkipKnownValid && matches!((cache, tree), (Some(c), Some(t)) if c.known_valid(t));
+        checks == Checks::SkipKnownValid && matches!((cache, tree), (Some(c), Some(t)) if c.known_valid(t, day));
     let mut timings = Timings::default();
     let t = Instant::now();
     // settings first: they hold the limits for everything else
@@ -375,7 +376,7 @@ fn validate_checked(
         .collect();
     let artifacts = source.read_paths(&paths, &limits)?;
     let mut trust = None;
-    let as_of = source.as_of_day();
+    let as_of = day;
     if !known_valid {
         let (all, d) = supply::verify(
             &repo,
@@ -419,7 +420,7 @@ fn validate_checked(
         && !known_valid
         && !diags.iter().any(Diagnostic::is_error)
     {
-        c.remember_valid(t);
+        c.remember_valid(t, day);
     }
     let mut diags = load::cap_per_file(diags);
     let extra = texts_for(&unread, &diags);
