@@ -66,10 +66,14 @@ fn main() {
     let source = Source::dir(corpus.as_ref()).expect("corpus opens");
     let validated = pipeline::validate(&source, &|_, _| {}).expect("corpus reads");
     let read_yaml = t.elapsed();
+    let policy_files = source
+        .read_policies(&validated.repo.settings.limits)
+        .expect("policies read")
+        .files;
     let repo = validated.repo;
 
     let t = Instant::now();
-    let (engine, diags) = Engine::load(&validated.policy_files);
+    let (engine, diags) = Engine::load(&policy_files);
     let engine = engine.unwrap_or_else(|| panic!("policies do not load: {diags:#?}"));
     let load_policies = t.elapsed();
 
@@ -143,8 +147,7 @@ fn main() {
     let policies: String = [rampart::policy::DEFAULTS.to_owned()]
         .into_iter()
         .chain(
-            validated
-                .policy_files
+            policy_files
                 .iter()
                 .map(|f| String::from_utf8_lossy(&f.bytes).into_owned()),
         )

@@ -25,10 +25,9 @@ pub struct Validated {
     pub diagnostics: Vec<Diagnostic>,
     /// The commit read, when a git revision was read.
     pub commit: Option<String>,
-    /// The repo's own Cedar policies (`policies/**/*.cedar`), already checked.
-    pub policy_files: Vec<SourceFile>,
-    /// Those policies with the defaults, ready to authorise (`None` when they do not
-    /// validate), and the problems loading them found, unresolved.
+    /// The repo's own Cedar policies (`policies/**/*.cedar`, their text in `files`) with the
+    /// defaults, ready to authorise (`None` when they do not validate), and the problems
+    /// loading them found, unresolved.
     pub engine: (Option<Engine>, Vec<Diagnostic>),
     /// Wall time per phase, for `--timings` and the benchmark.
     pub timings: Timings,
@@ -96,15 +95,17 @@ impl Validated {
     pub fn trust_of(&self, name: &str) -> Option<supply::Trust> {
         match &self.trust {
             Some(all) => all.get(name).cloned(),
-            None => supply::trust_of(
-                &self.repo,
-                name,
-                &supply::Inputs {
-                    keys: &self.keys,
-                    artifacts: &self.artifacts,
-                    as_of: self.as_of,
-                },
-            ),
+            None => supply::trust_of(&self.repo, name, &self.supply_inputs(&self.keys)),
+        }
+    }
+
+    /// What the supply-chain checks of this revision's plugins read, with signatures checked
+    /// against `keys` (its own, or the base's: a change does not vouch for itself).
+    pub fn supply_inputs<'a>(&'a self, keys: &'a [supply::Key]) -> supply::Inputs<'a> {
+        supply::Inputs {
+            keys,
+            artifacts: &self.artifacts,
+            as_of: self.as_of,
         }
     }
 
@@ -112,17 +113,7 @@ impl Validated {
     pub fn trust_all(&self) -> std::collections::BTreeMap<String, supply::Trust> {
         match &self.trust {
             Some(all) => all.clone(),
-            None => {
-                supply::verify(
-                    &self.repo,
-                    &supply::Inputs {
-                        keys: &self.keys,
-                        artifacts: &self.artifacts,
-                        as_of: self.as_of,
-                    },
-                )
-                .0
-            }
+            None => supply::verify(&self.repo, &self.supply_inputs(&self.keys)).0,
         }
     }
 
@@ -432,7 +423,6 @@ fn validate_checked(
         files,
         diagnostics: diags,
         commit: snap.commit,
-        policy_files: policies.files,
         engine,
         timings,
         unread,
@@ -497,6 +487,17 @@ fn load_all(files: Vec<SourceFile>, limits: &Limits, diags: &mut Vec<Diagnostic>
 pub struct Principals {
     pub author: Option<Identity>,
     pub approvers: Option<Vec<Identity>>,
+}
+
+impl Principals {
+    /// Given as logins: `approvers` count only with an `author` (without one, the head
+    /// commit says who).
+    pub fn logins(author: Option<&str>, approvers: &[String]) -> Principals {
+        Principals {
+            author: author.map(Identity::login),
+            approvers: author.map(|_| approvers.iter().map(|a| Identity::login(a)).collect()),
+        }
+    }
 }
 
 /// How a policy check ended.
@@ -645,11 +646,7 @@ pub fn authorize(
     // already trusts: most trust facts (advisories, maintainers, release date) are written in
     // the plugin's own YAML, so a plugin the base has counts with the lower score of the two
     // revisions. Computed per plugin on demand (only the plugins the requests name).
-    let inputs = supply::Inputs {
-        keys: &base_v.keys,
-        artifacts: &head_v.artifacts,
-        as_of: head_v.as_of,
-    };
+    let inputs = head_v.supply_inputs(&base_v.keys);
     let memo: std::sync::Mutex<std::collections::HashMap<String, model::PluginFacts>> = Default::default();
     let facts = |name: &str| {
         if let Some(f) = memo.lock().expect("not poisoned").get(name) {

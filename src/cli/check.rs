@@ -2,7 +2,6 @@
 
 use super::exit;
 use crate::pipeline::{self, CheckOutcome, Principals};
-use crate::policy::decide::Identity;
 use crate::report::check::{CheckFormat, CheckReport, render};
 use crate::source::{self, Source};
 use anyhow::Context;
@@ -48,13 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let ctx = || format!("checking `{}` from {} to {}", args.path.display(), args.base, args.head);
     let base = Source::git(&args.path, &args.base).with_context(ctx)?;
     let head = Source::git(&args.path, &args.head).with_context(ctx)?;
-    let who = Principals {
-        author: args.author.as_deref().map(Identity::login),
-        approvers: args
-            .author
-            .is_some()
-            .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
-    };
+    let who = Principals::logins(args.author.as_deref(), &args.approved_by);
     let cache = super::parse_cache(&head);
     let checked = pipeline::check(&base, &head, &who, cache.as_ref()).with_context(ctx)?;
     if args.timings {

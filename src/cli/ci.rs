@@ -5,7 +5,6 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::github::client::{Annotation, Auth, Client, Reported};
 use crate::github::webhook;
 use crate::pipeline::{self, CheckOutcome, Principals};
-use crate::policy::decide::Identity;
 use crate::report;
 use crate::report::plan::{MARKDOWN_LIMIT, PlanFormat};
 use crate::source::{self, Source};
@@ -161,10 +160,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
     let (base, head, fork) = sides(path, &pr.base_sha, &pr.head_sha)?;
     let client = Client::new(&env.api_url, env.auth()?, &env.repository).await?;
     let approvals = client.approvals(pr.number, &pr.head_sha).await?;
-    let who = Principals {
-        author: Some(Identity::login(&pr.author)),
-        approvers: Some(approvals.iter().map(|a| Identity::login(a)).collect()),
-    };
+    let who = Principals::logins(Some(&pr.author), &approvals);
     let mut opts = super::compile::options(&[]);
     opts.redact = true;
     let short = |s: &str| s.chars().take(12).collect::<String>();

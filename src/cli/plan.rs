@@ -4,7 +4,6 @@ use super::compile::{options, parse_step, print_problems};
 use super::exit;
 use crate::pipeline::{self, CheckOutcome, Principals};
 use crate::plan;
-use crate::policy::decide::Identity;
 use crate::report::plan::{MARKDOWN_LIMIT, PlanFormat, PlanReport, Verdicts, render};
 use crate::source::Source;
 use anyhow::Context;
@@ -75,13 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let mut opts = options(&args.rollout_steps);
     opts.redact = true;
-    let who = Principals {
-        author: args.author.as_deref().map(Identity::login),
-        approvers: args
-            .author
-            .is_some()
-            .then(|| args.approved_by.iter().map(|a| Identity::login(a)).collect()),
-    };
+    let who = Principals::logins(args.author.as_deref(), &args.approved_by);
     let names = (base_name.as_str(), head_name.as_str());
     match compute(&base, &head, names, &who, &opts, &[args.format], MARKDOWN_LIMIT)? {
         Outcome::Invalid(problems) => {
@@ -176,11 +169,7 @@ pub fn compute(
     }
     // the supply-chain facts of every plugin the change creates or updates, its signatures
     // checked with the base's keys (as the policies see them)
-    let inputs = crate::supply::Inputs {
-        keys: &base_v.keys,
-        artifacts: &head_v.artifacts,
-        as_of: head_v.as_of,
-    };
+    let inputs = head_v.supply_inputs(&base_v.keys);
     for c in changes
         .iter()
         .filter(|c| c.subject == crate::change::Subject::Object(crate::spec::Kind::Plugin))

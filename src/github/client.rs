@@ -189,6 +189,19 @@ impl Client {
     }
 
     /// Run one request, waiting out rate limits (at most [`MAX_WAIT`] in all, 3 tries).
+    /// The page after `page` (GitHub's `Link: rel="next"`), `None` after the last one.
+    async fn next_page<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        page: &octocrab::Page<T>,
+    ) -> Result<Option<octocrab::Page<T>>, CallError> {
+        let Some(next) = page.next.clone() else {
+            return Ok(None);
+        };
+        self.call(what, || async { self.gh.get_page::<T>(&Some(next.clone())).await })
+            .await
+    }
+
     async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, CallError>
     where
         F: Fn() -> Fut,
@@ -230,16 +243,9 @@ impl Client {
             })
             .await?;
         let mut reviews = std::mem::take(&mut page.items);
-        while let Some(next) = page.next.clone() {
-            page = self
-                .call(&what, || async {
-                    self.gh
-                        .get_page::<octocrab::models::pulls::Review>(&Some(next.clone()))
-                        .await
-                })
-                .await?
-                .unwrap_or_default();
-            reviews.append(&mut page.items);
+        while let Some(mut next) = self.next_page(&what, &page).await? {
+            reviews.append(&mut next.items);
+            page = next;
         }
         // the latest review of each user, in submission order
         let mut latest: std::collections::BTreeMap<String, (ReviewState, Option<String>)> = Default::default();
@@ -282,15 +288,10 @@ impl Client {
                 mine = Some(c.id);
                 break;
             }
-            let Some(next) = page.next.clone() else { break };
-            page = self
-                .call(&what, || async {
-                    self.gh
-                        .get_page::<octocrab::models::issues::Comment>(&Some(next.clone()))
-                        .await
-                })
-                .await?
-                .unwrap_or_default();
+            let Some(next) = self.next_page(&what, &page).await? else {
+                break;
+            };
+            page = next;
         }
         let body = format!("{marker}\n{body}");
         match mine {

@@ -262,13 +262,16 @@ pub const MAX_POLICY_CHAIN: usize = 64;
 /// hold stays far inside it.
 const CEDAR_STACK: usize = 256 << 20;
 
+/// A thread with room for Cedar's recursion.
+fn cedar_thread() -> std::thread::Builder {
+    std::thread::Builder::new().name("cedar".into()).stack_size(CEDAR_STACK)
+}
+
 /// Run `f` on a thread with a stack large enough for any policy that passes [`too_complex`]
 /// (the main thread's 8 MiB is not, in a debug build).
 pub fn with_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("cedar".into())
-            .stack_size(CEDAR_STACK)
+        cedar_thread()
             .spawn_scoped(s, f)
             .expect("spawn the Cedar thread")
             .join()
@@ -290,9 +293,7 @@ pub fn map_big_stack<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> 
         let workers: Vec<_> = items
             .chunks(chunk)
             .map(|part| {
-                std::thread::Builder::new()
-                    .name("cedar".into())
-                    .stack_size(CEDAR_STACK)
+                cedar_thread()
                     .spawn_scoped(s, move || part.iter().map(f).collect::<Vec<R>>())
                     .expect("spawn a Cedar thread")
             })
