@@ -105,7 +105,7 @@ fn main() {
     };
 
     let t = Instant::now();
-    let m = model::build(&repo, &repo, &changes, &who, &facts, &engine).expect("model builds");
+    let m = model::build(&repo, &repo, &repo, &changes, &who, &facts, &engine).expect("model builds");
     let build_entities = t.elapsed();
     let t = Instant::now();
     let change = model::uid("Change", model::CHANGE_ID);

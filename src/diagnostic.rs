@@ -104,6 +104,7 @@ codes! {
     StepsNotEndingAt100 = "R314", Error, "rollout steps do not end at 100";
     UnsafeRepoPath = "R317", Error, "path leaves the repository or is not portable";
     SelfReference = "R318", Warning, "tenant allows traffic from itself";
+    LoginCaseConflict = "R319", Error, "one login spelled two ways";
     // policy: Cedar policies, who made and approved a change, policy tests
     PolicySyntax = "R400", Error, "Cedar policy does not parse";
     PolicyInvalid = "R401", Error, "Cedar policy does not match the schema";
@@ -111,9 +112,11 @@ codes! {
     PolicyWarning = "R403", Warning, "Cedar validator warning";
     PolicyNoAdvice = "R404", Warning, "forbid policy without @advice";
     PolicyTooComplex = "R405", Error, "policy file too large or too deeply nested";
+    PolicyNamesMissingTeam = "R406", Warning, "a policy names a team that does not exist";
     UnknownAuthor = "R420", Warning, "author is not a member of any team";
     ApproverNotMember = "R421", Warning, "approval by a non-member does not count";
     SelfApproval = "R422", Warning, "the author's own approval does not count";
+    ApproverAddedByChange = "R423", Warning, "approval by a member the change itself adds does not count";
     PolicyTestInvalid = "R430", Error, "policy test is malformed";
     // compile: what only building the Kubernetes objects reveals
     ReservedNamespace = "R500", Error, "tenant name reserved by Kubernetes";

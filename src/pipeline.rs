@@ -386,6 +386,10 @@ fn validate_checked(
     diags.extend(policies.diagnostics);
     let engine = Engine::load(&policies.files);
     diags.extend(engine.1.iter().cloned());
+    if let Some(e) = &engine.0 {
+        let teams: std::collections::HashSet<&str> = repo.teams.iter().map(|t| t.name()).collect();
+        diags.extend(crate::policy::missing_teams(e, &policies.files, &teams));
+    }
     for f in &policies.files {
         files.push(LoadedFile {
             path: f.path.clone(),
@@ -536,7 +540,7 @@ pub fn check(base: &Source, head: &Source, who: &Principals, cache: Option<&Pars
             },
         });
     }
-    let auth = authorize(base, head, &base_v?, &head_v, who)?;
+    let auth = authorize(base, head, &base_v?, &head_v, who, None)?;
     Ok(Checked { head: head_v, auth })
 }
 
@@ -558,14 +562,19 @@ impl Authorized {
     }
 }
 
-/// Authorise every change from `base_v` to `head_v` with the base's policies and members.
+/// Authorise every change from `base_v` to `head_v` with the policies, members and keys of
+/// `authority` — the revision whose rules are in force: the base itself for `check`, `plan`
+/// and `apply` (`None`), the base branch's current tip for a pull request that branched off
+/// an older commit, so a branch cannot escape what was merged since its fork point.
 pub fn authorize(
     base: &Source,
     head: &Source,
     base_v: &Validated,
     head_v: &Validated,
     who: &Principals,
+    authority: Option<&Validated>,
 ) -> anyhow::Result<Authorized> {
+    let rules = authority.unwrap_or(base_v);
     let mut checked = Authorized {
         base_commit: base_v.commit.clone(),
         changes: Vec::new(),
@@ -588,13 +597,13 @@ pub fn authorize(
     );
 
     let t = Instant::now();
-    let (engine, d) = &base_v.engine;
+    let (engine, d) = &rules.engine;
     let mut d = d.clone();
     for x in &mut d {
         x.message = format!("base revision: {}", x.message);
     }
     // located in the base's policy files (snippets included)
-    let policy_files: Vec<LoadedFile> = base_v
+    let policy_files: Vec<LoadedFile> = rules
         .files
         .iter()
         .filter(|f| f.path.ends_with(".cedar"))
@@ -607,7 +616,7 @@ pub fn authorize(
         return Ok(checked);
     };
 
-    let teams: Vec<(String, Vec<String>)> = base_v
+    let teams: Vec<(String, Vec<String>)> = rules
         .repo
         .teams
         .iter()
@@ -641,12 +650,29 @@ pub fn authorize(
         x
     }));
     checked.who = resolved;
+    // a login this change set adds to a team does not approve the same change (else a team
+    // could grow its own second approver)
+    let added = members_added(&base_v.repo, &head_v.repo, &checked.changes);
+    checked.who.approvers.retain(|a| {
+        let keep = !added.contains(a);
+        if !keep {
+            checked.diagnostics.push(
+                Diagnostic::new(
+                    diagnostic::Code::ApproverAddedByChange,
+                    diagnostic::Anchor::None,
+                    format!("`{a}` approved, but this change adds `{a}` to a team; the approval does not count"),
+                )
+                .with_hint("ask a member who is already in the team (or a member of `platform`) for the approval"),
+            );
+        }
+        keep
+    });
     // the head's plugins, as signed by keys already merged: a pull request that adds a key
     // does not make its own plugins verified; and a change can only lower what the base
     // already trusts: most trust facts (advisories, maintainers, release date) are written in
     // the plugin's own YAML, so a plugin the base has counts with the lower score of the two
     // revisions. Computed per plugin on demand (only the plugins the requests name).
-    let inputs = head_v.supply_inputs(&base_v.keys);
+    let inputs = head_v.supply_inputs(&rules.keys);
     let memo: std::sync::Mutex<std::collections::HashMap<String, model::PluginFacts>> = Default::default();
     let facts = |name: &str| {
         if let Some(f) = memo.lock().expect("not poisoned").get(name) {
@@ -670,6 +696,7 @@ pub fn authorize(
         f
     };
     let mut model = model::build(
+        &rules.repo,
         &base_v.repo,
         &head_v.repo,
         &checked.changes,
@@ -682,6 +709,27 @@ pub fn authorize(
     checked.outcome = CheckOutcome::Decided;
     checked.policy_time = t.elapsed();
     Ok(checked)
+}
+
+/// Every login a team change of `changes` adds (normalised).
+fn members_added(
+    base: &crate::spec::Repo,
+    head: &crate::spec::Repo,
+    changes: &[Change],
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for c in changes
+        .iter()
+        .filter(|c| c.subject == change::Subject::Object(crate::spec::Kind::Team))
+    {
+        let old = c.old.map(|i| &base.teams[i].spec);
+        let new = c.new.map(|i| &head.teams[i].spec);
+        let (Some(o), Some(n)) = (old.or(new), new.or(old)) else {
+            continue;
+        };
+        out.extend(model::members_changed(o, n, c.action).0);
+    }
+    out
 }
 
 /// The result of [`policy_test`].

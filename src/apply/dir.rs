@@ -26,6 +26,29 @@ pub struct State {
     /// The config repo applied (as given on the command line).
     pub source: String,
     pub objects: usize,
+    /// The tree came from a working directory (not policy-checked), applied over `commit`,
+    /// which stays the baseline the next revision is authorised from.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workdir: bool,
+}
+
+impl State {
+    /// Whether recording `new` over `self` would change nothing worth a write: equal, or a
+    /// working-directory apply that keeps the same baseline and object count (a no-op apply
+    /// leaves the state untouched).
+    pub fn same_as(&self, new: &State) -> bool {
+        self == new || (new.workdir && self.commit == new.commit && self.objects == new.objects)
+    }
+}
+
+/// Whether `out` exists and holds any file (an output directory written before, perhaps by
+/// an older rampart or by hand, whose state file is gone).
+pub fn holds_files(out: &Path) -> anyhow::Result<bool> {
+    match fs::read_dir(out) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(ctx("listing", out, e)),
+    }
 }
 
 /// How the directory changed.
@@ -180,7 +203,7 @@ impl Writer {
                 .filter(|p| !wanted.contains(p.as_str()))
                 .count();
         }
-        let same_state = state.is_none_or(|s| read_state(&self.out).ok().flatten().as_ref() == Some(s));
+        let same_state = state.is_none_or(|s| read_state(&self.out).ok().flatten().is_some_and(|old| old.same_as(s)));
         if self.exists && w.is_noop() && same_state {
             self.abort();
             return Ok(w);

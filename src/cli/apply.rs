@@ -14,8 +14,11 @@ use std::path::PathBuf;
 /// objects and a kustomization, removes what is no longer desired, and records the applied
 /// commit in `OUT.rampart-state.json`. A second apply of the same revision writes nothing.
 /// An invalid revision (exit 3) or one the policies deny (exit 2) is never applied; with
-/// --rev, the change since the last applied commit is authorised with that commit's
-/// policies and teams, the head commit's author and its `Approved-by:` trailers.
+/// --rev, the change since the last applied commit (the target's baseline) is authorised with
+/// that commit's policies and teams, the head commit's author and its `Approved-by:`
+/// trailers. A target that holds objects but records no commit has an unknown baseline: a
+/// revision is applied there only with --baseline REV or (unsafe) --no-baseline. Applying a
+/// working directory is not policy-checked and keeps the recorded baseline.
 #[derive(clap::Args)]
 pub struct Args {
     /// The config repo (a directory; with --rev, any path inside the git repository).
@@ -30,6 +33,14 @@ pub struct Args {
     /// The current step (1-based) of a rollout in progress (repeatable; default: step 1).
     #[arg(long = "rollout-step", value_name = "ROLLOUT=N", value_parser = parse_step)]
     rollout_steps: Vec<(String, usize)>,
+    /// With --rev, on a target that holds objects but records no applied commit (an unknown
+    /// baseline): authorise the change from REV, with REV's policies and teams.
+    #[arg(long, value_name = "REV", conflicts_with = "no_baseline", requires = "rev")]
+    baseline: Option<String>,
+    /// With --rev, on a target with an unknown baseline: apply WITHOUT any policy check.
+    /// Unsafe: whatever the revision holds reaches the target, approved or not.
+    #[arg(long, requires = "rev")]
+    no_baseline: bool,
 }
 
 fn parse_target(s: &str) -> Result<PathBuf, String> {
@@ -58,52 +69,76 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         super::print("not applied: the revision is invalid\n")?;
         return Ok(exit::INVALID);
     }
-    // authorise the change since the last applied commit, when both are commits
-    let mut policy_note = "policy: not checked (applying a directory; only revisions carry authors)".to_owned();
-    if let (Source::Git { .. }, Some(commit)) = (&source, previous.as_ref().and_then(|s| s.commit.clone())) {
-        if head_v.commit.as_deref() != Some(commit.as_str()) {
-            let base = Source::git(&args.path, &commit)
-                .with_context(|| format!("reading the last applied commit {commit}"))?;
-            let base_v = pipeline::validate(&base, &|_, _| {})?;
-            let a = pipeline::authorize(&base, &source, &base_v, &head_v, &Principals::default())?;
-            if a.outcome == CheckOutcome::BasePoliciesInvalid {
-                super::print("not applied: the last applied commit's policies do not validate\n")?;
-                return Ok(exit::ERROR);
-            }
-            let denied = a.denied();
-            if denied > 0 {
-                let mut text = format!(
-                    "not applied: {denied} of {} changes denied by policy\n",
-                    a.changes.len()
-                );
-                for (c, d) in a.changes.iter().zip(&a.decisions).filter(|(_, d)| !d.allowed) {
-                    text.push_str(&format!(
-                        "  deny {} {} {} [{}] {}\n",
-                        c.action.as_str(),
-                        c.subject.as_str(),
-                        c.name,
-                        d.policies.join(", "),
-                        d.way_out.as_ref().map(|w| w.describe()).unwrap_or_default()
-                    ));
+    // authorise the change since the target's baseline (the last applied commit)
+    let recorded = previous.as_ref().and_then(|s| s.commit.clone());
+    let policy_note = match &source {
+        Source::Dir { .. } => match &recorded {
+            Some(c) => format!(
+                "policy: NOT checked (a working directory carries no author); the baseline stays {}",
+                short(c)
+            ),
+            None => "policy: not checked (applying a directory; only revisions carry authors)".to_owned(),
+        },
+        Source::Git { .. } => {
+            let holds = previous.as_ref().is_some_and(|s| s.objects > 0) || dir::holds_files(out)?;
+            let baseline = match (&args.baseline, &recorded) {
+                (Some(b), Some(c)) => {
+                    super::print(&format!(
+                        "not applied: the target records its baseline {}; --baseline is only for a target that records none (given `{b}`)\n",
+                        short(c)
+                    ))?;
+                    return Ok(exit::ERROR);
                 }
-                super::print(&text)?;
-                return Ok(exit::DENIED);
+                (Some(b), None) => Some(b.clone()),
+                (None, Some(c)) => Some(c.clone()),
+                (None, None) => None,
+            };
+            match baseline {
+                Some(b) if head_v.commit.as_deref() == Some(b.as_str()) => {
+                    "policy: nothing changed since the last apply".to_owned()
+                }
+                Some(b) => match authorize_since(&args.path, &b, &source, &head_v)? {
+                    Ok(note) => note,
+                    Err(code) => return Ok(code),
+                },
+                None if holds && !args.no_baseline => {
+                    super::print(&format!(
+                        "not applied: dir:{} holds objects but records no applied commit (an unknown baseline), \
+                         so this revision cannot be policy-checked against what the target runs\n\
+                         hint: pass --baseline REV (the revision the target was built from; the change from it is \
+                         authorised), or --no-baseline to apply without any policy check (unsafe)\n",
+                        out.display()
+                    ))?;
+                    return Ok(exit::DENIED);
+                }
+                None if holds => {
+                    eprintln!(
+                        "WARNING: --no-baseline: applying to dir:{} WITHOUT a policy check; \
+                         whatever this revision holds reaches the target, approved or not",
+                        out.display()
+                    );
+                    "policy: NOT checked (--no-baseline)".to_owned()
+                }
+                None => "policy: first apply to this target (nothing to compare with)".to_owned(),
             }
-            policy_note = format!("policy: {} changes allowed since {}", a.changes.len(), &commit[..12]);
-        } else {
-            policy_note = "policy: nothing changed since the last apply".to_owned();
         }
-    } else if matches!(source, Source::Git { .. }) {
-        policy_note = "policy: first apply to this target (nothing to compare with)".to_owned();
-    }
+    };
     let source_name = args.path.display().to_string();
-    let commit = head_v.commit.clone();
+    // a working directory keeps the target's baseline: the next revision applied is
+    // authorised from the last commit that was
+    let workdir = matches!(source, Source::Dir { .. });
+    let commit = if workdir {
+        recorded.clone()
+    } else {
+        head_v.commit.clone()
+    };
     let tree = pipeline::compile_into(&head_v, &opts, out, |objects| {
         Some(State {
             version: 1,
             commit: commit.clone(),
             source: source_name.clone(),
             objects,
+            workdir,
         })
     })
     .with_context(|| format!("applying to `{}`", out.display()))?;
@@ -117,13 +152,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         commit,
         source: source_name,
         objects: tree.objects,
+        workdir,
     };
     let at = state
         .commit
         .as_deref()
         .map(|c| format!(" at {}", &c[..12]))
         .unwrap_or_default();
-    let text = if w.is_noop() && previous.as_ref() == Some(&state) {
+    let text = if w.is_noop() && previous.as_ref().is_some_and(|p| p.same_as(&state)) {
         format!(
             "no changes: dir:{} already holds{at} ({} objects)\n{policy_note}\n",
             out.display(),
@@ -142,4 +178,50 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     super::print(&text)?;
     std::mem::forget(head_v);
     Ok(exit::OK)
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// Authorise the change from `baseline` to the revision being applied. `Ok(note)` when
+/// allowed; `Err(exit code)` when it was refused (and said why).
+fn authorize_since(
+    path: &std::path::Path,
+    baseline: &str,
+    source: &Source,
+    head_v: &pipeline::Validated,
+) -> anyhow::Result<Result<String, u8>> {
+    let base = Source::git(path, baseline).with_context(|| format!("reading the baseline commit {baseline}"))?;
+    let base_v = pipeline::validate(&base, &|_, _| {})?;
+    let a = pipeline::authorize(&base, source, &base_v, head_v, &Principals::default(), None)?;
+    if a.outcome == CheckOutcome::BasePoliciesInvalid {
+        super::print("not applied: the baseline commit's policies do not validate\n")?;
+        return Ok(Err(exit::ERROR));
+    }
+    let denied = a.denied();
+    if denied > 0 {
+        let mut text = format!(
+            "not applied: {denied} of {} changes denied by policy\n",
+            a.changes.len()
+        );
+        for (c, d) in a.changes.iter().zip(&a.decisions).filter(|(_, d)| !d.allowed) {
+            text.push_str(&format!(
+                "  deny {} {} {} [{}] {}\n",
+                c.action.as_str(),
+                c.subject.as_str(),
+                c.name,
+                d.policies.join(", "),
+                d.way_out.as_ref().map(|w| w.describe()).unwrap_or_default()
+            ));
+        }
+        super::print(&text)?;
+        return Ok(Err(exit::DENIED));
+    }
+    let from = base_v.commit.as_deref().unwrap_or(baseline);
+    Ok(Ok(format!(
+        "policy: {} changes allowed since {}",
+        a.changes.len(),
+        short(from)
+    )))
 }

@@ -136,10 +136,12 @@ fn revision(path: &Path, sha: &str, which: &str) -> anyhow::Result<Source> {
     })
 }
 
-/// The base and head revisions of a pull request. The base is where it branched off: the
-/// merge base of the base branch's tip and the head (GitHub's "three-dot" diff); diffing
-/// against the tip would show everything merged since as undone by the pull request.
-fn sides(path: &Path, base: &str, head: &str) -> anyhow::Result<(Source, Source, String)> {
+/// The base and head revisions of a pull request, and the base branch's tip when it is not
+/// the base. The base is where it branched off: the merge base of the base branch's tip and
+/// the head (GitHub's "three-dot" diff); diffing against the tip would show everything merged
+/// since as undone by the pull request. But the tip's policies, teams and keys decide: a
+/// branch forked before a forbid or a team removal was merged does not escape it.
+fn sides(path: &Path, base: &str, head: &str) -> anyhow::Result<(Source, Source, Option<Source>, String)> {
     let head_s = revision(path, head, "head")?;
     let tip = revision(path, base, "base")?;
     let (Source::Git { repo, commit: h, .. }, Source::Git { commit: b, .. }) = (&head_s, &tip) else {
@@ -148,16 +150,15 @@ fn sides(path: &Path, base: &str, head: &str) -> anyhow::Result<(Source, Source,
     let fork = repo
         .merge_base(*b, *h)
         .with_context(|| format!("the base {base} and the head {head} have no common history"))?;
-    let base_s = if fork == *b {
-        tip
-    } else {
-        revision(path, &fork.to_string(), "base")?
-    };
-    Ok((base_s, head_s, fork.to_string()))
+    if fork == *b {
+        return Ok((tip, head_s, None, fork.to_string()));
+    }
+    let base_s = revision(path, &fork.to_string(), "base")?;
+    Ok((base_s, head_s, Some(tip), fork.to_string()))
 }
 
 async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullRequest) -> anyhow::Result<u8> {
-    let (base, head, fork) = sides(path, &pr.base_sha, &pr.head_sha)?;
+    let (base, head, tip, fork) = sides(path, &pr.base_sha, &pr.head_sha)?;
     let client = Client::new(&env.api_url, env.auth()?, &env.repository).await?;
     let approvals = client.approvals(pr.number, &pr.head_sha).await?;
     let who = Principals::logins(Some(&pr.author), &approvals);
@@ -167,9 +168,13 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
     let names = (short(&fork), short(&pr.head_sha));
     // room for the marker line
     let limit = MARKDOWN_LIMIT - MARKER.len() - 1;
+    let sides = super::plan::Sides {
+        base: &base,
+        head: &head,
+        rules: tip.as_ref(),
+    };
     let outcome = super::plan::compute(
-        &base,
-        &head,
+        sides,
         (&names.0, &names.1),
         &who,
         &opts,

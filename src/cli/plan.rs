@@ -76,7 +76,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     opts.redact = true;
     let who = Principals::logins(args.author.as_deref(), &args.approved_by);
     let names = (base_name.as_str(), head_name.as_str());
-    match compute(&base, &head, names, &who, &opts, &[args.format], MARKDOWN_LIMIT)? {
+    let sides = Sides {
+        base: &base,
+        head: &head,
+        rules: None,
+    };
+    match compute(sides, names, &who, &opts, &[args.format], MARKDOWN_LIMIT)? {
         Outcome::Invalid(problems) => {
             print_problems(&problems)?;
             Ok(exit::INVALID)
@@ -114,11 +119,19 @@ pub struct Planned {
     pub timings: String,
 }
 
+/// The revisions a plan compares, and the one whose policies, teams and keys decide.
+pub struct Sides<'a> {
+    pub base: &'a Source,
+    pub head: &'a Source,
+    /// The revision whose rules are in force when it is not `base` (a pull request that
+    /// branched off an older commit is decided by the base branch's tip).
+    pub rules: Option<&'a Source>,
+}
+
 /// Validate, authorise, compile and diff `base` → `head`; render the plan in `formats`.
 /// Directories get no verdicts (no authors).
 pub fn compute(
-    base: &Source,
-    head: &Source,
+    Sides { base, head, rules }: Sides<'_>,
     (base_name, head_name): (&str, &str),
     who: &Principals,
     opts: &crate::compile::Options,
@@ -134,10 +147,21 @@ pub fn compute(
     let base_v = base_v.context("reading the base")?;
     let t_read = start.elapsed();
     let mut notes = Vec::new();
-    let verdicts = match base {
-        Source::Git { .. } if base_v.is_valid() || base_v.repo.object_count() > 0 => {
-            Some(pipeline::authorize(base, head, &base_v, &head_v, who)?)
+    let rules_v = match rules {
+        Some(r) => {
+            Some(pipeline::validate_cached(r, &|_, _| {}, cache.as_ref()).context("reading the base branch's tip")?)
         }
+        None => None,
+    };
+    let verdicts = match base {
+        Source::Git { .. } if base_v.is_valid() || base_v.repo.object_count() > 0 => Some(pipeline::authorize(
+            base,
+            head,
+            &base_v,
+            &head_v,
+            who,
+            rules_v.as_ref(),
+        )?),
         _ => None,
     };
     let t_policy = start.elapsed();

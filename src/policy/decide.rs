@@ -8,7 +8,7 @@
 //! reads "needs an approval from a member of `platform` (alice, bob)" instead of a policy id.
 
 use super::Engine;
-use super::model::{CHANGE_ID, Model, Prepared, Who, checked, uid};
+use super::model::{CHANGE_ID, Model, Prepared, Reach, Who, ask, checked, reach_action, uid};
 use crate::diagnostic::{Anchor, Code, Diagnostic};
 use cedar_policy::{Authorizer, Decision as CedarDecision, Entity, EntityUid, Request, RestrictedExpression as Rx};
 use serde::Serialize;
@@ -144,8 +144,19 @@ fn decide_here(engine: &Engine, model: &mut Model) -> Vec<Decision> {
         .iter()
         .map(|p| match (&p.blocked, p.request(&change, &engine.schema)) {
             (Some(why), _) => request_failed(why.clone()),
-            (None, Ok(req)) => evaluate(engine, &authorizer, &req, model),
-            (None, Err(e)) => request_failed(format!("the request does not match rampart's Cedar schema: {e}")),
+            (None, Ok(req)) => {
+                let own = evaluate(engine, &authorizer, &req, model);
+                let reached = p
+                    .reach
+                    .iter()
+                    .map(|r| match p.reach_request(r, &change, &engine.schema) {
+                        Ok(req) => (r, evaluate(engine, &authorizer, &req, model)),
+                        Err(e) => (r, schema_mismatch(e)),
+                    })
+                    .collect();
+                combine(own, reached)
+            }
+            (None, Err(e)) => schema_mismatch(e),
         })
         .collect();
     let denied: Vec<usize> = (0..out.len())
@@ -201,6 +212,66 @@ pub fn evaluate(engine: &Engine, authorizer: &Authorizer, req: &Request, model: 
         errors,
         way_out: None,
     }
+}
+
+fn schema_mismatch(e: String) -> Decision {
+    request_failed(format!("the request does not match rampart's Cedar schema: {e}"))
+}
+
+/// Tenants named in one advice line about the tenants a change reaches.
+const REACH_NAMES: usize = 5;
+
+/// The decision on a change from its own request's and those of the tenants it reaches:
+/// allowed only when all are; a denial names the forbids of every denied request, and each
+/// advice about a reached tenant says which tenants.
+fn combine(own: Decision, reached: Vec<(&Reach, Decision)>) -> Decision {
+    if reached.iter().all(|(_, d)| d.allowed) {
+        return own;
+    }
+    let mut out = if own.allowed {
+        Decision {
+            allowed: false,
+            policies: Vec::new(),
+            advice: Vec::new(),
+            errors: own.errors,
+            way_out: None,
+        }
+    } else {
+        own
+    };
+    // advice → the tenants it is about, in order
+    let mut about: Vec<(String, Vec<&str>)> = Vec::new();
+    for (r, d) in reached.iter().filter(|(_, d)| !d.allowed) {
+        out.policies.extend(d.policies.iter().cloned());
+        out.errors.extend(d.errors.iter().cloned());
+        let advice = if d.advice.is_empty() && d.errors.is_empty() {
+            vec!["Nothing permits the change to reach this tenant.".to_owned()]
+        } else {
+            d.advice.clone()
+        };
+        for a in advice {
+            match about.iter_mut().find(|(x, _)| *x == a) {
+                Some((_, ts)) => ts.extend(r.tenants.iter().map(String::as_str)),
+                None => about.push((a, r.tenants.iter().map(String::as_str).collect())),
+            }
+        }
+    }
+    for (a, mut ts) in about {
+        ts.sort_unstable();
+        ts.dedup();
+        let mut names: Vec<String> = ts.iter().take(REACH_NAMES).map(|t| format!("`{t}`")).collect();
+        if ts.len() > REACH_NAMES {
+            names.push(format!("{} more", ts.len() - REACH_NAMES));
+        }
+        let noun = if ts.len() == 1 { "tenant" } else { "tenants" };
+        out.advice.push(format!("{a} (reaches {noun} {})", names.join(", ")));
+    }
+    out.policies.sort();
+    out.policies.dedup();
+    out.errors.dedup();
+    out.advice.sort();
+    out.advice.dedup();
+    out
 }
 
 fn request_failed(e: String) -> Decision {
@@ -492,21 +563,16 @@ impl Query<'_> {
         Some(slots.into_iter().map(|i| answers[i]).collect())
     }
 
-    /// Whether `principal` may make the change with `change`'s approvals.
+    /// Whether `principal` may make the change with `change`'s approvals: its own request
+    /// and every tenant it reaches.
     fn allowed(&self, principal: &EntityUid, change: &EntityUid) -> bool {
-        let q = Prepared {
-            principal: principal.clone(),
-            action: self.prepared.action.clone(),
-            resource: self.prepared.resource.clone(),
-            facts: self.prepared.facts.clone(),
-            blocked: None,
+        let p = self.prepared;
+        let reach = reach_action();
+        let ok = |action: &EntityUid, resource: &EntityUid, facts: &[(String, Rx)]| {
+            let req = ask(principal, action, resource, facts, change, &self.engine.schema);
+            allowed(self.engine, self.authorizer, req, self.model)
         };
-        allowed(
-            self.engine,
-            self.authorizer,
-            q.request(change, &self.engine.schema),
-            self.model,
-        )
+        ok(&p.action, &p.resource, &p.facts) && p.reach.iter().all(|r| ok(&reach, &r.resource, &r.facts))
     }
 }
 
@@ -599,10 +665,13 @@ pub fn resolve_who(
     approvers: &[Identity],
     source: &str,
 ) -> (Who, Vec<Diagnostic>) {
+    // logins are case-insensitive (GitHub's): every login is known, and named to policies,
+    // in one normalised form, lowercase, whatever spelling a team file or a trailer used
     let mut known: HashMap<String, String> = HashMap::new();
     for (_, members) in teams {
         for m in members {
-            known.entry(m.to_ascii_lowercase()).or_insert_with(|| m.clone());
+            let l = m.to_ascii_lowercase();
+            known.insert(l.clone(), l);
         }
     }
     let mut diags = Vec::new();

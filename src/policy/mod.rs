@@ -425,6 +425,52 @@ fn at_span(code: Code, path: &str, text: &str, e: &dyn miette::Diagnostic, messa
     d
 }
 
+/// R406: every `Team::"…"` a repo policy names that `teams` does not define (a team deleted
+/// or misspelled: the rule can never match, and an `unless { … in Team::"security" }` then
+/// never lets anything through), at the first place the policy file spells it.
+pub fn missing_teams(engine: &Engine, repo_policies: &[SourceFile], teams: &HashSet<&str>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    for p in engine.policies.policies() {
+        let Some(file) = engine.info.get(p.id()).map(|i| i.file.as_str()) else {
+            continue;
+        };
+        let Some(f) = repo_policies.iter().find(|f| f.path == file) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&f.bytes);
+        for l in p.entity_literals() {
+            let team = l.id().unescaped();
+            if l.type_name().basename() != "Team"
+                || teams.contains(team)
+                || !seen.insert((file.to_owned(), team.to_owned()))
+            {
+                continue;
+            }
+            let message = format!("policy `{}` names team `{team}`, which teams/ does not define", p.id());
+            let d = match text.find(&format!("Team::\"{team}\"")) {
+                Some(off) => {
+                    let (line, column) = line_col(&text, off);
+                    Diagnostic::new(
+                        Code::PolicyNamesMissingTeam,
+                        Anchor::Position {
+                            file: file.to_owned(),
+                            line,
+                            column,
+                        },
+                        message,
+                    )
+                }
+                None => Diagnostic::at_file(Code::PolicyNamesMissingTeam, file, message),
+            };
+            out.push(d.with_hint(format!(
+                "define team `{team}` in teams/, or change the policy: as it is, no member of `{team}` can ever match"
+            )));
+        }
+    }
+    out
+}
+
 /// A diagnostic at the policy's `@id` annotation (or the file when it has none).
 fn position_of_policy(code: Code, path: &str, text: &str, id: &PolicyId, message: String, hint: &str) -> Diagnostic {
     let needle = format!("\"{id}\"");

@@ -54,23 +54,65 @@ pub struct Prepared {
     pub facts: Vec<(String, Rx)>,
     /// Why the change cannot be authorised at all (it is denied without asking Cedar).
     pub blocked: Option<String>,
+    /// The tenants the change reaches besides its own object: one `reachTenant` request per
+    /// class of tenants no decision can tell apart. The change is allowed only when its own
+    /// request and every one of these are.
+    pub reach: Vec<Reach>,
+}
+
+/// A `reachTenant` request: the change as it reaches `tenants` (all alike for every policy:
+/// same owners, tier, isolation, labels and facts, and no policy names one of them), asked
+/// once with the first of them as the resource.
+pub struct Reach {
+    pub tenants: Vec<String>,
+    pub resource: EntityUid,
+    pub facts: Vec<(String, Rx)>,
 }
 
 impl Prepared {
     /// The request with `context.change` set to `change`.
     pub fn request(&self, change: &EntityUid, schema: &Schema) -> Result<Request, String> {
-        let mut pairs = self.facts.clone();
-        pairs.push(("change".to_owned(), Rx::new_entity_uid(change.clone())));
-        let ctx = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
-        Request::new(
-            self.principal.clone(),
-            self.action.clone(),
-            self.resource.clone(),
-            ctx,
-            checked(schema),
+        ask(
+            &self.principal,
+            &self.action,
+            &self.resource,
+            &self.facts,
+            change,
+            schema,
         )
-        .map_err(|e| e.to_string())
     }
+
+    /// The `reachTenant` request of `r`, asked by this request's principal.
+    pub fn reach_request(&self, r: &Reach, change: &EntityUid, schema: &Schema) -> Result<Request, String> {
+        ask(&self.principal, &reach_action(), &r.resource, &r.facts, change, schema)
+    }
+}
+
+/// A request with `context.change` set to `change`.
+pub fn ask(
+    principal: &EntityUid,
+    action: &EntityUid,
+    resource: &EntityUid,
+    facts: &[(String, Rx)],
+    change: &EntityUid,
+    schema: &Schema,
+) -> Result<Request, String> {
+    let mut pairs = facts.to_vec();
+    pairs.push(("change".to_owned(), Rx::new_entity_uid(change.clone())));
+    let ctx = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
+    Request::new(
+        principal.clone(),
+        action.clone(),
+        resource.clone(),
+        ctx,
+        checked(schema),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The action of a request on a tenant a change reaches.
+pub fn reach_action() -> EntityUid {
+    uid("Action", "reachTenant")
 }
 
 /// Entities and prepared requests of a change set.
@@ -155,9 +197,12 @@ fn tags(labels: &std::collections::BTreeMap<String, String>) -> Vec<(String, Rx)
     labels.iter().map(|(k, v)| (k.clone(), s(v))).collect()
 }
 
-/// Build the entities and requests for `changes` from `base` to `head`. `Err` only when the
-/// entities themselves are rejected by the schema (a bug, reported as "could not run").
+/// Build the entities and requests for `changes` from `base` to `head`, with the teams (and
+/// the current attributes of the objects it has) of `authority`, the revision whose rules are
+/// in force (usually `base` itself). `Err` only when the entities themselves are rejected by
+/// the schema (a bug, reported as "could not run").
 pub fn build(
+    authority: &Repo,
     base: &Repo,
     head: &Repo,
     changes: &[Change],
@@ -169,19 +214,23 @@ pub fn build(
     let mut entities: Vec<Entity> = Vec::new();
     // teams and users: membership from the base revision only
     let mut teams_of: HashMap<&str, Vec<&str>> = HashMap::new();
-    let mut teams = Vec::new();
+    let mut teams: Vec<(String, Vec<String>)> = Vec::new();
     let mut team_names: HashSet<&str> = HashSet::new();
-    for t in &base.teams {
+    for t in &authority.teams {
         if !team_names.insert(t.name()) {
             continue;
         }
         entities.push(Entity::new_no_attrs(uid("Team", t.name()), HashSet::new()));
-        teams.push((t.name().to_owned(), t.spec.members.clone()));
-        for m in &t.spec.members {
-            teams_of.entry(m.as_str()).or_default().push(t.name());
+        // logins in their one normalised form (see `decide::resolve_who`)
+        let members: Vec<String> = t.spec.members.iter().map(|m| m.to_ascii_lowercase()).collect();
+        teams.push((t.name().to_owned(), members));
+    }
+    for (t, members) in &teams {
+        for m in members {
+            teams_of.entry(m.as_str()).or_default().push(t.as_str());
         }
     }
-    for t in &head.teams {
+    for t in base.teams.iter().chain(&head.teams) {
         if team_names.insert(t.name()) {
             entities.push(Entity::new_no_attrs(uid("Team", t.name()), HashSet::new()));
         }
@@ -203,18 +252,29 @@ pub fn build(
         TenantIndex::of(base, &|_| rollouts),
         TenantIndex::of(head, &|_| rollouts),
     );
+    // (and only plugin changes the index of who runs which plugin)
+    let reaching = rollouts || changes.iter().any(|c| c.subject == Subject::Object(Kind::Plugin));
+    let runs = (RunIndex::of(base, reaching), RunIndex::of(head, reaching));
+    let sides = Revisions {
+        base,
+        head,
+        index: &index,
+        runs: &runs,
+        literals,
+    };
     // contexts are independent of each other: built on every core
     let (prepared, referenced): (Vec<Prepared>, Vec<References>) = changes
         .par_iter()
         .map(|c| {
-            let (facts, refs) = referencing(|| {
+            let ((facts, reach), refs) = referencing(|| {
                 if c.base_invalid {
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 } else {
-                    context(base, head, &index, c, facts)
+                    (context(&sides, c, facts), reaches(&sides, c, facts))
                 }
             });
             let p = Prepared {
+                reach,
                 principal: principal.clone(),
                 action: action_uid(c.action, c.subject),
                 resource: uid(c.subject.as_str(), &c.name),
@@ -257,7 +317,10 @@ pub fn build(
     };
     let mut seen: HashSet<&str> = HashSet::new();
     let mut rollout_plugins: Vec<&str> = Vec::new();
-    for r in base.rollouts.iter().chain(&head.rollouts) {
+    // (the authority's current values first; it is usually the base itself)
+    let current = (!std::ptr::eq(authority, base)).then_some(authority);
+    let current_rollouts = current.map_or(&[][..], |a| &a.rollouts[..]);
+    for r in current_rollouts.iter().chain(&base.rollouts).chain(&head.rollouts) {
         if wanted(&reach, "Rollout", r.name()) && seen.insert(r.name()) {
             rollout_plugins.push(&r.spec.plugin);
             entities.push(entity(
@@ -320,14 +383,16 @@ pub fn build(
         )?);
     }
     seen.clear();
-    for t in base.tenants.iter().chain(&head.tenants) {
+    let current_tenants = current.map_or(&[][..], |a| &a.tenants[..]);
+    for t in current_tenants.iter().chain(&base.tenants).chain(&head.tenants) {
         if wanted(&reach, "Tenant", t.name()) && seen.insert(t.name()) {
             named_teams.extend(t.spec.owners.iter().cloned());
             entities.push(tenant_entity(t)?);
         }
     }
     seen.clear();
-    for p in base.plugins.iter().chain(&head.plugins) {
+    let current_plugins = current.map_or(&[][..], |a| &a.plugins[..]);
+    for p in current_plugins.iter().chain(&base.plugins).chain(&head.plugins) {
         if wanted(&reach, "Plugin", p.name()) && seen.insert(p.name()) {
             entities.push(plugin_entity(p, facts(p.name()))?);
         }
@@ -400,7 +465,7 @@ fn plugin_entity(p: &Object<PluginSpec>, f: PluginFacts) -> Result<Entity, Strin
 
 /// The objects of a change: (old, new), where a creation's old and a deletion's new are the
 /// other side, so facts compare a value with itself and show no growth.
-fn sides<'a, S>(base: &'a [Object<S>], head: &'a [Object<S>], c: &Change) -> (&'a Object<S>, &'a Object<S>) {
+fn sides_of<'a, S>(base: &'a [Object<S>], head: &'a [Object<S>], c: &Change) -> (&'a Object<S>, &'a Object<S>) {
     let old = c.old.map(|i| &base[i]);
     let new = c.new.map(|i| &head[i]);
     match (old, new) {
@@ -411,20 +476,150 @@ fn sides<'a, S>(base: &'a [Object<S>], head: &'a [Object<S>], c: &Change) -> (&'
     }
 }
 
-fn context(
-    base: &Repo,
-    head: &Repo,
-    index: &(TenantIndex<'_>, TenantIndex<'_>),
-    c: &Change,
-    facts: Facts<'_>,
-) -> Vec<(String, Rx)> {
+/// Both revisions of a change set, with the indexes facts are read through.
+struct Revisions<'a> {
+    base: &'a Repo,
+    head: &'a Repo,
+    index: &'a (TenantIndex<'a>, TenantIndex<'a>),
+    runs: &'a (RunIndex<'a>, RunIndex<'a>),
+    literals: &'a HashSet<EntityUid>,
+}
+
+impl Revisions<'_> {
+    /// The tenants (base, head indexes) that run plugin `name` before and after the change.
+    fn running(&self, name: &str) -> (&[usize], &[usize]) {
+        (self.runs.0.running(name), self.runs.1.running(name))
+    }
+}
+
+/// Which tenants run each plugin (enabled and not disabled), and every tenant by name.
+struct RunIndex<'r> {
+    runs: HashMap<&'r str, Vec<usize>>,
+    by_name: HashMap<&'r str, usize>,
+}
+
+impl<'r> RunIndex<'r> {
+    /// Empty unless `wanted` (only plugin and rollout changes reach other tenants).
+    fn of(repo: &'r Repo, wanted: bool) -> RunIndex<'r> {
+        let mut runs: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut by_name = HashMap::new();
+        if wanted {
+            for (i, t) in repo.tenants.iter().enumerate() {
+                by_name.entry(t.name()).or_insert(i);
+                for p in t.spec.plugins.iter().filter(|p| !p.disabled) {
+                    runs.entry(p.name.as_str()).or_default().push(i);
+                }
+            }
+        }
+        RunIndex { runs, by_name }
+    }
+
+    fn running(&self, plugin: &str) -> &[usize] {
+        self.runs.get(plugin).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The `reachTenant` requests of change `c`: the tenants a plugin change reaches (those that
+/// run the plugin before or after it) and those a rollout targets (before or after it), each
+/// with the plugin versions the change makes it run. A tenant's own change is judged by its
+/// own request.
+fn reaches(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<Reach> {
+    let (base, head) = (sides.base, sides.head);
+    // tenant name → the plugin the change makes it run, if any
+    let mut reached: std::collections::BTreeMap<&str, Option<&str>> = std::collections::BTreeMap::new();
+    match c.subject {
+        Subject::Object(Kind::Plugin) => {
+            let (before, after) = sides.running(&c.name);
+            for &i in before {
+                reached.entry(base.tenants[i].name()).or_insert(None);
+            }
+            for &i in after {
+                reached.insert(head.tenants[i].name(), Some(c.name.as_str()));
+            }
+        }
+        Subject::Object(Kind::Rollout) => {
+            if let Some(o) = c.old {
+                for i in sides.index.0.targets(&base.rollouts[o].spec) {
+                    reached.entry(base.tenants[i].name()).or_insert(None);
+                }
+            }
+            if let Some(n) = c.new {
+                let r = &head.rollouts[n].spec;
+                for i in sides.index.1.targets(r) {
+                    reached.insert(head.tenants[i].name(), Some(r.plugin.as_str()));
+                }
+            }
+        }
+        _ => return Vec::new(),
+    }
+    // classes of tenants no decision can tell apart
+    let mut classes: Vec<Reach> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for (name, runs) in reached {
+        let old = sides.runs.0.by_name.get(name).map(|&i| &base.tenants[i]);
+        let new = sides.runs.1.by_name.get(name).map(|&i| &head.tenants[i]);
+        // the entity is the base's tenant (the head's when created); the tier after the
+        // change is the head's (the base's when the tenant goes)
+        let (Some(entity), Some(after)) = (old.or(new), new.or(old)) else {
+            continue;
+        };
+        let (min_trust, signed) = runs
+            .map(facts)
+            .map_or((100, true), |f| (f.trust_score, f.signature_verified));
+        let key = if sides.literals.contains(&uid("Tenant", name)) {
+            format!("named:{name}")
+        } else {
+            format!(
+                "{:?}|{}|{}|{:?}|{}|{min_trust}|{signed}",
+                entity.spec.owners, entity.spec.tier, entity.spec.isolation, entity.metadata.labels, after.spec.tier
+            )
+        };
+        if let Some(&k) = at.get(&key) {
+            classes[k].tenants.push(name.to_owned());
+            continue;
+        }
+        at.insert(key, classes.len());
+        // (named through `set_of`, so that the tenant's entity is built)
+        let _ = set_of("Tenant", [name]);
+        let pairs = vec![
+            ("kind", s(c.subject.as_str())),
+            ("name", s(&c.name)),
+            ("changeAction", s(c.action.as_str())),
+            ("newTier", s(&after.spec.tier)),
+            (
+                "addedPlugins",
+                record(vec![
+                    ("minTrustScore", Rx::new_long(min_trust)),
+                    ("allSignaturesVerified", Rx::new_bool(signed)),
+                ]),
+            ),
+        ];
+        classes.push(Reach {
+            tenants: vec![name.to_owned()],
+            resource: uid("Tenant", name),
+            facts: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        });
+    }
+    classes
+}
+
+fn context(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<(String, Rx)> {
+    let (base, head, index) = (sides.base, sides.head, sides.index);
     let pairs: Vec<(&str, Rx)> = match c.subject {
         Subject::Object(Kind::Tenant) => {
-            let (old, new) = sides(&base.tenants, &head.tenants, c);
+            let (old, new) = sides_of(&base.tenants, &head.tenants, c);
             tenant_facts(&old.spec, &new.spec, c.action, facts)
         }
         Subject::Object(Kind::Plugin) => {
-            let (old, new) = sides(&base.plugins, &head.plugins, c);
+            let (old, new) = sides_of(&base.plugins, &head.plugins, c);
+            // the teams owning a tenant that runs the plugin, before or after the change
+            let (before, after) = sides.running(&c.name);
+            let owners: BTreeSet<&str> = before
+                .iter()
+                .flat_map(|&i| &base.tenants[i].spec.owners)
+                .chain(after.iter().flat_map(|&i| &head.tenants[i].spec.owners))
+                .map(String::as_str)
+                .collect();
             let added: Vec<&str> = if c.action == Action::Create {
                 new.spec.permissions.iter().map(String::as_str).collect()
             } else {
@@ -446,10 +641,12 @@ fn context(
                 ("newPublisher", s(&new.spec.publisher)),
                 ("newTrustScore", Rx::new_long(f.trust_score)),
                 ("newSignatureVerified", Rx::new_bool(f.signature_verified)),
+                ("ownerTeamCount", Rx::new_long(owners.len() as i64)),
+                ("ownerTeams", set_of("Team", owners)),
             ]
         }
         Subject::Object(Kind::Rollout) => {
-            let (_, new) = sides(&base.rollouts, &head.rollouts, c);
+            let (_, new) = sides_of(&base.rollouts, &head.rollouts, c);
             // a deletion is judged against the tenants it targeted in the base revision
             let (repo, index) = if c.action == Action::Delete {
                 (base, &index.0)
@@ -459,33 +656,35 @@ fn context(
             rollout_facts(&new.spec, repo, index)
         }
         Subject::Object(Kind::Team) => {
-            let (old, new) = sides(&base.teams, &head.teams, c);
-            let (added, removed): (Vec<&str>, Vec<&str>) = match c.action {
-                Action::Create => (new.spec.members.iter().map(String::as_str).collect(), vec![]),
-                Action::Delete => (vec![], old.spec.members.iter().map(String::as_str).collect()),
-                Action::Update => (
-                    new.spec
-                        .members
-                        .iter()
-                        .filter(|m| !old.spec.members.contains(m))
-                        .map(String::as_str)
-                        .collect(),
-                    old.spec
-                        .members
-                        .iter()
-                        .filter(|m| !new.spec.members.contains(m))
-                        .map(String::as_str)
-                        .collect(),
-                ),
-            };
+            let (old, new) = sides_of(&base.teams, &head.teams, c);
+            let (added, removed) = members_changed(&old.spec, &new.spec, c.action);
             vec![
-                ("membersAdded", set_of("User", added)),
-                ("membersRemoved", set_of("User", removed)),
+                ("membersAdded", set_of("User", added.iter().map(String::as_str))),
+                ("membersRemoved", set_of("User", removed.iter().map(String::as_str))),
             ]
         }
         Subject::File => vec![],
     };
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The logins a team change adds and removes, in their normalised form (lowercase).
+pub fn members_changed(
+    old: &crate::spec::TeamSpec,
+    new: &crate::spec::TeamSpec,
+    action: Action,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let logins =
+        |t: &crate::spec::TeamSpec| -> BTreeSet<String> { t.members.iter().map(|m| m.to_ascii_lowercase()).collect() };
+    let (old, new) = match action {
+        Action::Create => (BTreeSet::new(), logins(new)),
+        Action::Delete => (logins(old), BTreeSet::new()),
+        Action::Update => (logins(old), logins(new)),
+    };
+    (
+        new.difference(&old).cloned().collect(),
+        old.difference(&new).cloned().collect(),
+    )
 }
 
 const TIERS: [&str; 3] = ["free", "team", "enterprise"];
@@ -515,14 +714,33 @@ fn quota_percent(old: &serde_json::Value, new: &serde_json::Value) -> i64 {
 }
 
 fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: Facts<'_>) -> Vec<(&'a str, Rx)> {
-    let cpu = quota_percent(&old.quota.cpu, &new.quota.cpu);
-    let memory = quota_percent(&old.quota.memory, &new.quota.memory);
-    let pods = percent(
-        &Quantity::parse(&old.quota.pods.to_string()).unwrap_or_else(|_| zero()),
-        &Quantity::parse(&new.quota.pods.to_string()).unwrap_or_else(|_| zero()),
-    );
-    let storage = quota_percent(&old.quota.storage, &new.quota.storage);
+    // a created tenant is judged like one raised from nothing: every resource it asks for
+    // grows from zero, and any tier above free is a raise
+    let created = action == Action::Create;
+    let grown = |o: &serde_json::Value, n: &serde_json::Value| {
+        if created {
+            quota_percent(&serde_json::Value::from(0), n)
+        } else {
+            quota_percent(o, n)
+        }
+    };
+    let cpu = grown(&old.quota.cpu, &new.quota.cpu);
+    let memory = grown(&old.quota.memory, &new.quota.memory);
+    let pods = grown(&old.quota.pods.into(), &new.quota.pods.into());
+    let storage = grown(&old.quota.storage, &new.quota.storage);
     let max = cpu.max(memory).max(pods).max(storage);
+    let old_tier = if created { "" } else { old.tier.as_str() };
+    let tier_raised = if created {
+        rank(&TIERS, &new.tier) > 0
+    } else {
+        rank(&TIERS, &new.tier) > rank(&TIERS, &old.tier)
+    };
+    let owners_added: Vec<&str> = new
+        .owners
+        .iter()
+        .filter(|o| created || !old.owners.contains(o))
+        .map(String::as_str)
+        .collect();
     let enabled = |t: &TenantSpec| -> BTreeSet<String> {
         t.plugins
             .iter()
@@ -561,12 +779,9 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
     };
     let widened = action != Action::Delete && !allow_added.is_empty();
     vec![
-        ("oldTier", s(&old.tier)),
+        ("oldTier", s(old_tier)),
         ("newTier", s(&new.tier)),
-        (
-            "tierRaised",
-            Rx::new_bool(rank(&TIERS, &new.tier) > rank(&TIERS, &old.tier)),
-        ),
+        ("tierRaised", Rx::new_bool(tier_raised)),
         ("oldIsolation", s(&old.isolation)),
         ("newIsolation", s(&new.isolation)),
         (
@@ -585,6 +800,7 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
         ),
         ("newOwners", set_of("Team", new.owners.iter().map(String::as_str))),
         ("ownersChanged", Rx::new_bool(old.owners != new.owners)),
+        ("ownersAdded", set_of("Team", owners_added)),
         ("allowFromAdded", set_of("Tenant", allow_added)),
         ("networkWidened", Rx::new_bool(widened)),
         ("pluginsAdded", set_of("Plugin", added.iter().map(|p| p.as_str()))),
@@ -597,13 +813,6 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
             ]),
         ),
     ]
-}
-
-fn zero() -> Quantity {
-    Quantity {
-        text: "0".into(),
-        nanos: 0,
-    }
 }
 
 /// Tenants by name and by label, so a rollout's targets cost lookups, not a scan of every
@@ -729,7 +938,7 @@ mod unit {
             author: "a".into(),
             approvers: vec!["b".into()],
         };
-        let m = build(&repo, &repo, &[], &who, &no_facts, &engine).unwrap();
+        let m = build(&repo, &repo, &repo, &[], &who, &no_facts, &engine).unwrap();
         let e = &m.entities;
         assert!(e.is_ancestor_of(&uid("Team", "b"), &uid("User", "a")));
         assert!(!e.is_ancestor_of(&uid("Team", "a"), &uid("User", "a")));

@@ -229,7 +229,7 @@ fn run_case(engine: &Engine, repo: &Repo, guarded: &[SourceFile], case: &CaseSpe
             })
             .unwrap_or_default()
     };
-    let mut m = model::build(repo, &head, &changes[index..=index], &who, &facts_of, engine)?;
+    let mut m = model::build(repo, repo, &head, &changes[index..=index], &who, &facts_of, engine)?;
     let mut decisions = decide::decide(engine, &mut m);
     Ok(decisions.remove(0))
 }

@@ -16,6 +16,7 @@ pub type Definitions = Vec<(Kind, String, Origin)>;
 pub fn check(repo: &Repo, defs: &Definitions) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     duplicate_names(defs, &mut out);
+    login_spellings(repo, &mut out);
     let cx = Context::new(repo);
     // objects are checked independently: spread them over the cores
     let each = |f: &(dyn Fn(&mut Vec<Diagnostic>, usize) + Sync), n: usize| -> Vec<Diagnostic> {
@@ -184,6 +185,60 @@ fn duplicate_names(defs: &Definitions, out: &mut Vec<Diagnostic>) {
             );
         } else {
             first.insert((*kind, name), origin);
+        }
+    }
+}
+
+/// GitHub logins are case-insensitive: `Alice` and `alice` are one person. Two spellings of
+/// one login would let the first-sorting one take over the other's identity (membership is
+/// matched on one normalised form), so every place that spells a login differently from the
+/// first spelling seen is an error, and so is that first place.
+fn login_spellings(repo: &Repo, out: &mut Vec<Diagnostic>) {
+    // lowercase login → (spelling, team, index) of its first occurrence
+    let mut first: HashMap<String, (&str, &Object<crate::spec::TeamSpec>, usize)> = HashMap::new();
+    let mut reported: HashSet<(String, usize)> = HashSet::new();
+    for t in &repo.teams {
+        for (i, m) in t.spec.members.iter().enumerate() {
+            let key = m.to_ascii_lowercase();
+            match first.get(&key) {
+                None => {
+                    first.insert(key, (m, t, i));
+                }
+                Some((spelled, _, _)) if *spelled == m => {}
+                Some(&(spelled, ft, fi)) => {
+                    let hint = "GitHub logins are case-insensitive: spell the login the same way everywhere";
+                    if reported.insert((ft.origin.file.clone(), fi)) {
+                        out.push(
+                            at(
+                                ft,
+                                Code::LoginCaseConflict,
+                                &format!("/spec/members/{fi}"),
+                                format!(
+                                    "login {} is also spelled {} in team {}",
+                                    quote(spelled),
+                                    quote(m),
+                                    quote(t.name())
+                                ),
+                            )
+                            .with_hint(hint),
+                        );
+                    }
+                    out.push(
+                        at(
+                            t,
+                            Code::LoginCaseConflict,
+                            &format!("/spec/members/{i}"),
+                            format!(
+                                "login {} is spelled {} in team {}",
+                                quote(m),
+                                quote(spelled),
+                                quote(ft.name())
+                            ),
+                        )
+                        .with_hint(hint),
+                    );
+                }
+            }
         }
     }
 }
