@@ -113,6 +113,7 @@ codes! {
     PolicyNoAdvice = "R404", Warning, "forbid policy without @advice";
     PolicyTooComplex = "R405", Error, "policy file too large or too deeply nested";
     PolicyNamesMissingTeam = "R406", Warning, "a policy names a team that does not exist";
+    BreakGlass = "R407", Warning, "base policies invalid: decided by the default policies alone";
     UnknownAuthor = "R420", Warning, "author is not a member of any team";
     ApproverNotMember = "R421", Warning, "approval by a non-member does not count";
     SelfApproval = "R422", Warning, "the author's own approval does not count";

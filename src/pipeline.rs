@@ -72,6 +72,15 @@ impl Validated {
         !self.diagnostics.iter().any(Diagnostic::is_error)
     }
 
+    /// Whether the specs are valid (every error, if any, is about the repo's Cedar
+    /// policies): such a revision compiles and diffs, though it cannot authorise anything.
+    pub fn specs_valid(&self) -> bool {
+        !self
+            .diagnostics
+            .iter()
+            .any(|d| d.is_error() && !d.file().is_some_and(|f| f.ends_with(".cedar")))
+    }
+
     pub fn document_count(&self) -> usize {
         self.files.iter().map(|f| f.doc_count).sum()
     }
@@ -530,7 +539,8 @@ pub fn check(base: &Source, head: &Source, who: &Principals, cache: Option<&Pars
         return Ok(Checked {
             head: head_v,
             auth: Authorized {
-                base_commit: None,
+                // (the base it knows, even when the head blocks the rest)
+                base_commit: base_v.as_ref().ok().and_then(|b| b.commit.clone()),
                 changes: Vec::new(),
                 decisions: Vec::new(),
                 diagnostics: Vec::new(),
@@ -611,9 +621,30 @@ pub fn authorize(
         .collect();
     load::resolve(&mut d, &policy_files, &limits);
     checked.diagnostics.extend(d);
-    let Some(engine) = engine else {
-        checked.outcome = CheckOutcome::BasePoliciesInvalid;
-        return Ok(checked);
+    // break-glass: when the rules in force do not validate, nothing could ever be authorised
+    // again, not even the fix. Then rampart's default policies alone decide, and only
+    // changes to guarded files (the fix) can be allowed — with the defaults' four eyes: an
+    // approval from a `platform` member who is not the author.
+    let defaults;
+    let (engine, break_glass) = match engine {
+        Some(e) => (e, false),
+        None => {
+            defaults = Engine::load(&[])
+                .0
+                .ok_or_else(|| anyhow::anyhow!("rampart's default policies do not validate"))?;
+            checked.diagnostics.push(
+                Diagnostic::new(
+                    diagnostic::Code::BreakGlass,
+                    diagnostic::Anchor::None,
+                    "the base revision's policies do not validate: break-glass, so rampart's default \
+                     policies alone decide, and only changes to rampart.yaml, policies/ and keys/ can be allowed",
+                )
+                .with_hint(
+                    "fix the policies in a change of its own, approved by a `platform` member who is not its author",
+                ),
+            );
+            (&defaults, true)
+        }
     };
 
     let teams: Vec<(String, Vec<String>)> = rules
@@ -706,6 +737,23 @@ pub fn authorize(
     )
     .map_err(|e| anyhow::anyhow!("building the Cedar entities of the change set failed: {e}"))?;
     checked.decisions = decide::decide(engine, &mut model);
+    if break_glass {
+        for (c, d) in checked.changes.iter().zip(checked.decisions.iter_mut()) {
+            if c.subject != change::Subject::File {
+                *d = Decision {
+                    allowed: false,
+                    policies: Vec::new(),
+                    advice: Vec::new(),
+                    errors: vec![
+                        "the base revision's policies do not validate: until they are fixed, only changes to \
+                         rampart.yaml, policies/ and keys/ can be authorised (break-glass)"
+                            .to_owned(),
+                    ],
+                    way_out: None,
+                };
+            }
+        }
+    }
     checked.outcome = CheckOutcome::Decided;
     checked.policy_time = t.elapsed();
     Ok(checked)
@@ -808,7 +856,7 @@ pub fn compile_validated_tenants(
     opts: &crate::compile::Options,
     wanted: &(dyn Fn(&str) -> bool + Sync),
 ) -> Compiled {
-    if !validated.is_valid() {
+    if !validated.specs_valid() {
         return Compiled {
             validated,
             manifests: Vec::new(),

@@ -83,7 +83,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     match compute(sides, names, &who, &opts, &[args.format], MARKDOWN_LIMIT)? {
         Outcome::Invalid(problems) => {
-            print_problems(&problems)?;
+            match args.format {
+                PlanFormat::Text => print_problems(&problems)?,
+                PlanFormat::Markdown => {
+                    let mut all = problems.validated.diagnostics.clone();
+                    all.extend(problems.diagnostics.iter().cloned());
+                    super::print(&crate::report::plan::invalid_markdown(&all, MARKDOWN_LIMIT))?
+                }
+                PlanFormat::Json => super::print(&invalid_json(&problems, names, commit_of(&base)))?,
+            }
             Ok(exit::INVALID)
         }
         Outcome::Planned(p) => {
@@ -165,7 +173,9 @@ pub fn compute(
         _ => None,
     };
     let t_policy = start.elapsed();
-    let base_valid = base_v.is_valid();
+    // a base invalid only because of its Cedar policies still compiles: the plan shows the
+    // real diff (the policy fix), and the verdicts say why they are break-glass
+    let base_valid = base_v.specs_valid();
     // only the tenants the change can touch are compiled
     let changes = match &verdicts {
         Some(a) => a.changes.clone(),
@@ -242,6 +252,7 @@ pub fn compute(
         plan: &plan,
         base: base_name,
         head: head_name,
+        commits: (base_c.validated.commit.as_deref(), head_c.validated.commit.as_deref()),
         notes: &notes,
         verdicts: verdicts.as_ref().map(|a| Verdicts {
             changes: &a.changes,
@@ -278,4 +289,29 @@ pub fn compute(
         verdicts,
         timings,
     })))
+}
+
+fn commit_of(s: &Source) -> Option<String> {
+    match s {
+        Source::Git { commit, .. } => Some(commit.to_string()),
+        _ => None,
+    }
+}
+
+/// The plan JSON of an invalid head: the head's validation report (`valid: false`, its
+/// diagnostics) with the revisions compared, so `jq` and workflows read one format.
+fn invalid_json(c: &pipeline::Compiled, (base, head): (&str, &str), base_commit: Option<String>) -> String {
+    let mut all = c.validated.diagnostics.clone();
+    all.extend(c.diagnostics.iter().cloned());
+    let summary = c.validated.summary(&all, "");
+    let mut v = crate::report::json::value(&summary);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("base".into(), base.into());
+        o.insert("head".into(), head.into());
+        o.insert("baseCommit".into(), base_commit.into());
+        o.insert("headCommit".into(), c.validated.commit.clone().into());
+    }
+    let mut out = serde_json::to_string_pretty(&v).expect("json");
+    out.push('\n');
+    out
 }

@@ -41,6 +41,8 @@ pub struct PlanReport<'a> {
     pub plan: &'a Plan,
     pub base: &'a str,
     pub head: &'a str,
+    /// The commits base and head resolved to (none for directories).
+    pub commits: (Option<&'a str>, Option<&'a str>),
     /// Notes on how the plan was made (e.g. "the base is invalid: diffed against nothing").
     pub notes: &'a [String],
     pub verdicts: Option<Verdicts<'a>>,
@@ -333,6 +335,9 @@ struct JsonPlan<'a> {
     tool: &'static str,
     base: &'a str,
     head: &'a str,
+    /// The commit ids `base` and `head` resolved to (null for directories).
+    base_commit: Option<&'a str>,
+    head_commit: Option<&'a str>,
     notes: &'a [String],
     #[serde(flatten)]
     plan: &'a Plan,
@@ -381,6 +386,8 @@ fn json(r: &PlanReport<'_>) -> String {
         tool: "rampart",
         base: r.base,
         head: r.head,
+        base_commit: r.commits.0,
+        head_commit: r.commits.1,
         notes: r.notes,
         plan: r.plan,
         policy,

@@ -441,3 +441,49 @@ fn a_github_app_gets_an_installation_token() {
         assert_eq!(auth, "Bearer ghs_ins", "the installation token");
     }
 }
+
+/// Issue 12, 0b: a pull request branched off before a forbid was merged was judged by its
+/// fork point's policies. The diff is the branch's own change; the base tip's rules decide.
+#[test]
+fn a_pull_request_is_judged_by_the_base_tips_policies() {
+    let repo = example_history();
+    let p = repo.path();
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "-b", "widen"]);
+    edit(
+        p,
+        "tenants/mobile-apps.yaml",
+        "      - platform-portal\n",
+        "      - platform-portal\n      - storefront\n",
+    );
+    commit(p, "Peggy <peggy@example.com>", "let the storefront call mobile");
+    let head = git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]);
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "main"]);
+    write(
+        &p.join("policies/network.cedar"),
+        "@id(\"network-widening-needs-platform\")\n@advice(\"Widening a tenant's network needs a platform approval.\")\n\
+         forbid (principal, action == Rampart::Action::\"updateTenant\", resource)\n\
+         when { context.networkWidened }\nunless { context.change in Rampart::Team::\"platform\" };\n",
+    );
+    commit(
+        p,
+        "Alice <alice@example.com>",
+        "no network widening without platform\n\nApproved-by: bob\n",
+    );
+    let base = git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]);
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "widen"]);
+
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), 12, "peggy", &base, &head);
+    let (api, world) = github_fake::start(World::default());
+    let job = ci(p, &api, &event, &[]);
+    assert_eq!(job.run.code, 2, "{}\n{}", job.run.stdout, job.run.stderr);
+    assert!(job.outputs.contains("decision=deny\n"), "{}", job.outputs);
+    assert!(
+        job.summary.contains("network-widening-needs-platform"),
+        "{}",
+        job.summary
+    );
+    // what the branch changes, not the policy merged since shown as removed
+    assert!(!job.summary.contains("policies/network.cedar"), "{}", job.summary);
+    assert!(world.lock().unwrap().problems.is_empty());
+}

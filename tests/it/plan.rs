@@ -298,3 +298,113 @@ fn the_incremental_plan_misses_nothing() {
         v["notes"]
     );
 }
+
+/// Issue 12, 1: a working-directory apply that changed nothing erased the recorded commit,
+/// and the next revision was then applied as a "first apply", unchecked.
+#[test]
+fn apply_never_loses_its_policy_baseline() {
+    let repo = example_history();
+    let p = repo.path();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("platform");
+    let t = format!("dir:{}", target.display());
+    let state = out.path().join("platform.rampart-state.json");
+    let first = rampart(&["apply", ".", "--rev", "main", "--target", &t], Some(p));
+    assert_eq!(first.code, 0, "{}", first.stdout);
+    let recorded = std::fs::read_to_string(&state).unwrap();
+    assert!(recorded.contains("\"commit\": \""), "{recorded}");
+
+    // a working directory changing nothing leaves the state as it was
+    let workdir = rampart(&["apply", ".", "--target", &t], Some(p));
+    assert_eq!(workdir.code, 0, "{}", workdir.stdout);
+    assert!(workdir.stdout.contains("the baseline stays"), "{}", workdir.stdout);
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), recorded);
+
+    // a working directory that changes something keeps the baseline too
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    let workdir = rampart(&["apply", ".", "--target", &t], Some(p));
+    assert_eq!(workdir.code, 0, "{}", workdir.stdout);
+    assert!(workdir.stdout.contains("NOT checked"), "{}", workdir.stdout);
+    let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&recorded).unwrap();
+    assert_eq!(after["commit"], before["commit"]);
+    assert_eq!(after["workdir"], true);
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "--", "."]);
+
+    // the sneaky revision is judged from the baseline: denied
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "-b", "sneaky"]);
+    edit(p, "tenants/mobile-apps.yaml", "memory: 24Gi", "memory: 64Gi");
+    commit(p, "Peggy <peggy@example.com>", "more memory");
+    let sneaky = rampart(&["apply", ".", "--rev", "sneaky", "--target", &t], Some(p));
+    assert_eq!(sneaky.code, 2, "{}", sneaky.stdout);
+    assert!(sneaky.stdout.contains("quota-above-2x"), "{}", sneaky.stdout);
+
+    // a target that holds objects but records no commit: an unknown baseline, refused
+    std::fs::remove_file(&state).unwrap();
+    let unknown = rampart(&["apply", ".", "--rev", "sneaky", "--target", &t], Some(p));
+    assert_eq!(unknown.code, 2, "{}", unknown.stdout);
+    assert!(unknown.stdout.contains("unknown baseline"), "{}", unknown.stdout);
+    assert!(unknown.stdout.contains("--baseline REV"), "{}", unknown.stdout);
+    // --baseline REV: authorised from REV, so denied
+    let from_main = rampart(
+        &["apply", ".", "--rev", "sneaky", "--target", &t, "--baseline", "main"],
+        Some(p),
+    );
+    assert_eq!(from_main.code, 2, "{}", from_main.stdout);
+    assert!(from_main.stdout.contains("quota-above-2x"), "{}", from_main.stdout);
+    // --no-baseline: applied, loudly
+    let unsafe_run = rampart(
+        &["apply", ".", "--rev", "sneaky", "--target", &t, "--no-baseline"],
+        Some(p),
+    );
+    assert_eq!(unsafe_run.code, 0, "{}", unsafe_run.stdout);
+    assert!(
+        unsafe_run.stderr.contains("WITHOUT a policy check"),
+        "{}",
+        unsafe_run.stderr
+    );
+    // --baseline over a recorded commit is a mistake
+    let twice = rampart(
+        &["apply", ".", "--rev", "sneaky", "--target", &t, "--baseline", "main"],
+        Some(p),
+    );
+    assert_eq!(twice.code, 1, "{}", twice.stdout);
+}
+
+/// Issue 12, 2: `plan --format json|markdown` on an invalid head printed rustc-style text;
+/// plan JSON named revisions as given (`"base": "main"`), not the commits they resolved to.
+#[test]
+fn plan_formats_hold_on_an_invalid_head_and_name_commits() {
+    let repo = example_history();
+    let p = repo.path();
+    let main = git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]);
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Alice <alice@example.com>", "more cpu");
+    let head = git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]);
+    let run = rampart(&["plan", ".", "--base", "main~1", "--format", "json"], Some(p));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["base"], "main~1");
+    assert_eq!(v["baseCommit"], main.as_str());
+    assert_eq!(v["headCommit"], head.as_str());
+
+    edit(p, "tenants/sandbox.yaml", "tier: free", "tier: platinum");
+    commit(p, "Alice <alice@example.com>", "an invalid tier");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "json"], Some(p));
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON on an invalid head");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["baseCommit"], head.as_str());
+    assert_eq!(v["diagnostics"][0]["file"], "tenants/sandbox.yaml");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "markdown"], Some(p));
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("### rampart: the config repo is invalid"),
+        "{}",
+        run.stdout
+    );
+    let run = rampart(&["check", ".", "--base", "HEAD~1", "--format", "json"], Some(p));
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["base"], head.as_str(), "check JSON gives the base it knows");
+}
