@@ -176,6 +176,14 @@ pub fn compute(
     // a base invalid only because of its Cedar policies still compiles: the plan shows the
     // real diff (the policy fix), and the verdicts say why they are break-glass
     let base_valid = base_v.specs_valid();
+    if base_valid && !base_v.is_valid() {
+        notes.push(
+            "the base revision's policies do not validate: its specs are compiled and diffed as usual, but no \
+             verdict is possible under its rules — break-glass: rampart's default policies alone decide, and \
+             only changes to rampart.yaml, policies/ and keys/ can be allowed (R407)"
+                .to_owned(),
+        );
+    }
     // only the tenants the change can touch are compiled
     let changes = match &verdicts {
         Some(a) => a.changes.clone(),
@@ -236,7 +244,7 @@ pub fn compute(
         return Ok(Outcome::Invalid(Box::new(head_c)));
     }
     let base_c = pipeline::compile_validated_tenants(base_v, opts, &wanted);
-    let base_manifests = if base_valid && base_c.is_valid() {
+    let base_manifests = if base_valid && !base_c.diagnostics.iter().any(crate::diagnostic::Diagnostic::is_error) {
         base_c.manifests.as_slice()
     } else {
         notes.push("the base revision is invalid, so the plan compares the head with nothing".to_owned());

@@ -226,6 +226,15 @@ const REACH_NAMES: usize = 5;
 /// advice about a reached tenant says which tenants.
 fn combine(own: Decision, reached: Vec<(&Reach, Decision)>) -> Decision {
     if reached.iter().all(|(_, d)| d.allowed) {
+        // (the permits that let the change reach its tenants decided too)
+        let mut own = own;
+        if own.allowed {
+            for (_, d) in &reached {
+                own.policies.extend(d.policies.iter().cloned());
+            }
+            own.policies.sort();
+            own.policies.dedup();
+        }
         return own;
     }
     let mut out = if own.allowed {

@@ -532,7 +532,18 @@ mod unit {
             ids("deleteTenant"),
             ["tenant-delete-needs-two-approvals", "tenant-owners-or-platform"]
         );
-        assert_eq!(ids("updateTeam"), ["team-members-or-platform"]);
+        assert_eq!(
+            ids("updateTeam"),
+            ["team-members-added-need-another-member", "team-members-or-platform"]
+        );
+        assert_eq!(
+            ids("reachTenant"),
+            [
+                "enterprise-plugins-trusted-and-signed",
+                "reaching-a-tenant-needs-its-owners",
+                "tenants-reached"
+            ]
+        );
         assert_eq!(
             ids("createPlugin"),
             [
@@ -540,7 +551,7 @@ mod unit {
                 "members-propose-plugins-and-rollouts"
             ]
         );
-        assert_eq!(ids("updateTenant").len(), 5);
+        assert_eq!(ids("updateTenant").len(), 6);
     }
 
     #[test]

@@ -530,11 +530,21 @@ fn reaches(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<Reach> {
     match c.subject {
         Subject::Object(Kind::Plugin) => {
             let (before, after) = sides.running(&c.name);
+            // the tenants run another artifact only when it changes: a new plugin, or a new
+            // version, artifact or signature (an edit of its description runs nothing new)
+            let runs_new = match (c.old, c.new) {
+                (Some(o), Some(n)) => {
+                    let (o, n) = (&base.plugins[o].spec, &head.plugins[n].spec);
+                    o.version != n.version || o.artifact != n.artifact || o.signature != n.signature
+                }
+                (None, Some(_)) => true,
+                _ => false,
+            };
             for &i in before {
                 reached.entry(base.tenants[i].name()).or_insert(None);
             }
             for &i in after {
-                reached.insert(head.tenants[i].name(), Some(c.name.as_str()));
+                reached.insert(head.tenants[i].name(), runs_new.then_some(c.name.as_str()));
             }
         }
         Subject::Object(Kind::Rollout) => {

@@ -95,7 +95,11 @@ fn text(r: &PlanReport<'_>) -> String {
                 v.author
             );
             for (c, d) in v.changes.iter().zip(v.decisions).filter(|(_, d)| !d.allowed) {
-                let why = d.way_out.as_ref().map(|w| w.describe()).unwrap_or_default();
+                // the way out, or (when none was searched) the errors that denied it
+                let why = match &d.way_out {
+                    Some(w) => w.describe(),
+                    None => d.errors.join("; "),
+                };
                 let _ = writeln!(
                     out,
                     "  deny {} {} {}: {} {why}",

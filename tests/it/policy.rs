@@ -229,7 +229,12 @@ fn invalid_base_policies_allow_only_the_fix_with_four_eyes() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["totals"]["added"], 0, "{}", run.stdout);
-    assert_eq!(v["totals"]["changed"], 1, "{}", run.stdout);
+    assert_eq!(
+        v["totals"]["changed"], 2,
+        "the sandbox's quota and limits: {}",
+        run.stdout
+    );
+    assert!(v["notes"].to_string().contains("R407"), "{}", run.stdout);
 }
 
 #[test]

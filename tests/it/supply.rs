@@ -61,7 +61,7 @@ fn a_key_the_change_adds_does_not_vouch_for_it() {
     commit(
         p,
         "Alice <alice@example.com>",
-        "trust the community key, use cost insights\n\nApproved-by: erin\n",
+        "trust the community key, use cost insights\n\nApproved-by: erin\nApproved-by: bob\n",
     );
     // the head on its own: the new key verifies the new signature
     let verify = rampart(
