@@ -298,3 +298,31 @@ fn the_incremental_plan_misses_nothing() {
         v["notes"]
     );
 }
+
+/// A list or a map under a secret-like key is redacted whole, not only scalars.
+#[test]
+fn secret_lists_and_maps_are_redacted_whole() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(
+        p,
+        "tenants/storefront.yaml",
+        "    - name: techdocs\n",
+        "    - name: techdocs\n      config:\n        techdocs:\n          apiTokens: [ghp_LISTEDSECRET111, ghp_LISTEDSECRET222]\n          auth: {bearer: MAPPEDSECRET333}\n          privateKey: {pem: NESTEDSECRET444}\n",
+    );
+    commit(p, "Rupert <rupert@example.com>", "tokens");
+    for format in ["text", "markdown", "json"] {
+        let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", format], Some(p));
+        assert_eq!(run.code, 0, "{format}: {}", run.stderr);
+        assert!(run.stdout.contains("storefront"), "{format}: {}", run.stdout);
+        for secret in ["LISTEDSECRET", "MAPPEDSECRET", "NESTEDSECRET"] {
+            assert!(
+                !run.stdout.contains(secret),
+                "{format}: {secret} leaked\n{}",
+                run.stdout
+            );
+        }
+    }
+    let run = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
+    assert!(run.stdout.contains("apiTokens: (secret sha256:"), "{}", run.stdout);
+}
