@@ -118,6 +118,15 @@ fn sandbox_pr(number: u64, committer: &str, author: &str) -> SandboxPr {
     }
 }
 
+/// The `pull_request` event (number `number`, by `author`) for the last commit of `p`; the
+/// directory holding it goes with it.
+fn open_pr(p: &Path, number: u64, author: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), number, author, &base, &head);
+    (events, event)
+}
+
 fn head_and_base(p: &Path) -> (String, String) {
     (
         git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]),
@@ -230,9 +239,7 @@ fn an_invalid_head_is_annotated_fifty_at_a_time() {
         );
     }
     commit(p, "Alice <alice@example.com>", "55 tenants nobody owns");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 9, "alice", &base, &head);
+    let (_events, event) = open_pr(p, 9, "alice");
     let (api, world) = github_fake::start(World::default());
     let job = ci(p, &api, &event, &[]);
     assert_eq!(job.run.code, 3, "{}\n{}", job.run.stdout, job.run.stderr);
@@ -606,9 +613,7 @@ fn annotations_are_capped_and_the_summary_sent_twice_at_most() {
         write(&p.join(format!("teams/bulk-{f}.yaml")), docs.join("---\n"));
     }
     commit(p, "Alice <alice@example.com>", "700 problems");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 16, "alice", &base, &head);
+    let (_events, event) = open_pr(p, 16, "alice");
     let (api, world) = github_fake::start(World::default());
     let job = ci(p, &api, &event, &["--comment", "false"]);
     assert_eq!(job.run.code, 3, "{}\n{}", job.run.stdout, job.run.stderr);
@@ -652,9 +657,7 @@ fn many_new_plugins_do_not_push_the_verdict_out() {
         "      - storefront\n      - hackweek\n",
     );
     commit(p, "Eve <eve@evil.example>", "plugins, and a way into payments");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 17, "eve", &base, &head);
+    let (_events, event) = open_pr(p, 17, "eve");
     let (api, world) = github_fake::start(World::default());
     let job = ci(p, &api, &event, &[]);
     assert_eq!(job.run.code, 2, "{}\n{}", job.run.stdout, job.run.stderr);
@@ -697,9 +700,7 @@ fn hostile_text_is_made_visible_in_every_output() {
     write(&p.join("teams/esc\u{1b}[2Jx.yaml"), team.replace("NAME", "esc"));
     write(&p.join("teams/bidi\u{202e}lmy.yaml"), team.replace("NAME", "bidi"));
     commit(p, "Alice <alice@example.com>", "odd names");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 18, "alice", &base, &head);
+    let (_events, event) = open_pr(p, 18, "alice");
     let (api, world) = github_fake::start(World::default());
     let job = ci(p, &api, &event, &[]);
     assert_eq!(job.run.code, 3, "{}\n{}", job.run.stdout, job.run.stderr);
@@ -733,8 +734,7 @@ fn hostile_text_is_made_visible_in_every_output() {
         "    - name: techdocs\n      config:\n        techdocs:\n          builder: \"local\u{202e}lanretxe\u{2066}\"\n",
     );
     commit(p, "Alice <alice@example.com>", "reordered text");
-    let (head, base) = head_and_base(p);
-    let event = pr_event(events.path(), 19, "alice", &base, &head);
+    let (_events, event) = open_pr(p, 19, "alice");
     let (api, world) = github_fake::start(World::default());
     let job = ci(p, &api, &event, &["--fail-on", "never"]);
     assert_eq!(job.run.code, 0, "{}\n{}", job.run.stdout, job.run.stderr);
