@@ -24,8 +24,9 @@ const SUMMARY_LIMIT: usize = 65_535;
 /// Run in a GitHub Actions job: on `pull_request`, validate the head, authorise the change
 /// (the PR author, the approvals of the current head), plan it; write the job summary,
 /// annotations and outputs, upsert one PR comment and the `rampart` check run (a commit
-/// status when the token may not create check runs). On `push`, validate and check the pushed
-/// range. Exit 0, 2 denied, 3 invalid (per --fail-on), 1 could not run.
+/// status when the token may not create check runs). On `push`, plan the pushed range the
+/// same way into the job summary and outputs (no API calls). Exit 0, 2 denied, 3 invalid
+/// (per --fail-on), 1 could not run.
 #[derive(clap::Args)]
 pub struct Args {
     /// The config repo, relative to GITHUB_WORKSPACE.

@@ -461,7 +461,8 @@ impl Client {
             annotations: batches.get(i).copied().unwrap_or(&[]).iter().map(annotation).collect(),
             images: Vec::new(),
         };
-        // names this attempt's run, so a create whose answer was lost can be found
+        // names this report's run, so a create whose answer was lost can be found (a run GitHub
+        // makes visible only after the lookup would still be made twice: rare, and harmless)
         let external_id = format!(
             "rampart-{}-{}",
             std::process::id(),
