@@ -287,18 +287,35 @@ pub fn counts(diags: &[Diagnostic]) -> Counts {
     c
 }
 
-/// Quote a user value for a message: backticks, with control characters made visible so a
-/// crafted name cannot forge extra output lines.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('`');
-    for ch in s.chars().take(200) {
-        if ch.is_control() {
+/// Whether `c` may forge or disguise text where it is shown: a control character (a newline
+/// starts a workflow command, ESC a terminal sequence) or a bidirectional control, which
+/// shows text in another order than it is (Trojan Source, CVE-2021-42574).
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every hidden character (see [`is_hidden`]) but those in `keep` written as its
+/// escape (`\u{202e}`, `\n`): seen, not obeyed.
+pub fn visible(s: &str, keep: &[char]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if is_hidden(ch) && !keep.contains(&ch) {
             out.extend(ch.escape_default());
         } else {
             out.push(ch);
         }
     }
+    out
+}
+
+/// Quote a user value for a message: backticks, with control characters made visible so a
+/// crafted name cannot forge extra output lines.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('`');
+    let head: String = s.chars().take(200).collect();
+    out.push_str(&visible(&head, &[]));
     if s.chars().count() > 200 {
         out.push('…');
     }

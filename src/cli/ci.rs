@@ -1,7 +1,7 @@
 //! `rampart ci`: the GitHub Action's entry point, driven by the Actions environment.
 
 use super::exit;
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::{Diagnostic, Severity, quote};
 use crate::github::client::{Annotation, Auth, Client, Reported};
 use crate::github::webhook;
 use crate::pipeline::{self, CheckOutcome, Principals};
@@ -15,11 +15,18 @@ use std::path::{Path, PathBuf};
 /// The hidden first line of rampart's pull-request comment.
 pub const MARKER: &str = "<!-- rampart:plan -->";
 
+/// Annotations sent to the check run at most (GitHub takes 50 per request).
+const MAX_ANNOTATIONS: usize = 500;
+
+/// GitHub's limit on a check run's `output.summary`.
+const SUMMARY_LIMIT: usize = 65_535;
+
 /// Run in a GitHub Actions job: on `pull_request`, validate the head, authorise the change
 /// (the PR author, the approvals of the current head), plan it; write the job summary,
 /// annotations and outputs, upsert one PR comment and the `rampart` check run (a commit
-/// status when the token may not create check runs). On `push`, validate and check the pushed
-/// range. Exit 0, 2 denied, 3 invalid (per --fail-on), 1 could not run.
+/// status when the token may not create check runs). On `push`, plan the pushed range the
+/// same way into the job summary and outputs (no API calls). Exit 0, 2 denied, 3 invalid
+/// (per --fail-on), 1 could not run.
 #[derive(clap::Args)]
 pub struct Args {
     /// The config repo, relative to GITHUB_WORKSPACE.
@@ -51,7 +58,8 @@ struct Env {
     summary: Option<PathBuf>,
     output: Option<PathBuf>,
     temp: PathBuf,
-    me: String,
+    /// `RAMPART_BOT_LOGIN`: whose comment to edit, when not derived from the credential.
+    me: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -72,7 +80,7 @@ impl Env {
             summary: var("GITHUB_STEP_SUMMARY").map(PathBuf::from),
             output: var("GITHUB_OUTPUT").map(PathBuf::from),
             temp: var("RUNNER_TEMP").map_or_else(std::env::temp_dir, PathBuf::from),
-            me: var("RAMPART_BOT_LOGIN").unwrap_or_else(|| "github-actions[bot]".to_owned()),
+            me: var("RAMPART_BOT_LOGIN"),
         })
     }
 
@@ -157,44 +165,59 @@ fn sides(path: &Path, base: &str, head: &str) -> anyhow::Result<(Source, Source,
     Ok((base_s, head_s, Some(tip), fork.to_string()))
 }
 
-async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullRequest) -> anyhow::Result<u8> {
-    let (base, head, tip, fork) = sides(path, &pr.base_sha, &pr.head_sha)?;
-    let client = Client::new(&env.api_url, env.auth()?, &env.repository).await?;
-    let approvals = client.approvals(pr.number, &pr.head_sha).await?;
-    let who = Principals::logins(Some(&pr.author), &approvals);
+/// What one planned range comes to: the verdict, the plan as markdown (comment, job summary,
+/// check summary) and JSON, and the annotations for the check run.
+struct Ran {
+    decision: &'static str,
+    valid: bool,
+    changed: bool,
+    markdown: String,
+    json: Option<String>,
+    annotations: Vec<Annotation>,
+    /// The policy verdicts, when the head was valid and the base could be checked.
+    verdicts: Option<pipeline::Authorized>,
+}
+
+/// Plan `base` → `head` (shown as `names`) for `who`, within `limit` characters of markdown;
+/// print the workflow commands (an invalid head's problems, or the full text plan, folded).
+fn plan_range(
+    sides: super::plan::Sides<'_>,
+    names: (&str, &str),
+    who: &Principals,
+    prefix: &str,
+    limit: usize,
+) -> anyhow::Result<Ran> {
     let mut opts = super::compile::options(&[]);
     opts.redact = true;
-    let short = |s: &str| s.chars().take(12).collect::<String>();
-    let names = (short(&fork), short(&pr.head_sha));
-    // room for the marker line
-    let limit = MARKDOWN_LIMIT - MARKER.len() - 1;
-    let sides = super::plan::Sides {
-        base: &base,
-        head: &head,
-        rules: tip.as_ref(),
-    };
     let outcome = super::plan::compute(
         sides,
-        (&names.0, &names.1),
-        &who,
+        names,
+        who,
         &opts,
         &[PlanFormat::Markdown, PlanFormat::Json, PlanFormat::Text],
         limit,
     )?;
-    let prefix = source::workdir_prefix(path);
-    let (decision, valid, changed, markdown, json, annotations) = match outcome {
+    Ok(match outcome {
         super::plan::Outcome::Invalid(c) => {
             let mut all = c.validated.diagnostics.clone();
             all.extend(c.diagnostics.iter().cloned());
-            let md = report::plan::invalid_markdown(&all, limit);
-            let notes = annotations_of(&all, &prefix);
+            let markdown = report::plan::invalid_markdown(&all, limit);
+            let annotations = annotations_of(&all, prefix);
             // workflow commands too, so the job log and the diff carry them
-            print!("{}", report::github::render(&c.validated.summary(&all, &prefix)));
-            ("invalid", false, false, md, None, notes)
+            print!("{}", report::github::render(&c.validated.summary(&all, prefix)));
+            Ran {
+                decision: "invalid",
+                valid: false,
+                changed: false,
+                markdown,
+                json: None,
+                annotations,
+                verdicts: None,
+            }
         }
         super::plan::Outcome::Planned(p) => {
             let mut rendered = p.rendered.into_iter();
-            let md = rendered.next().unwrap_or_default();
+            let markdown = rendered.next().unwrap_or_default();
             let json = rendered.next();
             // the whole plan in the job log, folded (the comment may be cut to fit), with
             // workflow commands stopped around it: the plan holds text from the pull request
@@ -204,7 +227,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
                 let token = hex::encode(&sha2::Sha256::digest(seed.as_bytes())[..16]);
                 print!("{}", report::github::folded("rampart plan (full)", &text, &token));
             }
-            let (decision, notes) = match &p.verdicts {
+            let (decision, annotations) = match &p.verdicts {
                 Some(a) if a.outcome == CheckOutcome::BasePoliciesInvalid => ("deny", Vec::new()),
                 Some(a) => {
                     let denied: Vec<Annotation> = a
@@ -215,16 +238,16 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
                         .filter_map(|(_, c)| {
                             let file = c.file.as_str();
                             (!file.is_empty()).then(|| Annotation {
-                                path: report::prefixed(&prefix, file),
+                                path: report::prefixed(prefix, file),
                                 line: 1,
                                 column: None,
                                 failure: true,
                                 title: "rampart: denied by policy".to_owned(),
                                 message: format!(
-                                    "{} {} `{}` is denied by policy; see the plan comment",
+                                    "{} {} {} is denied by policy; see the plan comment",
                                     c.action.as_str(),
                                     c.subject.as_str(),
-                                    c.name
+                                    quote(&c.name)
                                 ),
                             })
                         })
@@ -233,25 +256,74 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
                 }
                 None => ("allow", Vec::new()),
             };
-            (decision, true, p.changed, md, json, notes)
+            Ran {
+                decision,
+                valid: true,
+                changed: p.changed,
+                markdown,
+                json,
+                annotations,
+                verdicts: p.verdicts,
+            }
         }
-    };
+    })
+}
 
-    // plan JSON, job summary, outputs
-    let plan_json = env.temp.join(format!("rampart-plan-{}.json", pr.number));
-    if let Some(j) = &json {
-        std::fs::write(&plan_json, j).with_context(|| format!("writing `{}`", plan_json.display()))?;
+/// The plan JSON (as `plan_json`), the job summary and the step outputs of `ran`.
+fn write_job(env: &Env, ran: &Ran, plan_json: &Path) -> anyhow::Result<()> {
+    if let Some(j) = &ran.json {
+        std::fs::write(plan_json, j).with_context(|| format!("writing `{}`", plan_json.display()))?;
     }
     if let Some(summary) = &env.summary {
-        append(summary, &format!("{markdown}\n"))?;
+        append(summary, &format!("{}\n", ran.markdown))?;
     }
     if let Some(output) = &env.output {
-        let mut lines = format!("decision={decision}\nvalid={valid}\nchanged={changed}\n");
-        if json.is_some() {
+        let mut lines = format!(
+            "decision={}\nvalid={}\nchanged={}\n",
+            ran.decision, ran.valid, ran.changed
+        );
+        if ran.json.is_some() {
             lines.push_str(&format!("plan-json={}\n", plan_json.display()));
         }
         append(output, &lines)?;
     }
+    Ok(())
+}
+
+/// The first 12 characters of a commit id.
+fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
+}
+
+async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullRequest) -> anyhow::Result<u8> {
+    let (base, head, tip, fork) = sides(path, &pr.base_sha, &pr.head_sha)?;
+    let client = Client::new(&env.api_url, env.auth()?, &env.repository).await?;
+    let approvals = client.approvals(pr.number, &pr.head_sha).await?;
+    let who = Principals::logins(Some(&pr.author), &approvals);
+    // room for the marker line
+    let limit = MARKDOWN_LIMIT - MARKER.len() - 1;
+    let prefix = source::workdir_prefix(path);
+    let sides = super::plan::Sides {
+        base: &base,
+        head: &head,
+        rules: tip.as_ref(),
+    };
+    let ran = plan_range(
+        sides,
+        (&short(&fork), &short(&pr.head_sha)),
+        &who,
+        &prefix,
+        limit,
+    )?;
+    write_job(env, &ran, &env.temp.join(format!("rampart-plan-{}.json", pr.number)))?;
+    let Ran {
+        decision,
+        changed,
+        markdown,
+        annotations,
+        ..
+    } = ran;
+
     // a pull request from a fork gets a read-only token: say so, and keep the verdict
     let read_only = |e: &crate::github::client::CallError| {
         print!(
@@ -263,7 +335,11 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
         )
     };
     if args.comment {
-        match client.upsert_comment(pr.number, MARKER, &markdown, &env.me).await {
+        let me = match &env.me {
+            Some(me) => me.clone(),
+            None => client.login().await?,
+        };
+        match client.upsert_comment(pr.number, MARKER, &markdown, &me).await {
             Ok(created) => println!(
                 "rampart ci: {} the plan comment on #{}",
                 if created { "posted" } else { "updated" },
@@ -279,7 +355,20 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
         _ if changed => "Allowed: the plan has changes".to_owned(),
         _ => "Allowed: no changes".to_owned(),
     };
-    let summary: String = markdown.chars().take(65_535).collect();
+    // every 50 annotations cost a request against the repository's rate limit: a pull request
+    // with thousands of problems gets the first MAX_ANNOTATIONS, and the summary says so
+    let left_out = annotations.len().saturating_sub(MAX_ANNOTATIONS);
+    let annotations = &annotations[..annotations.len().min(MAX_ANNOTATIONS)];
+    let note = if left_out > 0 {
+        format!(
+            "\n> {left_out} more problem{} not annotated (at most {MAX_ANNOTATIONS} are); the job log has every one.\n",
+            if left_out == 1 { " is" } else { "s are" }
+        )
+    } else {
+        String::new()
+    };
+    let mut summary: String = markdown.chars().take(SUMMARY_LIMIT - note.chars().count()).collect();
+    summary.push_str(&note);
     match client
         .report(
             "rampart",
@@ -287,7 +376,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
             decision == "allow",
             &title,
             &summary,
-            &annotations,
+            annotations,
         )
         .await
     {
@@ -313,33 +402,54 @@ fn code(fail_on: FailOn, decision: &str) -> u8 {
     }
 }
 
-/// On `push`: validate the pushed head and authorise the range (no API calls). The verdict
-/// is reported (output `decision`, warnings), but only an invalid head fails the job: merge
-/// commits carry no approvals, so a denial here is an audit note, not a gate.
+/// On `push`: validate the pushed head, authorise and plan the pushed range (no API calls),
+/// and summarise it as a pull request run does: job summary, full plan in the log, outputs.
+/// Only an invalid head fails the job: merge commits carry no approvals, so a denial here is
+/// an audit note (a warning), not a gate.
 fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyhow::Result<u8> {
     let head = revision(path, &push.after, "pushed")?;
     let prefix = source::workdir_prefix(path);
+    let plan_json = env.temp.join(format!("rampart-plan-{}.json", short(&push.after)));
     if push.before.chars().all(|c| c == '0') {
         // a new branch: nothing to compare with
         let v = pipeline::validate(&head, &|_, _| {})?;
         print!("{}", report::github::render(&v.summary(&v.diagnostics, &prefix)));
-        let decision = if v.is_valid() { "allow" } else { "invalid" };
-        return Ok(code(args.fail_on, decision));
+        let valid = v.is_valid();
+        let markdown = if valid {
+            format!(
+                "### rampart: {} is valid\n\nA new branch: there is no earlier commit to plan from.\n",
+                short(&push.after)
+            )
+        } else {
+            report::plan::invalid_markdown(&v.diagnostics, MARKDOWN_LIMIT)
+        };
+        let ran = Ran {
+            decision: if valid { "allow" } else { "invalid" },
+            valid,
+            changed: false,
+            markdown,
+            json: None,
+            annotations: Vec::new(),
+            verdicts: None,
+        };
+        write_job(env, &ran, &plan_json)?;
+        return Ok(code(args.fail_on, ran.decision));
     }
     let base = revision(path, &push.before, "previous")?;
-    let cache = super::parse_cache(&head);
-    let checked = pipeline::check(&base, &head, &Principals::default(), cache.as_ref())?;
-    print!(
-        "{}",
-        report::github::render(&checked.head.summary(&checked.head.diagnostics, &prefix))
-    );
-    let decision = match checked.auth.outcome {
-        CheckOutcome::HeadInvalid => "invalid",
-        CheckOutcome::BasePoliciesInvalid => "deny",
-        CheckOutcome::Decided if checked.auth.denied() > 0 => "deny",
-        CheckOutcome::Decided => "allow",
+    let names = (short(&push.before), short(&push.after));
+    let sides = super::plan::Sides {
+        base: &base,
+        head: &head,
+        rules: None,
     };
-    for (d, c) in checked.auth.decisions.iter().zip(&checked.auth.changes) {
+    let ran = plan_range(
+        sides,
+        (&names.0, &names.1),
+        &Principals::default(),
+        &prefix,
+        MARKDOWN_LIMIT,
+    )?;
+    for (d, c) in ran.verdicts.iter().flat_map(|a| a.decisions.iter().zip(&a.changes)) {
         if !d.allowed {
             // (a warning: GitHub's merge commits carry no approvals, so a merged, approved
             // pull request looks unapproved here; the gate is the pull request's check)
@@ -351,22 +461,17 @@ fn push_range(args: &Args, env: &Env, path: &Path, push: &webhook::Push) -> anyh
                         "{} {} {} was pushed without the approvals policy asks for in its commits (Approved-by: trailers); the pull request's `rampart` check is the gate",
                         c.action.as_str(),
                         c.subject.as_str(),
-                        c.name
+                        quote(&c.name)
                     )
                 )
             );
         }
     }
-    if let Some(output) = &env.output {
-        append(
-            output,
-            &format!("decision={decision}\nvalid={}\nchanged=false\n", decision != "invalid"),
-        )?;
-    }
+    write_job(env, &ran, &plan_json)?;
     // only an invalid push fails the job (see above)
     Ok(code(
         args.fail_on,
-        if decision == "invalid" { "invalid" } else { "allow" },
+        if ran.decision == "invalid" { "invalid" } else { "allow" },
     ))
 }
 

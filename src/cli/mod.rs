@@ -91,7 +91,9 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // (an error may quote a file name or a server's answer: nothing in it may start a
+            // line or a terminal sequence)
+            eprintln!("error: {}", crate::diagnostic::visible(&format!("{e:#}"), &[]));
             ExitCode::from(exit::ERROR)
         }
     }

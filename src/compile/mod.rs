@@ -54,20 +54,25 @@ pub fn secret_key(key: &str) -> bool {
         "private_key",
         "credential",
         "clientsecret",
+        "bearer",
+        "authorization",
     ]
     .iter()
     .any(|s| k.contains(s))
+        // (`auth` alone, not `author`)
+        || k == "auth"
 }
 
 /// `value` with every secret-like key's value replaced by `(secret sha256:…)`, so a reviewer
-/// sees that it changed, never what it is.
+/// sees that it changed, never what it is. A list or map under such a key is replaced whole
+/// (`apiTokens: [ghp_…]`, `credentials: {bearer: …}`): every part of it is as secret.
 pub fn redact(value: &Value) -> Value {
     use sha2::{Digest, Sha256};
     match value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| {
-                    let v = if secret_key(k) && !v.is_object() && !v.is_array() && !v.is_null() {
+                    let v = if secret_key(k) && !v.is_null() {
                         let digest = Sha256::digest(v.to_string().as_bytes());
                         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
                         Value::String(format!("(secret sha256:{hex})"))

@@ -3,10 +3,15 @@
 //!
 //! Token auth (`GITHUB_TOKEN`, a PAT) or GitHub App auth (app id + private key → an
 //! installation token, minted and refreshed by octocrab). The base URL is configurable
-//! (`GITHUB_API_URL`, GitHub Enterprise Server). Server errors are retried by octocrab's retry
-//! layer; primary and secondary rate limits (`retry-after`, `x-ratelimit-reset`) are waited
-//! out here, up to [`MAX_WAIT`]. Errors name the call and GitHub's message, never a token.
+//! (`GITHUB_API_URL`, GitHub Enterprise Server). Primary and secondary rate limits
+//! (`retry-after`, `x-ratelimit-reset`) are waited out here, up to [`MAX_WAIT`]: the request
+//! was refused, so any call may be repeated. A server error or a lost answer is retried here
+//! only for calls that can be repeated (reads, edits); octocrab's own retry layer is off, since
+//! it would repeat a POST that may already have made a comment or a check run. Before
+//! repeating a create, rampart looks for what the first attempt may have made. Errors name the
+//! call and GitHub's message (its control characters escaped), never a token.
 
+use crate::diagnostic::visible;
 use octocrab::Octocrab;
 use octocrab::models::pulls::ReviewState;
 use octocrab::params::checks::{
@@ -21,6 +26,18 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// GitHub accepts at most this many annotations per check-run request.
 pub const ANNOTATIONS_PER_REQUEST: usize = 50;
+
+/// Who comments with the Actions `GITHUB_TOKEN`, which may not read `GET /user`.
+pub const ACTIONS_BOT: &str = "github-actions[bot]";
+
+/// Whether a call may be sent again when its answer is lost or a server error: reads and
+/// edits that set a whole value can; creates (a second comment) and check-run updates
+/// (GitHub appends their annotations) cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Safe,
+    Never,
+}
 
 /// How the client authenticates.
 pub enum Auth {
@@ -62,6 +79,14 @@ pub struct CallError {
     pub rate_limited: bool,
 }
 
+impl CallError {
+    /// Whether the request may have taken effect although it failed: no answer, an answer
+    /// rampart could not read, or a server error.
+    fn maybe_done(&self) -> bool {
+        !self.rate_limited && self.status.is_none_or(|s| s >= 500)
+    }
+}
+
 /// One annotation of the check run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Annotation {
@@ -87,6 +112,8 @@ pub enum Reported {
 /// A repository's API, counting the calls it makes.
 pub struct Client {
     gh: Octocrab,
+    /// The GitHub App itself (JWT auth, for `GET /app`); `None` with a token.
+    app: Option<Octocrab>,
     owner: String,
     repo: String,
     calls: AtomicUsize,
@@ -97,14 +124,15 @@ fn call_error(what: &str, e: octocrab::Error) -> CallError {
         octocrab::Error::GitHub { source, .. } => CallError {
             what: what.to_owned(),
             status: Some(source.status_code.as_u16()),
-            message: source.message.chars().take(300).collect(),
+            // (GitHub's message may echo what the pull request wrote)
+            message: visible(&source.message.chars().take(300).collect::<String>(), &[]),
             rate_limited: false,
         },
         // (octocrab's other errors name URLs and causes, never the token)
         other => CallError {
             what: what.to_owned(),
             status: None,
-            message: other.to_string().chars().take(300).collect(),
+            message: visible(&other.to_string().chars().take(300).collect::<String>(), &[]),
             rate_limited: false,
         },
     }
@@ -158,9 +186,11 @@ impl Client {
             .base_uri(api_url)
             .map_err(|e| err(format!("GITHUB_API_URL `{api_url}`: {e}")))?
             .set_connect_timeout(Some(Duration::from_secs(10)))
-            .set_read_timeout(Some(Duration::from_secs(30)));
-        let gh = match auth {
-            Auth::Token(t) => builder.personal_token(t).build().map_err(|e| err(e.to_string()))?,
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            // (retries are decided per call in `call`: see the module's doc)
+            .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None);
+        let (gh, app) = match auth {
+            Auth::Token(t) => (builder.personal_token(t).build().map_err(|e| err(e.to_string()))?, None),
             Auth::App {
                 app_id,
                 private_key_pem,
@@ -172,11 +202,13 @@ impl Client {
                     .app(app_id.into(), key)
                     .build()
                     .map_err(|e| err(e.to_string()))?;
-                app.installation(installation.into()).map_err(|e| err(e.to_string()))?
+                let inst = app.installation(installation.into()).map_err(|e| err(e.to_string()))?;
+                (inst, Some(app))
             }
         };
         Ok(Client {
             gh,
+            app,
             owner: owner.to_owned(),
             repo: repo.to_owned(),
             calls: AtomicUsize::new(0),
@@ -198,11 +230,15 @@ impl Client {
         let Some(next) = page.next.clone() else {
             return Ok(None);
         };
-        self.call(what, || async { self.gh.get_page::<T>(&Some(next.clone())).await })
-            .await
+        self.call(what, Repeat::Safe, || async {
+            self.gh.get_page::<T>(&Some(next.clone())).await
+        })
+        .await
     }
 
-    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, CallError>
+    /// Run one request, 3 tries at most: after a rate limit (waited out, at most
+    /// [`MAX_WAIT`] in all), and after a server error or a lost answer when `repeat` allows.
+    async fn call<T, F, Fut>(&self, what: &str, repeat: Repeat, f: F) -> Result<T, CallError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = octocrab::Result<T>>,
@@ -220,6 +256,10 @@ impl Client {
                     limited => {
                         let mut err = call_error(what, e);
                         err.rate_limited = limited.is_some();
+                        if repeat == Repeat::Safe && attempt < 2 && err.maybe_done() {
+                            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                            continue;
+                        }
                         return Err(err);
                     }
                 },
@@ -228,12 +268,43 @@ impl Client {
         unreachable!("the loop returns")
     }
 
+    /// The login rampart comments as: `<app slug>[bot]` for a GitHub App (`GET /app`), the
+    /// token's user for a personal access token (`GET /user`), and [`ACTIONS_BOT`] for the
+    /// Actions `GITHUB_TOKEN`, which `GET /user` refuses (403 "Resource not accessible by
+    /// integration").
+    pub async fn login(&self) -> Result<String, CallError> {
+        if let Some(app) = &self.app {
+            let me = self
+                .call("reading the GitHub App", Repeat::Safe, || async {
+                    app.current().app().await
+                })
+                .await?;
+            let slug = me.slug.ok_or_else(|| CallError {
+                what: "reading the GitHub App".to_owned(),
+                status: None,
+                message: "GitHub did not say the app's slug".to_owned(),
+                rate_limited: false,
+            })?;
+            return Ok(format!("{slug}[bot]"));
+        }
+        match self
+            .call("reading the token's user", Repeat::Safe, || async {
+                self.gh.current().user().await
+            })
+            .await
+        {
+            Ok(user) => Ok(user.login),
+            Err(e) if e.status == Some(403) && !e.rate_limited => Ok(ACTIONS_BOT.to_owned()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Logins whose latest review of pull request `pr` approves `head_sha` (dismissed reviews,
     /// reviews of older commits and reviews superseded by a later one do not count).
     pub async fn approvals(&self, pr: u64, head_sha: &str) -> Result<Vec<String>, CallError> {
         let what = format!("listing the reviews of pull request #{pr}");
         let mut page = self
-            .call(&what, || async {
+            .call(&what, Repeat::Safe, || async {
                 self.gh
                     .pulls(&self.owner, &self.repo)
                     .list_reviews(pr)
@@ -266,12 +337,11 @@ impl Client {
             .collect())
     }
 
-    /// Create or edit the one comment that starts with `marker` and was written by `me`
-    /// (a comment by anyone else is never edited, whatever it says).
-    pub async fn upsert_comment(&self, pr: u64, marker: &str, body: &str, me: &str) -> Result<bool, CallError> {
+    /// The id of the comment on `pr` that starts with `marker` and was written by `me`.
+    async fn find_comment(&self, pr: u64, marker: &str, me: &str) -> Result<Option<u64>, CallError> {
         let what = format!("listing the comments of pull request #{pr}");
         let mut page = self
-            .call(&what, || async {
+            .call(&what, Repeat::Safe, || async {
                 self.gh
                     .issues(&self.owner, &self.repo)
                     .list_comments(pr)
@@ -280,40 +350,90 @@ impl Client {
                     .await
             })
             .await?;
-        let mut mine = None;
         loop {
             if let Some(c) = page.items.iter().find(|c| {
                 c.user.login.eq_ignore_ascii_case(me) && c.body.as_deref().is_some_and(|b| b.starts_with(marker))
             }) {
-                mine = Some(c.id);
-                break;
+                return Ok(Some(c.id.into_inner()));
             }
             let Some(next) = self.next_page(&what, &page).await? else {
-                break;
+                return Ok(None);
             };
             page = next;
         }
-        let body = format!("{marker}\n{body}");
-        match mine {
-            Some(id) => {
-                self.call(&format!("editing comment {id}"), || async {
-                    self.gh.issues(&self.owner, &self.repo).update_comment(id, &body).await
-                })
-                .await?;
-                Ok(false)
-            }
-            None => {
-                self.call(&format!("commenting on pull request #{pr}"), || async {
-                    self.gh.issues(&self.owner, &self.repo).create_comment(pr, &body).await
-                })
-                .await?;
-                Ok(true)
-            }
-        }
     }
 
-    /// Report on `sha` as the check run `name` (annotations 50 per request), or — when the
-    /// token may not create check runs (403) — as a commit status.
+    /// Create or edit the one comment that starts with `marker` and was written by `me`
+    /// (a comment by anyone else is never edited, whatever it says). Whether it was created.
+    pub async fn upsert_comment(&self, pr: u64, marker: &str, body: &str, me: &str) -> Result<bool, CallError> {
+        let body = format!("{marker}\n{body}");
+        let edit = |id: u64| {
+            let body = &body;
+            async move {
+                self.call(&format!("editing comment {id}"), Repeat::Safe, || async {
+                    self.gh
+                        .issues(&self.owner, &self.repo)
+                        .update_comment(id.into(), body)
+                        .await
+                })
+                .await
+            }
+        };
+        if let Some(id) = self.find_comment(pr, marker, me).await? {
+            edit(id).await?;
+            return Ok(false);
+        }
+        for attempt in 0.. {
+            let created = self
+                .call(&format!("commenting on pull request #{pr}"), Repeat::Never, || async {
+                    self.gh.issues(&self.owner, &self.repo).create_comment(pr, &body).await
+                })
+                .await;
+            match created {
+                Ok(_) => break,
+                // the comment may be there: edit it rather than post a second one
+                Err(e) if e.maybe_done() && attempt < 2 => {
+                    if let Some(id) = self.find_comment(pr, marker, me).await? {
+                        edit(id).await?;
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The check run `name` on `sha` whose `external_id` is `external_id`, if there is one.
+    async fn find_check_run(&self, name: &str, sha: &str, external_id: &str) -> Result<Option<u64>, CallError> {
+        #[derive(serde::Deserialize)]
+        struct Runs {
+            check_runs: Vec<Run>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Run {
+            id: u64,
+            external_id: Option<String>,
+        }
+        let route = format!("/repos/{}/{}/commits/{sha}/check-runs", self.owner, self.repo);
+        let query = [("check_name", name), ("filter", "all"), ("per_page", "100")];
+        let runs: Runs = self
+            .call("listing the check runs of the head commit", Repeat::Safe, || async {
+                self.gh.get(&route, Some(&query)).await
+            })
+            .await?;
+        Ok(runs
+            .check_runs
+            .into_iter()
+            .find(|r| r.external_id.as_deref() == Some(external_id))
+            .map(|r| r.id))
+    }
+
+    /// Report on `sha` as the check run `name`, or — when the token may not create check runs
+    /// (403) — as a commit status. Annotations go 50 per request; GitHub requires a title and
+    /// a summary in every request and shows the last one, so the full `summary` goes in the
+    /// first request (a run cut short by an error still shows it) and in the last, and the
+    /// requests between carry a one-line one: `summary` is sent at most twice.
     pub async fn report(
         &self,
         name: &str,
@@ -328,66 +448,92 @@ impl Client {
         } else {
             CheckRunConclusion::Failure
         };
-        let output = |batch: &[Annotation]| CheckRunOutput {
+        let batches: Vec<&[Annotation]> = annotations.chunks(ANNOTATIONS_PER_REQUEST).collect();
+        let requests = batches.len().max(1);
+        let output = |i: usize| CheckRunOutput {
             title: title.to_owned(),
-            summary: summary.to_owned(),
+            summary: if i == 0 || i + 1 == requests {
+                summary.to_owned()
+            } else {
+                format!("Adding annotations ({} of {requests} requests)…", i + 1)
+            },
             text: None,
-            annotations: batch.iter().map(annotation).collect(),
+            annotations: batches.get(i).copied().unwrap_or(&[]).iter().map(annotation).collect(),
             images: Vec::new(),
         };
-        let mut batches = annotations.chunks(ANNOTATIONS_PER_REQUEST);
-        let first = batches.next().unwrap_or(&[]);
-        let created = self
-            .call("creating the check run", || async {
-                self.gh
-                    .checks(&self.owner, &self.repo)
-                    .create_check_run(name, sha)
-                    .status(CheckRunStatus::Completed)
-                    .conclusion(conclusion)
-                    .output(output(first))
-                    .send()
-                    .await
-            })
-            .await;
-        let run = match created {
-            Ok(run) => run,
-            Err(e) if e.status == Some(403) && !e.rate_limited => {
-                let state = if success {
-                    octocrab::models::StatusState::Success
-                } else {
-                    octocrab::models::StatusState::Failure
-                };
-                let description: String = title.chars().take(140).collect();
-                self.call(
-                    "setting the commit status (the token may not create check runs)",
-                    || async {
-                        self.gh
-                            .repos(&self.owner, &self.repo)
-                            .create_status(sha.to_owned(), state)
-                            .context(name.to_owned())
-                            .description(description.clone())
-                            .send()
-                            .await
-                    },
-                )
-                .await?;
-                return Ok(Reported::Status);
+        // names this report's run, so a create whose answer was lost can be found (a run GitHub
+        // makes visible only after the lookup would still be made twice: rare, and harmless)
+        let external_id = format!(
+            "rampart-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let mut attempt = 0;
+        let id = loop {
+            attempt += 1;
+            let created = self
+                .call("creating the check run", Repeat::Never, || async {
+                    self.gh
+                        .checks(&self.owner, &self.repo)
+                        .create_check_run(name, sha)
+                        .external_id(external_id.clone())
+                        .status(CheckRunStatus::Completed)
+                        .conclusion(conclusion)
+                        .output(output(0))
+                        .send()
+                        .await
+                })
+                .await;
+            match created {
+                Ok(r) => break r.id.into_inner(),
+                // the run may be there: find it rather than create a second one
+                Err(e) if e.maybe_done() && attempt < 3 => {
+                    if let Some(id) = self.find_check_run(name, sha, &external_id).await? {
+                        break id;
+                    }
+                }
+                Err(e) if e.status == Some(403) && !e.rate_limited => {
+                    let state = if success {
+                        octocrab::models::StatusState::Success
+                    } else {
+                        octocrab::models::StatusState::Failure
+                    };
+                    let description: String = title.chars().take(140).collect();
+                    // (a second status with the same context replaces the first)
+                    self.call(
+                        "setting the commit status (the token may not create check runs)",
+                        Repeat::Safe,
+                        || async {
+                            self.gh
+                                .repos(&self.owner, &self.repo)
+                                .create_status(sha.to_owned(), state)
+                                .context(name.to_owned())
+                                .description(description.clone())
+                                .send()
+                                .await
+                        },
+                    )
+                    .await?;
+                    return Ok(Reported::Status);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
-        for batch in batches {
-            self.call("adding annotations to the check run", || async {
+        for i in 1..requests {
+            self.call("adding annotations to the check run", Repeat::Never, || async {
                 self.gh
                     .checks(&self.owner, &self.repo)
-                    .update_check_run(run.id)
-                    .output(output(batch))
+                    .update_check_run(id.into())
+                    .output(output(i))
                     .send()
                     .await
             })
             .await?;
         }
         Ok(Reported::CheckRun {
-            id: run.id.into_inner(),
+            id,
             annotations: annotations.len(),
         })
     }

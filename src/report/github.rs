@@ -59,9 +59,10 @@ pub fn folded(title: &str, text: &str, token: &str) -> String {
     )
 }
 
-/// Escape a command's message.
+/// Escape a command's message; other control and bidirectional characters (a file name's
+/// ESC) are written as escapes, so the log shows them instead of obeying them.
 pub fn data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    crate::diagnostic::visible(&s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A"), &[])
 }
 
 /// Escape a command's property value.
@@ -75,5 +76,6 @@ mod tests {
     fn escapes_cannot_forge_commands() {
         assert_eq!(super::property("a,b:c\n::error::x"), "a%2Cb%3Ac%0A%3A%3Aerror%3A%3Ax");
         assert_eq!(super::data("50% done\r\n::x"), "50%25 done%0D%0A::x");
+        assert_eq!(super::property("a\u{1b}[2J\u{202e}b"), "a\\u{1b}[2J\\u{202e}b");
     }
 }

@@ -130,7 +130,7 @@ fn visible(s: &str) -> String {
         .map(|c| {
             if c == '\t' {
                 ' '
-            } else if c.is_control() {
+            } else if crate::diagnostic::is_hidden(c) {
                 '\u{fffd}'
             } else {
                 c

@@ -70,7 +70,8 @@ pub fn render(format: Format, s: &Summary<'_>, color: bool) -> String {
 }
 
 /// User-controlled text made inert in GitHub Markdown: no HTML, no Markdown structure, no
-/// @mentions or #references, no line breaks that end a table row.
+/// @mentions or #references, no line breaks that end a table row, no control or
+/// bidirectional characters (shown as U+FFFD).
 pub fn markdown_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -87,7 +88,7 @@ pub fn markdown_escape(s: &str) -> String {
                 out.push(c);
             }
             '\n' | '\r' => out.push(' '),
-            c if c.is_control() => out.push('\u{fffd}'),
+            c if crate::diagnostic::is_hidden(c) => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }

@@ -4,7 +4,7 @@
 
 use super::markdown_escape;
 use crate::change::Change;
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, visible};
 use crate::plan::{Counts, Plan};
 use crate::policy::decide::Decision;
 use serde::Serialize;
@@ -15,6 +15,8 @@ use std::fmt::Write;
 pub const MARKDOWN_LIMIT: usize = 65_536;
 /// Rows of the per-tenant table before it is summarised.
 const TENANT_ROWS: usize = 30;
+/// Notes (e.g. one per new plugin) shown before the rest are counted.
+const NOTES: usize = 20;
 
 /// Output format of `plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -137,7 +139,8 @@ fn text(r: &PlanReport<'_>) -> String {
         out.push('\n');
         out.push_str(&c.diff);
     }
-    out
+    // names and diffs come from the pull request: no terminal sequence or reordered text
+    visible(&out, &['\n', '\t'])
 }
 
 /// A code fence longer than any run of backticks in `text`.
@@ -182,9 +185,6 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
         p.totals.removed,
         p.unchanged
     );
-    for n in r.notes {
-        let _ = writeln!(out, "> {}\n", markdown_escape(n));
-    }
     if let Some(v) = &r.verdicts {
         if let Some(why) = v.blocked {
             let _ = writeln!(out, "**Policy:** not decided — {}\n", markdown_escape(why));
@@ -282,6 +282,19 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
         }
         out.push('\n');
     }
+    // notes after the verdict, the risks and the table, and capped: a change can make one
+    // per plugin, and they must not push the rest out of the comment
+    for (i, n) in r.notes.iter().enumerate() {
+        if i == NOTES {
+            let _ = writeln!(
+                out,
+                "> … {} more notes; the job log has the full plan\n",
+                r.notes.len() - NOTES
+            );
+            break;
+        }
+        let _ = writeln!(out, "> {}\n", markdown_escape(n));
+    }
     // the summary must fit whatever happens; the diffs take what is left
     let mut by_tenant: BTreeMap<&str, Vec<&crate::plan::ObjectChange>> = BTreeMap::new();
     for c in &p.changes {
@@ -299,8 +312,10 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
         );
         let mut shown = 0;
         for c in &changes {
-            let f = fence(&c.diff);
-            let block = format!("{f}diff\n{}{f}\n\n", c.diff);
+            // (a fence keeps Markdown out, not control or bidirectional characters)
+            let diff = visible(&c.diff, &['\n', '\t']);
+            let f = fence(&diff);
+            let block = format!("{f}diff\n{diff}{f}\n\n");
             if out.len() + section.len() + block.len() + reserve + 20 > limit {
                 left_out += 1;
                 left_chars += c.diff.len();

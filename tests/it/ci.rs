@@ -27,6 +27,18 @@ fn pr_event(dir: &Path, number: u64, author: &str, base: &str, head: &str) -> st
     path
 }
 
+/// A `push` event (GitHub's own example) from `before` to `after`.
+fn push_event(dir: &Path, before: &str, after: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root().join(".ci/npm/webhooks-examples.json")).unwrap();
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mut e = all.iter().find(|e| e["name"] == "push").unwrap()["examples"][0].clone();
+    e["before"] = before.into();
+    e["after"] = after.into();
+    let path = dir.join("push.json");
+    std::fs::write(&path, serde_json::to_vec(&e).unwrap()).unwrap();
+    path
+}
+
 struct Job {
     run: Run,
     outputs: String,
@@ -106,6 +118,15 @@ fn sandbox_pr(number: u64, committer: &str, author: &str) -> SandboxPr {
     }
 }
 
+/// The `pull_request` event (number `number`, by `author`) for the last commit of `p`; the
+/// directory holding it goes with it.
+fn open_pr(p: &Path, number: u64, author: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (head, base) = head_and_base(p);
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), number, author, &base, &head);
+    (events, event)
+}
+
 fn head_and_base(p: &Path) -> (String, String) {
     (
         git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]),
@@ -148,12 +169,14 @@ fn a_pull_request_gets_one_comment_a_check_run_and_outputs() {
             routes(&w),
             [
                 "GET /pulls/7/reviews",
+                // the Actions token may not read its user: the comment author is the Actions bot
+                "GET /user",
                 "GET /issues/7/comments",
                 "POST /issues/7/comments",
                 "POST /check-runs",
             ]
         );
-        let run = &w.calls[3].body;
+        let run = &w.calls[4].body;
         assert_eq!(run["name"], "rampart");
         assert_eq!(run["head_sha"], head.as_str());
         assert_eq!(run["conclusion"], "failure");
@@ -173,8 +196,8 @@ fn a_pull_request_gets_one_comment_a_check_run_and_outputs() {
     let w = world.lock().unwrap();
     assert!(w.problems.is_empty(), "{:#?}", w.problems);
     assert_eq!(w.comments.len(), 2, "edited, not duplicated");
-    assert_eq!(&routes(&w)[6], "POST /issues/comments/1001");
-    assert_eq!(routes(&w).len(), 8, "{:?}", routes(&w));
+    assert_eq!(&routes(&w)[8], "POST /issues/comments/1001");
+    assert_eq!(routes(&w).len(), 10, "{:?}", routes(&w));
 }
 
 #[test]
@@ -216,9 +239,7 @@ fn an_invalid_head_is_annotated_fifty_at_a_time() {
         );
     }
     commit(p, "Alice <alice@example.com>", "55 tenants nobody owns");
-    let (head, base) = head_and_base(p);
-    let events = tempfile::tempdir().unwrap();
-    let event = pr_event(events.path(), 9, "alice", &base, &head);
+    let (_events, event) = open_pr(p, 9, "alice");
     let (api, world) = github_fake::start(World::default());
     let job = ci(p, &api, &event, &[]);
     assert_eq!(job.run.code, 3, "{}\n{}", job.run.stdout, job.run.stderr);
@@ -238,14 +259,15 @@ fn an_invalid_head_is_annotated_fifty_at_a_time() {
         routes(&w),
         [
             "GET /pulls/9/reviews",
+            "GET /user",
             "GET /issues/9/comments",
             "POST /issues/9/comments",
             "POST /check-runs",
             "PATCH /check-runs/77",
         ]
     );
-    assert_eq!(w.calls[3].body["output"]["annotations"].as_array().unwrap().len(), 50);
-    assert_eq!(w.calls[4].body["output"]["annotations"].as_array().unwrap().len(), 5);
+    assert_eq!(w.calls[4].body["output"]["annotations"].as_array().unwrap().len(), 50);
+    assert_eq!(w.calls[5].body["output"]["annotations"].as_array().unwrap().len(), 5);
     assert!(w.comments[0].2.contains("is invalid"), "{}", w.comments[0].2);
 }
 
@@ -383,6 +405,7 @@ fn its_own_comment_is_found_on_a_later_page() {
         routes(&w),
         [
             "GET /pulls/13/reviews",
+            "GET /user",
             "GET /issues/13/comments",
             "GET /issues/13/comments",
             "POST /issues/comments/140",
@@ -409,12 +432,16 @@ fn a_github_app_gets_an_installation_token() {
     let pem = std::fs::read_to_string(&pem_path).unwrap();
     let pr = sandbox_pr(14, "Alice <alice@example.com>", "alice");
     let (p, event) = (pr.repo.path(), &pr.event);
-    let (api, world) = github_fake::start(World::default());
+    // the app's own comment from an earlier run: its bot login comes from `GET /app`
+    let (api, world) = github_fake::start(World {
+        comments: vec![(3, "octoapp[bot]".into(), "<!-- rampart:plan -->\nold plan".into())],
+        ..World::default()
+    });
     let job = ci_as(
         p,
         &api,
         event,
-        &["--comment", "false"],
+        &[],
         &[
             ("RAMPART_APP_ID", "4242"),
             ("RAMPART_APP_PRIVATE_KEY", &pem),
@@ -436,10 +463,299 @@ fn a_github_app_gets_an_installation_token() {
         .collect();
     assert_eq!(calls[0].0, "POST /app/installations/77/access_tokens");
     assert!(calls[0].1.starts_with("Bearer ey"), "a JWT: {}", calls[0].1);
-    assert_eq!(calls.len(), 3, "{calls:?}");
-    for (_, auth) in &calls[1..] {
-        assert_eq!(auth, "Bearer ghs_ins", "the installation token");
+    assert_eq!(calls[2].0, "GET /app");
+    assert!(calls[2].1.starts_with("Bearer ey"), "a JWT: {}", calls[2].1);
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    for (i, (_, auth)) in calls.iter().enumerate().skip(1).filter(|(i, _)| *i != 2) {
+        assert_eq!(auth, "Bearer ghs_ins", "{i}: the installation token");
     }
+    assert_eq!(w.comments.len(), 1, "edited, not added");
+    assert!(w.comments[0].2.contains("sandbox"), "{}", w.comments[0].2);
+}
+
+/// A personal access token comments as its user (`GET /user`): that user's comment is the
+/// one edited, not one by the Actions bot.
+#[test]
+fn a_personal_token_edits_its_own_users_comment() {
+    let pr = sandbox_pr(20, "Alice <alice@example.com>", "alice");
+    let (p, event) = (pr.repo.path(), &pr.event);
+    let (api, world) = github_fake::start(World {
+        pat_user: Some("platform-bot".into()),
+        comments: vec![
+            (
+                4,
+                "github-actions[bot]".into(),
+                "<!-- rampart:plan -->\nnot ours".into(),
+            ),
+            (5, "platform-bot".into(), "<!-- rampart:plan -->\nold plan".into()),
+        ],
+        ..World::default()
+    });
+    let job = ci_as(
+        p,
+        &api,
+        event,
+        &[],
+        &[("GITHUB_TOKEN", "ghp_patforthetests0000000000000000000000")],
+    );
+    assert_eq!(job.run.code, 0, "{}", job.run.stderr);
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    assert_eq!(
+        routes(&w),
+        [
+            "GET /pulls/20/reviews",
+            "GET /user",
+            "GET /issues/20/comments",
+            "POST /issues/comments/5",
+            "POST /check-runs",
+        ]
+    );
+    assert_eq!(w.comments[0].2, "<!-- rampart:plan -->\nnot ours");
+    assert!(w.comments[1].2.contains("sandbox"), "{}", w.comments[1].2);
+}
+
+/// A create whose answer is lost (502) may have been carried out: rampart looks for the
+/// comment and the check run it may have made instead of posting a second one.
+#[test]
+fn a_lost_answer_does_not_duplicate_the_comment_or_the_check_run() {
+    let pr = sandbox_pr(21, "Alice <alice@example.com>", "alice");
+    let (p, event, head) = (pr.repo.path(), &pr.event, &pr.head);
+    let (api, world) = github_fake::start(World {
+        lose_answer_once: Some("POST /issues/21/comments".into()),
+        ..World::default()
+    });
+    let job = ci(p, &api, event, &[]);
+    assert_eq!(job.run.code, 0, "{}", job.run.stderr);
+    {
+        let w = world.lock().unwrap();
+        assert!(w.problems.is_empty(), "{:#?}", w.problems);
+        assert_eq!(w.comments.len(), 1, "{:?}", routes(&w));
+        assert_eq!(
+            routes(&w),
+            [
+                "GET /pulls/21/reviews",
+                "GET /user",
+                "GET /issues/21/comments",
+                "POST /issues/21/comments",
+                "GET /issues/21/comments",
+                "POST /issues/comments/1000",
+                "POST /check-runs",
+            ]
+        );
+    }
+    let (api, world) = github_fake::start(World {
+        lose_answer_once: Some("POST /check-runs".into()),
+        ..World::default()
+    });
+    let job = ci(p, &api, event, &["--comment", "false"]);
+    assert_eq!(job.run.code, 0, "{}", job.run.stderr);
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    assert_eq!(w.check_runs.len(), 1, "{:?}", routes(&w));
+    assert_eq!(
+        routes(&w),
+        [
+            "GET /pulls/21/reviews".to_owned(),
+            "POST /check-runs".to_owned(),
+            format!("GET /commits/{head}/check-runs"),
+        ]
+    );
+    assert!(job.run.stdout.contains("check run 77"), "{}", job.run.stdout);
+}
+
+/// A push that changes a quota is planned and summarised like a pull request: the job
+/// summary has the plan, `changed` is true, and no API call is made.
+#[test]
+fn a_push_that_changes_quotas_is_summarised() {
+    let pr = sandbox_pr(15, "Alice <alice@example.com>", "alice");
+    let p = pr.repo.path();
+    let events = tempfile::tempdir().unwrap();
+    let event = push_event(events.path(), &pr.base, &pr.head);
+    let (api, world) = github_fake::start(World::default());
+    // (a later variable wins: the event is a push)
+    let job = ci_as(
+        p,
+        &api,
+        &event,
+        &[],
+        &[("GITHUB_TOKEN", TOKEN), ("GITHUB_EVENT_NAME", "push")],
+    );
+    assert_eq!(job.run.code, 0, "{}\n{}", job.run.stdout, job.run.stderr);
+    assert!(job.outputs.contains("valid=true\nchanged=true\n"), "{}", job.outputs);
+    assert!(job.outputs.contains("plan-json="), "{}", job.outputs);
+    assert!(job.summary.contains("### rampart plan: "), "{}", job.summary);
+    assert!(job.summary.contains("| sandbox | "), "{}", job.summary);
+    assert!(
+        job.run.stdout.contains("::group::rampart plan (full)"),
+        "{}",
+        job.run.stdout
+    );
+    assert!(world.lock().unwrap().calls.is_empty(), "no API calls on push");
+}
+
+/// 700 problems (7 files × 100 documents with an unknown field): at most 500 annotations are
+/// sent (1 POST + 9 PATCHes), the summary says how many were left out, and the full summary
+/// goes only in the first and the last request (the ones in between carry a short one, since
+/// GitHub requires `output.title` and `output.summary` in every update).
+#[test]
+fn annotations_are_capped_and_the_summary_sent_twice_at_most() {
+    let repo = example_history();
+    let p = repo.path();
+    for f in 0..7 {
+        let docs: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    "apiVersion: rampart.dev/v1\nkind: Team\nmetadata:\n  name: t-{f}-{i:03}\nspec:\n  contact: t@example.com\n  members: [erin]\n  unknownField: {i}\n"
+                )
+            })
+            .collect();
+        write(&p.join(format!("teams/bulk-{f}.yaml")), docs.join("---\n"));
+    }
+    commit(p, "Alice <alice@example.com>", "700 problems");
+    let (_events, event) = open_pr(p, 16, "alice");
+    let (api, world) = github_fake::start(World::default());
+    let job = ci(p, &api, &event, &["--comment", "false"]);
+    assert_eq!(job.run.code, 3, "{}\n{}", job.run.stdout, job.run.stderr);
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    let runs: Vec<&github_fake::Call> = w.calls.iter().filter(|c| c.path.contains("/check-runs")).collect();
+    assert_eq!(runs.len(), 10, "{:?}", routes(&w));
+    let sent: usize = runs
+        .iter()
+        .map(|c| c.body["output"]["annotations"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(sent, 500);
+    let summary = |c: &github_fake::Call| c.body["output"]["summary"].as_str().unwrap().to_owned();
+    let full = summary(runs[0]);
+    assert!(full.contains("200 more problems"), "{full}");
+    assert_eq!(summary(runs[9]), full, "the last request restores the full summary");
+    for c in &runs[1..9] {
+        assert!(summary(c).len() < 300, "{}", summary(c));
+    }
+}
+
+/// 1,300 new plugins and a network widening to `payments-prod`: the per-plugin notes do not
+/// push the verdict, the risk or the tenant table out of the comment, the check summary or
+/// the job summary, and the check fails as the verdict says.
+#[test]
+fn many_new_plugins_do_not_push_the_verdict_out() {
+    let repo = example_history();
+    let p = repo.path();
+    for i in 0..1300 {
+        write(
+            &p.join(format!("plugins/bulk-{i:04}.yaml")),
+            format!(
+                "apiVersion: rampart.dev/v1\nkind: Plugin\nmetadata:\n  name: bulk-{i:04}\nspec:\n  publisher: eve\n  version: \"1.0.0\"\n  artifact:\n    package: \"@eve/bulk-{i:04}@1.0.0\"\n    integrity: sha512-hQJ4MC9a/sy98OppcOGyM5fUazs9lq+B/K+CTWBRzqLxSD6o+7id+I001W4QDYK7m9kvzuhLVd07F2WWZ89VKw==\n"
+            ),
+        );
+    }
+    edit(
+        p,
+        "tenants/payments-prod.yaml",
+        "      - storefront\n",
+        "      - storefront\n      - hackweek\n",
+    );
+    commit(p, "Eve <eve@evil.example>", "plugins, and a way into payments");
+    let (_events, event) = open_pr(p, 17, "eve");
+    let (api, world) = github_fake::start(World::default());
+    let job = ci(p, &api, &event, &[]);
+    assert_eq!(job.run.code, 2, "{}\n{}", job.run.stdout, job.run.stderr);
+    assert!(job.outputs.contains("decision=deny\n"), "{}", job.outputs);
+    let w = world.lock().unwrap();
+    assert!(w.problems.is_empty(), "{:#?}", w.problems);
+    let run = w
+        .calls
+        .iter()
+        .find(|c| c.method == "POST" && c.path.ends_with("/check-runs"))
+        .unwrap();
+    assert_eq!(run.body["conclusion"], "failure");
+    let check = run.body["output"]["summary"].as_str().unwrap();
+    for (what, text) in [
+        ("comment", w.comments[0].2.as_str()),
+        ("check", check),
+        ("job summary", job.summary.as_str()),
+    ] {
+        assert!(text.contains("denied by policy"), "{what}: {text}");
+        assert!(text.contains("**network widening** in payments-prod"), "{what}: {text}");
+        assert!(text.contains("| payments-prod |"), "{what}: {text}");
+        assert!(text.contains("> … 1281 more notes"), "{what}: {text}");
+        assert!(
+            text.find("network widening") < text.find("> plugin \\`bulk-0000\\` \\(new\\)"),
+            "{what}: notes come after\n{}",
+            &text[..3000]
+        );
+    }
+}
+
+/// Text from a pull request or from GitHub cannot forge workflow commands, send terminal
+/// sequences or reorder what a reviewer reads: ESC in a file name, bidirectional controls
+/// in a value and in a file name, a newline in an API error message.
+#[test]
+fn hostile_text_is_made_visible_in_every_output() {
+    // an invalid head: the file names reach `::error` lines and the comment's table
+    let repo = example_history();
+    let p = repo.path();
+    let team = "apiVersion: rampart.dev/v1\nkind: Team\nmetadata:\n  name: NAME\nspec:\n  contact: t@example.com\n  members: [erin]\n  unknownField: 1\n";
+    write(&p.join("teams/esc\u{1b}[2Jx.yaml"), team.replace("NAME", "esc"));
+    write(&p.join("teams/bidi\u{202e}lmy.yaml"), team.replace("NAME", "bidi"));
+    commit(p, "Alice <alice@example.com>", "odd names");
+    let (_events, event) = open_pr(p, 18, "alice");
+    let (api, world) = github_fake::start(World::default());
+    let job = ci(p, &api, &event, &[]);
+    assert_eq!(job.run.code, 3, "{}\n{}", job.run.stdout, job.run.stderr);
+    let clean = |what: &str, s: &str| assert!(!s.contains('\u{1b}') && !s.contains('\u{202e}'), "{what}: {s:?}");
+    clean("stdout", &job.run.stdout);
+    assert!(
+        job.run.stdout.contains("::error file=teams/esc\\u{1b}[2Jx.yaml"),
+        "{}",
+        job.run.stdout
+    );
+    clean("summary", &job.summary);
+    {
+        let w = world.lock().unwrap();
+        clean("comment", &w.comments[0].2);
+        // (an annotation's path must name the file as it is; its text is escaped)
+        let run = w.calls.iter().find(|c| c.path.ends_with("/check-runs")).unwrap();
+        let output = &run.body["output"];
+        clean("check", output["summary"].as_str().unwrap());
+        for a in output["annotations"].as_array().unwrap() {
+            clean("annotation", &format!("{}{}", a["title"], a["message"]));
+        }
+    }
+
+    // a valid head: a bidirectional control in a plugin config reaches the diffs
+    let repo = example_history();
+    let p = repo.path();
+    edit(
+        p,
+        "tenants/storefront.yaml",
+        "    - name: techdocs\n",
+        "    - name: techdocs\n      config:\n        techdocs:\n          builder: \"local\u{202e}lanretxe\u{2066}\"\n",
+    );
+    commit(p, "Alice <alice@example.com>", "reordered text");
+    let (_events, event) = open_pr(p, 19, "alice");
+    let (api, world) = github_fake::start(World::default());
+    let job = ci(p, &api, &event, &["--fail-on", "never"]);
+    assert_eq!(job.run.code, 0, "{}\n{}", job.run.stdout, job.run.stderr);
+    clean("stdout", &job.run.stdout);
+    clean("summary", &job.summary);
+    assert!(job.summary.contains("\\u{202e}"), "{}", job.summary);
+    let w = world.lock().unwrap();
+    clean("comment", &w.comments[0].2);
+    drop(w);
+
+    // GitHub's error message is data, never a workflow command
+    let (api, _world) = github_fake::start(World {
+        fail_with: Some(422),
+        fail_message: Some("Validation Failed\n::warning::forged\u{1b}[2J".into()),
+        ..World::default()
+    });
+    let job = ci(p, &api, &event, &[]);
+    assert_eq!(job.run.code, 1, "{}", job.run.stderr);
+    assert!(job.run.stderr.contains("Validation Failed"), "{}", job.run.stderr);
+    assert!(!job.run.stderr.contains("\n::warning::"), "{}", job.run.stderr);
+    clean("stderr", &job.run.stderr);
 }
 
 /// Issue 12, 0b: a pull request branched off before a forbid was merged was judged by its

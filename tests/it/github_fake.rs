@@ -34,8 +34,18 @@ pub struct World {
     pub no_checks: bool,
     /// Answer every call with this status and GitHub's error body.
     pub fail_with: Option<u16>,
+    /// The `message` of that error body (default `fake failure <status>`).
+    pub fail_message: Option<String>,
     /// Answer the first call with a secondary rate limit (403, `retry-after: 1`).
     pub rate_limited_once: bool,
+    /// The login of a personal access token's user (`GET /user`); `None`: the Actions
+    /// token, which `GET /user` refuses.
+    pub pat_user: Option<String>,
+    /// Check runs created: `(id, name, head_sha, external_id)`.
+    pub check_runs: Vec<(u64, String, String, String)>,
+    /// Carry out the first call to this route (`POST /check-runs`, as [`Call`]s are shown
+    /// by `ci::routes`) but answer it 502, as when a proxy loses GitHub's answer.
+    pub lose_answer_once: Option<String>,
     /// Problems found in the traffic (schema mismatches, unknown routes).
     pub problems: Vec<String>,
 }
@@ -138,6 +148,31 @@ fn user(login: &str) -> Value {
     u
 }
 
+/// The GitHub App of the fake (`GET /app`): the example's, slug `octoapp`.
+const APP_SLUG: &str = "octoapp";
+
+/// Who a credential acts as: the app's bot for an installation token, the PAT's user, or
+/// the Actions bot.
+fn author(world: &World, auth: &str) -> String {
+    if auth.starts_with("Bearer ghs_ins") {
+        format!("{APP_SLUG}[bot]")
+    } else {
+        world
+            .pat_user
+            .clone()
+            .unwrap_or_else(|| "github-actions[bot]".to_owned())
+    }
+}
+
+fn check_run(id: u64, name: &str, head_sha: &str, external_id: &str) -> Value {
+    let mut run = example("check-run");
+    run["id"] = json!(id);
+    run["name"] = json!(name);
+    run["head_sha"] = json!(head_sha);
+    run["external_id"] = json!(external_id);
+    run
+}
+
 fn comment(id: u64, login: &str, body: &str) -> Value {
     let mut c = example("issue-comment");
     c["id"] = json!(id);
@@ -155,6 +190,7 @@ fn answer(
     method: &Method,
     path: &str,
     body: &Value,
+    auth: &str,
 ) -> Option<(&'static str, &'static str, u16, Value)> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
@@ -196,14 +232,13 @@ fn answer(
         ("POST", ["repos", _, _, "issues", _, "comments"]) => {
             let id = 1000 + world.comments.len() as u64;
             let text = body["body"].as_str().unwrap_or_default().to_owned();
-            world
-                .comments
-                .push((id, "github-actions[bot]".to_owned(), text.clone()));
+            let login = author(world, auth);
+            world.comments.push((id, login.clone(), text.clone()));
             Some((
                 "/repos/{owner}/{repo}/issues/{issue_number}/comments",
                 "post",
                 201,
-                comment(id, "github-actions[bot]", &text),
+                comment(id, &login, &text),
             ))
         }
         // (octocrab edits with POST; GitHub's documented method is PATCH: both are routed)
@@ -229,17 +264,58 @@ fn answer(
                     json!({"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run"}),
                 ));
             }
-            let mut run = example("check-run");
-            run["id"] = json!(77);
-            run["name"] = body["name"].clone();
-            run["head_sha"] = body["head_sha"].clone();
+            let id = 77 + world.check_runs.len() as u64;
+            let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+            world
+                .check_runs
+                .push((id, text("name"), text("head_sha"), text("external_id")));
+            let mut run = check_run(id, &text("name"), &text("head_sha"), &text("external_id"));
             run["conclusion"] = body["conclusion"].clone();
             Some(("/repos/{owner}/{repo}/check-runs", "post", 201, run))
         }
-        ("PATCH", ["repos", _, _, "check-runs", _]) => {
-            let mut run = example("check-run");
-            run["id"] = json!(77);
-            Some(("/repos/{owner}/{repo}/check-runs/{check_run_id}", "patch", 200, run))
+        ("PATCH", ["repos", _, _, "check-runs", id]) => {
+            let id: u64 = id.parse().ok()?;
+            let (_, name, sha, external) = world.check_runs.iter().find(|r| r.0 == id)?;
+            Some((
+                "/repos/{owner}/{repo}/check-runs/{check_run_id}",
+                "patch",
+                200,
+                check_run(id, name, sha, external),
+            ))
+        }
+        ("GET", ["repos", _, _, "commits", sha, "check-runs"]) => {
+            let runs: Vec<Value> = world
+                .check_runs
+                .iter()
+                .filter(|r| r.2 == *sha)
+                .map(|(id, name, sha, external)| check_run(*id, name, sha, external))
+                .collect();
+            Some((
+                "/repos/{owner}/{repo}/commits/{ref}/check-runs",
+                "get",
+                200,
+                json!({"total_count": runs.len(), "check_runs": runs}),
+            ))
+        }
+        // who the credential is: a PAT's user; the Actions token may not ask
+        ("GET", ["user"]) => Some(match &world.pat_user {
+            Some(login) => {
+                let mut u = example("private-user");
+                u["login"] = json!(login);
+                ("/user", "get", 200, u)
+            }
+            None => (
+                "/user",
+                "get",
+                403,
+                json!({"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest/users/users#get-the-authenticated-user", "status": "403"}),
+            ),
+        }),
+        // the GitHub App itself (JWT auth)
+        ("GET", ["app"]) => {
+            let mut app = example("integration");
+            app["slug"] = json!(APP_SLUG);
+            Some(("/app", "get", 200, app))
         }
         // GitHub App auth: an installation token for the app's JWT
         ("POST", ["app", "installations", _, "access_tokens"]) => {
@@ -272,7 +348,7 @@ async fn handle(
     };
     let mut w = world.lock().unwrap();
     let path = uri.path().to_owned();
-    let auth = headers
+    let auth: String = headers
         .get("authorization")
         .and_then(|h| h.to_str().ok())
         .map(|h| h.chars().take(14).collect())
@@ -281,7 +357,7 @@ async fn handle(
         method: method.to_string(),
         path: path.clone(),
         body: body.clone(),
-        auth,
+        auth: auth.clone(),
     });
     if w.rate_limited_once {
         w.rate_limited_once = false;
@@ -289,11 +365,14 @@ async fn handle(
         return (StatusCode::FORBIDDEN, [("retry-after", "1")], axum::Json(reply)).into_response();
     }
     if let Some(status) = w.fail_with {
-        let reply =
-            json!({"message": format!("fake failure {status}"), "documentation_url": "https://docs.github.com/rest"});
+        let message = w
+            .fail_message
+            .clone()
+            .unwrap_or_else(|| format!("fake failure {status}"));
+        let reply = json!({"message": message, "documentation_url": "https://docs.github.com/rest"});
         return (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
     }
-    let Some((op, op_method, status, reply)) = answer(&mut w, &method, &path, &body) else {
+    let Some((op, op_method, status, reply)) = answer(&mut w, &method, &path, &body, &auth) else {
         w.problems.push(format!("unexpected call {method} {path}"));
         return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))).into_response();
     };
@@ -306,6 +385,15 @@ async fn handle(
         for p in check(&schema_of(op, op_method, Some(status)), &reply) {
             w.problems.push(format!("response to {method} {path}: {p}"));
         }
+    }
+    let route = format!(
+        "{method} {}",
+        path.trim_start_matches("/repos/larkspur/platform-config")
+    );
+    if w.lose_answer_once.as_deref() == Some(route.as_str()) {
+        w.lose_answer_once = None;
+        let reply = json!({"message": "Server Error"});
+        return (StatusCode::BAD_GATEWAY, axum::Json(reply)).into_response();
     }
     // lists are paginated as GitHub does: `per_page` (default 30), `page`, a `Link` header
     let (reply, link) = match reply {

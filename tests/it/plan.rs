@@ -116,14 +116,7 @@ fn plan_flags_risks_and_hides_secrets() {
         "ghp_ROTATEDVALUE456",
     );
     commit(p, "Rupert <rupert@example.com>", "rotate");
-    for format in ["text", "markdown", "json"] {
-        let run = rampart(&["plan", ".", "--base", "HEAD~2", "--format", format], Some(p));
-        assert!(
-            !run.stdout.contains("SUPERSECRET") && !run.stdout.contains("ROTATED"),
-            "{format}: {}",
-            run.stdout
-        );
-    }
+    hides(p, "HEAD~2", &["SUPERSECRET", "ROTATED"]);
     let run = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
     assert!(run.stdout.contains("githubToken: (secret sha256:"), "{}", run.stdout);
     // apply writes the real value
@@ -297,6 +290,39 @@ fn the_incremental_plan_misses_nothing() {
         "{}",
         v["notes"]
     );
+}
+
+/// A list or a map under a secret-like key is redacted whole, not only scalars.
+#[test]
+fn secret_lists_and_maps_are_redacted_whole() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(
+        p,
+        "tenants/storefront.yaml",
+        "    - name: techdocs\n",
+        "    - name: techdocs\n      config:\n        techdocs:\n          apiTokens: [ghp_LISTEDSECRET111, ghp_LISTEDSECRET222]\n          auth: {bearer: MAPPEDSECRET333}\n          privateKey: {pem: NESTEDSECRET444}\n",
+    );
+    commit(p, "Rupert <rupert@example.com>", "tokens");
+    hides(p, "HEAD~1", &["LISTEDSECRET", "MAPPEDSECRET", "NESTEDSECRET"]);
+    let run = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
+    assert!(run.stdout.contains("apiTokens: (secret sha256:"), "{}", run.stdout);
+}
+
+/// Every plan format from `base` to HEAD shows the change and none of `secrets`.
+fn hides(p: &Path, base: &str, secrets: &[&str]) {
+    for format in ["text", "markdown", "json"] {
+        let run = rampart(&["plan", ".", "--base", base, "--format", format], Some(p));
+        assert_eq!(run.code, 0, "{format}: {}", run.stderr);
+        assert!(run.stdout.contains("storefront"), "{format}: {}", run.stdout);
+        for secret in secrets {
+            assert!(
+                !run.stdout.contains(secret),
+                "{format}: {secret} leaked\n{}",
+                run.stdout
+            );
+        }
+    }
 }
 
 /// Issue 12, 1: a working-directory apply that changed nothing erased the recorded commit,
