@@ -70,7 +70,20 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         return Ok(exit::INVALID);
     }
     // authorise the change since the target's baseline (the last applied commit)
+    // a recorded commit must be a commit id: a ref name (a hand-edited state file) would move
+    // with the branch and authorise nothing
     let recorded = previous.as_ref().and_then(|s| s.commit.clone());
+    if let Some(c) = &recorded
+        && !(c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        super::print(&format!(
+            "not applied: the state file `{}` records {} as the applied commit, which is not a commit id\n\
+             hint: remove the state file and apply with --baseline REV (the commit the target was built from)\n",
+            dir::state_path(out).display(),
+            crate::diagnostic::quote(c)
+        ))?;
+        return Ok(exit::ERROR);
+    }
     let policy_note = match &source {
         Source::Dir { .. } => match &recorded {
             Some(c) => format!(
@@ -89,7 +102,21 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                     ))?;
                     return Ok(exit::ERROR);
                 }
-                (Some(b), None) => Some(b.clone()),
+                (Some(b), None) => {
+                    // resolved to a commit id once, so the baseline cannot move under us
+                    let id = match Source::git(&args.path, b).with_context(|| format!("reading the baseline {b}"))? {
+                        Source::Git { commit, .. } => commit.to_string(),
+                        _ => unreachable!("a revision is a git source"),
+                    };
+                    if head_v.commit.as_deref() == Some(id.as_str()) {
+                        super::print(&format!(
+                            "not applied: --baseline `{b}` is the revision being applied, so it would authorise nothing\n\
+                             hint: give the revision the target was built from\n"
+                        ))?;
+                        return Ok(exit::ERROR);
+                    }
+                    Some(id)
+                }
                 (None, Some(c)) => Some(c.clone()),
                 (None, None) => None,
             };
@@ -157,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let at = state
         .commit
         .as_deref()
-        .map(|c| format!(" at {}", &c[..12]))
+        .map(|c| format!(" at {}", short(c)))
         .unwrap_or_default();
     let text = if w.is_noop() && previous.as_ref().is_some_and(|p| p.same_as(&state)) {
         format!(

@@ -308,13 +308,7 @@ async fn pull_request(args: &Args, env: &Env, path: &Path, pr: &webhook::PullReq
         head: &head,
         rules: tip.as_ref(),
     };
-    let ran = plan_range(
-        sides,
-        (&short(&fork), &short(&pr.head_sha)),
-        &who,
-        &prefix,
-        limit,
-    )?;
+    let ran = plan_range(sides, (&short(&fork), &short(&pr.head_sha)), &who, &prefix, limit)?;
     write_job(env, &ran, &env.temp.join(format!("rampart-plan-{}.json", pr.number)))?;
     let Ran {
         decision,

@@ -8,7 +8,7 @@
 //! reads "needs an approval from a member of `platform` (alice, bob)" instead of a policy id.
 
 use super::Engine;
-use super::model::{CHANGE_ID, Model, Prepared, Reach, Who, ask, checked, reach_action, uid};
+use super::model::{CHANGE_ID, Model, Prepared, Reach, Who, ask, checked, uid};
 use crate::diagnostic::{Anchor, Code, Diagnostic};
 use cedar_policy::{Authorizer, Decision as CedarDecision, Entity, EntityUid, Request, RestrictedExpression as Rx};
 use serde::Serialize;
@@ -248,32 +248,37 @@ fn combine(own: Decision, reached: Vec<(&Reach, Decision)>) -> Decision {
     } else {
         own
     };
-    // advice → the tenants it is about, in order
-    let mut about: Vec<(String, Vec<&str>)> = Vec::new();
+    // advice → what it is about ("tenant"/"team" and names), in order
+    let mut about: Vec<(String, &str, Vec<&str>)> = Vec::new();
     for (r, d) in reached.iter().filter(|(_, d)| !d.allowed) {
         out.policies.extend(d.policies.iter().cloned());
         out.errors.extend(d.errors.iter().cloned());
         let advice = if d.advice.is_empty() && d.errors.is_empty() {
-            vec!["Nothing permits the change to reach this tenant.".to_owned()]
+            vec![format!("Nothing permits the change to reach this {}.", r.what)]
         } else {
             d.advice.clone()
         };
         for a in advice {
-            match about.iter_mut().find(|(x, _)| *x == a) {
-                Some((_, ts)) => ts.extend(r.tenants.iter().map(String::as_str)),
-                None => about.push((a, r.tenants.iter().map(String::as_str).collect())),
+            match about.iter_mut().find(|(x, w, _)| *x == a && *w == r.what) {
+                Some((_, _, names)) => names.extend(r.names.iter().map(String::as_str)),
+                None => about.push((a, r.what, r.names.iter().map(String::as_str).collect())),
             }
         }
     }
-    for (a, mut ts) in about {
-        ts.sort_unstable();
-        ts.dedup();
-        let mut names: Vec<String> = ts.iter().take(REACH_NAMES).map(|t| format!("`{t}`")).collect();
-        if ts.len() > REACH_NAMES {
-            names.push(format!("{} more", ts.len() - REACH_NAMES));
+    for (a, what, mut names) in about {
+        names.sort_unstable();
+        names.dedup();
+        let mut shown: Vec<String> = names.iter().take(REACH_NAMES).map(|t| format!("`{t}`")).collect();
+        if names.len() > REACH_NAMES {
+            shown.push(format!("{} more", names.len() - REACH_NAMES));
         }
-        let noun = if ts.len() == 1 { "tenant" } else { "tenants" };
-        out.advice.push(format!("{a} (reaches {noun} {})", names.join(", ")));
+        let (verb, noun) = match (what, names.len()) {
+            ("team", 1) => ("concerns", "team".to_owned()),
+            ("team", _) => ("concerns", "teams".to_owned()),
+            (w, 1) => ("reaches", w.to_owned()),
+            (w, _) => ("reaches", format!("{w}s")),
+        };
+        out.advice.push(format!("{a} ({verb} {noun} {})", shown.join(", ")));
     }
     out.policies.sort();
     out.policies.dedup();
@@ -576,12 +581,11 @@ impl Query<'_> {
     /// and every tenant it reaches.
     fn allowed(&self, principal: &EntityUid, change: &EntityUid) -> bool {
         let p = self.prepared;
-        let reach = reach_action();
         let ok = |action: &EntityUid, resource: &EntityUid, facts: &[(String, Rx)]| {
             let req = ask(principal, action, resource, facts, change, &self.engine.schema);
             allowed(self.engine, self.authorizer, req, self.model)
         };
-        ok(&p.action, &p.resource, &p.facts) && p.reach.iter().all(|r| ok(&reach, &r.resource, &r.facts))
+        ok(&p.action, &p.resource, &p.facts) && p.reach.iter().all(|r| ok(&r.action, &r.resource, &r.facts))
     }
 }
 

@@ -60,11 +60,16 @@ pub struct Prepared {
     pub reach: Vec<Reach>,
 }
 
-/// A `reachTenant` request: the change as it reaches `tenants` (all alike for every policy:
-/// same owners, tier, isolation, labels and facts, and no policy names one of them), asked
-/// once with the first of them as the resource.
+/// A request on something a change reaches besides its own object: a tenant
+/// (`reachTenant`: a plugin or rollout change reaching it) or a team (`changeOwners`: a tenant
+/// change adding or removing it as an owner). `names` are all alike for every policy (same
+/// attributes and facts, and no policy names one of them), so it is asked once, with the
+/// first of them as the resource.
 pub struct Reach {
-    pub tenants: Vec<String>,
+    pub action: EntityUid,
+    /// What `names` are: "tenant" or "team".
+    pub what: &'static str,
+    pub names: Vec<String>,
     pub resource: EntityUid,
     pub facts: Vec<(String, Rx)>,
 }
@@ -82,9 +87,9 @@ impl Prepared {
         )
     }
 
-    /// The `reachTenant` request of `r`, asked by this request's principal.
+    /// The request of `r`, asked by this request's principal.
     pub fn reach_request(&self, r: &Reach, change: &EntityUid, schema: &Schema) -> Result<Request, String> {
-        ask(&self.principal, &reach_action(), &r.resource, &r.facts, change, schema)
+        ask(&self.principal, &r.action, &r.resource, &r.facts, change, schema)
     }
 }
 
@@ -108,11 +113,6 @@ pub fn ask(
         checked(schema),
     )
     .map_err(|e| e.to_string())
-}
-
-/// The action of a request on a tenant a change reaches.
-pub fn reach_action() -> EntityUid {
-    uid("Action", "reachTenant")
 }
 
 /// Entities and prepared requests of a change set.
@@ -248,18 +248,12 @@ pub fn build(
     let principal = uid("User", &who.author);
     // (only rollout facts need the tenant index)
     let rollouts = changes.iter().any(|c| c.subject == Subject::Object(Kind::Rollout));
-    let index = (
-        TenantIndex::of(base, &|_| rollouts),
-        TenantIndex::of(head, &|_| rollouts),
-    );
-    // (and only plugin changes the index of who runs which plugin)
+    // (and only plugin and rollout changes the index of who runs which plugin)
     let reaching = rollouts || changes.iter().any(|c| c.subject == Subject::Object(Kind::Plugin));
-    let runs = (RunIndex::of(base, reaching), RunIndex::of(head, reaching));
     let sides = Revisions {
-        base,
-        head,
-        index: &index,
-        runs: &runs,
+        base: Side::of(base, reaching),
+        head: Side::of(head, reaching),
+        current: (!std::ptr::eq(authority, base)).then(|| Side::of(authority, reaching)),
         literals,
     };
     // contexts are independent of each other: built on every core
@@ -476,60 +470,106 @@ fn sides_of<'a, S>(base: &'a [Object<S>], head: &'a [Object<S>], c: &Change) -> 
     }
 }
 
-/// Both revisions of a change set, with the indexes facts are read through.
-struct Revisions<'a> {
-    base: &'a Repo,
-    head: &'a Repo,
-    index: &'a (TenantIndex<'a>, TenantIndex<'a>),
-    runs: &'a (RunIndex<'a>, RunIndex<'a>),
-    literals: &'a HashSet<EntityUid>,
+/// One revision with the indexes reach is read through.
+struct Side<'a> {
+    repo: &'a Repo,
+    index: TenantIndex<'a>,
+    runs: RunIndex<'a>,
 }
 
-impl Revisions<'_> {
-    /// The tenants (base, head indexes) that run plugin `name` before and after the change.
-    fn running(&self, name: &str) -> (&[usize], &[usize]) {
-        (self.runs.0.running(name), self.runs.1.running(name))
+impl<'a> Side<'a> {
+    /// Indexes only when `wanted` (only plugin and rollout changes reach other tenants).
+    fn of(repo: &'a Repo, wanted: bool) -> Side<'a> {
+        Side {
+            repo,
+            index: TenantIndex::of(repo, &|_| wanted),
+            runs: RunIndex::of(repo, wanted),
+        }
+    }
+
+    fn tenant(&self, name: &str) -> Option<&'a Object<TenantSpec>> {
+        self.runs.by_name.get(name).map(|&i| &self.repo.tenants[i])
+    }
+
+    /// The tenants a rollout puts a canary in: its targets that run its plugin.
+    fn rollout_targets(&self, r: &RolloutSpec) -> Vec<&'a Object<TenantSpec>> {
+        let repo = self.repo;
+        self.index
+            .targets(r)
+            .into_iter()
+            .map(|i| &repo.tenants[i])
+            .filter(|t| t.spec.plugins.iter().any(|p| p.name == r.plugin && !p.disabled))
+            .collect()
     }
 }
 
-/// Which tenants run each plugin (enabled and not disabled), and every tenant by name.
+/// The revisions of a change set: base and head, and the revision whose rules are in force
+/// when it is neither (a pull request's base branch tip: what the change will be merged into).
+struct Revisions<'a> {
+    base: Side<'a>,
+    head: Side<'a>,
+    current: Option<Side<'a>>,
+    literals: &'a HashSet<EntityUid>,
+}
+
+impl<'a> Revisions<'a> {
+    /// Every side that holds the tenants before the change: the base, and the current rules'
+    /// revision.
+    fn before(&self) -> impl Iterator<Item = &Side<'a>> {
+        std::iter::once(&self.base).chain(self.current.as_ref())
+    }
+}
+
+/// Which tenants list each plugin (with whether it is enabled there), and every tenant by name.
 struct RunIndex<'r> {
-    runs: HashMap<&'r str, Vec<usize>>,
+    lists: HashMap<&'r str, Vec<(usize, bool)>>,
     by_name: HashMap<&'r str, usize>,
 }
 
 impl<'r> RunIndex<'r> {
-    /// Empty unless `wanted` (only plugin and rollout changes reach other tenants).
     fn of(repo: &'r Repo, wanted: bool) -> RunIndex<'r> {
-        let mut runs: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut lists: HashMap<&str, Vec<(usize, bool)>> = HashMap::new();
         let mut by_name = HashMap::new();
         if wanted {
             for (i, t) in repo.tenants.iter().enumerate() {
                 by_name.entry(t.name()).or_insert(i);
-                for p in t.spec.plugins.iter().filter(|p| !p.disabled) {
-                    runs.entry(p.name.as_str()).or_default().push(i);
+                for p in &t.spec.plugins {
+                    lists.entry(p.name.as_str()).or_default().push((i, !p.disabled));
                 }
             }
         }
-        RunIndex { runs, by_name }
+        RunIndex { lists, by_name }
     }
 
-    fn running(&self, plugin: &str) -> &[usize] {
-        self.runs.get(plugin).map_or(&[], Vec::as_slice)
+    /// The tenants that list `plugin` (enabled or not: a disabled entry is compiled too).
+    fn listing(&self, plugin: &str) -> &[(usize, bool)] {
+        self.lists.get(plugin).map_or(&[], Vec::as_slice)
     }
 }
 
-/// The `reachTenant` requests of change `c`: the tenants a plugin change reaches (those that
-/// run the plugin before or after it) and those a rollout targets (before or after it), each
-/// with the plugin versions the change makes it run. A tenant's own change is judged by its
-/// own request.
-fn reaches(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<Reach> {
-    let (base, head) = (sides.base, sides.head);
-    // tenant name → the plugin the change makes it run, if any
-    let mut reached: std::collections::BTreeMap<&str, Option<&str>> = std::collections::BTreeMap::new();
+/// What a change does to one tenant it reaches: the plugin it makes the tenant run, if any.
+type Reached<'a> = std::collections::BTreeMap<&'a str, Option<PluginRun<'a>>>;
+
+/// A plugin a change makes a tenant run: its name, and whether its new artifact is pinned
+/// and checkable (a rollout's `toVersion` names no artifact yet: never verified).
+#[derive(Clone, Copy)]
+struct PluginRun<'a> {
+    plugin: &'a str,
+    checkable: bool,
+}
+
+/// The requests on what change `c` reaches besides its own object (see [`Reach`]): every
+/// tenant a plugin change reaches (that lists the plugin before or after it — a disabled
+/// entry is compiled too), every tenant a rollout puts a canary in (before or after), and
+/// every team a tenant change adds to or removes from its owners.
+fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Reach> {
+    let (base, head) = (sides.base.repo, sides.head.repo);
+    let mut reached: Reached<'a> = std::collections::BTreeMap::new();
+    fn before<'a>(name: &'a str, reached: &mut Reached<'a>) {
+        reached.entry(name).or_insert(None);
+    }
     match c.subject {
         Subject::Object(Kind::Plugin) => {
-            let (before, after) = sides.running(&c.name);
             // the tenants run another artifact only when it changes: a new plugin, or a new
             // version, artifact or signature (an edit of its description runs nothing new)
             let runs_new = match (c.old, c.new) {
@@ -540,52 +580,87 @@ fn reaches(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<Reach> {
                 (None, Some(_)) => true,
                 _ => false,
             };
-            for &i in before {
-                reached.entry(base.tenants[i].name()).or_insert(None);
+            for side in sides.before() {
+                for &(i, _) in side.runs.listing(&c.name) {
+                    before(side.repo.tenants[i].name(), &mut reached);
+                }
             }
-            for &i in after {
-                reached.insert(head.tenants[i].name(), runs_new.then_some(c.name.as_str()));
+            // after the change (and once merged into the current revision), a tenant that
+            // enables the plugin runs the new artifact
+            let run = PluginRun {
+                plugin: &c.name,
+                checkable: true,
+            };
+            for side in std::iter::once(&sides.head).chain(sides.current.as_ref()) {
+                for &(i, enabled) in side.runs.listing(&c.name) {
+                    let name = side.repo.tenants[i].name();
+                    if enabled && runs_new && c.action != Action::Delete {
+                        reached.insert(name, Some(run));
+                    } else {
+                        before(name, &mut reached);
+                    }
+                }
             }
         }
         Subject::Object(Kind::Rollout) => {
             if let Some(o) = c.old {
-                for i in sides.index.0.targets(&base.rollouts[o].spec) {
-                    reached.entry(base.tenants[i].name()).or_insert(None);
+                for side in sides.before() {
+                    for t in side.rollout_targets(&base.rollouts[o].spec) {
+                        before(t.name(), &mut reached);
+                    }
                 }
             }
             if let Some(n) = c.new {
                 let r = &head.rollouts[n].spec;
-                for i in sides.index.1.targets(r) {
-                    reached.insert(head.tenants[i].name(), Some(r.plugin.as_str()));
+                // a canary runs `toVersion`, which names no pinned, signed artifact: it counts
+                // as unverified (fail closed)
+                let run = PluginRun {
+                    plugin: &r.plugin,
+                    checkable: false,
+                };
+                for side in std::iter::once(&sides.head).chain(sides.current.as_ref()) {
+                    for t in side.rollout_targets(r) {
+                        reached.insert(t.name(), Some(run));
+                    }
                 }
             }
         }
+        Subject::Object(Kind::Tenant) => return owner_reaches(sides, c),
         _ => return Vec::new(),
     }
     // classes of tenants no decision can tell apart
     let mut classes: Vec<Reach> = Vec::new();
     let mut at: HashMap<String, usize> = HashMap::new();
     for (name, runs) in reached {
-        let old = sides.runs.0.by_name.get(name).map(|&i| &base.tenants[i]);
-        let new = sides.runs.1.by_name.get(name).map(|&i| &head.tenants[i]);
-        // the entity is the base's tenant (the head's when created); the tier after the
-        // change is the head's (the base's when the tenant goes)
-        let (Some(entity), Some(after)) = (old.or(new), new.or(old)) else {
+        let current = sides.current.as_ref().and_then(|c| c.tenant(name));
+        let old = sides.base.tenant(name);
+        let new = sides.head.tenant(name);
+        // the entity is the one the model builds (current rules' revision first, then base,
+        // then head); the tier after the change the highest of the head's and the current one
+        let (Some(entity), Some(after)) = (current.or(old).or(new), new.or(current).or(old)) else {
             continue;
         };
-        let (min_trust, signed) = runs
-            .map(facts)
-            .map_or((100, true), |f| (f.trust_score, f.signature_verified));
+        let tier = match current {
+            Some(c) if rank(&TIERS, &c.spec.tier) > rank(&TIERS, &after.spec.tier) => &c.spec.tier,
+            _ => &after.spec.tier,
+        };
+        let (min_trust, signed) = match runs {
+            None => (100, true),
+            Some(r) => {
+                let f = facts(r.plugin);
+                (f.trust_score, f.signature_verified && r.checkable)
+            }
+        };
         let key = if sides.literals.contains(&uid("Tenant", name)) {
             format!("named:{name}")
         } else {
             format!(
-                "{:?}|{}|{}|{:?}|{}|{min_trust}|{signed}",
-                entity.spec.owners, entity.spec.tier, entity.spec.isolation, entity.metadata.labels, after.spec.tier
+                "{:?}|{}|{}|{:?}|{tier}|{min_trust}|{signed}",
+                entity.spec.owners, entity.spec.tier, entity.spec.isolation, entity.metadata.labels
             )
         };
         if let Some(&k) = at.get(&key) {
-            classes[k].tenants.push(name.to_owned());
+            classes[k].names.push(name.to_owned());
             continue;
         }
         at.insert(key, classes.len());
@@ -595,7 +670,7 @@ fn reaches(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<Reach> {
             ("kind", s(c.subject.as_str())),
             ("name", s(&c.name)),
             ("changeAction", s(c.action.as_str())),
-            ("newTier", s(&after.spec.tier)),
+            ("newTier", s(tier)),
             (
                 "addedPlugins",
                 record(vec![
@@ -605,7 +680,9 @@ fn reaches(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<Reach> {
             ),
         ];
         classes.push(Reach {
-            tenants: vec![name.to_owned()],
+            action: uid("Action", "reachTenant"),
+            what: "tenant",
+            names: vec![name.to_owned()],
             resource: uid("Tenant", name),
             facts: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         });
@@ -613,8 +690,43 @@ fn reaches(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<Reach> {
     classes
 }
 
+/// One `changeOwners` request per team a tenant change adds to or removes from the tenant's
+/// owners (every owner of a created or deleted tenant): each such team consents.
+fn owner_reaches(sides: &Revisions<'_>, c: &Change) -> Vec<Reach> {
+    let old = c.old.map(|i| &sides.base.repo.tenants[i].spec.owners);
+    let new = c.new.map(|i| &sides.head.repo.tenants[i].spec.owners);
+    let empty = Vec::new();
+    let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
+    let mut teams: Vec<(&str, bool)> = new
+        .iter()
+        .filter(|t| !old.contains(t))
+        .map(|t| (t.as_str(), true))
+        .chain(old.iter().filter(|t| !new.contains(t)).map(|t| (t.as_str(), false)))
+        .collect();
+    teams.sort_unstable();
+    teams.dedup_by_key(|(t, _)| *t);
+    teams
+        .into_iter()
+        .map(|(team, added)| {
+            let _ = set_of("Team", [team]);
+            let pairs = vec![
+                ("tenant", Rx::new_entity_uid(uid("Tenant", &c.name))),
+                ("tenantAction", s(c.action.as_str())),
+                ("added", Rx::new_bool(added)),
+            ];
+            Reach {
+                action: uid("Action", "changeOwners"),
+                what: "team",
+                names: vec![team.to_owned()],
+                resource: uid("Team", team),
+                facts: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            }
+        })
+        .collect()
+}
+
 fn context(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<(String, Rx)> {
-    let (base, head, index) = (sides.base, sides.head, sides.index);
+    let (base, head) = (sides.base.repo, sides.head.repo);
     let pairs: Vec<(&str, Rx)> = match c.subject {
         Subject::Object(Kind::Tenant) => {
             let (old, new) = sides_of(&base.tenants, &head.tenants, c);
@@ -622,12 +734,16 @@ fn context(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<(String, 
         }
         Subject::Object(Kind::Plugin) => {
             let (old, new) = sides_of(&base.plugins, &head.plugins, c);
-            // the teams owning a tenant that runs the plugin, before or after the change
-            let (before, after) = sides.running(&c.name);
-            let owners: BTreeSet<&str> = before
-                .iter()
-                .flat_map(|&i| &base.tenants[i].spec.owners)
-                .chain(after.iter().flat_map(|&i| &head.tenants[i].spec.owners))
+            // the teams owning a tenant that lists the plugin, before or after the change
+            let owners: BTreeSet<&str> = [&sides.base, &sides.head]
+                .into_iter()
+                .chain(sides.current.as_ref())
+                .flat_map(|side| {
+                    side.runs
+                        .listing(&c.name)
+                        .iter()
+                        .flat_map(|&(i, _)| &side.repo.tenants[i].spec.owners)
+                })
                 .map(String::as_str)
                 .collect();
             let added: Vec<&str> = if c.action == Action::Create {
@@ -658,12 +774,12 @@ fn context(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<(String, 
         Subject::Object(Kind::Rollout) => {
             let (_, new) = sides_of(&base.rollouts, &head.rollouts, c);
             // a deletion is judged against the tenants it targeted in the base revision
-            let (repo, index) = if c.action == Action::Delete {
-                (base, &index.0)
+            let side = if c.action == Action::Delete {
+                &sides.base
             } else {
-                (head, &index.1)
+                &sides.head
             };
-            rollout_facts(&new.spec, repo, index)
+            rollout_facts(&new.spec, &side.rollout_targets(&new.spec))
         }
         Subject::Object(Kind::Team) => {
             let (old, new) = sides_of(&base.teams, &head.teams, c);
@@ -704,6 +820,9 @@ fn rank(order: &[&str], v: &str) -> usize {
     order.iter().position(|x| *x == v).unwrap_or(0)
 }
 
+/// The quota growth of a created tenant, on every resource: from nothing.
+const FROM_NOTHING: i64 = 1_000_000;
+
 /// New quota as a percentage of the old, rounded up; 100 when either side does not parse
 /// (validation reports it), 1,000,000 when the old quota was zero and the new is not.
 pub fn percent(old: &Quantity, new: &Quantity) -> i64 {
@@ -727,12 +846,9 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
     // a created tenant is judged like one raised from nothing: every resource it asks for
     // grows from zero, and any tier above free is a raise
     let created = action == Action::Create;
+    // (even an all-zero quota: a new tenant is a namespace, RoleBindings and a name taken)
     let grown = |o: &serde_json::Value, n: &serde_json::Value| {
-        if created {
-            quota_percent(&serde_json::Value::from(0), n)
-        } else {
-            quota_percent(o, n)
-        }
+        if created { FROM_NOTHING } else { quota_percent(o, n) }
     };
     let cpu = grown(&old.quota.cpu, &new.quota.cpu);
     let memory = grown(&old.quota.memory, &new.quota.memory);
@@ -886,8 +1002,7 @@ impl<'r> TenantIndex<'r> {
     }
 }
 
-fn rollout_facts<'a>(spec: &RolloutSpec, repo: &Repo, index: &TenantIndex<'_>) -> Vec<(&'a str, Rx)> {
-    let targets: Vec<&Object<TenantSpec>> = index.targets(spec).into_iter().map(|i| &repo.tenants[i]).collect();
+fn rollout_facts<'a>(spec: &RolloutSpec, targets: &[&Object<TenantSpec>]) -> Vec<(&'a str, Rx)> {
     let tiers: BTreeSet<&str> = targets.iter().map(|t| t.spec.tier.as_str()).collect();
     let mut previous = 0u64;
     let mut max_increase = 0u64;

@@ -803,3 +803,55 @@ fn a_pull_request_is_judged_by_the_base_tips_policies() {
     assert!(!job.summary.contains("policies/network.cedar"), "{}", job.summary);
     assert!(world.lock().unwrap().problems.is_empty());
 }
+
+/// Review of issue 12: who a pull request reaches is worked out on the base branch's tip
+/// too — a tenant that enabled the plugin after the fork point runs the new artifact once
+/// merged, so its owners are asked.
+#[test]
+fn a_pull_request_reaches_the_tenants_of_the_base_tip() {
+    let repo = example_history();
+    let p = repo.path();
+    let radar = std::fs::read_to_string(p.join("plugins/tech-radar.yaml")).unwrap();
+    write(
+        &p.join("plugins/mob.yaml"),
+        radar.replace("name: tech-radar", "name: mob"),
+    );
+    edit(
+        p,
+        "tenants/mobile-apps.yaml",
+        "  plugins:\n",
+        "  plugins:\n    - name: mob\n",
+    );
+    commit(p, "Alice <alice@example.com>", "mob for mobile\n\nApproved-by: bob\n");
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "-b", "feat"]);
+    edit(p, "plugins/mob.yaml", "version: \"1.1.0\"", "version: \"1.2.0\"");
+    edit(
+        p,
+        "plugins/mob.yaml",
+        "plugin-tech-radar@1.1.0",
+        "plugin-tech-radar@1.2.0",
+    );
+    commit(p, "Peggy <peggy@example.com>", "mob 1.2.0");
+    let head = git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]);
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "main"]);
+    edit(
+        p,
+        "tenants/payments-staging.yaml",
+        "  plugins:\n",
+        "  plugins:\n    - name: mob\n",
+    );
+    commit(
+        p,
+        "Heidi <heidi@example.com>",
+        "mob for staging too\n\nApproved-by: judy\n",
+    );
+    let base = git_as(p, "CI <ci@example.com>", &["rev-parse", "HEAD"]);
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "feat"]);
+
+    let events = tempfile::tempdir().unwrap();
+    let event = pr_event(events.path(), 13, "peggy", &base, &head);
+    let (api, _world) = github_fake::start(World::default());
+    let job = ci(p, &api, &event, &[]);
+    assert_eq!(job.run.code, 2, "{}\n{}", job.run.stdout, job.run.stderr);
+    assert!(job.summary.contains("payments-staging"), "{}", job.summary);
+}

@@ -434,3 +434,39 @@ fn plan_formats_hold_on_an_invalid_head_and_name_commits() {
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["base"], head.as_str(), "check JSON gives the base it knows");
 }
+
+/// Review of issue 12: a hand-edited state file naming a ref (not a commit) panicked a later
+/// working-directory apply; `--baseline` naming the revision applied authorised nothing.
+#[test]
+fn apply_refuses_baselines_that_authorise_nothing() {
+    let repo = example_history();
+    let p = repo.path();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("platform");
+    let t = format!("dir:{}", target.display());
+    let state = out.path().join("platform.rampart-state.json");
+    assert_eq!(
+        rampart(&["apply", ".", "--rev", "main", "--target", &t], Some(p)).code,
+        0
+    );
+    let text = std::fs::read_to_string(&state).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let id = v["commit"].as_str().unwrap().to_owned();
+    std::fs::write(&state, text.replace(&id, "main")).unwrap();
+    for args in [
+        vec!["apply", ".", "--target", &t],
+        vec!["apply", ".", "--rev", "main", "--target", &t],
+    ] {
+        let run = rampart(&args, Some(p));
+        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("not a commit id"), "{}", run.stdout);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    std::fs::remove_file(&state).unwrap();
+    let run = rampart(
+        &["apply", ".", "--rev", "main", "--target", &t, "--baseline", "HEAD"],
+        Some(p),
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.contains("would authorise nothing"), "{}", run.stdout);
+}

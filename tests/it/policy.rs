@@ -663,3 +663,60 @@ fn changes_are_judged_against_every_tenant_they_reach() {
         run.stdout
     );
 }
+
+/// Review of issue 12: a tenant that only lists a plugin as disabled still gets its new
+/// artifact compiled in, so its owners are reached; a selector rollout reaches only the
+/// tenants it puts a canary in.
+#[test]
+fn reach_follows_what_is_compiled() {
+    let repo = example_history();
+    let p = repo.path();
+    // payments-staging lists tech-radar, disabled; mobile-apps (peggy's) enables it
+    edit(
+        p,
+        "tenants/payments-staging.yaml",
+        "  plugins:\n",
+        "  plugins:\n    - name: tech-radar\n      disabled: true\n",
+    );
+    edit(
+        p,
+        "tenants/mobile-apps.yaml",
+        "  plugins:\n",
+        "  plugins:\n    - name: tech-radar\n",
+    );
+    commit(
+        p,
+        "Alice <alice@example.com>",
+        "tech-radar on mobile, listed on staging",
+    );
+    edit(
+        p,
+        "plugins/tech-radar.yaml",
+        "description:",
+        "description: (peggy's build)",
+    );
+    edit(p, "plugins/tech-radar.yaml", "version: \"1.1.0\"", "version: \"1.2.0\"");
+    edit(
+        p,
+        "plugins/tech-radar.yaml",
+        "plugin-tech-radar@1.1.0",
+        "plugin-tech-radar@1.2.0",
+    );
+    commit(p, "Peggy <peggy@example.com>", "tech-radar 1.2.0");
+    let run = check(p, &["--author", "peggy"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stdout.contains("`payments-staging`"), "{}", run.stdout);
+
+    // a rollout selecting by region reaches only the tenants that enable the plugin
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("rollouts/sc.yaml"),
+        "apiVersion: rampart.dev/v1\nkind: Rollout\nmetadata:\n  name: sc\nspec:\n  plugin: scaffolder\n  \
+         toVersion: \"9.9.9\"\n  tenants:\n    selector:\n      matchLabels: {region: us-east-1}\n  \
+         slos:\n    - {name: errors, query: up, max: 1, for: 5m}\n",
+    );
+    commit(p, "Peggy <peggy@example.com>", "scaffolder canary in us-east-1");
+    let run = check(p, &["--author", "peggy"]);
+    assert!(!run.stdout.contains("data-lake"), "{}", run.stdout);
+}
