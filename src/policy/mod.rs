@@ -551,7 +551,7 @@ mod unit {
                 "members-propose-plugins-and-rollouts"
             ]
         );
-        assert_eq!(ids("updateTenant").len(), 6);
+        assert_eq!(ids("updateTenant").len(), 5);
     }
 
     #[test]
