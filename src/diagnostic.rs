@@ -77,6 +77,7 @@ codes! {
     TooManyDocuments = "R118", Error, "too many documents";
     ScalarTooLarge = "R119", Error, "scalar too large";
     NonFiniteNumber = "R120", Error, "non-finite number";
+    InexactNumber = "R121", Error, "number cannot be held exactly";
     // schema
     UnknownApiVersion = "R200", Error, "unknown apiVersion";
     UnknownKind = "R201", Error, "unknown kind";
