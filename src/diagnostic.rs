@@ -105,6 +105,7 @@ codes! {
     StepsNotEndingAt100 = "R314", Error, "rollout steps do not end at 100";
     UnsafeRepoPath = "R317", Error, "path leaves the repository or is not portable";
     SelfReference = "R318", Warning, "tenant allows traffic from itself";
+    VersionMismatch = "R319", Error, "plugin version differs from its package's version";
     // policy: Cedar policies, who made and approved a change, policy tests
     PolicySyntax = "R400", Error, "Cedar policy does not parse";
     PolicyInvalid = "R401", Error, "Cedar policy does not match the schema";

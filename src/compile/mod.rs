@@ -13,6 +13,8 @@ mod portal;
 mod rollout;
 mod tenant;
 
+pub use rollout::package_version;
+
 use crate::diagnostic::{Code, Diagnostic};
 use crate::spec::Repo;
 use serde::Serialize;
