@@ -100,7 +100,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Where the object is written: `<namespace or _cluster>/<kind>-<name>.yaml`.
+    /// Where the object is written: `<namespace or _cluster>/<kind>-<name>.yaml`, the kind in
+    /// lower case (`payments/deployment-portal.yaml`).
     pub fn path(&self) -> String {
         format!(
             "{}/{}-{}.yaml",

@@ -177,6 +177,26 @@ fn counts_are_of_objects_not_the_kustomization() {
     );
 }
 
+/// The output paths the README gives as examples are what compile writes (it said
+/// `<kind>-<name>.yaml`; the kind is in lower case).
+#[test]
+fn readme_output_paths_are_written() {
+    let (run, out) = compile_example(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let paths: Vec<&str> = readme
+        .split('`')
+        .filter(|p| p.starts_with("DIR/") && p.ends_with(".yaml") && !p.contains('<'))
+        .collect();
+    assert!(paths.len() >= 2, "{paths:?}");
+    for p in paths {
+        assert!(
+            out.path().join("out").join(&p["DIR/".len()..]).is_file(),
+            "{p} is not written"
+        );
+    }
+}
+
 #[test]
 fn rollout_steps_move_traffic() {
     let (run, out) = compile_example(&["--rollout-step", "catalog-2-4-0-eu-production=3"]);
