@@ -77,6 +77,7 @@ codes! {
     TooManyDocuments = "R118", Error, "too many documents";
     ScalarTooLarge = "R119", Error, "scalar too large";
     NonFiniteNumber = "R120", Error, "non-finite number";
+    InexactNumber = "R121", Error, "number cannot be held exactly";
     // schema
     UnknownApiVersion = "R200", Error, "unknown apiVersion";
     UnknownKind = "R201", Error, "unknown kind";
@@ -104,7 +105,8 @@ codes! {
     StepsNotEndingAt100 = "R314", Error, "rollout steps do not end at 100";
     UnsafeRepoPath = "R317", Error, "path leaves the repository or is not portable";
     SelfReference = "R318", Warning, "tenant allows traffic from itself";
-    LoginCaseConflict = "R319", Error, "one login spelled two ways";
+    VersionMismatch = "R319", Error, "plugin version differs from its package's version";
+    LoginCaseConflict = "R320", Error, "one login spelled two ways";
     // policy: Cedar policies, who made and approved a change, policy tests
     PolicySyntax = "R400", Error, "Cedar policy does not parse";
     PolicyInvalid = "R401", Error, "Cedar policy does not match the schema";

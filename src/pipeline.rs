@@ -913,7 +913,7 @@ pub fn compile_into(
         });
     }
     let kustomization = crate::compile::kustomization(&paths);
-    if let Err(e) = writer.put("kustomization.yaml", &kustomization) {
+    if let Err(e) = writer.put_listing("kustomization.yaml", &kustomization) {
         writer.abort();
         return Err(e);
     }

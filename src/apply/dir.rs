@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// What was recorded by the last apply to a directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,18 +51,21 @@ pub fn holds_files(out: &Path) -> anyhow::Result<bool> {
     }
 }
 
-/// How the directory changed.
+/// How the directory changed. The counts are of objects; the listing (`kustomization.yaml`)
+/// is not one of them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Written {
     pub added: usize,
     pub changed: usize,
     pub removed: usize,
     pub unchanged: usize,
+    /// The listing is new or differs from the one there.
+    pub listing_changed: bool,
 }
 
 impl Written {
     pub fn is_noop(&self) -> bool {
-        self.added == 0 && self.changed == 0 && self.removed == 0
+        self.added == 0 && self.changed == 0 && self.removed == 0 && !self.listing_changed
     }
 }
 
@@ -122,7 +125,15 @@ pub struct Writer {
     added: AtomicUsize,
     changed: AtomicUsize,
     unchanged: AtomicUsize,
+    listing_changed: AtomicBool,
     dirs: Mutex<BTreeSet<PathBuf>>,
+}
+
+/// A file of the new tree against the file at its path in `out`.
+enum Compared {
+    New,
+    Changed,
+    Same,
 }
 
 impl Writer {
@@ -156,12 +167,32 @@ impl Writer {
             added: AtomicUsize::new(0),
             changed: AtomicUsize::new(0),
             unchanged: AtomicUsize::new(0),
+            listing_changed: AtomicBool::new(false),
             dirs: Mutex::new(BTreeSet::new()),
         })
     }
 
-    /// Write one file of the new tree (`path` is relative, `/`-separated, made by rampart).
+    /// Write the file of one object (`path` is relative, `/`-separated, made by rampart).
     pub fn put(&self, path: &str, text: &str) -> anyhow::Result<()> {
+        let counter = match self.write(path, text)? {
+            Compared::Same => &self.unchanged,
+            Compared::Changed => &self.changed,
+            Compared::New => &self.added,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Write the listing of the objects (`kustomization.yaml`): compared like an object, so a
+    /// new listing is still swapped in, but not counted as one.
+    pub fn put_listing(&self, path: &str, text: &str) -> anyhow::Result<()> {
+        if !matches!(self.write(path, text)?, Compared::Same) {
+            self.listing_changed.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn write(&self, path: &str, text: &str) -> anyhow::Result<Compared> {
         let target = self.tmp.join(path);
         if let Some(d) = target.parent() {
             // created under the lock: another thread must not write into it before it exists
@@ -172,13 +203,11 @@ impl Writer {
             }
         }
         fs::write(&target, text.as_bytes()).map_err(|e| ctx("writing", &target, e))?;
-        let counter = match self.exists.then(|| fs::read(self.out.join(path))) {
-            Some(Ok(old)) if old == text.as_bytes() => &self.unchanged,
-            Some(Ok(_)) => &self.changed,
-            _ => &self.added,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(match self.exists.then(|| fs::read(self.out.join(path))) {
+            Some(Ok(old)) if old == text.as_bytes() => Compared::Same,
+            Some(Ok(_)) => Compared::Changed,
+            _ => Compared::New,
+        })
     }
 
     /// Throw the new tree away.
@@ -195,6 +224,7 @@ impl Writer {
             changed: self.changed.load(Ordering::Relaxed),
             unchanged: self.unchanged.load(Ordering::Relaxed),
             removed: 0,
+            listing_changed: self.listing_changed.load(Ordering::Relaxed),
         };
         if self.exists {
             let wanted: BTreeSet<&str> = paths.iter().map(String::as_str).collect();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// Compile the config repo into Kubernetes objects, one file each, plus a kustomization.
 ///
 /// The output directory is replaced atomically and holds exactly the compiled objects
-/// (`<namespace or _cluster>/<kind>-<name>.yaml`) and `kustomization.yaml`. Exit 0 written,
+/// (`<namespace or _cluster>/<kind>-<name>.yaml`, kind in lower case) and `kustomization.yaml`. Exit 0 written,
 /// 3 the repo is invalid (nothing written), 1 could not run.
 #[derive(clap::Args)]
 pub struct Args {

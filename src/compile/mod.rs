@@ -13,6 +13,8 @@ mod portal;
 mod rollout;
 mod tenant;
 
+pub use rollout::package_version;
+
 use crate::diagnostic::{Code, Diagnostic};
 use crate::spec::Repo;
 use serde::Serialize;
@@ -103,7 +105,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Where the object is written: `<namespace or _cluster>/<kind>-<name>.yaml`.
+    /// Where the object is written: `<namespace or _cluster>/<kind>-<name>.yaml`, the kind in
+    /// lower case (`payments/deployment-portal.yaml`).
     pub fn path(&self) -> String {
         format!(
             "{}/{}-{}.yaml",

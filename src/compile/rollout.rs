@@ -59,21 +59,29 @@ pub struct HttpBackendRef {
 /// The package reference of `package` at `version`: `name@1.2.3` → `name@<version>`,
 /// `oci://…/plugin:1.2.3!name` → `oci://…/plugin:<version>!name`.
 pub fn package_at(package: &str, version: &str) -> String {
-    if let Some(rest) = package.strip_prefix("oci://") {
-        let (image, path) = rest.split_once('!').map_or((rest, None), |(i, p)| (i, Some(p)));
-        let base = match image.rfind(':') {
-            Some(i) if !image[i..].contains('/') => &image[..i],
-            _ => image,
-        };
-        return match path {
-            Some(p) => format!("oci://{base}:{version}!{p}"),
-            None => format!("oci://{base}:{version}"),
+    let (base, sep, _, rest) = split_version(package);
+    format!("{base}{sep}{version}{rest}")
+}
+
+/// The version a package reference names, if it names one: `1.2.3` of `name@1.2.3` and of
+/// `oci://…/plugin:1.2.3!name`.
+pub fn package_version(package: &str) -> Option<&str> {
+    split_version(package).2
+}
+
+/// A package reference around its version: (before, separator, version, after).
+fn split_version(package: &str) -> (&str, char, Option<&str>, &str) {
+    if package.starts_with("oci://") {
+        let (image, rest) = package.split_at(package.find('!').unwrap_or(package.len()));
+        return match image.rfind(':') {
+            Some(i) if !image[i..].contains('/') => (&image[..i], ':', Some(&image[i + 1..]), rest),
+            _ => (image, ':', None, rest),
         };
     }
     // an npm package: the last `@` after the first character separates the version
-    match package[1..].rfind('@') {
-        Some(i) => format!("{}@{version}", &package[..i + 1]),
-        None => format!("{package}@{version}"),
+    match package.rfind('@').filter(|&i| i > 0) {
+        Some(i) => (&package[..i], '@', Some(&package[i + 1..]), ""),
+        None => (package, '@', None, ""),
     }
 }
 
@@ -249,6 +257,15 @@ mod unit {
             ),
             "oci://quay.example:443/p/deploy-gate:1.0.0!larkspur-plugin-deploy-gate"
         );
+        assert_eq!(super::package_version("@backstage/plugin-catalog@2.3.1"), Some("2.3.1"));
+        assert_eq!(
+            super::package_version("oci://quay.example:443/p/gate:0.9.1!gate"),
+            Some("0.9.1")
+        );
+        assert_eq!(super::package_version("oci://quay.example:443/p/gate!gate"), None);
+        assert_eq!(super::package_version("@backstage/plugin-catalog"), None);
+        // a first character of several bytes is not split
+        assert_eq!(super::package_at("é@1", "2"), "é@2");
         assert_eq!(super::service_name(&"a".repeat(63)).len(), 63);
     }
 }

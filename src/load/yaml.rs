@@ -667,12 +667,13 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, Sc
                 _ => Err(bad("int")),
             }
         } else if t.is_yaml_core_schema_tag("float") {
-            match plain_number(text)?
-                .as_ref()
-                .and_then(Value::as_f64)
-                .and_then(serde_json::Number::from_f64)
-            {
-                Some(n) => Ok(Value::Number(n)),
+            let Some(Value::Number(n)) = plain_number(text)? else {
+                return Err(bad("float"));
+            };
+            match n.as_f64().and_then(serde_json::Number::from_f64) {
+                // an integer above 2^53 changes on the way to a float
+                Some(f) if same_value(&n.to_string(), &f.to_string()) => Ok(Value::Number(f)),
+                Some(f) => Err(inexact(text, &f)),
                 None => Err(bad("float")),
             }
         } else {
@@ -706,20 +707,13 @@ fn plain_bool(s: &str) -> Option<bool> {
 
 /// A number by the core schema; `Ok(None)` when the text is not one (it stays a string).
 fn plain_number(s: &str) -> Result<Option<Value>, ScalarError> {
-    let non_finite = || {
-        (
-            Code::NonFiniteNumber,
-            format!("non-finite number {}", quote(s)),
-            "write a finite number, or quote the value if it is text".to_owned(),
-        )
-    };
     let b = s.as_bytes();
     if b.is_empty() {
         return Ok(None);
     }
     let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
     if matches!(unsigned, ".inf" | ".Inf" | ".INF") || matches!(s, ".nan" | ".NaN" | ".NAN") {
-        return Err(non_finite());
+        return Err(non_finite(s));
     }
     if let Some(hex) = s.strip_prefix("0x") {
         let ok = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
@@ -741,20 +735,75 @@ fn plain_number(s: &str) -> Result<Option<Value>, ScalarError> {
             return Ok(Some(Value::from(u)));
         }
         // too large for 64 bits: a float, as JSON would read it
-        let f: f64 = s.parse().map_err(|_| non_finite())?;
-        if !f.is_finite() {
-            return Err(non_finite());
-        }
-        return Ok(serde_json::Number::from_f64(f).map(Value::Number));
+        return float(s).map(Some);
     }
     if is_float(unsigned) {
-        let f: f64 = s.parse().map_err(|_| non_finite())?;
-        if !f.is_finite() {
-            return Err(non_finite());
-        }
-        return Ok(serde_json::Number::from_f64(f).map(Value::Number));
+        return float(s).map(Some);
     }
     Ok(None)
+}
+
+/// A decimal number (digits, `.`, exponent) as a float — only when the float holds exactly
+/// the value written. What the model sees of a number is its float's shortest decimal text,
+/// so `2.0000000000000001` would silently become `2.0` and `99999999999999999999999`
+/// `1e23`; such a number is an error instead of a different number.
+fn float(s: &str) -> Result<Value, ScalarError> {
+    let f: f64 = s.parse().map_err(|_| non_finite(s))?;
+    let n = serde_json::Number::from_f64(f).ok_or_else(|| non_finite(s))?;
+    if !same_value(s, &n.to_string()) {
+        return Err(inexact(s, &n));
+    }
+    Ok(Value::Number(n))
+}
+
+fn non_finite(s: &str) -> ScalarError {
+    (
+        Code::NonFiniteNumber,
+        format!("non-finite number {}", quote(s)),
+        "write a finite number, or quote the value if it is text".to_owned(),
+    )
+}
+
+fn inexact(s: &str, read: &serde_json::Number) -> ScalarError {
+    (
+        Code::InexactNumber,
+        format!(
+            "number {} cannot be held exactly; it would be read as {}",
+            quote(s),
+            quote(&read.to_string())
+        ),
+        "quote the value to keep it exactly as written (quantities such as `cpu` and `pods` may be strings), or write at most 15 significant digits".to_owned(),
+    )
+}
+
+/// Whether two decimal numbers (`-12.50`, `1.25e1`) have the same value, compared as
+/// written: no float in between.
+fn same_value(a: &str, b: &str) -> bool {
+    decimal(a).is_some() && decimal(a) == decimal(b)
+}
+
+/// A decimal number as (negative, significant digits, exponent) with value
+/// `0.DIGITS × 10^exponent`; zero is `(false, "", 0)`. `None` when the exponent does not fit.
+fn decimal(s: &str) -> Option<(bool, String, i64)> {
+    let negative = s.starts_with('-');
+    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, "0"),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{frac}");
+    let digits = all.trim_start_matches('0');
+    let leading = all.len() - digits.len();
+    let digits = digits.trim_end_matches('0');
+    if digits.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let exp = exp
+        .parse::<i64>()
+        .ok()?
+        .checked_add(int.len() as i64 - leading as i64)?;
+    Some((negative, digits.to_owned(), exp))
 }
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` with at least a `.` or an exponent.
@@ -803,10 +852,42 @@ mod tests {
             json!({"a": 1, "b": -2, "c": 1.5, "d": 1000.0, "e": true, "f": null, "g": "1", "h": 31, "i": 15,
                    "j": "0755", "k": "1_000", "l": "yes", "m": 18446744073709551615u64})
         );
-        assert_eq!(one("a: 18446744073709551616\n")["a"], json!(18446744073709551616.0));
+        assert_eq!(
+            one("a: 1e23\nb: 100000000000000000000000\n"),
+            json!({"a": 1e23, "b": 1e23})
+        );
         assert_eq!(
             one("a: !!str 12\nb: !!int \"7\"\nc: !!float 2\n"),
             json!({"a": "12", "b": 7, "c": 2.0})
+        );
+    }
+
+    /// What a float cannot hold is an error, not a nearby number: `cpu: 2.0000000000000001`
+    /// compiled to `2`, `pods: 99999999999999999999999` was echoed as `1e+23`.
+    #[test]
+    fn numbers_a_float_cannot_hold_are_refused() {
+        for src in [
+            "a: 2.0000000000000001\n",
+            "a: 99999999999999999999999\n",
+            "a: 18446744073709551617\n",
+            "a: 0.1000000000000000000001e1\n",
+            "a: 1e-400\n",
+            "a: !!float 9007199254740993\n",
+        ] {
+            assert_eq!(code(src), Code::InexactNumber, "{src}");
+        }
+        let e = parse("cpu: 2.0000000000000001\n", &Limits::default()).unwrap_err();
+        assert_eq!(
+            e.message,
+            "number `2.0000000000000001` cannot be held exactly; it would be read as `2.0`"
+        );
+        assert_eq!((e.line, e.column), (1, 6));
+        // what a float holds exactly, however it is written, stays a number
+        assert_eq!(
+            one(
+                "a: 0.1\nb: 2.50\nc: 1.5e3\nd: -0.0\ne: 0e99999999999999999999\nf: 123456789012345.6\ng: !!float 9007199254740992\n"
+            ),
+            json!({"a": 0.1, "b": 2.5, "c": 1500.0, "d": -0.0, "e": 0.0, "f": 123456789012345.6, "g": 9007199254740992.0})
         );
     }
 

@@ -408,6 +408,32 @@ fn plugin(cx: &Context<'_>, p: &Object<crate::spec::PluginSpec>, out: &mut Vec<D
             );
         }
     }
+    // the portal installs the package: a `version` it does not name is a change the plan
+    // cannot show and a trust decision about another release
+    let package = &p.spec.artifact.package;
+    if let Some(named) = crate::compile::package_version(package)
+        && let (Ok(declared), Ok(installed)) = (
+            semver::Version::parse(&p.spec.version),
+            semver::Version::parse(named.strip_prefix('v').unwrap_or(named)),
+        )
+        && declared != installed
+    {
+        out.push(
+            at(
+                p,
+                Code::VersionMismatch,
+                "/spec/version",
+                format!(
+                    "plugin {} is version {}, but its `artifact.package` {} is version {}",
+                    quote(p.name()),
+                    quote(&p.spec.version),
+                    quote(package),
+                    quote(named)
+                ),
+            )
+            .with_hint("change `version` and the version in `artifact.package` together (and `integrity` and `signature` with them): the portal installs the package"),
+        );
+    }
     if let Some(path) = &p.spec.artifact.path
         && let Err(why) = check_repo_path(path)
     {

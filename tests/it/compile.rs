@@ -125,6 +125,78 @@ fn compiling_is_deterministic_and_idempotent() {
     assert_eq!(a, tree(&target));
 }
 
+/// Every count compile and apply print is of objects: compile said "127 objects … 128 added",
+/// counting the kustomization written beside them.
+#[test]
+fn counts_are_of_objects_not_the_kustomization() {
+    let (run, out) = compile_example(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let target = out.path().join("out");
+    let objects = tree(&target).len() - 1;
+    assert!(target.join("kustomization.yaml").is_file());
+    assert!(
+        run.stdout.starts_with(&format!("compiled {objects} objects into "))
+            && run
+                .stdout
+                .ends_with(&format!(": {objects} added, 0 changed, 0 removed, 0 unchanged\n")),
+        "{}",
+        run.stdout
+    );
+    let applied = out.path().join("applied");
+    let apply = ["apply", "examples/platform-config", "--target"];
+    let dir = format!("dir:{}", applied.display());
+    let first = rampart(&[&apply[..], &[dir.as_str()]].concat(), Some(&root()));
+    assert!(
+        first
+            .stdout
+            .contains(&format!(": {objects} added, 0 changed, 0 removed, 0 unchanged\n")),
+        "{}",
+        first.stdout
+    );
+    let again = rampart(&[&apply[..], &[dir.as_str()]].concat(), Some(&root()));
+    assert!(
+        again.stdout.contains(&format!("({objects} objects)")),
+        "{}",
+        again.stdout
+    );
+    // compile over the applied tree: the objects are there, the kustomization too
+    let over = rampart(
+        &[
+            "compile",
+            "examples/platform-config",
+            "--out",
+            applied.to_str().unwrap(),
+        ],
+        Some(&root()),
+    );
+    assert!(
+        over.stdout
+            .ends_with(&format!(": 0 added, 0 changed, 0 removed, {objects} unchanged\n")),
+        "{}",
+        over.stdout
+    );
+}
+
+/// The output paths the README gives as examples are what compile writes (it said
+/// `<kind>-<name>.yaml`; the kind is in lower case).
+#[test]
+fn readme_output_paths_are_written() {
+    let (run, out) = compile_example(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let paths: Vec<&str> = readme
+        .split('`')
+        .filter(|p| p.starts_with("DIR/") && p.ends_with(".yaml") && !p.contains('<'))
+        .collect();
+    assert!(paths.len() >= 2, "{paths:?}");
+    for p in paths {
+        assert!(
+            out.path().join("out").join(&p["DIR/".len()..]).is_file(),
+            "{p} is not written"
+        );
+    }
+}
+
 #[test]
 fn rollout_steps_move_traffic() {
     let (run, out) = compile_example(&["--rollout-step", "catalog-2-4-0-eu-production=3"]);

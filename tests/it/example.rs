@@ -40,6 +40,76 @@ fn readme_quick_start_applies_the_example() {
     assert!(again.stdout.starts_with("no changes"), "{}", again.stdout);
 }
 
+/// The numbers the READMEs give for the example are the example's: the quick start said 33
+/// policy tests while the policy-test section said 31, and the example's README said it had
+/// no policies, keys or signatures after they were added.
+#[test]
+fn readme_numbers_match_the_example() {
+    let source = rampart::source::Source::dir(&root().join("examples/platform-config")).unwrap();
+    let run = rampart::pipeline::policy_test(&source).unwrap();
+    let repo = &run.validated.repo;
+    let signed = repo.plugins.iter().filter(|p| p.spec.signature.is_some()).count();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let quick_start = section(&readme, "## Quick start");
+    let example = std::fs::read_to_string(root().join("examples/platform-config/README.md")).unwrap();
+    let mut wrong = Vec::new();
+    for (text, what, actual) in [
+        (quick_start, "teams", repo.teams.len()),
+        (quick_start, "tenants", repo.tenants.len()),
+        (quick_start, "plugins", repo.plugins.len()),
+        (quick_start, "rollouts", repo.rollouts.len()),
+        (quick_start, "policy tests", run.results.len()),
+        (section(&readme, "### `rampart policy test"), "cases", run.results.len()),
+        (&example, "teams", repo.teams.len()),
+        (&example, "portals", repo.tenants.len()),
+        (&example, "dynamic plugins", repo.plugins.len()),
+        (&example, "canary rollouts", repo.rollouts.len()),
+        (&example, "cases", run.results.len()),
+        (&example, "minisign public keys", 2),
+        (&example, "carry a minisign", signed),
+        (&example, "plugins are signed", signed),
+    ] {
+        let said = counts_before(text, what);
+        if said.is_empty() {
+            wrong.push(format!("no count of {what:?} found"));
+        }
+        for n in said.into_iter().filter(|&n| n != actual) {
+            wrong.push(format!("says {n} {what}, the example has {actual}"));
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(root().join("examples/platform-config/keys"))
+            .unwrap()
+            .count(),
+        2
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The text of the Markdown section starting at the heading line beginning with `heading`.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let start = text.find(&format!("\n{heading}")).expect(heading) + 1;
+    let level = heading.split(' ').next().unwrap();
+    let end = text[start + 1..]
+        .find(&format!("\n{level} "))
+        .map_or(text.len(), |e| start + 1 + e);
+    &text[start..end]
+}
+
+/// The numbers written (as digits or as words) right before each `what` in `text`.
+fn counts_before(text: &str, what: &str) -> Vec<usize> {
+    const WORDS: [&str; 13] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    ];
+    let text = text.replace('\n', " ");
+    text.match_indices(&format!(" {what}"))
+        .filter_map(|(i, _)| {
+            let word = text[..i].rsplit(' ').next()?.to_lowercase();
+            word.parse().ok().or_else(|| WORDS.iter().position(|w| *w == word))
+        })
+        .collect()
+}
+
 #[test]
 fn usage_errors_exit_1_and_help_exits_0() {
     assert_eq!(rampart(&["validate", "--format", "xml"], None).code, 1);

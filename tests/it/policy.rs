@@ -557,8 +557,8 @@ fn a_login_spelled_two_ways_is_an_error_at_both_places() {
     );
     let run = rampart(&["validate", "."], Some(p));
     assert_eq!(run.code, 3, "{}", run.stdout);
-    let r319: Vec<&str> = run.stdout.lines().filter(|l| l.contains("R319")).collect();
-    assert_eq!(r319.len(), 2, "{}", run.stdout);
+    let r320: Vec<&str> = run.stdout.lines().filter(|l| l.contains("R320")).collect();
+    assert_eq!(r320.len(), 2, "{}", run.stdout);
     assert!(run.stdout.contains("teams/data-platform.yaml:"), "{}", run.stdout);
     assert!(run.stdout.contains("teams/platform.yaml:"), "{}", run.stdout);
 
