@@ -143,6 +143,23 @@ fn main() {
         .collect();
     each.sort_unstable();
 
+    // what the change set reaches besides its objects: one request per class of alike tenants
+    // (plugin and rollout changes) or per owner team (tenant changes), decided with the rest
+    // by `decide::decide`; timed here on their own (rampart only, cedarpy gets the requests
+    // above)
+    let reach: Vec<_> = m
+        .prepared
+        .iter()
+        .flat_map(|p| p.reach.iter().map(move |r| p.reach_request(r, &change, &engine.schema)))
+        .map(|r| r.expect("reach request matches the schema"))
+        .collect();
+    let reached_names: usize = m.prepared.iter().flat_map(|p| &p.reach).map(|r| r.names.len()).sum();
+    let t = Instant::now();
+    for r in &reach {
+        std::hint::black_box(decide::evaluate(&engine, &authorizer, r, &m));
+    }
+    let reach_time = t.elapsed();
+
     // the same inputs for cedarpy
     let policies: String = [rampart::policy::DEFAULTS.to_owned()]
         .into_iter()
@@ -191,6 +208,9 @@ fn main() {
         "p50Us": (percentile(&each, 0.50) * 100.0).round() / 100.0,
         "p99Us": (percentile(&each, 0.99) * 100.0).round() / 100.0,
         "maxUs": (percentile(&each, 1.0) * 100.0).round() / 100.0,
+        "reachRequests": reach.len(),
+        "reachedTenantsAndTeams": reached_names,
+        "reachDecideMs": ms(reach_time),
     });
     println!("{report}");
 }
