@@ -147,10 +147,11 @@ fn main() {
     // (plugin and rollout changes) or per owner team (tenant changes), decided with the rest
     // by `decide::decide`; timed here on their own (rampart only, cedarpy gets the requests
     // above)
+    let (change, schema) = (&change, &engine.schema);
     let reach: Vec<_> = m
         .prepared
         .iter()
-        .flat_map(|p| p.reach.iter().map(move |r| p.reach_request(r, &change, &engine.schema)))
+        .flat_map(|p| p.reach.iter().map(move |r| p.reach_request(r, change, schema)))
         .map(|r| r.expect("reach request matches the schema"))
         .collect();
     let reached_names: usize = m.prepared.iter().flat_map(|p| &p.reach).map(|r| r.names.len()).sum();
