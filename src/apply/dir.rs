@@ -91,6 +91,25 @@ pub fn read_state(out: &Path) -> anyhow::Result<Option<State>> {
     }
 }
 
+/// How many files differ between `out` and `want` (relative path → content): missing,
+/// extra or changed. Used to check that a target holds what a claimed baseline compiles to.
+pub fn differences(out: &Path, want: &std::collections::BTreeMap<String, String>) -> anyhow::Result<usize> {
+    let have = if out.exists() { current(out)? } else { BTreeSet::new() };
+    let mut n = have.iter().filter(|p| !want.contains_key(p.as_str())).count();
+    for (path, text) in want {
+        if !have.contains(path) {
+            n += 1;
+            continue;
+        }
+        let file = out.join(path);
+        let bytes = fs::read(&file).map_err(|e| ctx("reading", &file, e))?;
+        if bytes != text.as_bytes() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// The files now in `out` (relative paths), listed without following links.
 fn current(out: &Path) -> anyhow::Result<BTreeSet<String>> {
     let mut files = BTreeSet::new();

@@ -115,6 +115,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                         ))?;
                         return Ok(exit::ERROR);
                     }
+                    // the target must hold what the baseline compiles to, or it is not the
+                    // baseline: any other revision would let its differences through unchecked
+                    let differ = baseline_differences(&args.path, &id, out, &opts)?;
+                    if differ > 0 {
+                        super::print(&format!(
+                            "not applied: dir:{} does not hold what `{b}` compiles to ({differ} files differ), \
+                             so `{b}` is not its baseline\n\
+                             hint: give the revision the target was built from (and the same --rollout-step flags)\n",
+                            out.display()
+                        ))?;
+                        return Ok(exit::DENIED);
+                    }
                     Some(id)
                 }
                 (None, Some(c)) => Some(c.clone()),
@@ -251,4 +263,25 @@ fn authorize_since(
         a.changes.len(),
         short(from)
     )))
+}
+
+/// How many files of `out` differ from what revision `rev` compiles to with `opts`.
+fn baseline_differences(
+    path: &std::path::Path,
+    rev: &str,
+    out: &std::path::Path,
+    opts: &crate::compile::Options,
+) -> anyhow::Result<usize> {
+    let source = Source::git(path, rev).with_context(|| format!("reading the baseline {rev}"))?;
+    let v = pipeline::validate(&source, &|_, _| {})?;
+    if !v.specs_valid() {
+        anyhow::bail!("the baseline {rev} is invalid, so it cannot be what the target holds");
+    }
+    let files = std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let (paths, _) = crate::compile::compile_each(&v.repo, opts, &|_| true, &|m| {
+        files.lock().expect("not poisoned").insert(m.path(), m.yaml());
+    });
+    let mut files = files.into_inner().expect("not poisoned");
+    files.insert("kustomization.yaml".to_owned(), crate::compile::kustomization(&paths));
+    dir::differences(out, &files)
 }

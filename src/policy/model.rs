@@ -260,11 +260,20 @@ pub fn build(
     let (prepared, referenced): (Vec<Prepared>, Vec<References>) = changes
         .par_iter()
         .map(|c| {
+            // an object whose base definition is invalid has no value to be judged against:
+            // its change is judged as its creation (from nothing — the strictest judgement,
+            // so its fix is never locked out); its deletion cannot be judged at all
+            let as_created = Change {
+                action: Action::Create,
+                ..c.clone()
+            };
+            let judged = if c.base_invalid { &as_created } else { c };
+            let blocked = c.base_invalid && c.new.is_none();
             let ((facts, reach), refs) = referencing(|| {
-                if c.base_invalid {
+                if blocked {
                     (Vec::new(), Vec::new())
                 } else {
-                    (context(&sides, c, facts), reaches(&sides, c, facts))
+                    (context(&sides, judged, facts), reaches(&sides, judged, facts))
                 }
             });
             let p = Prepared {
@@ -273,10 +282,10 @@ pub fn build(
                 action: action_uid(c.action, c.subject),
                 resource: uid(c.subject.as_str(), &c.name),
                 facts,
-                blocked: c.base_invalid.then(|| {
+                blocked: blocked.then(|| {
                     format!(
-                        "the base revision's {} `{}` is invalid, so this change cannot be judged against it; \
-                         fix the base revision first",
+                        "the base revision's {} `{}` is invalid, so its deletion cannot be judged against it; \
+                         fix it in a change of its own (judged as its creation), then delete it",
                         c.subject.as_str(),
                         c.name
                     )

@@ -365,8 +365,27 @@ fn apply_never_loses_its_policy_baseline() {
     assert_eq!(sneaky.code, 2, "{}", sneaky.stdout);
     assert!(sneaky.stdout.contains("quota-above-2x"), "{}", sneaky.stdout);
 
+    // back to main's tree (the working-directory edit is undone by applying main again)
+    let back = rampart(&["apply", ".", "--rev", "main", "--target", &t], Some(p));
+    assert_eq!(back.code, 0, "{}", back.stdout);
     // a target that holds objects but records no commit: an unknown baseline, refused
     std::fs::remove_file(&state).unwrap();
+    // --baseline must name what the target holds: a side branch that compiles to something
+    // else is no baseline (else its differences would pass unchecked)
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "-b", "side", "main"]);
+    edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2");
+    commit(p, "Peggy <peggy@example.com>", "side");
+    git_as(p, "CI <ci@example.com>", &["checkout", "-q", "sneaky"]);
+    let lie = rampart(
+        &["apply", ".", "--rev", "sneaky", "--target", &t, "--baseline", "side"],
+        Some(p),
+    );
+    assert_eq!(lie.code, 2, "{}", lie.stdout);
+    assert!(
+        lie.stdout.contains("does not hold what `side` compiles to"),
+        "{}",
+        lie.stdout
+    );
     let unknown = rampart(&["apply", ".", "--rev", "sneaky", "--target", &t], Some(p));
     assert_eq!(unknown.code, 2, "{}", unknown.stdout);
     assert!(unknown.stdout.contains("unknown baseline"), "{}", unknown.stdout);

@@ -346,11 +346,48 @@ fn a_change_to_an_object_invalid_in_the_base_is_denied() {
         "{}",
         run.stdout
     );
+    // judged as its creation: from nothing, so platform (and, for a PCI tenant, security)
     assert!(
-        run.stdout.contains("base revision's Tenant `payments-prod` is invalid"),
+        run.stdout.contains("quota-above-2x-needs-platform-approval"),
         "{}",
         run.stdout
     );
+    assert!(
+        run.stdout.contains("tier-raise-needs-platform-approval"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// Review of issue 12: an object invalid in the base (here by the new exact-number rule, R121)
+/// could never be fixed through the gate; its fix is judged as its creation.
+#[test]
+fn an_object_invalid_in_the_base_can_be_fixed_with_platform() {
+    let repo = example_history();
+    let p = repo.path();
+    edit(
+        p,
+        "tenants/mobile-apps.yaml",
+        "    cpu: 6\n",
+        "    cpu: 6.0000000000000001\n",
+    );
+    commit(p, "Peggy <peggy@example.com>", "valid before R121");
+    edit(
+        p,
+        "tenants/mobile-apps.yaml",
+        "    cpu: 6.0000000000000001\n",
+        "    cpu: 6\n",
+    );
+    commit(p, "Peggy <peggy@example.com>", "exact cpu");
+    let run = check(p, &["--author", "peggy"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("`platform`"),
+        "the way out names platform: {}",
+        run.stdout
+    );
+    let run = check(p, &["--author", "peggy", "--approved-by", "alice"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
 }
 
 /// Every entry under policies/ and keys/ is a guarded change, hidden or not, whatever it is.
