@@ -620,6 +620,7 @@ pub fn authorize(
         .cloned()
         .collect();
     load::resolve(&mut d, &policy_files, &limits);
+    diagnostic::sort(&mut d);
     checked.diagnostics.extend(d);
     // break-glass: when the rules in force do not validate, nothing could ever be authorised
     // again, not even the fix. Then rampart's default policies alone decide, and only

@@ -95,6 +95,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Source::Git { .. } => {
             let holds = previous.as_ref().is_some_and(|s| s.objects > 0) || dir::holds_files(out)?;
             let baseline = match (&args.baseline, &recorded) {
+                (None, Some(c)) if args.no_baseline => {
+                    super::print(&format!(
+                        "not applied: the target records its baseline {}; --no-baseline is only for a target that records none\n",
+                        short(c)
+                    ))?;
+                    return Ok(exit::ERROR);
+                }
                 (Some(b), Some(c)) => {
                     super::print(&format!(
                         "not applied: the target records its baseline {}; --baseline is only for a target that records none (given `{b}`)\n",

@@ -31,6 +31,7 @@ pub struct Args {
     /// have no authors).
     #[arg(long, value_name = "DIR", requires = "head_path")]
     base_path: Option<PathBuf>,
+    /// The directory under review (with --base-path).
     #[arg(long, value_name = "DIR", requires = "base_path")]
     head_path: Option<PathBuf>,
     /// Output format.

@@ -772,7 +772,7 @@ fn inexact(s: &str, read: &serde_json::Number) -> ScalarError {
             quote(s),
             quote(&read.to_string())
         ),
-        "quote the value to keep it exactly as written (quantities such as `cpu` and `pods` may be strings), or write at most 15 significant digits".to_owned(),
+        "write at most 15 significant digits; where a field takes a quantity string (`cpu`, `memory`, `storage`), quoting keeps the value exactly as written".to_owned(),
     )
 }
 

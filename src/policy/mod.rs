@@ -115,6 +115,10 @@ impl Engine {
                 ),
             ));
         }
+        // the validator reports one error once per request environment it checks a policy
+        // in (an action applying to several kinds): the same problem, said once
+        let mut seen = HashSet::new();
+        diags.retain(|d| seen.insert((d.code, d.message.clone(), format!("{:?}", d.anchor))));
         if diags.iter().any(Diagnostic::is_error) {
             return (None, diags);
         }

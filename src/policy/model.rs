@@ -579,6 +579,13 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
     }
     match c.subject {
         Subject::Object(Kind::Plugin) => {
+            // a change to the plugin's metadata alone (description, labels) compiles to
+            // nothing in any tenant: it reaches none (who may edit the plugin is still decided)
+            if let (Some(o), Some(n)) = (c.old, c.new)
+                && base.plugins[o].spec == head.plugins[n].spec
+            {
+                return Vec::new();
+            }
             // the tenants run another artifact only when it changes: a new plugin, or a new
             // version, artifact or signature (an edit of its description runs nothing new)
             let runs_new = match (c.old, c.new) {

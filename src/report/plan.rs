@@ -104,7 +104,7 @@ fn text(r: &PlanReport<'_>) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "  deny {} {} {}: {} {why}",
+                    "  deny {} {} {} [{}] — {why}",
                     c.action.as_str(),
                     c.subject.as_str(),
                     c.name,
