@@ -619,6 +619,12 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
             }
         }
         Subject::Object(Kind::Rollout) => {
+            // (a description or label edit compiles to nothing either)
+            if let (Some(o), Some(n)) = (c.old, c.new)
+                && base.rollouts[o].spec == head.rollouts[n].spec
+            {
+                return Vec::new();
+            }
             if let Some(o) = c.old {
                 for side in sides.before() {
                     for t in side.rollout_targets(&base.rollouts[o].spec) {
