@@ -58,6 +58,9 @@ print(f"| cedarpy batch, whole call | {c['decisionsPerSecond']:,.0f} | n/a (batc
       f"{c['parseSeconds']*1000:.0f} ms per call (parse) |")
 print(f"| cedarpy batch, minus parse | {c['decisionsPerSecondExcludingParse']:,.0f} | {c['meanUsExcludingParse']:.1f} µs (mean) | n/a | — |")
 print(f"\nrampart also read and validated the YAML corpus in {r['readYamlMs']:.0f} ms (not part of the policy step).")
+print(f"\nReach (rampart only): {r['reachPluginBumps']:,} plugin version bumps reach {r['reachedTenants']:,} "
+      f"tenant listings as {r['reachRequests']:,} `reachTenant` requests (classes of alike tenants); "
+      f"model {r['reachBuildMs']:.0f} ms, decisions {r['reachDecideMs']:.0f} ms.")
 if c["mismatches"]:
     print(f"\n**{c['mismatches']} decisions differ between rampart and cedarpy.**")
 PY

@@ -143,21 +143,34 @@ fn main() {
         .collect();
     each.sort_unstable();
 
-    // what the change set reaches besides its objects: one request per class of alike tenants
-    // (plugin and rollout changes) or per owner team (tenant changes), decided with the rest
-    // by `decide::decide`; timed here on their own (rampart only, cedarpy gets the requests
-    // above)
-    let (change, schema) = (&change, &engine.schema);
-    let reach: Vec<_> = m
+    // what a change reaches besides its objects (rampart only; cedarpy gets the requests
+    // above): every plugin's version bumped at once, so each plugin change reaches every
+    // tenant that lists it — one `reachTenant` request per class of alike tenants
+    let mut head = repo.clone();
+    head.plugins = repo
+        .plugins
+        .iter()
+        .map(|p| {
+            let mut spec = p.spec.clone();
+            spec.version.push_str("-next");
+            Object::new(p.metadata.clone(), spec, p.origin.clone())
+        })
+        .collect();
+    let mut bumps = Vec::new();
+    updates(&repo.plugins, Kind::Plugin, &mut bumps);
+    let t = Instant::now();
+    let bumped = model::build(&repo, &repo, &head, &bumps, &who, &facts, &engine).expect("model builds");
+    let reach_build = t.elapsed();
+    let reach: Vec<_> = bumped
         .prepared
         .iter()
-        .flat_map(|p| p.reach.iter().map(move |r| p.reach_request(r, change, schema)))
+        .flat_map(|p| p.reach.iter().map(|r| p.reach_request(r, &change, &engine.schema)))
         .map(|r| r.expect("reach request matches the schema"))
         .collect();
-    let reached_names: usize = m.prepared.iter().flat_map(|p| &p.reach).map(|r| r.names.len()).sum();
+    let reached_names: usize = bumped.prepared.iter().flat_map(|p| &p.reach).map(|r| r.names.len()).sum();
     let t = Instant::now();
     for r in &reach {
-        std::hint::black_box(decide::evaluate(&engine, &authorizer, r, &m));
+        std::hint::black_box(decide::evaluate(&engine, &authorizer, r, &bumped));
     }
     let reach_time = t.elapsed();
 
@@ -209,8 +222,10 @@ fn main() {
         "p50Us": (percentile(&each, 0.50) * 100.0).round() / 100.0,
         "p99Us": (percentile(&each, 0.99) * 100.0).round() / 100.0,
         "maxUs": (percentile(&each, 1.0) * 100.0).round() / 100.0,
+        "reachPluginBumps": bumps.len(),
         "reachRequests": reach.len(),
-        "reachedTenantsAndTeams": reached_names,
+        "reachedTenants": reached_names,
+        "reachBuildMs": ms(reach_build),
         "reachDecideMs": ms(reach_time),
     });
     println!("{report}");
