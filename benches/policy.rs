@@ -167,7 +167,12 @@ fn main() {
         .flat_map(|p| p.reach.iter().map(|r| p.reach_request(r, &change, &engine.schema)))
         .map(|r| r.expect("reach request matches the schema"))
         .collect();
-    let reached_names: usize = bumped.prepared.iter().flat_map(|p| &p.reach).map(|r| r.names.len()).sum();
+    let reached_names: usize = bumped
+        .prepared
+        .iter()
+        .flat_map(|p| &p.reach)
+        .map(|r| r.names.len())
+        .sum();
     let t = Instant::now();
     for r in &reach {
         std::hint::black_box(decide::evaluate(&engine, &authorizer, r, &bumped));

@@ -543,7 +543,7 @@ mod unit {
         assert_eq!(
             ids("reachTenant"),
             [
-                "enterprise-plugins-trusted-and-signed",
+                "enterprise-tenants-run-trusted-signed-plugins",
                 "reaching-a-tenant-needs-its-owners",
                 "tenants-reached"
             ]

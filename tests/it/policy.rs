@@ -671,7 +671,7 @@ fn changes_are_judged_against_every_tenant_they_reach() {
     let run = check(p, &["--author", "peggy"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
     for id in [
-        "enterprise-plugins-trusted-and-signed",
+        "enterprise-tenants-run-trusted-signed-plugins",
         "reaching-a-tenant-needs-its-owners",
         "shared-plugins-are-platform-owned",
     ] {
@@ -690,12 +690,7 @@ fn changes_are_judged_against_every_tenant_they_reach() {
     let run = check(p, &["--author", "peggy"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
     assert!(
-        run.stdout.contains("tier-raise-needs-platform-approval"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("quota-above-2x-needs-platform-approval"),
+        run.stdout.contains("tenant-creation-needs-platform-approval"),
         "{}",
         run.stdout
     );
