@@ -520,8 +520,6 @@ pub enum CheckOutcome {
     Decided,
     /// The head revision is invalid: the policy step did not run.
     HeadInvalid,
-    /// The base revision's policies do not validate, so nothing can be authorised.
-    BasePoliciesInvalid,
 }
 
 /// The result of [`check`]: the head's validation and, when it is valid, the verdicts.
@@ -590,7 +588,7 @@ pub fn authorize(
         changes: Vec::new(),
         decisions: Vec::new(),
         diagnostics: Vec::new(),
-        outcome: CheckOutcome::BasePoliciesInvalid,
+        outcome: CheckOutcome::Decided,
         who: Who::default(),
         policy_time: Duration::ZERO,
     };
@@ -737,25 +735,19 @@ pub fn authorize(
         engine,
     )
     .map_err(|e| anyhow::anyhow!("building the Cedar entities of the change set failed: {e}"))?;
-    checked.decisions = decide::decide(engine, &mut model);
     if break_glass {
-        for (c, d) in checked.changes.iter().zip(checked.decisions.iter_mut()) {
+        // (through the model's `blocked`: denied without asking Cedar or searching a way out)
+        for (p, c) in model.prepared.iter_mut().zip(&checked.changes) {
             if c.subject != change::Subject::File {
-                *d = Decision {
-                    allowed: false,
-                    policies: Vec::new(),
-                    advice: Vec::new(),
-                    errors: vec![
-                        "the base revision's policies do not validate: until they are fixed, only changes to \
-                         rampart.yaml, policies/ and keys/ can be authorised (break-glass)"
-                            .to_owned(),
-                    ],
-                    way_out: None,
-                };
+                p.blocked = Some(
+                    "the base revision's policies do not validate: until they are fixed, only changes to \
+                     rampart.yaml, policies/ and keys/ can be authorised (break-glass)"
+                        .to_owned(),
+                );
             }
         }
     }
-    checked.outcome = CheckOutcome::Decided;
+    checked.decisions = decide::decide(engine, &mut model);
     checked.policy_time = t.elapsed();
     Ok(checked)
 }
@@ -843,6 +835,19 @@ pub struct Compiled {
 impl Compiled {
     pub fn is_valid(&self) -> bool {
         self.validated.is_valid() && !self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Whether the specs are valid and compiled without error (the repo's Cedar policies
+    /// may still be invalid; see [`Validated::specs_valid`]).
+    pub fn specs_valid(&self) -> bool {
+        self.validated.specs_valid() && !self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The revision's problems and those only compiling revealed, in one list.
+    pub fn all_diagnostics(&self) -> Vec<Diagnostic> {
+        let mut all = self.validated.diagnostics.clone();
+        all.extend(self.diagnostics.iter().cloned());
+        all
     }
 }
 

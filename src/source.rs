@@ -369,7 +369,8 @@ impl Source {
         }
     }
 
-    fn commit(&self) -> Option<String> {
+    /// The commit id read, for a git revision.
+    pub fn commit(&self) -> Option<String> {
         match self {
             Source::Dir(_) => None,
             Source::Git { commit, .. } => Some(commit.to_string()),

@@ -3,7 +3,7 @@
 use super::compile::{options, parse_step, print_diagnostics};
 use super::exit;
 use crate::apply::dir::{self, State};
-use crate::pipeline::{self, CheckOutcome, Principals};
+use crate::pipeline::{self, Principals};
 use crate::source::Source;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -111,10 +111,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 }
                 (Some(b), None) => {
                     // resolved to a commit id once, so the baseline cannot move under us
-                    let id = match Source::git(&args.path, b).with_context(|| format!("reading the baseline {b}"))? {
-                        Source::Git { commit, .. } => commit.to_string(),
-                        _ => unreachable!("a revision is a git source"),
-                    };
+                    let id = Source::git(&args.path, b)
+                        .with_context(|| format!("reading the baseline {b}"))?
+                        .commit()
+                        .expect("a revision has a commit");
                     if head_v.commit.as_deref() == Some(id.as_str()) {
                         super::print(&format!(
                             "not applied: --baseline `{b}` is the revision being applied, so it would authorise nothing\n\
@@ -241,10 +241,6 @@ fn authorize_since(
     let base = Source::git(path, baseline).with_context(|| format!("reading the baseline commit {baseline}"))?;
     let base_v = pipeline::validate(&base, &|_, _| {})?;
     let a = pipeline::authorize(&base, source, &base_v, head_v, &Principals::default(), None)?;
-    if a.outcome == CheckOutcome::BasePoliciesInvalid {
-        super::print("not applied: the baseline commit's policies do not validate\n")?;
-        return Ok(Err(exit::ERROR));
-    }
     let denied = a.denied();
     if denied > 0 {
         let mut text = format!(
@@ -284,11 +280,10 @@ fn baseline_differences(
     if !v.specs_valid() {
         anyhow::bail!("the baseline {rev} is invalid, so it cannot be what the target holds");
     }
-    let files = std::sync::Mutex::new(std::collections::BTreeMap::new());
-    let (paths, _) = crate::compile::compile_each(&v.repo, opts, &|_| true, &|m| {
-        files.lock().expect("not poisoned").insert(m.path(), m.yaml());
-    });
-    let mut files = files.into_inner().expect("not poisoned");
+    let (manifests, _) = crate::compile::compile(&v.repo, opts);
+    let paths: Vec<String> = manifests.iter().map(|m| m.path()).collect();
+    let mut files: std::collections::BTreeMap<String, String> =
+        manifests.iter().map(|m| (m.path(), m.yaml())).collect();
     files.insert("kustomization.yaml".to_owned(), crate::compile::kustomization(&paths));
     dir::differences(out, &files)
 }

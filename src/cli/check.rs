@@ -65,9 +65,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let blocked = match checked.auth.outcome {
         CheckOutcome::Decided => None,
         CheckOutcome::HeadInvalid => Some("the head revision is invalid; fix the errors above first"),
-        CheckOutcome::BasePoliciesInvalid => {
-            Some("the base revision's policies do not validate, so no change can be authorised")
-        }
     };
     let report = CheckReport {
         validation: v.summary(&v.diagnostics, &prefix),
@@ -84,7 +81,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     super::print(&render(args.format, &report, color))?;
     Ok(match checked.auth.outcome {
         CheckOutcome::HeadInvalid => exit::INVALID,
-        CheckOutcome::BasePoliciesInvalid => exit::ERROR,
         CheckOutcome::Decided if checked.auth.denied() > 0 => exit::DENIED,
         CheckOutcome::Decided => exit::OK,
     })

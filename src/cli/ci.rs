@@ -4,7 +4,7 @@ use super::exit;
 use crate::diagnostic::{Diagnostic, Severity, quote};
 use crate::github::client::{Annotation, Auth, Client, Reported};
 use crate::github::webhook;
-use crate::pipeline::{self, CheckOutcome, Principals};
+use crate::pipeline::{self, Principals};
 use crate::report;
 use crate::report::plan::{MARKDOWN_LIMIT, PlanFormat};
 use crate::source::{self, Source};
@@ -199,8 +199,7 @@ fn plan_range(
     )?;
     Ok(match outcome {
         super::plan::Outcome::Invalid(c) => {
-            let mut all = c.validated.diagnostics.clone();
-            all.extend(c.diagnostics.iter().cloned());
+            let all = c.all_diagnostics();
             let markdown = report::plan::invalid_markdown(&all, limit);
             let annotations = annotations_of(&all, prefix);
             // workflow commands too, so the job log and the diff carry them
@@ -228,7 +227,6 @@ fn plan_range(
                 print!("{}", report::github::folded("rampart plan (full)", &text, &token));
             }
             let (decision, annotations) = match &p.verdicts {
-                Some(a) if a.outcome == CheckOutcome::BasePoliciesInvalid => ("deny", Vec::new()),
                 Some(a) => {
                     let denied: Vec<Annotation> = a
                         .decisions

@@ -2,7 +2,7 @@
 
 use super::compile::{options, parse_step, print_problems};
 use super::exit;
-use crate::pipeline::{self, CheckOutcome, Principals};
+use crate::pipeline::{self, Principals};
 use crate::plan;
 use crate::report::plan::{MARKDOWN_LIMIT, PlanFormat, PlanReport, Verdicts, render};
 use crate::source::Source;
@@ -86,12 +86,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Outcome::Invalid(problems) => {
             match args.format {
                 PlanFormat::Text => print_problems(&problems)?,
-                PlanFormat::Markdown => {
-                    let mut all = problems.validated.diagnostics.clone();
-                    all.extend(problems.diagnostics.iter().cloned());
-                    super::print(&crate::report::plan::invalid_markdown(&all, MARKDOWN_LIMIT))?
-                }
-                PlanFormat::Json => super::print(&invalid_json(&problems, names, commit_of(&base)))?,
+                PlanFormat::Markdown => super::print(&crate::report::plan::invalid_markdown(
+                    &problems.all_diagnostics(),
+                    MARKDOWN_LIMIT,
+                ))?,
+                PlanFormat::Json => super::print(&invalid_json(&problems, names, base.commit()))?,
             }
             Ok(exit::INVALID)
         }
@@ -245,7 +244,7 @@ pub fn compute(
         return Ok(Outcome::Invalid(Box::new(head_c)));
     }
     let base_c = pipeline::compile_validated_tenants(base_v, opts, &wanted);
-    let base_manifests = if base_valid && !base_c.diagnostics.iter().any(crate::diagnostic::Diagnostic::is_error) {
+    let base_manifests = if base_valid && base_c.specs_valid() {
         base_c.manifests.as_slice()
     } else {
         notes.push("the base revision is invalid, so the plan compares the head with nothing".to_owned());
@@ -254,9 +253,6 @@ pub fn compute(
     let t_compile = start.elapsed();
     let plan = plan::plan(base_manifests, &head_c.manifests);
     let t_diff = start.elapsed();
-    let blocked = verdicts.as_ref().and_then(|a| {
-        (a.outcome == CheckOutcome::BasePoliciesInvalid).then_some("the base revision's policies do not validate")
-    });
     let report = PlanReport {
         plan: &plan,
         base: base_name,
@@ -268,7 +264,6 @@ pub fn compute(
             decisions: &a.decisions,
             author: &a.who.author,
             approvers: &a.who.approvers,
-            blocked,
         }),
     };
     let rendered = formats
@@ -300,18 +295,10 @@ pub fn compute(
     })))
 }
 
-fn commit_of(s: &Source) -> Option<String> {
-    match s {
-        Source::Git { commit, .. } => Some(commit.to_string()),
-        _ => None,
-    }
-}
-
 /// The plan JSON of an invalid head: the head's validation report (`valid: false`, its
 /// diagnostics) with the revisions compared, so `jq` and workflows read one format.
 fn invalid_json(c: &pipeline::Compiled, (base, head): (&str, &str), base_commit: Option<String>) -> String {
-    let mut all = c.validated.diagnostics.clone();
-    all.extend(c.diagnostics.iter().cloned());
+    let all = c.all_diagnostics();
     let summary = c.validated.summary(&all, "");
     let mut v = crate::report::json::value(&summary);
     if let Some(o) = v.as_object_mut() {

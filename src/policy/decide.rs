@@ -640,10 +640,11 @@ impl Identity {
         }
     }
 
-    /// The login this identity names among `known` logins (compared case-insensitively, as
-    /// GitHub does): the login itself, the local part of the email (GitHub's noreply
-    /// `12345+login@users.noreply.github.com` included), or the name.
-    pub fn match_login(&self, known: &HashMap<String, String>) -> Option<String> {
+    /// The login this identity names among `known` logins (lowercase; compared
+    /// case-insensitively, as GitHub does), in that lowercase form: the login itself, the
+    /// local part of the email (GitHub's noreply `12345+login@users.noreply.github.com`
+    /// included), or the name.
+    pub fn match_login(&self, known: &std::collections::HashSet<String>) -> Option<String> {
         let mut candidates: Vec<&str> = Vec::new();
         if let Some(l) = &self.login {
             candidates.push(l.trim_start_matches('@'));
@@ -664,7 +665,8 @@ impl Identity {
         }
         candidates
             .into_iter()
-            .find_map(|c| known.get(&c.to_ascii_lowercase()).cloned())
+            .map(str::to_ascii_lowercase)
+            .find(|c| known.contains(c))
     }
 }
 
@@ -680,13 +682,10 @@ pub fn resolve_who(
 ) -> (Who, Vec<Diagnostic>) {
     // logins are case-insensitive (GitHub's): every login is known, and named to policies,
     // in one normalised form, lowercase, whatever spelling a team file or a trailer used
-    let mut known: HashMap<String, String> = HashMap::new();
-    for (_, members) in teams {
-        for m in members {
-            let l = m.to_ascii_lowercase();
-            known.insert(l.clone(), l);
-        }
-    }
+    let known: std::collections::HashSet<String> = teams
+        .iter()
+        .flat_map(|(_, members)| members.iter().map(|m| m.to_ascii_lowercase()))
+        .collect();
     let mut diags = Vec::new();
     let at = || {
         if source.is_empty() {

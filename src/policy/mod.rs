@@ -442,7 +442,6 @@ pub fn missing_teams(engine: &Engine, repo_policies: &[SourceFile], teams: &Hash
         let Some(f) = repo_policies.iter().find(|f| f.path == file) else {
             continue;
         };
-        let text = String::from_utf8_lossy(&f.bytes);
         for l in p.entity_literals() {
             let team = l.id().unescaped();
             if l.type_name().basename() != "Team"
@@ -452,21 +451,13 @@ pub fn missing_teams(engine: &Engine, repo_policies: &[SourceFile], teams: &Hash
                 continue;
             }
             let message = format!("policy `{}` names team `{team}`, which teams/ does not define", p.id());
-            let d = match text.find(&format!("Team::\"{team}\"")) {
-                Some(off) => {
-                    let (line, column) = line_col(&text, off);
-                    Diagnostic::new(
-                        Code::PolicyNamesMissingTeam,
-                        Anchor::Position {
-                            file: file.to_owned(),
-                            line,
-                            column,
-                        },
-                        message,
-                    )
-                }
-                None => Diagnostic::at_file(Code::PolicyNamesMissingTeam, file, message),
-            };
+            let d = at_first(
+                Code::PolicyNamesMissingTeam,
+                file,
+                &String::from_utf8_lossy(&f.bytes),
+                &format!("Team::\"{team}\""),
+                message,
+            );
             out.push(d.with_hint(format!(
                 "define team `{team}` in teams/, or change the policy: as it is, no member of `{team}` can ever match"
             )));
@@ -477,8 +468,13 @@ pub fn missing_teams(engine: &Engine, repo_policies: &[SourceFile], teams: &Hash
 
 /// A diagnostic at the policy's `@id` annotation (or the file when it has none).
 fn position_of_policy(code: Code, path: &str, text: &str, id: &PolicyId, message: String, hint: &str) -> Diagnostic {
-    let needle = format!("\"{id}\"");
-    let anchor = match text.find(&needle) {
+    at_first(code, path, text, &format!("\"{id}\""), message).with_hint(hint)
+}
+
+/// A diagnostic at the first place `text` (of file `path`) holds `needle` (the file when it
+/// holds none).
+fn at_first(code: Code, path: &str, text: &str, needle: &str, message: String) -> Diagnostic {
+    let anchor = match text.find(needle) {
         Some(off) => {
             let (line, column) = line_col(text, off);
             Anchor::Position {
@@ -489,7 +485,7 @@ fn position_of_policy(code: Code, path: &str, text: &str, id: &PolicyId, message
         }
         None => Anchor::File { file: path.to_owned() },
     };
-    Diagnostic::new(code, anchor, message).with_hint(hint)
+    Diagnostic::new(code, anchor, message)
 }
 
 /// 1-based line and column (in characters) of a byte offset.

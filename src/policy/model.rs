@@ -212,7 +212,7 @@ pub fn build(
 ) -> Result<Model, String> {
     let (schema, literals) = (&engine.schema, &engine.literals);
     let mut entities: Vec<Entity> = Vec::new();
-    // teams and users: membership from the base revision only
+    // teams and users: membership from the authority (the rules in force) only
     let mut teams_of: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut teams: Vec<(String, Vec<String>)> = Vec::new();
     let mut team_names: HashSet<&str> = HashSet::new();
@@ -263,11 +263,16 @@ pub fn build(
             // an object whose base definition is invalid has no value to be judged against:
             // its change is judged as its creation (from nothing — the strictest judgement,
             // so its fix is never locked out); its deletion cannot be judged at all
-            let as_created = Change {
-                action: Action::Create,
-                ..c.clone()
+            let as_created;
+            let judged = if c.base_invalid {
+                as_created = Change {
+                    action: Action::Create,
+                    ..c.clone()
+                };
+                &as_created
+            } else {
+                c
             };
-            let judged = if c.base_invalid { &as_created } else { c };
             let blocked = c.base_invalid && c.new.is_none();
             let ((facts, reach), refs) = referencing(|| {
                 if blocked {
@@ -320,8 +325,8 @@ pub fn build(
     };
     let mut seen: HashSet<&str> = HashSet::new();
     let mut rollout_plugins: Vec<&str> = Vec::new();
-    // (the authority's current values first; it is usually the base itself)
-    let current = (!std::ptr::eq(authority, base)).then_some(authority);
+    // (the authority's current values first, when it is not the base itself)
+    let current = sides.current.as_ref().map(|s| s.repo);
     let current_rollouts = current.map_or(&[][..], |a| &a.rollouts[..]);
     for r in current_rollouts.iter().chain(&base.rollouts).chain(&head.rollouts) {
         if wanted(&reach, "Rollout", r.name()) && seen.insert(r.name()) {
@@ -497,7 +502,7 @@ impl<'a> Side<'a> {
     }
 
     fn tenant(&self, name: &str) -> Option<&'a Object<TenantSpec>> {
-        self.runs.by_name.get(name).map(|&i| &self.repo.tenants[i])
+        self.index.by_name.get(name).map(|&i| &self.repo.tenants[i])
     }
 
     /// The tenants a rollout puts a canary in: its targets that run its plugin.
@@ -527,27 +532,30 @@ impl<'a> Revisions<'a> {
     fn before(&self) -> impl Iterator<Item = &Side<'a>> {
         std::iter::once(&self.base).chain(self.current.as_ref())
     }
+
+    /// Every side that holds the tenants after the change: the head, and the current rules'
+    /// revision it will be merged into.
+    fn after(&self) -> impl Iterator<Item = &Side<'a>> {
+        std::iter::once(&self.head).chain(self.current.as_ref())
+    }
 }
 
-/// Which tenants list each plugin (with whether it is enabled there), and every tenant by name.
+/// Which tenants list each plugin (with whether it is enabled there).
 struct RunIndex<'r> {
     lists: HashMap<&'r str, Vec<(usize, bool)>>,
-    by_name: HashMap<&'r str, usize>,
 }
 
 impl<'r> RunIndex<'r> {
     fn of(repo: &'r Repo, wanted: bool) -> RunIndex<'r> {
         let mut lists: HashMap<&str, Vec<(usize, bool)>> = HashMap::new();
-        let mut by_name = HashMap::new();
         if wanted {
             for (i, t) in repo.tenants.iter().enumerate() {
-                by_name.entry(t.name()).or_insert(i);
                 for p in &t.spec.plugins {
                     lists.entry(p.name.as_str()).or_default().push((i, !p.disabled));
                 }
             }
         }
-        RunIndex { lists, by_name }
+        RunIndex { lists }
     }
 
     /// The tenants that list `plugin` (enabled or not: a disabled entry is compiled too).
@@ -607,7 +615,7 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
                 plugin: &c.name,
                 checkable: true,
             };
-            for side in std::iter::once(&sides.head).chain(sides.current.as_ref()) {
+            for side in sides.after() {
                 for &(i, enabled) in side.runs.listing(&c.name) {
                     let name = side.repo.tenants[i].name();
                     if enabled && runs_new && c.action != Action::Delete {
@@ -640,7 +648,7 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
                     plugin: &r.plugin,
                     checkable: false,
                 };
-                for side in std::iter::once(&sides.head).chain(sides.current.as_ref()) {
+                for side in sides.after() {
                     for t in side.rollout_targets(r) {
                         reached.insert(t.name(), Some(run));
                     }

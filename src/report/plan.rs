@@ -35,8 +35,6 @@ pub struct Verdicts<'a> {
     pub decisions: &'a [Decision],
     pub author: &'a str,
     pub approvers: &'a [String],
-    /// Why no verdict could be given (base policies invalid), if so.
-    pub blocked: Option<&'a str>,
 }
 
 pub struct PlanReport<'a> {
@@ -84,9 +82,6 @@ fn text(r: &PlanReport<'_>) -> String {
         let _ = writeln!(out, "note: {n}");
     }
     match &r.verdicts {
-        Some(v) if v.blocked.is_some() => {
-            let _ = writeln!(out, "policy: not decided: {}", v.blocked.unwrap_or_default());
-        }
         Some(v) => {
             let _ = writeln!(
                 out,
@@ -164,7 +159,6 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
     let p = r.plan;
     let mut out = String::new();
     let verdict = match &r.verdicts {
-        Some(v) if v.blocked.is_some() => "⚠️ policy not decided",
         Some(v) if denied(v) > 0 => "⛔ denied by policy",
         Some(_) => "✅ allowed by policy",
         None => "policy not checked",
@@ -186,49 +180,45 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
         p.unchanged
     );
     if let Some(v) = &r.verdicts {
-        if let Some(why) = v.blocked {
-            let _ = writeln!(out, "**Policy:** not decided — {}\n", markdown_escape(why));
+        let approvers = if v.approvers.is_empty() {
+            "none".to_owned()
         } else {
-            let approvers = if v.approvers.is_empty() {
-                "none".to_owned()
-            } else {
-                markdown_escape(&v.approvers.join(", "))
-            };
-            let _ = writeln!(
-                out,
-                "**Policy:** {} of {} changes denied · author {} · approvals: {approvers}\n",
-                denied(v),
-                v.changes.len(),
-                markdown_escape(v.author.strip_prefix("?unknown:").unwrap_or(v.author))
-            );
-            let denials: Vec<_> = v.changes.iter().zip(v.decisions).filter(|(_, d)| !d.allowed).collect();
-            if !denials.is_empty() {
-                out.push_str("| change | policies | what to do |\n|---|---|---|\n");
-                for (i, (c, d)) in denials.iter().enumerate() {
-                    if i == 20 {
-                        let _ = writeln!(out, "| … {} more denials | | |", denials.len() - 20);
-                        break;
-                    }
-                    let mut todo: Vec<String> = d.advice.iter().map(|a| markdown_escape(a)).collect();
-                    if let Some(w) = &d.way_out {
-                        todo.push(format!("**{}**", markdown_escape(&w.describe())));
-                    }
-                    let policies = if d.policies.is_empty() {
-                        "(no policy permits it)".to_owned()
-                    } else {
-                        markdown_escape(&d.policies.join(", "))
-                    };
-                    let _ = writeln!(
-                        out,
-                        "| ⛔ {} {} {} | {policies} | {} |",
-                        c.action.as_str(),
-                        c.subject.as_str(),
-                        markdown_escape(&c.name),
-                        todo.join("<br>")
-                    );
+            markdown_escape(&v.approvers.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "**Policy:** {} of {} changes denied · author {} · approvals: {approvers}\n",
+            denied(v),
+            v.changes.len(),
+            markdown_escape(v.author.strip_prefix("?unknown:").unwrap_or(v.author))
+        );
+        let denials: Vec<_> = v.changes.iter().zip(v.decisions).filter(|(_, d)| !d.allowed).collect();
+        if !denials.is_empty() {
+            out.push_str("| change | policies | what to do |\n|---|---|---|\n");
+            for (i, (c, d)) in denials.iter().enumerate() {
+                if i == 20 {
+                    let _ = writeln!(out, "| … {} more denials | | |", denials.len() - 20);
+                    break;
                 }
-                out.push('\n');
+                let mut todo: Vec<String> = d.advice.iter().map(|a| markdown_escape(a)).collect();
+                if let Some(w) = &d.way_out {
+                    todo.push(format!("**{}**", markdown_escape(&w.describe())));
+                }
+                let policies = if d.policies.is_empty() {
+                    "(no policy permits it)".to_owned()
+                } else {
+                    markdown_escape(&d.policies.join(", "))
+                };
+                let _ = writeln!(
+                    out,
+                    "| ⛔ {} {} {} | {policies} | {} |",
+                    c.action.as_str(),
+                    c.subject.as_str(),
+                    markdown_escape(&c.name),
+                    todo.join("<br>")
+                );
             }
+            out.push('\n');
         }
     }
     if !p.risks.is_empty() {
@@ -383,13 +373,7 @@ struct JsonDenial<'a> {
 
 fn json(r: &PlanReport<'_>) -> String {
     let policy = r.verdicts.as_ref().map(|v| JsonPolicy {
-        decision: if v.blocked.is_some() {
-            "error"
-        } else if denied(v) > 0 {
-            "deny"
-        } else {
-            "allow"
-        },
+        decision: if denied(v) > 0 { "deny" } else { "allow" },
         author: v.author,
         approvers: v.approvers,
         denied: v

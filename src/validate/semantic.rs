@@ -196,7 +196,8 @@ fn duplicate_names(defs: &Definitions, out: &mut Vec<Diagnostic>) {
 fn login_spellings(repo: &Repo, out: &mut Vec<Diagnostic>) {
     // lowercase login → (spelling, team, index) of its first occurrence
     let mut first: HashMap<String, (&str, &Object<crate::spec::TeamSpec>, usize)> = HashMap::new();
-    let mut reported: HashSet<(String, usize)> = HashSet::new();
+    // (first places already reported, by team and index)
+    let mut reported: HashSet<(&str, usize)> = HashSet::new();
     for t in &repo.teams {
         for (i, m) in t.spec.members.iter().enumerate() {
             let key = m.to_ascii_lowercase();
@@ -207,7 +208,7 @@ fn login_spellings(repo: &Repo, out: &mut Vec<Diagnostic>) {
                 Some((spelled, _, _)) if *spelled == m => {}
                 Some(&(spelled, ft, fi)) => {
                     let hint = "GitHub logins are case-insensitive: spell the login the same way everywhere";
-                    if reported.insert((ft.origin.file.clone(), fi)) {
+                    if reported.insert((ft.name(), fi)) {
                         out.push(
                             at(
                                 ft,
