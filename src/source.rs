@@ -119,6 +119,41 @@ impl Source {
         })
     }
 
+    /// A commit of a (bare) repository at `git_dir`, the config repo being the subdirectory
+    /// `subdir` of its tree (`""` for the whole tree): what `serve` reads from its mirror.
+    pub fn commit_in(git_dir: &Path, commit: &str, subdir: &str) -> Result<Source, SourceError> {
+        let repo = git2::Repository::open_bare(git_dir).map_err(|e| SourceError::GitOpen {
+            path: git_dir.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        let rev_err = |e: git2::Error| SourceError::GitRev {
+            rev: commit.to_owned(),
+            message: e.message().to_owned(),
+        };
+        let (tree, commit_id) = {
+            let c = git2::Oid::from_str(commit)
+                .and_then(|id| repo.find_commit(id))
+                .map_err(rev_err)?;
+            let mut tree = c.tree().map_err(rev_err)?;
+            let sub = subdir.trim_matches('/');
+            if !sub.is_empty() {
+                let missing = || SourceError::NotInRev {
+                    rev: commit.to_owned(),
+                    path: PathBuf::from(sub),
+                };
+                let entry = tree.get_path(Path::new(sub)).map_err(|_| missing())?;
+                tree = repo.find_tree(entry.id()).map_err(|_| missing())?;
+            }
+            (tree.id(), c.id())
+        };
+        Ok(Source::Git {
+            repo,
+            tree,
+            commit: commit_id,
+            rev: commit.to_owned(),
+        })
+    }
+
     /// A second handle on the same revision or directory, for reading it on another thread
     /// (a git repository handle must not be shared between threads).
     pub fn reopen(&self) -> Result<Source, SourceError> {

@@ -281,7 +281,7 @@ impl Writer {
 }
 
 /// Flush everything written on the file system holding `path` (Linux `syncfs`).
-fn sync_fs(path: &Path) -> std::io::Result<()> {
+pub fn sync_fs(path: &Path) -> std::io::Result<()> {
     let f = fs::File::open(path)?;
     // SAFETY: `f` is an open file descriptor for the duration of the call.
     let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) };
@@ -292,7 +292,7 @@ fn sync_fs(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn write_state(out: &Path, state: &State) -> anyhow::Result<()> {
+pub fn write_state(out: &Path, state: &State) -> anyhow::Result<()> {
     let path = state_path(out);
     let tmp = path.with_extension("json.tmp");
     let mut text = serde_json::to_string_pretty(state)?;

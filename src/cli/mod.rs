@@ -8,6 +8,7 @@ mod compile;
 mod plan;
 mod plugins;
 mod policy;
+mod serve;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,7 @@ enum Command {
     Apply(apply::Args),
     Plugins(plugins::Args),
     Ci(ci::Args),
+    Serve(serve::Args),
 }
 
 /// The parse cache of the repository `source` is a revision of, unless `RAMPART_CACHE=off`
@@ -87,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Compile(args) => compile::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Policy(args) => policy::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

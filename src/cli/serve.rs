@@ -1,0 +1,286 @@
+//! `rampart serve --repo URL --target dir:OUT|branch:NAME[@REMOTE] …`.
+
+use super::exit;
+use crate::remote::{Auth, Remote};
+use crate::serve::{self, Config, Shared, Status, http, reconcile};
+use crate::target::Target;
+use crate::target::branch::BranchTarget;
+use crate::target::dir::DirTarget;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Watch one branch of a config repo and apply what is approved: the reconciler service.
+///
+/// Tracks --branch of --repo in a bare mirror under --state-dir. On every trigger — a poll
+/// every --interval (with jitter) and each verified GitHub `push` webhook to the branch — it
+/// fetches, and for each target walks the first-parent commits since the one the target holds,
+/// authorising each commit's change as `check` does (the parent's policies and teams; the
+/// merged pull request's author and approving reviews when GitHub is configured, the commit's
+/// author and `Approved-by:` trailers otherwise). It applies up to the last allowed commit; a
+/// denied or invalid commit stops the target there (never skipped), and the status API,
+/// logs and metrics say which, why, and the way out. Each apply is recorded in the target
+/// (state file, deploy-branch trailers) and as a note under refs/notes/rampart.
+///
+/// HTTP on --listen: /healthz, /readyz, /metrics (OpenMetrics), GET /api/v1/status, POST
+/// /webhook/github. Credentials come from the environment (GITHUB_TOKEN, RAMPART_APP_*,
+/// RAMPART_WEBHOOK_SECRET) or files, never from flags or the config repo.
+/// SIGTERM/SIGINT: stop taking triggers, let the current reconcile finish (at most
+/// --shutdown-grace), exit 0.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The config repo: an https, ssh or file:// URL, or a local path.
+    #[arg(long, env = "RAMPART_REPO", value_name = "URL|PATH")]
+    repo: String,
+    /// The branch to track.
+    #[arg(long, env = "RAMPART_BRANCH", default_value = "main")]
+    branch: String,
+    /// The config repo's subdirectory inside the repository.
+    #[arg(long, env = "RAMPART_PATH", default_value = "", value_name = "DIR")]
+    path: String,
+    /// Where the mirror and caches live (may start empty: targets record what they hold).
+    #[arg(long, env = "RAMPART_STATE_DIR", default_value = "rampart-state", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Where to apply (repeatable, or comma-separated in RAMPART_TARGETS): `dir:OUT`, or
+    /// `branch:NAME[@REMOTE]` (a deploy branch of the config repo, or of REMOTE).
+    #[arg(long = "target", env = "RAMPART_TARGETS", value_delimiter = ',', required = true, value_name = "TARGET")]
+    targets: Vec<String>,
+    /// HTTP address for health, metrics, status and webhooks.
+    #[arg(long, env = "RAMPART_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// How often to poll the remote (jittered by ±10 %).
+    #[arg(long, env = "RAMPART_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    interval: Duration,
+    /// A file holding the GitHub webhook secret (or set RAMPART_WEBHOOK_SECRET). Without
+    /// one, POST /webhook/github answers 404 and only polling triggers reconciles.
+    #[arg(long, env = "RAMPART_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// The GitHub repository (OWNER/REPO) to read pull requests and reviews from; with a
+    /// token (GITHUB_TOKEN) or GitHub App settings (RAMPART_APP_ID, RAMPART_APP_PRIVATE_KEY,
+    /// RAMPART_APP_INSTALLATION) in the environment.
+    #[arg(long, env = "RAMPART_GITHUB_REPOSITORY", value_name = "OWNER/REPO")]
+    github_repo: Option<String>,
+    /// GitHub's API URL (GitHub Enterprise Server: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com", value_name = "URL")]
+    github_api_url: String,
+    /// With GitHub configured, deny a commit that no merged pull request brought in
+    /// (its author and trailers could be written by anyone who can push).
+    #[arg(long, env = "RAMPART_REQUIRE_PULL_REQUEST", default_value = "true", action = clap::ArgAction::Set)]
+    require_pull_request: bool,
+    /// Push refs/notes/rampart (the apply records) to the remote.
+    #[arg(long, env = "RAMPART_PUSH_NOTES", default_value = "true", action = clap::ArgAction::Set)]
+    push_notes: bool,
+    /// An ssh private key for ssh remotes.
+    #[arg(long, env = "RAMPART_SSH_KEY", value_name = "FILE")]
+    ssh_key: Option<PathBuf>,
+    /// A known_hosts file for ssh remotes (host keys checked strictly).
+    #[arg(long, env = "RAMPART_SSH_KNOWN_HOSTS", value_name = "FILE")]
+    ssh_known_hosts: Option<PathBuf>,
+    /// For a target that holds objects but records no applied commit: authorise the change
+    /// from this commit (the one the target was built from).
+    #[arg(long, value_name = "COMMIT")]
+    baseline: Option<String>,
+    /// Log format.
+    #[arg(long, env = "RAMPART_LOG_FORMAT", value_enum, default_value = "pretty")]
+    log_format: LogFormat,
+    /// How long SIGTERM waits for the current reconcile before exiting.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Reconcile once and exit (no HTTP): 0 every target holds the tip, 2 a target is blocked
+    /// by policy, 3 by an invalid commit, 1 anything else stopped a target.
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = crate::units::Duration::parse(s).map_err(|e| e.to_string())?;
+    if d.millis == 0 {
+        return Err("must be more than 0".into());
+    }
+    Ok(Duration::from_millis(d.millis))
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RAMPART_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Pretty => builder.with_ansi(false).try_init(),
+    };
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    init_logs(args.log_format);
+    let secret = match (&args.webhook_secret_file, var("RAMPART_WEBHOOK_SECRET")) {
+        (Some(f), _) => Some(
+            std::fs::read(f)
+                .with_context(|| format!("reading the webhook secret file `{}`", f.display()))?
+                .trim_ascii()
+                .to_vec(),
+        ),
+        (None, s) => s.map(String::into_bytes),
+    }
+    .filter(|s| !s.is_empty());
+    if let Some(b) = &args.baseline
+        && !crate::target::is_commit_id(b)
+    {
+        anyhow::bail!("--baseline must be a full commit id (40 hex digits), not `{b}`: a ref name would move");
+    }
+    let auth = Auth {
+        token: var("GITHUB_TOKEN"),
+        ssh_key: args.ssh_key.clone(),
+        known_hosts: args.ssh_known_hosts.clone(),
+    };
+    let remote = Remote::new(&args.repo, auth.clone());
+    let cfg = Arc::new(Config {
+        repo: remote.display(),
+        branch: args.branch.clone(),
+        path: args.path.trim_matches('/').to_owned(),
+        state_dir: args.state_dir.clone(),
+        listen: args.listen,
+        interval: args.interval,
+        baseline: args.baseline.clone(),
+        require_pull_request: args.require_pull_request,
+        push_notes: args.push_notes,
+        shutdown_grace: args.shutdown_grace,
+    });
+    let mirror = cfg.state_dir.join("mirror.git");
+    let mut targets: Vec<Box<dyn Target>> = Vec::new();
+    for t in &args.targets {
+        targets.push(match t.split_once(':') {
+            Some(("dir", p)) if !p.is_empty() => Box::new(DirTarget::new(std::path::Path::new(p), &cfg.repo)),
+            Some(("branch", spec)) if !spec.is_empty() => {
+                let (name, url) = match spec.split_once('@') {
+                    Some((n, u)) if !u.is_empty() => (n, Remote::new(u, auth.clone())),
+                    _ => (spec, remote.clone()),
+                };
+                if name.is_empty() || name == args.branch && url.url() == remote.url() {
+                    anyhow::bail!(
+                        "--target {t}: the deploy branch must be a branch other than the tracked one (`{}`)",
+                        args.branch
+                    );
+                }
+                Box::new(BranchTarget::new(name, url, &mirror))
+            }
+            Some(("kubernetes", _)) => anyhow::bail!("--target {t}: the kubernetes target is not available yet"),
+            _ => anyhow::bail!("--target {t}: expected dir:OUT or branch:NAME[@REMOTE]"),
+        });
+    }
+    let identities = github_identities(&args)?;
+    let status = Status {
+        repo: cfg.repo.clone(),
+        branch: cfg.branch.clone(),
+        webhooks: secret.is_some(),
+        ..Status::default()
+    };
+    let shared = Arc::new(Shared::new(status));
+    let mut r = reconcile::Reconciler::new(cfg.clone(), shared.clone(), remote, targets, identities)?;
+    if args.once {
+        r.run();
+        return Ok(once_code(&shared.status()));
+    }
+    if secret.is_none() {
+        tracing::warn!(
+            "no webhook secret configured (RAMPART_WEBHOOK_SECRET or --webhook-secret-file): POST /webhook/github answers 404; polling every {:?}",
+            cfg.interval
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(cfg.listen))
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    tracing::info!(
+        repo = %cfg.repo,
+        branch = %cfg.branch,
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        targets = ?args.targets,
+        "serving"
+    );
+    let worker = {
+        let shared = shared.clone();
+        let interval = cfg.interval;
+        std::thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || serve::reconcile_loop(r, shared, interval))
+            .context("starting the reconcile thread")?
+    };
+    let state = Arc::new(http::HttpState {
+        shared: shared.clone(),
+        verifier: secret.as_deref().map(|s| crate::github::webhook::Verifier::new(Some(s))),
+        branch_ref: format!("refs/heads/{}", cfg.branch),
+    });
+    let app = http::router(state);
+    let stopper = shared.clone();
+    rt.block_on(async move {
+        let stop = async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("stopping: no new triggers; waiting for the current reconcile");
+            stopper.stop();
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("serving HTTP")
+    })?;
+    // the reconcile thread stops after its current run (applies are atomic or resumable);
+    // past the grace period the process exits anyway
+    let deadline = std::time::Instant::now() + cfg.shutdown_grace;
+    while !worker.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !worker.is_finished() {
+        tracing::warn!("the current reconcile did not finish within the grace period; exiting anyway");
+    }
+    tracing::info!("stopped");
+    Ok(exit::OK)
+}
+
+/// The exit code of `--once`.
+fn once_code(s: &Status) -> u8 {
+    if s.fetch_error.is_some() || s.targets.iter().any(|t| t.error.is_some()) {
+        return exit::ERROR;
+    }
+    let kinds: Vec<&str> = s.targets.iter().filter_map(|t| t.blocked.as_ref().map(|b| b.kind)).collect();
+    if kinds.iter().any(|k| *k == "invalid") {
+        exit::INVALID
+    } else if kinds.iter().any(|k| *k == "denied" || *k == "no-pull-request") {
+        exit::DENIED
+    } else if !kinds.is_empty() {
+        exit::ERROR
+    } else {
+        exit::OK
+    }
+}
+
+/// Pull-request identities from GitHub, when a repository is configured.
+fn github_identities(args: &Args) -> anyhow::Result<Option<Box<dyn reconcile::Identities>>> {
+    let Some(_repo) = &args.github_repo else {
+        if !args.require_pull_request {
+            return Ok(None);
+        }
+        return Ok(None);
+    };
+    anyhow::bail!("--github-repo: reading pull requests is not wired yet")
+}

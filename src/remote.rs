@@ -1,0 +1,316 @@
+//! Remotes (IO): fetch and push through the `git` command line, as cargo's
+//! `net.git-fetch-with-cli` does — https with a token, ssh keys, `file://` and every transport
+//! git itself speaks, with its proxies and TLS settings. Reading and writing objects stays in
+//! libgit2 (`source`, `target`).
+//!
+//! Credentials never reach a command line, a config file or a log: a token goes to git as an
+//! `http.extraHeader` through `GIT_CONFIG_*` environment variables of the child alone, and every
+//! message git prints is cleaned of the token and of any `user:password@` in a URL before it is
+//! shown. Nothing may prompt (no terminal, no askpass, no credential helper), every call has
+//! a deadline, and only the `file`, `http(s)`, `ssh` and `git` transports are allowed.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a remote is reached.
+#[derive(Clone, Default)]
+pub struct Auth {
+    /// A GitHub token (personal, Actions, or a GitHub App installation token), sent as HTTP
+    /// basic auth `x-access-token:TOKEN` on https.
+    pub token: Option<String>,
+    /// An ssh private key file for `ssh://` / `git@host:` remotes.
+    pub ssh_key: Option<PathBuf>,
+    /// A `known_hosts` file to check ssh host keys against (strict when given).
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("ssh_key", &self.ssh_key)
+            .field("known_hosts", &self.known_hosts)
+            .finish()
+    }
+}
+
+/// A remote repository.
+#[derive(Clone)]
+pub struct Remote {
+    url: String,
+    pub auth: Auth,
+    /// The deadline of one fetch or push.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &self.display())
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// Why a git command failed. The message is cleaned of credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{what} {url}: {message}")]
+    Failed { what: String, url: String, message: String },
+    #[error("{what} {url}: no answer within {secs} s")]
+    Timeout { what: String, url: String, secs: u64 },
+    #[error("{what}: could not run git: {message}")]
+    Spawn { what: String, message: String },
+}
+
+/// How a push ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Ok,
+    /// The remote refused it (not a fast-forward: the branch moved).
+    Rejected(String),
+}
+
+impl Remote {
+    /// A remote at `url`: a URL git understands, or a local path (made `file://`).
+    pub fn new(url: &str, auth: Auth) -> Remote {
+        let url = if url.contains("://") || url.contains('@') && url.contains(':') {
+            url.to_owned()
+        } else {
+            let p = Path::new(url);
+            let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+            format!("file://{}", abs.display())
+        };
+        Remote {
+            url,
+            auth,
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// The URL, without any `user:password@` (for messages and the status API).
+    pub fn display(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Fetch `refspecs` into the bare repository at `git_dir`.
+    pub fn fetch(&self, git_dir: &Path, refspecs: &[String]) -> Result<(), RemoteError> {
+        let mut args = vec!["fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.url.as_str()];
+        args.extend(refspecs.iter().map(String::as_str));
+        self.git(git_dir, "fetching from", &args).map(|_| ())
+    }
+
+    /// Push one refspec (never forced: a refspec starting with `+` is refused here).
+    pub fn push(&self, git_dir: &Path, refspec: &str) -> Result<Pushed, RemoteError> {
+        assert!(!refspec.starts_with('+'), "rampart never force-pushes");
+        match self.git(
+            git_dir,
+            "pushing to",
+            &["push", "--porcelain", "--quiet", self.url.as_str(), refspec],
+        ) {
+            Ok(_) => Ok(Pushed::Ok),
+            Err(RemoteError::Failed { message, .. }) if rejected(&message) => Ok(Pushed::Rejected(message)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Run `git` in `git_dir` with this remote's credentials; stdout on success.
+    fn git(&self, git_dir: &Path, what: &str, args: &[&str]) -> Result<String, RemoteError> {
+        let mut cmd = Command::new("git");
+        cmd.arg("--git-dir")
+            .arg(git_dir)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env("HOME", git_dir)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "/bin/false")
+            .env("SSH_ASKPASS", "/bin/false")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for proxy in ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+            if let Some(v) = std::env::var_os(proxy) {
+                cmd.env(proxy, v);
+            }
+        }
+        // configuration through the environment: seen by this child only
+        let mut config: Vec<(String, String)> = vec![
+            ("credential.helper".into(), String::new()),
+            ("core.hooksPath".into(), "/dev/null".into()),
+            ("http.lowSpeedLimit".into(), "1000".into()),
+            ("http.lowSpeedTime".into(), "30".into()),
+        ];
+        if let Some(t) = &self.auth.token {
+            use base64::Engine;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{t}"));
+            config.push(("http.extraHeader".into(), format!("Authorization: Basic {basic}")));
+        }
+        cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        for (i, (k, v)) in config.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), k);
+            cmd.env(format!("GIT_CONFIG_VALUE_{i}"), v);
+        }
+        let mut ssh = "ssh -o BatchMode=yes -o ConnectTimeout=20".to_owned();
+        if let Some(k) = &self.auth.ssh_key {
+            ssh.push_str(&format!(" -i '{}' -o IdentitiesOnly=yes", k.display()));
+        }
+        if let Some(h) = &self.auth.known_hosts {
+            ssh.push_str(&format!(
+                " -o UserKnownHostsFile='{}' -o StrictHostKeyChecking=yes",
+                h.display()
+            ));
+        }
+        cmd.env("GIT_SSH_COMMAND", ssh);
+        let url = self.display();
+        let mut child = cmd.spawn().map_err(|e| RemoteError::Spawn {
+            what: what.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        // both pipes drained on threads of their own (a full pipe would stall git), capped
+        let out = std::thread::spawn(move || read_capped(&mut stdout));
+        let err = std::thread::spawn(move || read_capped(&mut stderr));
+        let start = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if start.elapsed() > self.timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    return Err(RemoteError::Spawn {
+                        what: what.to_owned(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        };
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        match status {
+            None => Err(RemoteError::Timeout {
+                what: what.to_owned(),
+                url,
+                secs: self.timeout.as_secs(),
+            }),
+            Some(s) if s.success() => Ok(stdout),
+            Some(_) => {
+                // `push --porcelain` reports refusals on stdout
+                let text = format!("{}\n{}", stderr.trim(), stdout.trim());
+                Err(RemoteError::Failed {
+                    what: what.to_owned(),
+                    url,
+                    message: self.clean(text.trim()),
+                })
+            }
+        }
+    }
+
+    /// A message of git's without credentials, cropped.
+    fn clean(&self, text: &str) -> String {
+        let mut t = redact_url(text);
+        if let Some(token) = self.auth.token.as_deref().filter(|t| !t.is_empty()) {
+            t = t.replace(token, "***");
+        }
+        let t = crate::diagnostic::visible(&t, &[]);
+        match t.char_indices().nth(2000) {
+            Some((i, _)) => format!("{}…", &t[..i]),
+            None => t,
+        }
+    }
+}
+
+/// Whether git's output says the push was refused as a non-fast-forward (the remote moved).
+fn rejected(message: &str) -> bool {
+    message.lines().any(|l| l.starts_with('!'))
+        || message.contains("[rejected]")
+        || message.contains("non-fast-forward")
+        || message.contains("fetch first")
+        || message.contains("cannot lock ref")
+}
+
+/// Read at most 64 KiB of a pipe, discarding the rest (so the child never blocks on it).
+fn read_capped(r: &mut impl Read) -> String {
+    let mut buf = Vec::new();
+    let _ = r.by_ref().take(64 << 10).read_to_end(&mut buf);
+    let _ = std::io::copy(r, &mut std::io::sink());
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// `text` with the user information of every URL in it (`https://user:secret@host`) replaced.
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '\'' || c == '"')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***@");
+                out.push_str(&authority[at + 1..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether a failed fetch says the ref does not exist on the remote (as opposed to the remote
+/// being unreachable).
+pub fn missing_ref(e: &RemoteError) -> bool {
+    matches!(e, RemoteError::Failed { message, .. } if message.contains("couldn't find remote ref"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("fatal: https://x-access-token:ghs_abc@github.com/o/r.git not found"),
+            "fatal: https://***@github.com/o/r.git not found"
+        );
+        assert_eq!(redact_url("file:///tmp/a b"), "file:///tmp/a b");
+        assert_eq!(redact_url("ssh://git@host:22/r"), "ssh://***@host:22/r");
+    }
+
+    #[test]
+    fn tokens_are_cleaned_from_messages() {
+        let r = Remote::new(
+            "https://example.com/r.git",
+            Auth {
+                token: Some("sekrit".into()),
+                ..Auth::default()
+            },
+        );
+        assert_eq!(r.clean("bad header: Basic sekrit"), "bad header: Basic ***");
+        assert!(!format!("{:?}", r).contains("sekrit"));
+    }
+
+    #[test]
+    fn refusals_are_recognised() {
+        assert!(rejected("To file:///r\n!\trefs/heads/x:refs/heads/x\t[rejected] (fetch first)\nDone"));
+        assert!(!rejected("fatal: repository not found"));
+    }
+}

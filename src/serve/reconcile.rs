@@ -1,0 +1,549 @@
+//! One reconcile (IO): fetch the branch into the mirror, then for each target read what it
+//! holds, decide where to start (`decide::start`), judge each commit since then exactly as
+//! `check` would at pull-request time (its parent's policies and teams, its own author and
+//! approvals), apply up to the last allowed commit (`decide::settle`) through the target, and
+//! record it: a note on every commit the apply authorised, pushed with the notes of others.
+//!
+//! Runs on a thread of its own (git, validation and compilation block); the HTTP side only
+//! reads the status it publishes.
+
+use super::decide::{self, Ancestry, Block, Start, Step, Verdict, short};
+use super::{Config, Shared, TargetStatus};
+use crate::cache::ParseCache;
+use crate::diagnostic::Diagnostic;
+use crate::pipeline::{self, Principals, Validated};
+use crate::remote::Remote;
+use crate::source::Source;
+use crate::target::notes::{self, Entry};
+use crate::target::{Apply, ChangeRecord, Record, Revision, Target};
+use anyhow::Context;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Who made and approved a commit's change, from the pull request that merged it.
+pub trait Identities: Send {
+    /// `Ok(None)` when no merged pull request brought `commit` in.
+    fn of(&mut self, commit: &str) -> anyhow::Result<Option<PullIdentity>>;
+}
+
+/// The merged pull request behind a commit.
+#[derive(Debug, Clone)]
+pub struct PullIdentity {
+    pub number: u64,
+    pub author: String,
+    pub approvers: Vec<String>,
+}
+
+/// A commit's own verdict and who made it (for the record).
+struct Judged {
+    own: Record,
+    changes: Vec<ChangeRecord>,
+}
+
+pub struct Reconciler {
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    remote: Remote,
+    mirror: PathBuf,
+    targets: Vec<Box<dyn Target>>,
+    identities: Option<Box<dyn Identities>>,
+    cache: Option<ParseCache>,
+    /// Validated revisions by commit: each target's applied commit is kept between runs, so
+    /// the next change validates only its head.
+    validated: HashMap<String, Validated>,
+    /// Notes written and not pushed yet.
+    notes_dirty: bool,
+}
+
+/// The remote-tracking ref of the watched branch in the mirror.
+pub fn tracking(branch: &str) -> String {
+    format!("refs/remotes/origin/{branch}")
+}
+
+impl Reconciler {
+    pub fn new(
+        cfg: Arc<Config>,
+        shared: Arc<Shared>,
+        remote: Remote,
+        targets: Vec<Box<dyn Target>>,
+        identities: Option<Box<dyn Identities>>,
+    ) -> anyhow::Result<Reconciler> {
+        let mirror = cfg.state_dir.join("mirror.git");
+        if !mirror.join("HEAD").exists() {
+            std::fs::create_dir_all(&cfg.state_dir)
+                .with_context(|| format!("creating the state directory `{}`", cfg.state_dir.display()))?;
+            git2::Repository::init_bare(&mirror)
+                .with_context(|| format!("creating the mirror `{}`", mirror.display()))?;
+        }
+        let probe = cfg.state_dir.join(".rampart-write-test");
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("the state directory `{}` is not writable", cfg.state_dir.display()))?;
+        let _ = std::fs::remove_file(probe);
+        let off = std::env::var_os("RAMPART_CACHE").is_some_and(|v| v == "off" || v == "0");
+        let cache = (!off).then(|| ParseCache::open(&mirror));
+        Ok(Reconciler {
+            cfg,
+            shared,
+            remote,
+            mirror,
+            targets,
+            identities,
+            cache,
+            validated: HashMap::new(),
+            notes_dirty: false,
+        })
+    }
+
+    pub fn mirror(&self) -> &std::path::Path {
+        &self.mirror
+    }
+
+    /// One reconcile of every target. Errors are recorded in the status and metrics, never
+    /// returned: the service keeps serving and tries again at the next trigger.
+    pub fn run(&mut self) {
+        let started = Instant::now();
+        let span = tracing::info_span!("reconcile", tip = tracing::field::Empty);
+        let _enter = span.enter();
+        let tip = match self.fetch() {
+            Ok(t) => t,
+            Err(e) => {
+                self.shared.metrics.fetch_errors.inc();
+                let msg = format!("{e:#}");
+                tracing::warn!(error = %msg, "fetch failed; targets stay as they are");
+                self.shared.update(|s| s.fetch_error = Some(msg));
+                return;
+            }
+        };
+        span.record("tip", short(&tip));
+        let tip_time = self.commit_time(&tip);
+        self.shared.update(|s| {
+            s.ready = true;
+            s.fetch_error = None;
+            s.tip = Some(tip.clone());
+            s.tip_time = tip_time;
+            s.last_fetch = Some(crate::target::now_rfc3339());
+        });
+        for i in 0..self.targets.len() {
+            let name = self.targets[i].name();
+            let tspan = tracing::info_span!("target", target = %name);
+            let _t = tspan.enter();
+            let mut status = self.shared.target_status(&name);
+            // a target whose record moved under us (another process) is read again, a few times
+            for _ in 0..3 {
+                match self.reconcile_target(i, &tip, &mut status) {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        status.error = None;
+                        break;
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        tracing::error!(error = %msg, "reconcile failed");
+                        self.shared.metrics.apply(&name, "failed");
+                        status.error = Some(msg);
+                        break;
+                    }
+                }
+            }
+            self.shared.metrics.behind.get_or_create(&label(&name)).set(status.behind as i64);
+            self.shared.set_target(status);
+        }
+        if self.notes_dirty && self.cfg.push_notes {
+            match notes::push(&self.mirror, &self.remote) {
+                Ok(_) => self.notes_dirty = false,
+                Err(e) => {
+                    self.shared.metrics.notes_push_errors.inc();
+                    tracing::warn!(error = %format!("{e:#}"), "pushing the notes failed; retried at the next reconcile");
+                }
+            }
+        }
+        // keep only what the targets hold: the next run starts from there
+        let keep: BTreeSet<String> = self.shared.status().targets.iter().filter_map(|t| t.applied.clone()).collect();
+        self.validated.retain(|c, _| keep.contains(c));
+        self.shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        self.shared.update(|s| s.reconciles += 1);
+    }
+
+    /// Fetch the branch (and the remote's notes); the tip's commit id.
+    fn fetch(&mut self) -> anyhow::Result<String> {
+        let branch = &self.cfg.branch;
+        let spec = format!("+refs/heads/{branch}:{}", tracking(branch));
+        if let Err(e) = self.remote.fetch(&self.mirror, &[spec]) {
+            if crate::remote::missing_ref(&e) {
+                anyhow::bail!("the branch `{branch}` does not exist on {}", self.remote.display());
+            }
+            return Err(e.into());
+        }
+        if self.cfg.push_notes
+            && let Err(e) = notes::fetch(&self.mirror, &self.remote)
+        {
+            tracing::warn!(error = %format!("{e:#}"), "fetching the notes failed");
+        }
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        Ok(repo.refname_to_id(&tracking(branch))?.to_string())
+    }
+
+    fn commit_time(&self, commit: &str) -> Option<i64> {
+        let repo = git2::Repository::open_bare(&self.mirror).ok()?;
+        let c = repo.find_commit(git2::Oid::from_str(commit).ok()?).ok()?;
+        Some(c.time().seconds())
+    }
+
+    /// How the tip's history relates to `from`.
+    fn ancestry(&self, from: &str, tip: &str) -> Ancestry {
+        let Ok(repo) = git2::Repository::open_bare(&self.mirror) else {
+            return Ancestry::Rewritten { present: false };
+        };
+        let (Ok(from_id), Ok(tip_id)) = (git2::Oid::from_str(from), git2::Oid::from_str(tip)) else {
+            return Ancestry::Rewritten { present: false };
+        };
+        if repo.find_commit(from_id).is_err() {
+            return Ancestry::Rewritten { present: false };
+        }
+        let mut line = Vec::new();
+        let mut at = repo.find_commit(tip_id).ok();
+        while let Some(c) = at {
+            if c.id() == from_id {
+                line.reverse();
+                return Ancestry::FirstParent(line);
+            }
+            line.push(c.id().to_string());
+            at = c.parent(0).ok();
+        }
+        if repo.graph_descendant_of(tip_id, from_id).unwrap_or(false) {
+            Ancestry::Merged
+        } else {
+            Ancestry::Rewritten { present: true }
+        }
+    }
+
+    fn source(&self, commit: &str) -> anyhow::Result<Source> {
+        Source::commit_in(&self.mirror, commit, &self.cfg.path).with_context(|| format!("reading commit {}", short(commit)))
+    }
+
+    /// The validated revision at `commit` (kept for the next run while a target holds it).
+    fn validate(&mut self, commit: &str) -> anyhow::Result<()> {
+        if !self.validated.contains_key(commit) {
+            let src = self.source(commit)?;
+            let v = pipeline::validate_cached(&src, &|_, _| {}, self.cache.as_ref())
+                .with_context(|| format!("validating commit {}", short(commit)))?;
+            if let Some(c) = &self.cache {
+                c.flush();
+            }
+            self.validated.insert(commit.to_owned(), v);
+        }
+        Ok(())
+    }
+
+    /// Reconcile one target; `Ok(true)` when its record moved under us (read it again).
+    fn reconcile_target(&mut self, i: usize, tip: &str, status: &mut TargetStatus) -> anyhow::Result<bool> {
+        let name = self.targets[i].name();
+        let applied = self.targets[i].applied().with_context(|| format!("reading what {name} holds"))?;
+        status.applied = applied.commit.clone();
+        let start = decide::start(&applied, tip, self.cfg.baseline.as_deref(), |from| self.ancestry(from, tip));
+        let steps = match start {
+            Start::UpToDate => {
+                status.blocked = None;
+                status.behind = 0;
+                status.history_rewritten = false;
+                return Ok(false);
+            }
+            Start::Blocked(b) => {
+                tracing::warn!(kind = b.kind, reasons = ?b.reasons, "blocked");
+                self.block(&name, status, b, 0);
+                return Ok(false);
+            }
+            Start::FirstApply => vec![Step {
+                from: String::new(),
+                to: tip.to_owned(),
+                decision: "first-apply",
+            }],
+            Start::Steps(s) => s,
+        };
+        status.history_rewritten = steps.iter().any(|s| s.decision == "history-rewritten");
+        // judge commit by commit, stopping at the first that is not allowed
+        let mut verdicts = Vec::new();
+        let mut judged = Vec::new();
+        for step in &steps {
+            match self.judge(step)? {
+                Ok(j) => {
+                    verdicts.push(Verdict::Allowed);
+                    judged.push(j);
+                }
+                Err(b) => {
+                    verdicts.push(Verdict::Stopped(b));
+                    break;
+                }
+            }
+        }
+        let (last, block) = decide::settle(&verdicts);
+        let behind_after = steps.len() - last.map_or(0, |l| l + 1);
+        if let Some(b) = block {
+            tracing::warn!(commit = %b.commit.as_deref().map(short).unwrap_or(""), kind = b.kind, reasons = ?b.reasons, way_out = %b.way_out, "commit blocked");
+            if b.kind == "denied" {
+                self.shared.metrics.denials.get_or_create(&label(&name)).inc();
+            }
+            self.block(&name, status, b.clone(), behind_after);
+        } else {
+            status.blocked = None;
+        }
+        let Some(last) = last else {
+            status.behind = behind_after;
+            return Ok(false);
+        };
+        let to = steps[last].to.clone();
+        let from = match steps[0].decision {
+            "first-apply" => None,
+            _ => Some(steps[0].from.clone()),
+        };
+        let opts = crate::compile::Options::default();
+        // the base's files are what the target holds only when it holds `from` itself
+        let base_known = from.is_some() && applied.commit == from;
+        let affected = match &from {
+            Some(f) if base_known => self.affected(f, &to)?,
+            _ => None,
+        };
+        let record = Record {
+            source: to.clone(),
+            from: from.clone(),
+            decision: if steps[..=last].iter().any(|s| s.decision == "history-rewritten") {
+                "history-rewritten".to_owned()
+            } else {
+                steps[0].decision.to_owned()
+            },
+            author: judged[last].own.author.clone(),
+            approvers: judged[last].own.approvers.clone(),
+            pull_request: judged[last].own.pull_request,
+            commits: steps[..=last].iter().map(|s| s.to.clone()).collect(),
+            time: crate::target::now_rfc3339(),
+        };
+        let head = &self.validated[&to];
+        let base = from.as_ref().filter(|_| base_known).and_then(|f| self.validated.get(f));
+        let rev = Revision {
+            head,
+            base,
+            affected: affected.as_ref(),
+            opts: &opts,
+        };
+        let t = Instant::now();
+        let outcome = match self.targets[i].apply(&applied, &rev, &record)? {
+            Apply::Moved { now } => {
+                tracing::info!(now = ?now.commit, "the target moved (another process applied); reading it again");
+                return Ok(true);
+            }
+            Apply::Invalid(diags) => {
+                let b = Block {
+                    commit: Some(to.clone()),
+                    kind: "invalid",
+                    reasons: problems(&diags),
+                    way_out: "fix the problems in a new commit".to_owned(),
+                };
+                self.block(&name, status, b, behind_after + 1);
+                return Ok(false);
+            }
+            Apply::Done(o) => o,
+        };
+        let result = if outcome.noop { "unchanged" } else { "applied" };
+        tracing::info!(
+            commit = %short(&to),
+            result,
+            written = outcome.written,
+            removed = outcome.removed,
+            decision = %record.decision,
+            ms = t.elapsed().as_millis() as u64,
+            "applied"
+        );
+        self.shared.metrics.apply(&name, result);
+        if let Some(time) = self.commit_time(&to) {
+            self.shared.metrics.applied_commit_time.get_or_create(&label(&name)).set(time as f64);
+        }
+        status.applied = Some(to.clone());
+        status.applied_at = Some(record.time.clone());
+        status.last_result = Some(result.to_owned());
+        status.behind = behind_after;
+        // the records: a note on every commit this apply authorised
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        for (step, j) in steps[..=last].iter().zip(judged) {
+            let entry = Entry::new(&name, result, &record, &j.own, j.changes, outcome.rendered.clone());
+            let id = git2::Oid::from_str(&step.to)?;
+            if notes::add(&repo, id, entry)? {
+                self.notes_dirty = true;
+            }
+        }
+        Ok(false)
+    }
+
+    fn block(&self, name: &str, status: &mut TargetStatus, b: Block, behind: usize) {
+        if status.blocked.as_ref() != Some(&b) {
+            self.shared.metrics.apply(name, "blocked");
+        }
+        status.blocked = Some(b);
+        status.behind = behind;
+    }
+
+    /// Judge one step: `Ok(Ok)` allowed (with who made it), `Ok(Err)` stopped and why.
+    fn judge(&mut self, step: &Step) -> anyhow::Result<Result<Judged, Block>> {
+        self.validate(&step.to)?;
+        let head_v = &self.validated[&step.to];
+        if !head_v.is_valid() {
+            let diags: Vec<Diagnostic> = head_v.diagnostics.clone();
+            return Ok(Err(Block {
+                commit: Some(step.to.clone()),
+                kind: "invalid",
+                reasons: problems(&diags),
+                way_out: "fix the problems in a new commit on the branch (an invalid commit is never applied or skipped)"
+                    .to_owned(),
+            }));
+        }
+        if step.decision == "first-apply" {
+            let info = self.source(&step.to)?.commit_info();
+            return Ok(Ok(Judged {
+                own: Record {
+                    source: step.to.clone(),
+                    from: None,
+                    decision: "first-apply".to_owned(),
+                    author: info.map(|c| c.author_email),
+                    approvers: Vec::new(),
+                    pull_request: None,
+                    commits: vec![step.to.clone()],
+                    time: String::new(),
+                },
+                changes: Vec::new(),
+            }));
+        }
+        // who: the pull request that merged it, when GitHub is configured
+        let (who, pull) = match self.identities.as_mut() {
+            None => (Principals::default(), None),
+            Some(ids) => match ids.of(&step.to)? {
+                Some(p) => (Principals::logins(Some(p.author.as_str()), &p.approvers), Some(p.number)),
+                None if self.cfg.require_pull_request => {
+                    return Ok(Err(Block {
+                        commit: Some(step.to.clone()),
+                        kind: "no-pull-request",
+                        reasons: vec![format!(
+                            "no merged pull request brought {} in: it was pushed to `{}` directly, and its author and \
+                             trailers are whatever the pusher wrote",
+                            short(&step.to),
+                            self.cfg.branch
+                        )],
+                        way_out: "revert the direct push and bring the change in through a reviewed pull request \
+                                  (or run serve with --require-pull-request=false to trust trailers)"
+                            .to_owned(),
+                    }));
+                }
+                None => (Principals::default(), None),
+            },
+        };
+        self.validate(&step.from)?;
+        let (base_src, head_src) = (self.source(&step.from)?, self.source(&step.to)?);
+        let (base_v, head_v) = (&self.validated[&step.from], &self.validated[&step.to]);
+        if !base_v.specs_valid() && step.decision != "baseline" {
+            // (an applied commit is valid; a `history-rewritten` base may not be)
+            tracing::warn!(commit = %short(&step.from), "the base of this change is invalid");
+        }
+        let a = pipeline::authorize(&base_src, &head_src, base_v, head_v, &who, None)
+            .with_context(|| format!("authorising {}", short(&step.to)))?;
+        let changes: Vec<ChangeRecord> = a
+            .changes
+            .iter()
+            .zip(&a.decisions)
+            .map(|(c, d)| ChangeRecord {
+                action: c.action.as_str().to_owned(),
+                subject: c.subject.as_str().to_owned(),
+                name: c.name.clone(),
+                allowed: d.allowed,
+                policies: d.policies.clone(),
+            })
+            .collect();
+        if a.denied() > 0 {
+            let mut reasons = Vec::new();
+            let mut ways = Vec::new();
+            for (c, d) in a.changes.iter().zip(&a.decisions).filter(|(_, d)| !d.allowed) {
+                reasons.push(format!(
+                    "{} {} `{}` denied by {}{}",
+                    c.action.as_str(),
+                    c.subject.as_str(),
+                    c.name,
+                    if d.policies.is_empty() {
+                        "no permitting policy".to_owned()
+                    } else {
+                        d.policies.join(", ")
+                    },
+                    d.advice.first().map(|a| format!(": {a}")).unwrap_or_default()
+                ));
+                if let Some(w) = &d.way_out {
+                    ways.push(w.describe());
+                }
+            }
+            ways.dedup();
+            return Ok(Err(Block {
+                commit: Some(step.to.clone()),
+                kind: "denied",
+                reasons,
+                way_out: if ways.is_empty() {
+                    "revert the commit, or fix it in a new commit the policies allow".to_owned()
+                } else {
+                    format!(
+                        "{}; a commit is never skipped: revert it or fix it in a new commit",
+                        ways.join("; or ")
+                    )
+                },
+            }));
+        }
+        Ok(Ok(Judged {
+            own: Record {
+                source: step.to.clone(),
+                from: Some(step.from.clone()),
+                decision: step.decision.to_owned(),
+                author: Some(a.who.author.clone()).filter(|a| !a.is_empty()),
+                approvers: a.who.approvers.clone(),
+                pull_request: pull,
+                commits: vec![step.to.clone()],
+                time: String::new(),
+            },
+            changes,
+        }))
+    }
+
+    /// The tenants the change `from` → `to` can affect (`None`: every tenant).
+    fn affected(&mut self, from: &str, to: &str) -> anyhow::Result<Option<BTreeSet<String>>> {
+        self.validate(from)?;
+        self.validate(to)?;
+        let (bs, hs) = (self.source(from)?, self.source(to)?);
+        let (b, h) = (&self.validated[from], &self.validated[to]);
+        let bg = bs.read_guarded(&b.repo.settings.limits)?;
+        let hg = hs.read_guarded(&h.repo.settings.limits)?;
+        let same = |x: &crate::spec::Origin, y: &crate::spec::Origin| b.same_source(h, x, y);
+        let changes = crate::change::diff(&b.repo, &h.repo, &bg.files, &hg.files, &same);
+        Ok(crate::plan::affected(&changes, &b.repo, &h.repo))
+    }
+}
+
+fn label(target: &str) -> super::metrics::TargetLabel {
+    super::metrics::TargetLabel {
+        target: target.to_owned(),
+    }
+}
+
+/// The first problems of an invalid revision, one line each (`file:line:col R123 message`).
+fn problems(diags: &[Diagnostic]) -> Vec<String> {
+    let errors: Vec<&Diagnostic> = diags.iter().filter(|d| d.is_error()).collect();
+    let mut out: Vec<String> = errors
+        .iter()
+        .take(5)
+        .map(|d| {
+            let at = d
+                .location
+                .as_ref()
+                .map(|l| format!("{}:{}:{} ", l.file, l.line, l.column))
+                .unwrap_or_default();
+            crate::diagnostic::visible(&format!("{at}{} {}", d.code.as_str(), d.message), &[])
+        })
+        .collect();
+    if errors.len() > 5 {
+        out.push(format!("… and {} more", errors.len() - 5));
+    }
+    out
+}
