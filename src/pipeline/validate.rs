@@ -1,8 +1,8 @@
 //! Validating one revision: source → load → validate, settings first, then the spec files,
 //! the checks across objects, the plugin supply chain and the repo's own policies.
 
-use crate::cache::ParseCache;
-use crate::config::{Limits, SETTINGS_FILE};
+use crate::cache::{ParseCache, Table};
+use crate::config::{Limits, SETTINGS_FILE, Settings};
 use crate::diagnostic::{self, Diagnostic};
 use crate::load::{self, LoadedFile};
 use crate::policy::Engine;
@@ -225,6 +225,70 @@ fn validate_checked(
         checks == Checks::SkipKnownValid && matches!((cache, tree), (Some(c), Some(t)) if c.known_valid(t, day));
     let mut timings = Timings::default();
     let t = Instant::now();
+    let (settings_file, settings, mut diags) = read_settings(source)?;
+    let limits = settings.limits;
+
+    let table = cache
+        .filter(|_| matches!(source, Source::Git { .. }))
+        .map(|c| c.table(&limits));
+    let specs = read_specs(source, &limits, table.as_deref(), settings_file.as_ref(), &mut diags)?;
+    timings.read = t.elapsed();
+    let t = Instant::now();
+    let (loaded, reread) = parse_specs(
+        source,
+        specs.files,
+        &specs.known,
+        &specs.ids,
+        table.as_deref(),
+        &limits,
+        progress,
+    )?;
+    let mut files = Vec::with_capacity(loaded.len() + 1);
+    let mut outcomes = Vec::with_capacity(loaded.len());
+    for (f, d, o) in loaded {
+        diags.extend(d);
+        files.push(f);
+        outcomes.push(o);
+    }
+    timings.parse = t.elapsed();
+    let t = Instant::now();
+    let repo = check_across_objects(outcomes, settings, known_valid, &mut diags);
+    let as_of = day;
+    let chain = check_supply_chain(source, &repo, &limits, known_valid, as_of, &mut files, &mut diags)?;
+    let engine = load_policies(source, &repo, &limits, &mut files, &mut diags)?;
+    timings.validate = t.elapsed();
+    let t = Instant::now();
+    if let Some(s) = settings_file {
+        debug_assert_eq!(s.path, SETTINGS_FILE);
+        files.push(s);
+    }
+    let unread = left_unread(source, specs.known, &reread);
+    if let (Some(c), Some(t)) = (cache, tree)
+        && !known_valid
+        && !diags.iter().any(Diagnostic::is_error)
+    {
+        c.remember_valid(t, day);
+    }
+    let diags = resolve_and_sort(diags, &unread, &files, &limits);
+    timings.resolve = t.elapsed();
+    Ok(Validated {
+        repo,
+        files,
+        diagnostics: diags,
+        commit: specs.commit,
+        engine,
+        timings,
+        unread,
+        keys: chain.keys,
+        artifacts: chain.artifacts,
+        as_of,
+        trust: chain.trust,
+        blobs: specs.blobs,
+    })
+}
+
+/// Read and load the settings (`rampart.yaml`) under the default limits, with their problems.
+fn read_settings(source: &Source) -> Result<(Option<LoadedFile>, Settings, Vec<Diagnostic>), SourceError> {
     // settings first: they hold the limits for everything else
     let defaults = Limits::default();
     let snap = source.read_settings(&defaults)?;
@@ -236,15 +300,35 @@ fn validate_checked(
     });
     let (settings, d) = validate::settings(settings_file.as_ref());
     diags.extend(d);
-    let limits = settings.limits;
+    Ok((settings_file, settings, diags))
+}
 
-    let table = cache
-        .filter(|_| matches!(source, Source::Git { .. }))
-        .map(|c| c.table(&limits));
-    let read = match &table {
-        Some(t) => source.read_specs_known(&limits, &|path, id| t.size(path, id))?,
+/// The spec files of a revision as [`read_specs`] read them.
+struct SpecsRead {
+    /// The files read.
+    files: Vec<SourceFile>,
+    /// The files `table` knows, unread: (path, blob id), in walk order.
+    known: Vec<(String, git2::Oid)>,
+    /// The blob id of every file read, by path (git only).
+    ids: std::collections::HashMap<String, git2::Oid>,
+    /// The blob id of every spec file, read or known, by path.
+    blobs: foldhash::HashMap<String, git2::Oid>,
+    /// The commit read, when a git revision was read.
+    commit: Option<String>,
+}
+
+/// Read the spec files (only the blob ids of those `table` knows); `Err` when the revision is empty.
+fn read_specs(
+    source: &Source,
+    limits: &Limits,
+    table: Option<&Table>,
+    settings_file: Option<&LoadedFile>,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<SpecsRead, SourceError> {
+    let read = match table {
+        Some(t) => source.read_specs_known(limits, &|path, id| t.size(path, id))?,
         None => KnownRead {
-            snapshot: source.read_specs(&limits)?,
+            snapshot: source.read_specs(limits)?,
             ..KnownRead::default()
         },
     };
@@ -264,9 +348,29 @@ fn validate_checked(
         return Err(SourceError::Empty(source.path()));
     }
     diags.extend(snap.diagnostics);
-    timings.read = t.elapsed();
-    let t = Instant::now();
-    let total = (snap.files.len() + known.len()) as u64;
+    Ok(SpecsRead {
+        files: snap.files,
+        known,
+        ids,
+        blobs,
+        commit: snap.commit,
+    })
+}
+
+/// A spec file parsed and checked on its own: the file, its load problems and its outcome.
+type Parsed = (LoadedFile, Vec<Diagnostic>, validate::FileOutcome);
+
+/// Parse and schema-check every spec file in parallel, in path order (`table`'s outcome where known).
+fn parse_specs(
+    source: &Source,
+    files: Vec<SourceFile>,
+    known: &[(String, git2::Oid)],
+    ids: &std::collections::HashMap<String, git2::Oid>,
+    table: Option<&Table>,
+    limits: &Limits,
+    progress: Progress<'_>,
+) -> Result<(Vec<Parsed>, std::collections::HashSet<String>), SourceError> {
+    let total = (files.len() + known.len()) as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     validate::schema::warm_up();
     // files in path order, whether read or known
@@ -274,8 +378,7 @@ fn validate_checked(
         Read(SourceFile),
         Known(String, git2::Oid),
     }
-    let mut jobs: Vec<Job> = snap
-        .files
+    let mut jobs: Vec<Job> = files
         .into_iter()
         .map(Job::Read)
         .chain(known.iter().map(|(p, id)| Job::Known(p.clone(), *id)))
@@ -291,7 +394,7 @@ fn validate_checked(
     // model) before the next file is parsed: memory stays near the size of the model
     let check = |f: SourceFile| {
         let size = f.bytes.len() as u64;
-        let (mut file, d) = load::load_file(f, &limits);
+        let (mut file, d) = load::load_file(f, limits);
         let outcome = validate::file(&mut file);
         if d.is_empty()
             && let (Some(t), Some(id)) = (&table, ids.get(&file.path))
@@ -300,9 +403,8 @@ fn validate_checked(
         }
         (file, d, outcome)
     };
-    type Checked = (LoadedFile, Vec<Diagnostic>, validate::FileOutcome);
     let mut damaged = Vec::new();
-    let mut loaded: Vec<Result<Checked, (String, git2::Oid)>> = jobs
+    let mut loaded: Vec<Result<Parsed, (String, git2::Oid)>> = jobs
         .into_par_iter()
         .map(|job| {
             let out = match job {
@@ -336,29 +438,50 @@ fn validate_checked(
     }
     let reread: std::collections::HashSet<String> = damaged.iter().map(|(p, _)| p.clone()).collect();
     let mut unparsed = source.read_known(damaged)?.into_iter().map(check);
-    let loaded: Vec<Checked> = loaded
+    let loaded: Vec<Parsed> = loaded
         .into_iter()
         .filter_map(|r| r.ok().or_else(|| unparsed.next()))
         .collect();
-    let mut files = Vec::with_capacity(loaded.len() + 1);
-    let mut outcomes = Vec::with_capacity(loaded.len());
-    for (f, d, o) in loaded {
-        diags.extend(d);
-        files.push(f);
-        outcomes.push(o);
-    }
-    timings.parse = t.elapsed();
-    let t = Instant::now();
+    Ok((loaded, reread))
+}
+
+/// Assemble the typed repo, checking across objects (names, references, bounds) unless known valid.
+fn check_across_objects(
+    outcomes: Vec<validate::FileOutcome>,
+    settings: Settings,
+    known_valid: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Repo {
     let (repo, d) = if known_valid {
         (validate::assemble_unchecked(outcomes, settings), Vec::new())
     } else {
         validate::assemble(outcomes, settings)
     };
     diags.extend(d);
+    repo
+}
+
+/// What [`check_supply_chain`] read and found.
+struct SupplyChain {
+    keys: Vec<supply::Key>,
+    artifacts: std::collections::HashMap<String, Result<Vec<u8>, String>>,
+    trust: Option<std::collections::BTreeMap<String, supply::Trust>>,
+}
+
+/// Read the trusted keys and plugin artifacts; unless known valid, check signatures, trust, compatibility.
+fn check_supply_chain(
+    source: &Source,
+    repo: &Repo,
+    limits: &Limits,
+    known_valid: bool,
+    as_of: Option<i64>,
+    files: &mut Vec<LoadedFile>,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<SupplyChain, SourceError> {
     // the plugin supply chain: keys, artifacts, signatures, trust, compatibility
-    let snap = source.read_keys(&limits)?;
+    let snap = source.read_keys(limits)?;
     diags.extend(snap.diagnostics);
-    let key_files = load_all(snap.files, &limits, &mut diags);
+    let key_files = load_all(snap.files, limits, diags);
     let (docs, d) = validate::keys(&key_files);
     diags.extend(d);
     let (keys, d) = supply::keys(docs);
@@ -370,12 +493,11 @@ fn validate_checked(
         .filter_map(|p| p.spec.artifact.path.clone())
         .filter(|p| validate::semantic::check_repo_path(p).is_ok())
         .collect();
-    let artifacts = source.read_paths(&paths, &limits)?;
+    let artifacts = source.read_paths(&paths, limits)?;
     let mut trust = None;
-    let as_of = day;
     if !known_valid {
         let (all, d) = supply::verify(
-            &repo,
+            repo,
             &supply::Inputs {
                 keys: &keys,
                 artifacts: &artifacts,
@@ -384,10 +506,21 @@ fn validate_checked(
         );
         trust = Some(all);
         diags.extend(d);
-        diags.extend(supply::compatibility(&repo));
+        diags.extend(supply::compatibility(repo));
     }
+    Ok(SupplyChain { keys, artifacts, trust })
+}
+
+/// Load the repo's own Cedar policies with the defaults, and check that the teams they name exist.
+fn load_policies(
+    source: &Source,
+    repo: &Repo,
+    limits: &Limits,
+    files: &mut Vec<LoadedFile>,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(Option<Engine>, Vec<Diagnostic>), SourceError> {
     // the repo's policies parse and validate against the schema, or the repo is invalid
-    let policies = source.read_policies(&limits)?;
+    let policies = source.read_policies(limits)?;
     diags.extend(policies.diagnostics);
     let engine = Engine::load(&policies.files);
     diags.extend(engine.1.iter().cloned());
@@ -403,44 +536,27 @@ fn validate_checked(
             doc_count: 0,
         });
     }
-    timings.validate = t.elapsed();
-    let t = Instant::now();
-    if let Some(s) = settings_file {
-        debug_assert_eq!(s.path, SETTINGS_FILE);
-        files.push(s);
-    }
-    let unread = Unread {
+    Ok(engine)
+}
+
+/// The spec files left unread: those the cache knew, less those read after all.
+fn left_unread(source: &Source, known: Vec<(String, git2::Oid)>, reread: &std::collections::HashSet<String>) -> Unread {
+    Unread {
         git_dir: match source {
             Source::Git { repo, .. } if !known.is_empty() => Some(repo.path().to_owned()),
             _ => None,
         },
         blobs: known.into_iter().filter(|(p, _)| !reread.contains(p)).collect(),
-    };
-    if let (Some(c), Some(t)) = (cache, tree)
-        && !known_valid
-        && !diags.iter().any(Diagnostic::is_error)
-    {
-        c.remember_valid(t, day);
     }
+}
+
+/// Cap the problems per file, resolve them to `file:line:col` (reading unread files as needed), sort them.
+fn resolve_and_sort(diags: Vec<Diagnostic>, unread: &Unread, files: &[LoadedFile], limits: &Limits) -> Vec<Diagnostic> {
     let mut diags = load::cap_per_file(diags);
-    let extra = texts_for(&unread, &diags);
-    load::resolve(&mut diags, files.iter().chain(&extra), &limits);
+    let extra = texts_for(unread, &diags);
+    load::resolve(&mut diags, files.iter().chain(&extra), limits);
     diagnostic::sort(&mut diags);
-    timings.resolve = t.elapsed();
-    Ok(Validated {
-        repo,
-        files,
-        diagnostics: diags,
-        commit: snap.commit,
-        engine,
-        timings,
-        unread,
-        keys,
-        artifacts,
-        as_of,
-        trust,
-        blobs,
-    })
+    diags
 }
 
 /// [`validate_cached`] of `head` and `base` at once: the base on a thread of its own (with its
