@@ -4,6 +4,7 @@
 use super::{Validated, validate_pair};
 use crate::cache::ParseCache;
 use crate::change::{self, Change};
+use crate::config::Limits;
 use crate::diagnostic::{self, Diagnostic};
 use crate::load::{self, LoadedFile};
 use crate::policy::Engine;
@@ -113,18 +114,45 @@ pub fn authorize(
         policy_time: Duration::ZERO,
     };
     let limits = head_v.repo.settings.limits;
+    checked.changes = changes(base, head, base_v, head_v, &limits)?;
+
+    let t = Instant::now();
+    let mut defaults = None;
+    let (engine, break_glass) = rules_engine(rules, &limits, &mut defaults, &mut checked.diagnostics)?;
+    who_made_it(head, rules, base_v, head_v, who, &mut checked);
+    let facts = plugin_facts(rules, base_v, head_v);
+    checked.decisions = decisions(rules, base_v, head_v, &checked, &facts, engine, break_glass)?;
+    checked.policy_time = t.elapsed();
+    Ok(checked)
+}
+
+/// Every change from `base_v` to `head_v`: objects, and the guarded files byte for byte.
+fn changes(
+    base: &Source,
+    head: &Source,
+    base_v: &Validated,
+    head_v: &Validated,
+    limits: &Limits,
+) -> anyhow::Result<Vec<Change>> {
     let base_guarded = base.read_guarded(&base_v.repo.settings.limits)?;
-    let head_guarded = head.read_guarded(&limits)?;
+    let head_guarded = head.read_guarded(limits)?;
     let same = |a: &crate::spec::Origin, b: &crate::spec::Origin| base_v.same_source(head_v, a, b);
-    checked.changes = change::diff(
+    Ok(change::diff(
         &base_v.repo,
         &head_v.repo,
         &base_guarded.files,
         &head_guarded.files,
         &same,
-    );
+    ))
+}
 
-    let t = Instant::now();
+/// The engine of the rules in force and their problems; under break-glass, rampart's defaults and `true`.
+fn rules_engine<'a>(
+    rules: &'a Validated,
+    limits: &Limits,
+    defaults: &'a mut Option<Engine>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> anyhow::Result<(&'a Engine, bool)> {
     let (engine, d) = &rules.engine;
     let mut d = d.clone();
     for x in &mut d {
@@ -137,21 +165,22 @@ pub fn authorize(
         .filter(|f| f.path.ends_with(".cedar"))
         .cloned()
         .collect();
-    load::resolve(&mut d, &policy_files, &limits);
+    load::resolve(&mut d, &policy_files, limits);
     diagnostic::sort(&mut d);
-    checked.diagnostics.extend(d);
+    diagnostics.extend(d);
     // break-glass: when the rules in force do not validate, nothing could ever be authorised
     // again, not even the fix. Then rampart's default policies alone decide, and only
     // changes to guarded files (the fix) can be allowed — with the defaults' four eyes: an
     // approval from a `platform` member who is not the author.
-    let defaults;
     let (engine, break_glass) = match engine {
         Some(e) => (e, false),
         None => {
-            defaults = Engine::load(&[])
-                .0
-                .ok_or_else(|| anyhow::anyhow!("rampart's default policies do not validate"))?;
-            checked.diagnostics.push(
+            let defaults = defaults.insert(
+                Engine::load(&[])
+                    .0
+                    .ok_or_else(|| anyhow::anyhow!("rampart's default policies do not validate"))?,
+            );
+            diagnostics.push(
                 Diagnostic::new(
                     diagnostic::Code::BreakGlass,
                     diagnostic::Anchor::None,
@@ -162,10 +191,21 @@ pub fn authorize(
                     "fix the policies in a change of its own, approved by a `platform` member who is not its author",
                 ),
             );
-            (&defaults, true)
+            (&*defaults, true)
         }
     };
+    Ok((engine, break_glass))
+}
 
+/// Who made and approved the change, less approvers the change itself adds to a team (into `checked`).
+fn who_made_it(
+    head: &Source,
+    rules: &Validated,
+    base_v: &Validated,
+    head_v: &Validated,
+    who: &Principals,
+    checked: &mut Authorized,
+) {
     let teams: Vec<(String, Vec<String>)> = rules
         .repo
         .teams
@@ -217,6 +257,14 @@ pub fn authorize(
         }
         keep
     });
+}
+
+/// The facts the policies read of the head's plugins (trust score, signature), computed on demand.
+fn plugin_facts<'a>(
+    rules: &'a Validated,
+    base_v: &'a Validated,
+    head_v: &'a Validated,
+) -> impl Fn(&str) -> model::PluginFacts + Sync + 'a {
     // the head's plugins, as signed by keys already merged: a pull request that adds a key
     // does not make its own plugins verified; and a change can only lower what the base
     // already trusts: most trust facts (advisories, maintainers, release date) are written in
@@ -224,7 +272,7 @@ pub fn authorize(
     // revisions. Computed per plugin on demand (only the plugins the requests name).
     let inputs = head_v.supply_inputs(&rules.keys);
     let memo: std::sync::Mutex<std::collections::HashMap<String, model::PluginFacts>> = Default::default();
-    let facts = |name: &str| {
+    move |name: &str| {
         if let Some(f) = memo.lock().expect("not poisoned").get(name) {
             return *f;
         }
@@ -244,14 +292,26 @@ pub fn authorize(
         };
         memo.lock().expect("not poisoned").insert(name.to_owned(), f);
         f
-    };
+    }
+}
+
+/// Build the Cedar model of the change set (break-glass blocks all but guarded files) and decide it.
+fn decisions(
+    rules: &Validated,
+    base_v: &Validated,
+    head_v: &Validated,
+    checked: &Authorized,
+    facts: model::Facts<'_>,
+    engine: &Engine,
+    break_glass: bool,
+) -> anyhow::Result<Vec<Decision>> {
     let mut model = model::build(
         &rules.repo,
         &base_v.repo,
         &head_v.repo,
         &checked.changes,
         &checked.who,
-        &facts,
+        facts,
         engine,
     )
     .map_err(|e| anyhow::anyhow!("building the Cedar entities of the change set failed: {e}"))?;
@@ -267,9 +327,7 @@ pub fn authorize(
             }
         }
     }
-    checked.decisions = decide::decide(engine, &mut model);
-    checked.policy_time = t.elapsed();
-    Ok(checked)
+    Ok(decide::decide(engine, &mut model))
 }
 
 /// Every login a team change of `changes` adds (normalised).
