@@ -1,0 +1,16 @@
+//! Pipeline: source → load → validate for one revision of a config repo — the sequence every
+//! command starts with. The only place that joins the IO stage to the pure ones.
+//!
+//! One file per stage: `validate.rs` reads and validates a revision, `check.rs` authorises a
+//! change, `policy_test.rs` runs the repo's policy tests, `compile.rs` compiles a validated
+//! revision. Everything public is re-exported here, so callers name it `pipeline::X`.
+
+mod check;
+mod compile;
+mod policy_test;
+mod validate;
+
+pub use check::{Authorized, CheckOutcome, Checked, Principals, authorize, check};
+pub use compile::{Compiled, WrittenTree, compile_into, compile_validated, compile_validated_tenants};
+pub use policy_test::{TestRun, policy_test};
+pub use validate::{Checks, Pair, Progress, Timings, Unread, Validated, validate, validate_cached, validate_pair};
