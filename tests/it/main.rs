@@ -8,6 +8,7 @@ mod example;
 mod formats;
 mod fuzz;
 mod git;
+mod github_client;
 mod github_fake;
 mod hostile;
 mod invalid;
