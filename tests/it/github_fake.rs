@@ -4,7 +4,7 @@
 //! sends and every request body it receives against that description's schemas, so the fake
 //! cannot drift from the real API.
 
-use crate::support::root;
+use crate::support::{root, serve};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
@@ -505,23 +505,12 @@ pub fn routes(world: &World) -> Vec<String> {
         .collect()
 }
 
-/// Start the fake on a free loopback port; its base URL and its world.
+/// Start the fake on a free loopback port; its base URL and its world. It runs until the
+/// test process ends.
 pub fn start(world: World) -> (String, Shared) {
     let shared: Shared = Arc::new(Mutex::new(world));
-    let state = shared.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = axum::Router::new().fallback(handle).with_state(state);
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap();
-    (format!("http://{addr}"), shared)
+    let server = serve(axum::Router::new().fallback(handle).with_state(shared.clone()));
+    let url = server.url();
+    std::mem::forget(server);
+    (url, shared)
 }
