@@ -109,6 +109,76 @@ pub enum Reported {
     Status,
 }
 
+/// The merged pull request that brought a commit in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedPull {
+    pub number: u64,
+    /// Its author's login, lowercase (GitHub's logins are case-insensitive); `ghost` for a
+    /// deleted account.
+    pub author: String,
+    /// The head commit the reviews approved.
+    pub head_sha: String,
+    /// The branch it was merged into.
+    pub base_ref: String,
+    pub merge_commit_sha: Option<String>,
+}
+
+/// What rampart reads of GitHub's `pull-request-simple` (its own type, not octocrab's
+/// model: only these fields decide, and a field GitHub adds or drops elsewhere cannot fail
+/// the call).
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ListedPull {
+    number: u64,
+    user: Option<ListedUser>,
+    head: ListedRef,
+    base: ListedRef,
+    merged_at: Option<String>,
+    merge_commit_sha: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ListedUser {
+    login: String,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ListedRef {
+    #[serde(rename = "ref")]
+    name: String,
+    sha: String,
+    repo: Option<ListedRepo>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ListedRepo {
+    default_branch: Option<String>,
+}
+
+/// The pull request that merged `sha`, among those GitHub associates with it: a merged one
+/// whose merge commit is `sha` (a merge, a squash, the last commit of a rebase), else a merged
+/// one into `branch`, else — `branch` unknown — the first merged one. Open and closed-unmerged
+/// pull requests never count: they only propose the commit.
+fn merged_pull_of(pulls: Vec<ListedPull>, sha: &str, branch: Option<&str>) -> Option<MergedPull> {
+    let merged: Vec<ListedPull> = pulls.into_iter().filter(|p| p.merged_at.is_some()).collect();
+    let chosen = merged
+        .iter()
+        .position(|p| p.merge_commit_sha.as_deref() == Some(sha))
+        .or_else(|| match branch {
+            Some(b) => merged.iter().position(|p| p.base.name == b),
+            None => (!merged.is_empty()).then_some(0),
+        })?;
+    let p = merged.into_iter().nth(chosen)?;
+    Some(MergedPull {
+        number: p.number,
+        author: p
+            .user
+            .map_or_else(|| "ghost".to_owned(), |u| u.login.to_ascii_lowercase()),
+        head_sha: p.head.sha,
+        base_ref: p.base.name,
+        merge_commit_sha: p.merge_commit_sha,
+    })
+}
+
 /// A repository's API, counting the calls it makes.
 pub struct Client {
     gh: Octocrab,
@@ -220,7 +290,6 @@ impl Client {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// Run one request, waiting out rate limits (at most [`MAX_WAIT`] in all, 3 tries).
     /// The page after `page` (GitHub's `Link: rel="next"`), `None` after the last one.
     async fn next_page<T: serde::de::DeserializeOwned>(
         &self,
@@ -234,6 +303,20 @@ impl Client {
             self.gh.get_page::<T>(&Some(next.clone())).await
         })
         .await
+    }
+
+    /// The items of `page` and of every page after it.
+    async fn rest_of<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        mut page: octocrab::Page<T>,
+    ) -> Result<Vec<T>, CallError> {
+        let mut items = std::mem::take(&mut page.items);
+        while let Some(mut next) = self.next_page(what, &page).await? {
+            items.append(&mut next.items);
+            page = next;
+        }
+        Ok(items)
     }
 
     /// Run one request, 3 tries at most: after a rate limit (waited out, at most
@@ -303,7 +386,7 @@ impl Client {
     /// reviews of older commits and reviews superseded by a later one do not count).
     pub async fn approvals(&self, pr: u64, head_sha: &str) -> Result<Vec<String>, CallError> {
         let what = format!("listing the reviews of pull request #{pr}");
-        let mut page = self
+        let page = self
             .call(&what, Repeat::Safe, || async {
                 self.gh
                     .pulls(&self.owner, &self.repo)
@@ -313,11 +396,7 @@ impl Client {
                     .await
             })
             .await?;
-        let mut reviews = std::mem::take(&mut page.items);
-        while let Some(mut next) = self.next_page(&what, &page).await? {
-            reviews.append(&mut next.items);
-            page = next;
-        }
+        let reviews = self.rest_of(&what, page).await?;
         // the latest review of each user, in submission order
         let mut latest: std::collections::BTreeMap<String, (ReviewState, Option<String>)> = Default::default();
         for r in reviews {
@@ -335,6 +414,37 @@ impl Client {
             .filter(|(_, (state, commit))| *state == ReviewState::Approved && commit.as_deref() == Some(head_sha))
             .map(|(login, _)| login)
             .collect())
+    }
+
+    /// The merged pull request that brought `sha` in (`GET /repos/{o}/{r}/commits/{sha}/pulls`,
+    /// every page), chosen by [`merged_pull_of`] with the base repository's default branch as
+    /// the branch; `None` when no merged pull request is associated with it (a direct push).
+    pub async fn pull_request_of(&self, sha: &str) -> Result<Option<MergedPull>, CallError> {
+        let what = format!("listing the pull requests of commit {}", visible(sha, &[]));
+        let route = format!("/repos/{}/{}/commits/{sha}/pulls", self.owner, self.repo);
+        let query = [("per_page", "100")];
+        let page: octocrab::Page<ListedPull> = self
+            .call(&what, Repeat::Safe, || async {
+                self.gh.get(&route, Some(&query)).await
+            })
+            .await?;
+        let pulls = self.rest_of(&what, page).await?;
+        let branch = pulls
+            .iter()
+            .find_map(|p| p.base.repo.as_ref().and_then(|r| r.default_branch.clone()));
+        Ok(merged_pull_of(pulls, sha, branch.as_deref()))
+    }
+
+    /// Who merged `sha` and who approved it: [`Client::pull_request_of`] and the
+    /// [`Client::approvals`] of its head commit (lowercase, sorted). `None` for a commit no
+    /// merged pull request brought in.
+    pub async fn identity_of(&self, sha: &str) -> Result<Option<(MergedPull, Vec<String>)>, CallError> {
+        let Some(pull) = self.pull_request_of(sha).await? else {
+            return Ok(None);
+        };
+        let approvers = self.approvals(pull.number, &pull.head_sha).await?;
+        let approvers: std::collections::BTreeSet<String> = approvers.iter().map(|l| l.to_ascii_lowercase()).collect();
+        Ok(Some((pull, approvers.into_iter().collect())))
     }
 
     /// The id of the comment on `pr` that starts with `marker` and was written by `me`.
@@ -555,5 +665,82 @@ fn annotation(a: &Annotation) -> CheckRunOutputAnnotation {
         message: a.message[..a.message.floor_char_boundary(64 * 1024 - 1)].to_owned(),
         title: Some(a.title.chars().take(255).collect()),
         raw_details: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pull(number: u64, merged: bool, merge_commit: Option<&str>, base: &str) -> ListedPull {
+        ListedPull {
+            number,
+            user: Some(ListedUser {
+                login: format!("Author{number}"),
+            }),
+            head: ListedRef {
+                name: format!("topic-{number}"),
+                sha: format!("head{number}"),
+                repo: None,
+            },
+            base: ListedRef {
+                name: base.to_owned(),
+                sha: "base".to_owned(),
+                repo: None,
+            },
+            merged_at: merged.then(|| "2026-11-20T10:00:00Z".to_owned()),
+            merge_commit_sha: merge_commit.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_pull_whose_merge_commit_is_the_sha_wins() {
+        let pulls = vec![
+            pull(1, true, Some("other"), "main"),
+            pull(2, true, Some("abc"), "release"),
+            pull(3, true, Some("abc2"), "main"),
+        ];
+        let p = merged_pull_of(pulls, "abc", Some("main")).unwrap();
+        assert_eq!(p.number, 2);
+        assert_eq!(p.author, "author2", "logins are lowercase");
+        assert_eq!(p.head_sha, "head2");
+        assert_eq!(p.base_ref, "release");
+        assert_eq!(p.merge_commit_sha.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn else_a_merged_pull_into_the_branch() {
+        let pulls = vec![pull(1, true, Some("x"), "release"), pull(2, true, Some("y"), "main")];
+        assert_eq!(merged_pull_of(pulls.clone(), "abc", Some("main")).unwrap().number, 2);
+        assert_eq!(merged_pull_of(pulls.clone(), "abc", None).unwrap().number, 1);
+        assert_eq!(merged_pull_of(pulls, "abc", Some("other")), None);
+    }
+
+    #[test]
+    fn open_and_unmerged_pulls_never_count() {
+        // an open pull request can name the commit too (its merge commit is a test merge)
+        let pulls = vec![pull(1, false, Some("abc"), "main"), pull(2, false, None, "main")];
+        assert_eq!(merged_pull_of(pulls, "abc", Some("main")), None);
+        assert_eq!(merged_pull_of(Vec::new(), "abc", None), None);
+    }
+
+    #[test]
+    fn a_deleted_author_is_ghost() {
+        let mut p = pull(1, true, Some("abc"), "main");
+        p.user = None;
+        assert_eq!(merged_pull_of(vec![p], "abc", None).unwrap().author, "ghost");
+    }
+
+    #[test]
+    fn a_listed_pull_reads_from_githubs_json() {
+        let json = r#"{"number": 7, "user": {"login": "Octo"}, "state": "closed",
+            "head": {"ref": "fix", "sha": "h", "repo": null},
+            "base": {"ref": "main", "sha": "b", "repo": {"default_branch": "main"}},
+            "merged_at": "2026-11-20T10:00:00Z", "merge_commit_sha": "abc"}"#;
+        let p: ListedPull = serde_json::from_str(json).unwrap();
+        let branch = p.base.repo.as_ref().and_then(|r| r.default_branch.clone());
+        assert_eq!(branch.as_deref(), Some("main"));
+        let m = merged_pull_of(vec![p], "abc", branch.as_deref()).unwrap();
+        assert_eq!((m.number, m.author.as_str(), m.base_ref.as_str()), (7, "octo", "main"));
     }
 }

@@ -1,7 +1,7 @@
 //! `rampart ci` as a process with a full GitHub Actions environment, against the local
 //! GitHub API (tests/it/github_fake.rs) and a real `pull_request` payload.
 
-use crate::github_fake::{self, World};
+use crate::github_fake::{self, World, routes};
 use crate::support::*;
 use std::path::Path;
 
@@ -75,20 +75,6 @@ fn ci_as(repo: &Path, api: &str, event: &Path, extra: &[&str], auth: &[(&str, &s
         summary: std::fs::read_to_string(summary).unwrap_or_default(),
         run,
     }
-}
-
-fn routes(world: &World) -> Vec<String> {
-    world
-        .calls
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                c.method,
-                c.path.trim_start_matches("/repos/larkspur/platform-config")
-            )
-        })
-        .collect()
 }
 
 /// The example repo with one more commit by `committer` giving the sandbox more cpu, and the

