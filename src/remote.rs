@@ -18,12 +18,32 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Default)]
 pub struct Auth {
     /// A GitHub token (personal, Actions, or a GitHub App installation token), sent as HTTP
-    /// basic auth `x-access-token:TOKEN` on https.
-    pub token: Option<String>,
+    /// basic auth `x-access-token:TOKEN` on https. Shared by every remote of the service, so
+    /// a refreshed installation token reaches them all.
+    pub token: Option<Token>,
     /// An ssh private key file for `ssh://` / `git@host:` remotes.
     pub ssh_key: Option<PathBuf>,
     /// A `known_hosts` file to check ssh host keys against (strict when given).
     pub known_hosts: Option<PathBuf>,
+}
+
+/// A token that can be replaced while it is in use (GitHub App installation tokens expire
+/// after an hour).
+#[derive(Clone, Default)]
+pub struct Token(std::sync::Arc<std::sync::RwLock<String>>);
+
+impl Token {
+    pub fn new(value: String) -> Token {
+        Token(std::sync::Arc::new(std::sync::RwLock::new(value)))
+    }
+
+    pub fn set(&self, value: String) {
+        *self.0.write().expect("not poisoned") = value;
+    }
+
+    pub fn get(&self) -> String {
+        self.0.read().expect("not poisoned").clone()
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -101,7 +121,13 @@ impl Remote {
 
     /// Fetch `refspecs` into the bare repository at `git_dir`.
     pub fn fetch(&self, git_dir: &Path, refspecs: &[String]) -> Result<(), RemoteError> {
-        let mut args = vec!["fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.url.as_str()];
+        let mut args = vec![
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--quiet",
+            self.url.as_str(),
+        ];
         args.extend(refspecs.iter().map(String::as_str));
         self.git(git_dir, "fetching from", &args).map(|_| ())
     }
@@ -127,7 +153,10 @@ impl Remote {
             .arg(git_dir)
             .args(args)
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
             .env("HOME", git_dir)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "/bin/false")
@@ -138,7 +167,14 @@ impl Remote {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for proxy in ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+        for proxy in [
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+        ] {
             if let Some(v) = std::env::var_os(proxy) {
                 cmd.env(proxy, v);
             }
@@ -150,7 +186,7 @@ impl Remote {
             ("http.lowSpeedLimit".into(), "1000".into()),
             ("http.lowSpeedTime".into(), "30".into()),
         ];
-        if let Some(t) = &self.auth.token {
+        if let Some(t) = self.auth.token.as_ref().map(Token::get).filter(|t| !t.is_empty()) {
             use base64::Engine;
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{t}"));
             config.push(("http.extraHeader".into(), format!("Authorization: Basic {basic}")));
@@ -223,8 +259,8 @@ impl Remote {
     /// A message of git's without credentials, cropped.
     fn clean(&self, text: &str) -> String {
         let mut t = redact_url(text);
-        if let Some(token) = self.auth.token.as_deref().filter(|t| !t.is_empty()) {
-            t = t.replace(token, "***");
+        if let Some(token) = self.auth.token.as_ref().map(Token::get).filter(|t| !t.is_empty()) {
+            t = t.replace(&token, "***");
         }
         let t = crate::diagnostic::visible(&t, &[]);
         match t.char_indices().nth(2000) {
@@ -300,7 +336,7 @@ mod tests {
         let r = Remote::new(
             "https://example.com/r.git",
             Auth {
-                token: Some("sekrit".into()),
+                token: Some(Token::new("sekrit".into())),
                 ..Auth::default()
             },
         );
@@ -310,7 +346,9 @@ mod tests {
 
     #[test]
     fn refusals_are_recognised() {
-        assert!(rejected("To file:///r\n!\trefs/heads/x:refs/heads/x\t[rejected] (fetch first)\nDone"));
+        assert!(rejected(
+            "To file:///r\n!\trefs/heads/x:refs/heads/x\t[rejected] (fetch first)\nDone"
+        ));
         assert!(!rejected("fatal: repository not found"));
     }
 }

@@ -84,24 +84,27 @@ impl Env {
         })
     }
 
-    /// Token auth (`GITHUB_TOKEN`), or GitHub App auth when `RAMPART_APP_ID`,
-    /// `RAMPART_APP_PRIVATE_KEY` and `RAMPART_APP_INSTALLATION` are set.
+    /// See [`github_auth`].
     fn auth(&self) -> anyhow::Result<Auth> {
-        if let (Some(id), Some(key), Some(inst)) = (
-            var("RAMPART_APP_ID"),
-            var("RAMPART_APP_PRIVATE_KEY"),
-            var("RAMPART_APP_INSTALLATION"),
-        ) {
-            return Ok(Auth::App {
-                app_id: id.parse().context("RAMPART_APP_ID is not a number")?,
-                private_key_pem: key,
-                installation: inst.parse().context("RAMPART_APP_INSTALLATION is not a number")?,
-            });
-        }
-        var("GITHUB_TOKEN")
-            .map(Auth::Token)
-            .context("GITHUB_TOKEN is not set (pass `token: ${{ github.token }}` to the action)")
+        github_auth()?.context("GITHUB_TOKEN is not set (pass `token: ${{ github.token }}` to the action)")
     }
+}
+
+/// GitHub App auth when `RAMPART_APP_ID`, `RAMPART_APP_PRIVATE_KEY` and
+/// `RAMPART_APP_INSTALLATION` are set, else token auth (`GITHUB_TOKEN`); `None` without either.
+pub(super) fn github_auth() -> anyhow::Result<Option<Auth>> {
+    if let (Some(id), Some(key), Some(inst)) = (
+        var("RAMPART_APP_ID"),
+        var("RAMPART_APP_PRIVATE_KEY"),
+        var("RAMPART_APP_INSTALLATION"),
+    ) {
+        return Ok(Some(Auth::App {
+            app_id: id.parse().context("RAMPART_APP_ID is not a number")?,
+            private_key_pem: key,
+            installation: inst.parse().context("RAMPART_APP_INSTALLATION is not a number")?,
+        }));
+    }
+    Ok(var("GITHUB_TOKEN").map(Auth::Token))
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {

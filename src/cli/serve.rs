@@ -45,7 +45,13 @@ pub struct Args {
     state_dir: PathBuf,
     /// Where to apply (repeatable, or comma-separated in RAMPART_TARGETS): `dir:OUT`, or
     /// `branch:NAME[@REMOTE]` (a deploy branch of the config repo, or of REMOTE).
-    #[arg(long = "target", env = "RAMPART_TARGETS", value_delimiter = ',', required = true, value_name = "TARGET")]
+    #[arg(
+        long = "target",
+        env = "RAMPART_TARGETS",
+        value_delimiter = ',',
+        required = true,
+        value_name = "TARGET"
+    )]
     targets: Vec<String>,
     /// HTTP address for health, metrics, status and webhooks.
     #[arg(long, env = "RAMPART_LISTEN", default_value = "127.0.0.1:8080")]
@@ -63,7 +69,12 @@ pub struct Args {
     #[arg(long, env = "RAMPART_GITHUB_REPOSITORY", value_name = "OWNER/REPO")]
     github_repo: Option<String>,
     /// GitHub's API URL (GitHub Enterprise Server: https://HOST/api/v3).
-    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com", value_name = "URL")]
+    #[arg(
+        long,
+        env = "GITHUB_API_URL",
+        default_value = "https://api.github.com",
+        value_name = "URL"
+    )]
     github_api_url: String,
     /// With GitHub configured, deny a commit that no merged pull request brought in
     /// (its author and trailers could be written by anyone who can push).
@@ -115,7 +126,9 @@ fn var(name: &str) -> Option<String> {
 fn init_logs(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RAMPART_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Pretty => builder.with_ansi(false).try_init(),
@@ -139,8 +152,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     {
         anyhow::bail!("--baseline must be a full commit id (40 hex digits), not `{b}`: a ref name would move");
     }
+    // an App's installation token replaces this one before each fetch (see `GitHub::refresh`)
+    let app = var("RAMPART_APP_ID").is_some();
+    let token = match var("GITHUB_TOKEN") {
+        Some(t) => Some(crate::remote::Token::new(t)),
+        None if app && args.github_repo.is_some() => Some(crate::remote::Token::default()),
+        None => None,
+    };
     let auth = Auth {
-        token: var("GITHUB_TOKEN"),
+        token: token.clone(),
         ssh_key: args.ssh_key.clone(),
         known_hosts: args.ssh_known_hosts.clone(),
     };
@@ -179,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             _ => anyhow::bail!("--target {t}: expected dir:OUT or branch:NAME[@REMOTE]"),
         });
     }
-    let identities = github_identities(&args)?;
+    let identities = github_identities(&args, token.filter(|_| app))?;
     let status = Status {
         repo: cfg.repo.clone(),
         branch: cfg.branch.clone(),
@@ -222,7 +242,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let state = Arc::new(http::HttpState {
         shared: shared.clone(),
-        verifier: secret.as_deref().map(|s| crate::github::webhook::Verifier::new(Some(s))),
+        verifier: secret
+            .as_deref()
+            .map(|s| crate::github::webhook::Verifier::new(Some(s))),
         branch_ref: format!("refs/heads/{}", cfg.branch),
     });
     let app = http::router(state);
@@ -262,7 +284,11 @@ fn once_code(s: &Status) -> u8 {
     if s.fetch_error.is_some() || s.targets.iter().any(|t| t.error.is_some()) {
         return exit::ERROR;
     }
-    let kinds: Vec<&str> = s.targets.iter().filter_map(|t| t.blocked.as_ref().map(|b| b.kind)).collect();
+    let kinds: Vec<&str> = s
+        .targets
+        .iter()
+        .filter_map(|t| t.blocked.as_ref().map(|b| b.kind))
+        .collect();
     if kinds.iter().any(|k| *k == "invalid") {
         exit::INVALID
     } else if kinds.iter().any(|k| *k == "denied" || *k == "no-pull-request") {
@@ -274,13 +300,58 @@ fn once_code(s: &Status) -> u8 {
     }
 }
 
-/// Pull-request identities from GitHub, when a repository is configured.
-fn github_identities(args: &Args) -> anyhow::Result<Option<Box<dyn reconcile::Identities>>> {
-    let Some(_repo) = &args.github_repo else {
-        if !args.require_pull_request {
-            return Ok(None);
+/// Who merged a commit, from GitHub's pull requests and reviews.
+struct GitHub {
+    rt: tokio::runtime::Runtime,
+    client: crate::github::client::Client,
+    /// The token git uses, refreshed for a GitHub App.
+    token: Option<crate::remote::Token>,
+}
+
+impl reconcile::Identities for GitHub {
+    fn of(&mut self, commit: &str) -> anyhow::Result<Option<reconcile::PullIdentity>> {
+        let found = self
+            .rt
+            .block_on(self.client.identity_of(commit))
+            .with_context(|| format!("reading the pull request of commit {}", serve::decide::short(commit)))?;
+        Ok(found.map(|(pull, approvers)| reconcile::PullIdentity {
+            number: pull.number,
+            author: pull.author,
+            approvers,
+        }))
+    }
+
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        if let Some(t) = &self.token
+            && let Some(fresh) = self
+                .rt
+                .block_on(self.client.git_token())
+                .context("refreshing the GitHub App installation token")?
+        {
+            t.set(fresh);
         }
+        Ok(())
+    }
+}
+
+/// Pull-request identities from GitHub, when a repository is configured (with a token or
+/// GitHub App settings in the environment).
+fn github_identities(
+    args: &Args,
+    token: Option<crate::remote::Token>,
+) -> anyhow::Result<Option<Box<dyn reconcile::Identities>>> {
+    let Some(repo) = &args.github_repo else {
         return Ok(None);
     };
-    anyhow::bail!("--github-repo: reading pull requests is not wired yet")
+    let auth = super::ci::github_auth()?.with_context(|| {
+        format!("--github-repo {repo}: set GITHUB_TOKEN, or RAMPART_APP_ID, RAMPART_APP_PRIVATE_KEY and RAMPART_APP_INSTALLATION")
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let client = rt
+        .block_on(crate::github::client::Client::new(&args.github_api_url, auth, repo))
+        .with_context(|| format!("connecting to GitHub for {repo}"))?;
+    Ok(Some(Box::new(GitHub { rt, client, token })))
 }

@@ -351,6 +351,22 @@ impl Client {
         unreachable!("the loop returns")
     }
 
+    /// A token for git over https as this client: a fresh GitHub App installation token
+    /// (they expire after an hour; octocrab caches one until shortly before), or `None` for a
+    /// token client (its token is used as it is).
+    pub async fn git_token(&self) -> Result<Option<String>, CallError> {
+        if self.app.is_none() {
+            return Ok(None);
+        }
+        use octocrab::secrecy::ExposeSecret;
+        let token = self
+            .call("creating a GitHub App installation token", Repeat::Safe, || async {
+                self.gh.installation_token().await
+            })
+            .await?;
+        Ok(Some(token.expose_secret().to_owned()))
+    }
+
     /// The login rampart comments as: `<app slug>[bot]` for a GitHub App (`GET /app`), the
     /// token's user for a personal access token (`GET /user`), and [`ACTIONS_BOT`] for the
     /// Actions `GITHUB_TOKEN`, which `GET /user` refuses (403 "Resource not accessible by

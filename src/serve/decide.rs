@@ -205,19 +205,34 @@ mod tests {
             }])
         );
         let s = start(&held('a'), &id('z'), None, |_| Ancestry::Rewritten { present: false });
-        assert!(matches!(s, Start::Blocked(Block { kind: "history-rewritten", .. })), "{s:?}");
+        assert!(
+            matches!(
+                s,
+                Start::Blocked(Block {
+                    kind: "history-rewritten",
+                    ..
+                })
+            ),
+            "{s:?}"
+        );
     }
 
     #[test]
     fn an_empty_target_is_a_first_apply_and_an_unknown_one_is_blocked_without_a_baseline() {
-        assert_eq!(start(&Applied::default(), &id('a'), None, |_| unreachable!()), Start::FirstApply);
+        assert_eq!(
+            start(&Applied::default(), &id('a'), None, |_| unreachable!()),
+            Start::FirstApply
+        );
         let unknown = Applied {
             commit: None,
             unknown: true,
         };
         assert!(matches!(
             start(&unknown, &id('a'), None, |_| unreachable!()),
-            Start::Blocked(Block { kind: "unknown-baseline", .. })
+            Start::Blocked(Block {
+                kind: "unknown-baseline",
+                ..
+            })
         ));
         assert_eq!(
             start(&unknown, &id('b'), Some(&id('a')), |_| unreachable!()),
@@ -237,7 +252,12 @@ mod tests {
             reasons: vec![],
             way_out: String::new(),
         };
-        let v = [Verdict::Allowed, Verdict::Allowed, Verdict::Stopped(b.clone()), Verdict::Allowed];
+        let v = [
+            Verdict::Allowed,
+            Verdict::Allowed,
+            Verdict::Stopped(b.clone()),
+            Verdict::Allowed,
+        ];
         assert_eq!(settle(&v), (Some(1), Some(&b)));
         assert_eq!(settle(&[Verdict::Stopped(b.clone())]), (None, Some(&b)));
         assert_eq!(settle(&[Verdict::Allowed, Verdict::Allowed]), (Some(1), None));

@@ -50,7 +50,9 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
     if st.ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        let why = st.fetch_error.unwrap_or_else(|| "the first fetch has not finished".to_owned());
+        let why = st
+            .fetch_error
+            .unwrap_or_else(|| "the first fetch has not finished".to_owned());
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response()
     }
 }
@@ -86,7 +88,11 @@ async fn webhook(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body
         (code, format!("{msg}\n")).into_response()
     };
     // GitHub's other content type (form-encoded `payload=`) is signed differently: say so
-    let json = h("content-type").is_some_and(|c| c.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    let json = h("content-type").is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
     if !json {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -97,14 +103,23 @@ async fn webhook(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body
         .and_then(|l| l.parse::<u64>().ok())
         .is_some_and(|l| l > webhook::MAX_BODY)
     {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, WebhookError::TooLarge { limit: webhook::MAX_BODY }.to_string());
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::TooLarge {
+                limit: webhook::MAX_BODY,
+            }
+            .to_string(),
+        );
     }
     let bytes = match axum::body::to_bytes(body, webhook::MAX_BODY as usize).await {
         Ok(b) => b,
         Err(_) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                WebhookError::TooLarge { limit: webhook::MAX_BODY }.to_string(),
+                WebhookError::TooLarge {
+                    limit: webhook::MAX_BODY,
+                }
+                .to_string(),
             );
         }
     };
@@ -125,9 +140,9 @@ async fn webhook(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body
             (StatusCode::OK, "ignored: not a push to the tracked branch\n").into_response()
         }
         Err(e @ WebhookError::Replayed(_)) => refuse(StatusCode::CONFLICT, e.to_string()),
-        Err(
-            e @ (WebhookError::MissingSignature | WebhookError::MalformedSignature | WebhookError::BadSignature),
-        ) => refuse(StatusCode::UNAUTHORIZED, e.to_string()),
+        Err(e @ (WebhookError::MissingSignature | WebhookError::MalformedSignature | WebhookError::BadSignature)) => {
+            refuse(StatusCode::UNAUTHORIZED, e.to_string())
+        }
         Err(e) => refuse(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

@@ -80,7 +80,11 @@ impl Metrics {
             webhooks.clone(),
         );
         let fetch_errors = Counter::default();
-        registry.register("fetch_errors", "Fetches of the config repo that failed", fetch_errors.clone());
+        registry.register(
+            "fetch_errors",
+            "Fetches of the config repo that failed",
+            fetch_errors.clone(),
+        );
         let behind = Family::default();
         registry.register(
             "commits_behind",

@@ -26,6 +26,8 @@ use std::time::Instant;
 pub trait Identities: Send {
     /// `Ok(None)` when no merged pull request brought `commit` in.
     fn of(&mut self, commit: &str) -> anyhow::Result<Option<PullIdentity>>;
+    /// Renew the credentials git uses, when they expire (a GitHub App's installation token).
+    fn refresh(&mut self) -> anyhow::Result<()>;
 }
 
 /// The merged pull request behind a commit.
@@ -147,7 +149,11 @@ impl Reconciler {
                     }
                 }
             }
-            self.shared.metrics.behind.get_or_create(&label(&name)).set(status.behind as i64);
+            self.shared
+                .metrics
+                .behind
+                .get_or_create(&label(&name))
+                .set(status.behind as i64);
             self.shared.set_target(status);
         }
         if self.notes_dirty && self.cfg.push_notes {
@@ -160,14 +166,26 @@ impl Reconciler {
             }
         }
         // keep only what the targets hold: the next run starts from there
-        let keep: BTreeSet<String> = self.shared.status().targets.iter().filter_map(|t| t.applied.clone()).collect();
+        let keep: BTreeSet<String> = self
+            .shared
+            .status()
+            .targets
+            .iter()
+            .filter_map(|t| t.applied.clone())
+            .collect();
         self.validated.retain(|c, _| keep.contains(c));
-        self.shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.shared.update(|s| s.reconciles += 1);
     }
 
     /// Fetch the branch (and the remote's notes); the tip's commit id.
     fn fetch(&mut self) -> anyhow::Result<String> {
+        if let Some(ids) = self.identities.as_mut() {
+            ids.refresh()?;
+        }
         let branch = &self.cfg.branch;
         let spec = format!("+refs/heads/{branch}:{}", tracking(branch));
         if let Err(e) = self.remote.fetch(&self.mirror, &[spec]) {
@@ -220,7 +238,8 @@ impl Reconciler {
     }
 
     fn source(&self, commit: &str) -> anyhow::Result<Source> {
-        Source::commit_in(&self.mirror, commit, &self.cfg.path).with_context(|| format!("reading commit {}", short(commit)))
+        Source::commit_in(&self.mirror, commit, &self.cfg.path)
+            .with_context(|| format!("reading commit {}", short(commit)))
     }
 
     /// The validated revision at `commit` (kept for the next run while a target holds it).
@@ -240,9 +259,13 @@ impl Reconciler {
     /// Reconcile one target; `Ok(true)` when its record moved under us (read it again).
     fn reconcile_target(&mut self, i: usize, tip: &str, status: &mut TargetStatus) -> anyhow::Result<bool> {
         let name = self.targets[i].name();
-        let applied = self.targets[i].applied().with_context(|| format!("reading what {name} holds"))?;
+        let applied = self.targets[i]
+            .applied()
+            .with_context(|| format!("reading what {name} holds"))?;
         status.applied = applied.commit.clone();
-        let start = decide::start(&applied, tip, self.cfg.baseline.as_deref(), |from| self.ancestry(from, tip));
+        let start = decide::start(&applied, tip, self.cfg.baseline.as_deref(), |from| {
+            self.ancestry(from, tip)
+        });
         let steps = match start {
             Start::UpToDate => {
                 status.blocked = None;
@@ -357,7 +380,11 @@ impl Reconciler {
         );
         self.shared.metrics.apply(&name, result);
         if let Some(time) = self.commit_time(&to) {
-            self.shared.metrics.applied_commit_time.get_or_create(&label(&name)).set(time as f64);
+            self.shared
+                .metrics
+                .applied_commit_time
+                .get_or_create(&label(&name))
+                .set(time as f64);
         }
         status.applied = Some(to.clone());
         status.applied_at = Some(record.time.clone());
@@ -393,8 +420,9 @@ impl Reconciler {
                 commit: Some(step.to.clone()),
                 kind: "invalid",
                 reasons: problems(&diags),
-                way_out: "fix the problems in a new commit on the branch (an invalid commit is never applied or skipped)"
-                    .to_owned(),
+                way_out:
+                    "fix the problems in a new commit on the branch (an invalid commit is never applied or skipped)"
+                        .to_owned(),
             }));
         }
         if step.decision == "first-apply" {
@@ -417,7 +445,10 @@ impl Reconciler {
         let (who, pull) = match self.identities.as_mut() {
             None => (Principals::default(), None),
             Some(ids) => match ids.of(&step.to)? {
-                Some(p) => (Principals::logins(Some(p.author.as_str()), &p.approvers), Some(p.number)),
+                Some(p) => (
+                    Principals::logins(Some(p.author.as_str()), &p.approvers),
+                    Some(p.number),
+                ),
                 None if self.cfg.require_pull_request => {
                     return Ok(Err(Block {
                         commit: Some(step.to.clone()),
