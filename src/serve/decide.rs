@@ -131,27 +131,95 @@ pub fn start(applied: &Applied, tip: &str, baseline: Option<&str>, ancestry: imp
     }
 }
 
-/// The verdict on one step.
+/// How many later commits are tried as the fix of a blocked one, per reconcile.
+pub const MAX_FIX_TRIES: usize = 50;
+
+/// What [`walk`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Allowed,
-    Stopped(Block),
+pub struct Walk<J> {
+    /// The steps to apply, in order, each with its judgement. A step that fixes a blocked
+    /// commit goes from the last allowed commit over the blocked ones (`decision` `fixes`).
+    pub allowed: Vec<(Step, J)>,
+    /// Blocked commits that a later allowed change superseded: never applied on their own,
+    /// and their blocks.
+    pub superseded: Vec<Block>,
+    /// The block the walk stopped at (nothing after it is applied).
+    pub block: Option<Block>,
 }
 
-/// How far to apply: the index of the last step allowed before the first that is not (`None`
-/// when the first is not), and the block that stopped the walk.
-pub fn settle(verdicts: &[Verdict]) -> (Option<usize>, Option<&Block>) {
-    let stop = verdicts.iter().position(|v| !matches!(v, Verdict::Allowed));
-    let last = match stop {
-        Some(0) => None,
-        Some(i) => Some(i - 1),
-        None => verdicts.len().checked_sub(1),
+impl<J> Walk<J> {
+    /// The commit the target is brought to (`None`: nothing to apply).
+    pub fn last(&self) -> Option<&str> {
+        self.allowed.last().map(|(s, _)| s.to.as_str())
+    }
+}
+
+/// Judge `steps` in order with `judge` (`Err` stops), stopping at the first step that is not
+/// allowed — never skipping it — unless a later commit *fixes* it: the change from the last
+/// allowed commit straight to that later commit (the blocked commits' change and the fix
+/// together, judged with the later commit's author and approvals) is allowed. A revert of a
+/// denied commit, or a commit that brings a denied change within policy, unblocks the target
+/// that way; the denied commit itself is never applied alone. At most [`MAX_FIX_TRIES`] later
+/// commits are tried. `judge` may fail (`Err` of the outer result): the walk stops there.
+pub fn walk<J, E>(steps: &[Step], mut judge: impl FnMut(&Step) -> Result<Result<J, Block>, E>) -> Result<Walk<J>, E> {
+    let mut out = Walk {
+        allowed: Vec::new(),
+        superseded: Vec::new(),
+        block: None,
     };
-    let block = stop.and_then(|i| match &verdicts[i] {
-        Verdict::Stopped(b) => Some(b),
-        Verdict::Allowed => None,
-    });
-    (last, block)
+    let mut i = 0;
+    while i < steps.len() {
+        // (a step's `from` is the last allowed commit: a fix moved it)
+        let from = out
+            .allowed
+            .last()
+            .map_or_else(|| steps[0].from.clone(), |(s, _)| s.to.clone());
+        let step = Step {
+            from: from.clone(),
+            ..steps[i].clone()
+        };
+        match judge(&step)? {
+            Ok(j) => {
+                out.allowed.push((step, j));
+                i += 1;
+            }
+            Err(block) => {
+                let mut fixed = None;
+                for (k, later) in steps.iter().enumerate().skip(i + 1).take(MAX_FIX_TRIES) {
+                    let fix = Step {
+                        from: from.clone(),
+                        to: later.to.clone(),
+                        decision: "fixes",
+                    };
+                    if let Ok(j) = judge(&fix)? {
+                        fixed = Some((k, fix, j));
+                        break;
+                    }
+                }
+                match fixed {
+                    Some((k, fix, j)) => {
+                        // every blocked commit between is superseded, not applied alone
+                        out.superseded.push(block);
+                        for skipped in &steps[i + 1..k] {
+                            out.superseded.push(Block {
+                                commit: Some(skipped.to.clone()),
+                                kind: "superseded",
+                                reasons: vec![format!("applied together with the fix {}", short(&fix.to))],
+                                way_out: String::new(),
+                            });
+                        }
+                        out.allowed.push((fix, j));
+                        i = k + 1;
+                    }
+                    None => {
+                        out.block = Some(block);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The first 12 digits of a commit id.
@@ -244,23 +312,73 @@ mod tests {
         );
     }
 
+    fn steps(ids: &[char]) -> Vec<Step> {
+        let mut prev = id('a');
+        ids.iter()
+            .map(|c| Step {
+                from: std::mem::replace(&mut prev, id(*c)),
+                to: id(*c),
+                decision: "allowed",
+            })
+            .collect()
+    }
+
+    /// A judge that denies the listed commits' own steps, and allows a step over them only
+    /// when it ends at a listed fix.
+    fn judge<'a>(denied: &'a [char], fixes: &'a [char]) -> impl FnMut(&Step) -> Result<Result<(), Block>, ()> + 'a {
+        move |s: &Step| {
+            let to = s.to.chars().next().unwrap();
+            Ok(
+                if s.decision == "fixes" && !fixes.contains(&to) || s.decision != "fixes" && denied.contains(&to) {
+                    Err(Block {
+                        commit: Some(s.to.clone()),
+                        kind: "denied",
+                        reasons: vec![],
+                        way_out: String::new(),
+                    })
+                } else {
+                    Ok(())
+                },
+            )
+        }
+    }
+
     #[test]
-    fn apply_stops_before_the_first_commit_that_is_not_allowed() {
-        let b = Block {
-            commit: Some(id('c')),
-            kind: "denied",
-            reasons: vec![],
-            way_out: String::new(),
-        };
-        let v = [
-            Verdict::Allowed,
-            Verdict::Allowed,
-            Verdict::Stopped(b.clone()),
-            Verdict::Allowed,
-        ];
-        assert_eq!(settle(&v), (Some(1), Some(&b)));
-        assert_eq!(settle(&[Verdict::Stopped(b.clone())]), (None, Some(&b)));
-        assert_eq!(settle(&[Verdict::Allowed, Verdict::Allowed]), (Some(1), None));
-        assert_eq!(settle(&[]), (None, None));
+    fn apply_stops_at_the_first_commit_that_is_not_allowed_and_never_skips_it() {
+        let w = walk(&steps(&['b', 'c', 'd']), judge(&['c'], &[])).unwrap();
+        assert_eq!(w.last(), Some(id('b').as_str()));
+        assert_eq!(w.block.unwrap().commit, Some(id('c')));
+        assert!(w.superseded.is_empty());
+        let w = walk(&steps(&['b']), judge(&['b'], &[])).unwrap();
+        assert_eq!(w.last(), None);
+        let w = walk(&steps(&['b', 'c']), judge(&[], &[])).unwrap();
+        assert_eq!(w.last(), Some(id('c').as_str()));
+        assert!(w.block.is_none());
+        assert!(walk(&[], judge(&[], &[])).unwrap().last().is_none());
+    }
+
+    #[test]
+    fn a_later_fix_unblocks_as_one_change_over_the_denied_commit() {
+        // b ok, c denied, d not a fix, e fixes (e.g. reverts c), f ok
+        let w = walk(&steps(&['b', 'c', 'd', 'e', 'f']), judge(&['c'], &['e'])).unwrap();
+        let applied: Vec<(String, String, &str)> = w
+            .allowed
+            .iter()
+            .map(|(s, _)| (s.from.clone(), s.to.clone(), s.decision))
+            .collect();
+        assert_eq!(
+            applied,
+            vec![
+                (id('a'), id('b'), "allowed"),
+                (id('b'), id('e'), "fixes"),
+                (id('e'), id('f'), "allowed")
+            ]
+        );
+        let superseded: Vec<_> = w.superseded.iter().map(|b| (b.commit.clone(), b.kind)).collect();
+        assert_eq!(
+            superseded,
+            vec![(Some(id('c')), "denied"), (Some(id('d')), "superseded")]
+        );
+        assert!(w.block.is_none());
     }
 }

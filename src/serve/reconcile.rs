@@ -1,13 +1,14 @@
 //! One reconcile (IO): fetch the branch into the mirror, then for each target read what it
 //! holds, decide where to start (`decide::start`), judge each commit since then exactly as
 //! `check` would at pull-request time (its parent's policies and teams, its own author and
-//! approvals), apply up to the last allowed commit (`decide::settle`) through the target, and
+//! approvals), apply up to the last allowed commit (`decide::walk`: a denied commit stops the
+//! target unless a later commit fixes it) through the target, and
 //! record it: a note on every commit the apply authorised, pushed with the notes of others.
 //!
 //! Runs on a thread of its own (git, validation and compilation block); the HTTP side only
 //! reads the status it publishes.
 
-use super::decide::{self, Ancestry, Block, Start, Step, Verdict, short};
+use super::decide::{self, Ancestry, Block, Start, Step, short};
 use super::{Config, Shared, TargetStatus};
 use crate::cache::ParseCache;
 use crate::diagnostic::Diagnostic;
@@ -286,24 +287,12 @@ impl Reconciler {
             Start::Steps(s) => s,
         };
         status.history_rewritten = steps.iter().any(|s| s.decision == "history-rewritten");
-        // judge commit by commit, stopping at the first that is not allowed
-        let mut verdicts = Vec::new();
-        let mut judged = Vec::new();
-        for step in &steps {
-            match self.judge(step)? {
-                Ok(j) => {
-                    verdicts.push(Verdict::Allowed);
-                    judged.push(j);
-                }
-                Err(b) => {
-                    verdicts.push(Verdict::Stopped(b));
-                    break;
-                }
-            }
-        }
-        let (last, block) = decide::settle(&verdicts);
-        let behind_after = steps.len() - last.map_or(0, |l| l + 1);
-        if let Some(b) = block {
+        // judge commit by commit, stopping at the first that is not allowed unless a later
+        // commit fixes it
+        let walk = decide::walk(&steps, |s| self.judge(s))?;
+        let at = |c: Option<&str>| c.and_then(|c| steps.iter().position(|s| s.to == c));
+        let behind_after = steps.len() - at(walk.last()).map_or(0, |i| i + 1);
+        if let Some(b) = &walk.block {
             tracing::warn!(commit = %b.commit.as_deref().map(short).unwrap_or(""), kind = b.kind, reasons = ?b.reasons, way_out = %b.way_out, "commit blocked");
             if b.kind == "denied" {
                 self.shared.metrics.denials.get_or_create(&label(&name)).inc();
@@ -312,15 +301,18 @@ impl Reconciler {
         } else {
             status.blocked = None;
         }
-        let Some(last) = last else {
+        for b in &walk.superseded {
+            tracing::info!(commit = %b.commit.as_deref().map(short).unwrap_or(""), kind = b.kind, "not applied on its own: a later commit fixes it");
+        }
+        let Some(to) = walk.last().map(str::to_owned) else {
             status.behind = behind_after;
             return Ok(false);
         };
-        let to = steps[last].to.clone();
         let from = match steps[0].decision {
             "first-apply" => None,
             _ => Some(steps[0].from.clone()),
         };
+        let last_own = &walk.allowed.last().expect("an allowed step").1.own;
         let opts = crate::compile::Options::default();
         // the base's files are what the target holds only when it holds `from` itself
         let base_known = from.is_some() && applied.commit == from;
@@ -331,15 +323,17 @@ impl Reconciler {
         let record = Record {
             source: to.clone(),
             from: from.clone(),
-            decision: if steps[..=last].iter().any(|s| s.decision == "history-rewritten") {
+            decision: if walk.allowed.iter().any(|(s, _)| s.decision == "history-rewritten") {
                 "history-rewritten".to_owned()
+            } else if walk.allowed.iter().any(|(s, _)| s.decision == "fixes") {
+                "fixes".to_owned()
             } else {
                 steps[0].decision.to_owned()
             },
-            author: judged[last].own.author.clone(),
-            approvers: judged[last].own.approvers.clone(),
-            pull_request: judged[last].own.pull_request,
-            commits: steps[..=last].iter().map(|s| s.to.clone()).collect(),
+            author: last_own.author.clone(),
+            approvers: last_own.approvers.clone(),
+            pull_request: last_own.pull_request,
+            commits: walk.allowed.iter().map(|(s, _)| s.to.clone()).collect(),
             time: crate::target::now_rfc3339(),
         };
         let head = &self.validated[&to];
@@ -390,12 +384,30 @@ impl Reconciler {
         status.applied_at = Some(record.time.clone());
         status.last_result = Some(result.to_owned());
         status.behind = behind_after;
-        // the records: a note on every commit this apply authorised
+        // the records: a note on every commit this apply authorised, and on every blocked
+        // commit a fix superseded (never applied on its own)
         let repo = git2::Repository::open_bare(&self.mirror)?;
-        for (step, j) in steps[..=last].iter().zip(judged) {
+        for (step, j) in walk.allowed {
             let entry = Entry::new(&name, result, &record, &j.own, j.changes, outcome.rendered.clone());
-            let id = git2::Oid::from_str(&step.to)?;
-            if notes::add(&repo, id, entry)? {
+            if notes::add(&repo, git2::Oid::from_str(&step.to)?, entry)? {
+                self.notes_dirty = true;
+            }
+        }
+        for b in walk.superseded {
+            let Some(commit) = b.commit.clone() else { continue };
+            let own = Record {
+                source: commit.clone(),
+                from: None,
+                decision: b.kind.to_owned(),
+                author: None,
+                approvers: Vec::new(),
+                pull_request: None,
+                commits: Vec::new(),
+                time: record.time.clone(),
+            };
+            let mut entry = Entry::new(&name, "superseded", &record, &own, Vec::new(), outcome.rendered.clone());
+            entry.reasons = b.reasons;
+            if notes::add(&repo, git2::Oid::from_str(&commit)?, entry)? {
                 self.notes_dirty = true;
             }
         }
