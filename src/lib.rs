@@ -6,7 +6,6 @@
 //! clocks, no network (rayon may spread work over the cores). See
 //! ARCHITECTURE.md for the code map and invariants.
 
-pub mod apply;
 pub mod cache;
 pub mod change;
 pub mod cli;

@@ -2,9 +2,9 @@
 
 use super::compile::{options, parse_step, print_diagnostics};
 use super::exit;
-use crate::apply::dir::{self, State};
 use crate::pipeline::{self, Principals};
 use crate::source::Source;
+use crate::target::tree::{self as dir, State};
 use anyhow::Context;
 use std::path::PathBuf;
 

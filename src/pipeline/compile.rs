@@ -60,7 +60,7 @@ pub fn compile_validated_tenants(
 /// What [`compile_into`] did.
 pub struct WrittenTree {
     /// `None` when compiling found errors: nothing was written.
-    pub written: Option<crate::apply::dir::Written>,
+    pub written: Option<crate::target::tree::Written>,
     pub objects: usize,
     /// Problems only compiling reveals (resolved).
     pub diagnostics: Vec<Diagnostic>,
@@ -73,9 +73,9 @@ pub fn compile_into(
     validated: &Validated,
     opts: &crate::compile::Options,
     out: &std::path::Path,
-    state: impl FnOnce(usize) -> Option<crate::apply::dir::State>,
+    state: impl FnOnce(usize) -> Option<crate::target::tree::State>,
 ) -> anyhow::Result<WrittenTree> {
-    use crate::apply::dir::Writer;
+    use crate::target::tree::Writer;
     let writer = Writer::begin(out)?;
     let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
     let (mut paths, mut diags) = crate::compile::compile_each(&validated.repo, opts, &|_| true, &|m| {

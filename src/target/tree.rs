@@ -1,5 +1,6 @@
-//! The `dir` target (IO): a directory holding exactly the desired files, replaced
-//! atomically, with a small state file beside it recording what was applied.
+//! The directory tree of the `dir` target (IO): a directory holding exactly the desired
+//! files, replaced atomically, with a small state file beside it recording what was applied.
+//! (`dir.rs` is the target itself; `apply --target dir:` and `serve` both write through this.)
 //!
 //! The new tree is written into a temporary sibling directory (and flushed to disk with one
 //! `syncfs`), then swapped with the old one in one `renameat2(RENAME_EXCHANGE)` — readers see
