@@ -58,6 +58,8 @@ pub struct Reconciler {
     validated: HashMap<String, Validated>,
     /// Notes written and not pushed yet.
     notes_dirty: bool,
+    /// Commits whose validated revision must stay: what the targets hold.
+    pinned: BTreeSet<String>,
 }
 
 /// The remote-tracking ref of the watched branch in the mirror.
@@ -96,6 +98,7 @@ impl Reconciler {
             cache,
             validated: HashMap::new(),
             notes_dirty: false,
+            pinned: BTreeSet::new(),
         })
     }
 
@@ -424,6 +427,10 @@ impl Reconciler {
 
     /// Judge one step: `Ok(Ok)` allowed (with who made it), `Ok(Err)` stopped and why.
     fn judge(&mut self, step: &Step) -> anyhow::Result<Result<Judged, Block>> {
+        // (a long walk over a large repo must not hold every revision it passed)
+        let pinned = &self.pinned;
+        self.validated
+            .retain(|c, _| *c == step.from || *c == step.to || pinned.contains(c));
         self.validate(&step.to)?;
         let head_v = &self.validated[&step.to];
         if !head_v.is_valid() {
