@@ -10,6 +10,7 @@
 //! a deadline, and only the `file`, `http(s)`, `ssh` and `git` transports are allowed.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,7 +60,10 @@ impl std::fmt::Debug for Auth {
 /// A remote repository.
 #[derive(Clone)]
 pub struct Remote {
+    /// The URL git is given: never with `user:password@` (that goes to git as a header).
     url: String,
+    /// `user:password` taken out of the URL as written.
+    userinfo: Option<String>,
     pub auth: Auth,
     /// The deadline of one fetch or push.
     pub timeout: Duration,
@@ -94,20 +98,45 @@ pub enum Pushed {
 }
 
 impl Remote {
-    /// A remote at `url`: a URL git understands, or a local path (made `file://`).
-    pub fn new(url: &str, auth: Auth) -> Remote {
-        let url = if url.contains("://") || url.contains('@') && url.contains(':') {
-            url.to_owned()
+    /// A remote at `url`: a URL git understands, or a local path (made `file://`, the path
+    /// canonical). `user:password@` in an http(s) URL is taken out and sent as a header, so it
+    /// never reaches a command line. A URL that could be read as an option is refused.
+    pub fn new(url: &str, auth: Auth) -> Result<Remote, String> {
+        if url.starts_with('-') || url.is_empty() || url.chars().any(char::is_control) {
+            return Err(format!("`{}` is not a repository URL or path", redact_url(url)));
+        }
+        let (url, userinfo) = if let Some(path) = url.strip_prefix("file://") {
+            (format!("file://{}", canonical(path)), None)
+        } else if let Some((scheme, rest)) = url.split_once("://") {
+            let end = rest.find('/').unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) if scheme.starts_with("http") => {
+                    (format!("{scheme}://{}", &rest[at + 1..]), Some(rest[..at].to_owned()))
+                }
+                _ => (url.to_owned(), None),
+            }
+        } else if url.contains('@') && url.contains(':') {
+            // scp-like ssh (`git@host:org/repo.git`)
+            (url.to_owned(), None)
         } else {
-            let p = Path::new(url);
-            let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
-            format!("file://{}", abs.display())
+            (format!("file://{}", canonical(url)), None)
         };
-        Remote {
+        Ok(Remote {
             url,
+            userinfo,
             auth,
             timeout: Duration::from_secs(120),
-        }
+        })
+    }
+
+    /// Whether a token may be sent to this remote: over https, or plain http to this machine
+    /// (a test server) — never in clear text over a network.
+    fn may_send_token(&self) -> bool {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return false;
+        };
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        scheme == "https" || scheme == "http" && matches!(host, "127.0.0.1" | "localhost" | "[")
     }
 
     /// The URL, without any `user:password@` (for messages and the status API).
@@ -126,6 +155,7 @@ impl Remote {
             "--no-tags",
             "--no-write-fetch-head",
             "--quiet",
+            "--end-of-options",
             self.url.as_str(),
         ];
         args.extend(refspecs.iter().map(String::as_str));
@@ -138,7 +168,14 @@ impl Remote {
         match self.git(
             git_dir,
             "pushing to",
-            &["push", "--porcelain", "--quiet", self.url.as_str(), refspec],
+            &[
+                "push",
+                "--porcelain",
+                "--quiet",
+                "--end-of-options",
+                self.url.as_str(),
+                refspec,
+            ],
         ) {
             Ok(_) => Ok(Pushed::Ok),
             Err(RemoteError::Failed { message, .. }) if rejected(&message) => Ok(Pushed::Rejected(message)),
@@ -166,7 +203,9 @@ impl Remote {
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // its own process group: a timeout or a shutdown kills git's helpers too
+            .process_group(0);
         for proxy in [
             "http_proxy",
             "https_proxy",
@@ -186,9 +225,15 @@ impl Remote {
             ("http.lowSpeedLimit".into(), "1000".into()),
             ("http.lowSpeedTime".into(), "30".into()),
         ];
-        if let Some(t) = self.auth.token.as_ref().map(Token::get).filter(|t| !t.is_empty()) {
+        let token = self.auth.token.as_ref().map(Token::get).filter(|t| !t.is_empty());
+        let credentials = match (&self.userinfo, token) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(t)) if self.may_send_token() => Some(format!("x-access-token:{t}")),
+            _ => None,
+        };
+        if let Some(c) = credentials {
             use base64::Engine;
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{t}"));
+            let basic = base64::engine::general_purpose::STANDARD.encode(c);
             config.push(("http.extraHeader".into(), format!("Authorization: Basic {basic}")));
         }
         cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
@@ -212,6 +257,7 @@ impl Remote {
             what: what.to_owned(),
             message: e.to_string(),
         })?;
+        let group = Running::new(child.id());
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         // both pipes drained on threads of their own (a full pipe would stall git), capped
@@ -222,7 +268,7 @@ impl Remote {
             match child.try_wait() {
                 Ok(Some(s)) => break Some(s),
                 Ok(None) if start.elapsed() > self.timeout => {
-                    let _ = child.kill();
+                    group.kill();
                     let _ = child.wait();
                     break None;
                 }
@@ -259,6 +305,9 @@ impl Remote {
     /// A message of git's without credentials, cropped.
     fn clean(&self, text: &str) -> String {
         let mut t = redact_url(text);
+        if let Some(u) = self.userinfo.as_deref().filter(|u| !u.is_empty()) {
+            t = t.replace(u, "***");
+        }
         if let Some(token) = self.auth.token.as_ref().map(Token::get).filter(|t| !t.is_empty()) {
             t = t.replace(&token, "***");
         }
@@ -267,6 +316,52 @@ impl Remote {
             Some((i, _)) => format!("{}…", &t[..i]),
             None => t,
         }
+    }
+}
+
+/// A local path made absolute and canonical (`//` and a trailing `/` gone), so two spellings
+/// of one repository compare equal.
+fn canonical(path: &str) -> String {
+    let p = Path::new(path);
+    let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    abs.display().to_string()
+}
+
+/// The process groups of the git commands running now, so a shutdown can stop them.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// A running git command's process group, forgotten when dropped.
+struct Running(u32);
+
+impl Running {
+    fn new(pid: u32) -> Running {
+        RUNNING.lock().expect("not poisoned").push(pid);
+        Running(pid)
+    }
+
+    fn kill(&self) {
+        kill_group(self.0);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.lock().expect("not poisoned").retain(|p| *p != self.0);
+    }
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: signalling a process group rampart created; no memory is touched.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}
+
+/// Kill every git command still running (and its helpers): for a shutdown that does not
+/// wait for the current reconcile.
+pub fn kill_all() {
+    for pid in RUNNING.lock().expect("not poisoned").iter() {
+        kill_group(*pid);
     }
 }
 
@@ -339,9 +434,31 @@ mod tests {
                 token: Some(Token::new("sekrit".into())),
                 ..Auth::default()
             },
-        );
+        )
+        .unwrap();
         assert_eq!(r.clean("bad header: Basic sekrit"), "bad header: Basic ***");
         assert!(!format!("{:?}", r).contains("sekrit"));
+    }
+
+    #[test]
+    fn credentials_leave_the_url_and_options_are_refused() {
+        let r = Remote::new("https://bob:pw@example.com/r.git", Auth::default()).unwrap();
+        assert_eq!(r.url(), "https://example.com/r.git");
+        assert_eq!(r.userinfo.as_deref(), Some("bob:pw"));
+        assert_eq!(r.clean("auth failed for bob:pw"), "auth failed for ***");
+        assert!(Remote::new("--upload-pack=touch x;:@x:y", Auth::default()).is_err());
+        assert!(Remote::new("", Auth::default()).is_err());
+        let ssh = Remote::new("git@github.com:acme/cfg.git", Auth::default()).unwrap();
+        assert_eq!(ssh.url(), "git@github.com:acme/cfg.git");
+    }
+
+    #[test]
+    fn tokens_go_only_over_https_or_to_this_machine() {
+        let r = |u: &str| Remote::new(u, Auth::default()).unwrap().may_send_token();
+        assert!(r("https://github.com/a/b.git"));
+        assert!(r("http://127.0.0.1:8080/a/b.git"));
+        assert!(!r("http://example.com/a/b.git"));
+        assert!(!r("ssh://git@example.com/a/b.git"));
     }
 
     #[test]

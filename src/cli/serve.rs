@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, env = "RAMPART_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// How often to poll the remote (jittered by ±10 %).
-    #[arg(long, env = "RAMPART_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "RAMPART_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     interval: Duration,
     /// A file holding the GitHub webhook secret (or set RAMPART_WEBHOOK_SECRET). Without
     /// one, POST /webhook/github answers 404 and only polling triggers reconciles.
@@ -119,6 +119,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(d.millis))
 }
 
+/// The poll interval: at least a second (each poll is a fetch from the remote).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("polling more often than once a second would hammer the remote: give at least `1s`".into());
+    }
+    Ok(d)
+}
+
+/// A branch name git accepts, written plainly (no glob, no refspec, no `refs/` prefix, not an
+/// option).
+fn valid_branch(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.starts_with("refs/")
+        && !name.contains(['*', ':', '?', '[', '\\', '^', '~', ' '])
+        && git2::Reference::is_valid_name(&format!("refs/heads/{name}"))
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -164,7 +183,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ssh_key: args.ssh_key.clone(),
         known_hosts: args.ssh_known_hosts.clone(),
     };
-    let remote = Remote::new(&args.repo, auth.clone());
+    let remote = Remote::new(&args.repo, auth.clone()).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
+    for (what, name) in std::iter::once(("--branch", args.branch.as_str())) {
+        if !valid_branch(name) {
+            anyhow::bail!(
+                "{what} `{}` is not a valid branch name",
+                crate::diagnostic::visible(name, &[])
+            );
+        }
+    }
     let cfg = Arc::new(Config {
         repo: remote.display(),
         branch: args.branch.clone(),
@@ -179,26 +206,43 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     });
     let mirror = cfg.state_dir.join("mirror.git");
     let mut targets: Vec<Box<dyn Target>> = Vec::new();
-    for t in &args.targets {
-        targets.push(match t.split_once(':') {
+    for raw in &args.targets {
+        // (a target may carry a URL with credentials: only its cleaned form is ever shown)
+        let t = &crate::remote::redact_url(raw);
+        targets.push(match raw.split_once(':') {
             Some(("dir", p)) if !p.is_empty() => Box::new(DirTarget::new(std::path::Path::new(p), &cfg.repo)),
             Some(("branch", spec)) if !spec.is_empty() => {
                 let (name, url) = match spec.split_once('@') {
-                    Some((n, u)) if !u.is_empty() => (n, Remote::new(u, auth.clone())),
+                    Some((n, u)) if !u.is_empty() => (
+                        n,
+                        Remote::new(u, auth.clone()).map_err(|e| anyhow::anyhow!("--target {t}: {e}"))?,
+                    ),
                     _ => (spec, remote.clone()),
                 };
-                if name.is_empty() || name == args.branch && url.url() == remote.url() {
+                if !valid_branch(name) {
+                    anyhow::bail!(
+                        "--target {t}: `{}` is not a valid branch name",
+                        crate::diagnostic::visible(name, &[])
+                    );
+                }
+                if name == args.branch && url.url() == remote.url() {
                     anyhow::bail!(
                         "--target {t}: the deploy branch must be a branch other than the tracked one (`{}`)",
                         args.branch
                     );
                 }
-                Box::new(BranchTarget::new(name, url, &mirror))
+                Box::new(BranchTarget::new(
+                    name,
+                    url,
+                    &mirror,
+                    &reconcile::tracking(&args.branch),
+                ))
             }
             Some(("kubernetes", _)) => anyhow::bail!("--target {t}: the kubernetes target is not available yet"),
             _ => anyhow::bail!("--target {t}: expected dir:OUT or branch:NAME[@REMOTE]"),
         });
     }
+    let target_names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     let identities = github_identities(&args, token.filter(|_| app))?;
     let status = Status {
         repo: cfg.repo.clone(),
@@ -229,7 +273,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         repo = %cfg.repo,
         branch = %cfg.branch,
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        targets = ?args.targets,
+        targets = ?target_names,
         "serving"
     );
     let worker = {
@@ -274,6 +318,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     if !worker.is_finished() {
         tracing::warn!("the current reconcile did not finish within the grace period; exiting anyway");
+        // (git commands left running would outlive the process)
+        crate::remote::kill_all();
     }
     tracing::info!("stopped");
     Ok(exit::OK)

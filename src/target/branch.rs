@@ -29,15 +29,19 @@ pub struct BranchTarget {
     git_dir: PathBuf,
     /// Who commits (`rampart <rampart@localhost>` by default).
     committer: (String, String),
+    /// The mirror's ref of the tracked source branch: a deploy branch that turns out to be
+    /// (an ancestor of) it is the config itself, and is never written.
+    tracked: String,
 }
 
 impl BranchTarget {
-    pub fn new(branch: &str, remote: Remote, git_dir: &Path) -> BranchTarget {
+    pub fn new(branch: &str, remote: Remote, git_dir: &Path, tracked: &str) -> BranchTarget {
         BranchTarget {
             branch: branch.to_owned(),
             remote,
             git_dir: git_dir.to_owned(),
             committer: ("rampart".to_owned(), "rampart@localhost".to_owned()),
+            tracked: tracked.to_owned(),
         }
     }
 
@@ -202,6 +206,15 @@ impl Target for BranchTarget {
         let now = self.record_of(&repo, tip)?;
         if now != *expected {
             return Ok(Apply::Moved { now });
+        }
+        if let (Some(t), Ok(src)) = (tip, repo.refname_to_id(&self.tracked))
+            && (t == src || repo.graph_descendant_of(src, t)?)
+        {
+            anyhow::bail!(
+                "the deploy branch `{}` holds the config repo's own history (its tip is on the tracked branch): \
+                 refusing to write rendered manifests over it",
+                self.branch
+            );
         }
         let parent = tip.map(|t| repo.find_commit(t)).transpose()?;
         let parent_tree = parent.as_ref().map(|c| c.tree()).transpose()?;
