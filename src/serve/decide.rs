@@ -4,6 +4,7 @@
 //! functions decide, so tests call them directly.
 
 use crate::target::Applied;
+use std::collections::BTreeSet;
 
 /// How the branch's history relates to the commit a target holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,14 +152,30 @@ impl<J> Walk<J> {
     }
 }
 
-/// Judge `steps` in order with `judge` (`Err` stops), stopping at the first step that is not
-/// allowed — never skipping it — unless a later commit *fixes* it: the change from the last
-/// allowed commit straight to that later commit (the blocked commits' change and the fix
-/// together, judged with the later commit's author and approvals) is allowed. A revert of a
-/// denied commit, or a commit that brings a denied change within policy, unblocks the target
-/// that way; the denied commit itself is never applied alone. At most [`MAX_FIX_TRIES`] later
-/// commits are tried. `judge` may fail (`Err` of the outer result): the walk stops there.
-pub fn walk<J, E>(steps: &[Step], mut judge: impl FnMut(&Step) -> Result<Result<J, Block>, E>) -> Result<Walk<J>, E> {
+/// What [`walk`] asks of the world.
+pub trait Judge {
+    type J;
+    type E;
+    /// Judge one step: the change `from` → `to` with `to`'s author and approvals.
+    fn judge(&mut self, step: &Step) -> Result<Result<Self::J, Block>, Self::E>;
+    /// The config repo's paths whose content differs between two commits.
+    fn touched(&mut self, from: &str, to: &str) -> Result<BTreeSet<String>, Self::E>;
+}
+
+/// Judge `steps` in order, stopping at the first step that is not allowed — never skipping
+/// it — unless a later commit **fixes** it. A later commit F fixes the blocked commits before
+/// it when
+/// - F's own change (from its parent) is allowed, and so is every commit between that is not
+///   itself blocked;
+/// - every path a blocked commit changed is either back as it was (the combined change no
+///   longer touches it: a revert) or changed again by an allowed commit after the block (F or
+///   one between), whose author and approvers changed that very file;
+/// - the combined change, from the last allowed commit to F, is allowed with F's author and
+///   approvals.
+/// A later commit that does not touch what was blocked never fixes it, so a denied change
+/// cannot ride along with someone else's approved one. The blocked commits are never applied
+/// alone (`superseded`). At most [`MAX_FIX_TRIES`] later commits are tried.
+pub fn walk<Jd: Judge>(steps: &[Step], world: &mut Jd) -> Result<Walk<Jd::J>, Jd::E> {
     let mut out = Walk {
         allowed: Vec::new(),
         superseded: Vec::new(),
@@ -175,44 +192,66 @@ pub fn walk<J, E>(steps: &[Step], mut judge: impl FnMut(&Step) -> Result<Result<
             from: from.clone(),
             ..steps[i].clone()
         };
-        match judge(&step)? {
+        let block = match world.judge(&step)? {
             Ok(j) => {
                 out.allowed.push((step, j));
                 i += 1;
+                continue;
             }
-            Err(block) => {
-                let mut fixed = None;
-                for (k, later) in steps.iter().enumerate().skip(i + 1).take(MAX_FIX_TRIES) {
-                    let fix = Step {
-                        from: from.clone(),
-                        to: later.to.clone(),
-                        decision: "fixes",
-                    };
-                    if let Ok(j) = judge(&fix)? {
-                        fixed = Some((k, fix, j));
-                        break;
-                    }
+            Err(block) => block,
+        };
+        if steps[i].decision != "allowed" {
+            // (a first apply, a baseline or a rewritten history is one step: nothing to fix)
+            out.block = Some(block);
+            break;
+        }
+        let mut blocks = vec![block];
+        let mut uncovered = world.touched(&steps[i].from, &steps[i].to)?;
+        let mut covered = BTreeSet::new();
+        let mut along = Vec::new();
+        let mut fixed = None;
+        for (k, later) in steps.iter().enumerate().skip(i + 1).take(MAX_FIX_TRIES) {
+            // the later commit's own change, from its parent
+            match world.judge(later)? {
+                Err(b) => {
+                    uncovered.extend(world.touched(&later.from, &later.to)?);
+                    blocks.push(b);
+                    continue;
                 }
-                match fixed {
-                    Some((k, fix, j)) => {
-                        // every blocked commit between is superseded, not applied alone
-                        out.superseded.push(block);
-                        for skipped in &steps[i + 1..k] {
-                            out.superseded.push(Block {
-                                commit: Some(skipped.to.clone()),
-                                kind: "superseded",
-                                reasons: vec![format!("applied together with the fix {}", short(&fix.to))],
-                                way_out: String::new(),
-                            });
-                        }
-                        out.allowed.push((fix, j));
-                        i = k + 1;
-                    }
-                    None => {
-                        out.block = Some(block);
-                        break;
-                    }
+                Ok(j) => {
+                    covered.extend(world.touched(&later.from, &later.to)?);
+                    along.push((later.clone(), j));
                 }
+            }
+            let open: BTreeSet<&String> = uncovered.difference(&covered).collect();
+            if !open.is_empty() {
+                let combined = world.touched(&from, &later.to)?;
+                if open.iter().any(|p| combined.contains(*p)) {
+                    continue;
+                }
+            }
+            let fix = Step {
+                from: from.clone(),
+                to: later.to.clone(),
+                decision: "fixes",
+            };
+            if let Ok(j) = world.judge(&fix)? {
+                fixed = Some((k, fix, j));
+                break;
+            }
+        }
+        match fixed {
+            Some((k, fix, j)) => {
+                out.superseded.append(&mut blocks);
+                // the allowed commits between are applied with the fix (their own records)
+                along.pop();
+                out.allowed.append(&mut along);
+                out.allowed.push((fix, j));
+                i = k + 1;
+            }
+            None => {
+                out.block = Some(blocks.swap_remove(0));
+                break;
             }
         }
     }
@@ -320,44 +359,90 @@ mod tests {
             .collect()
     }
 
-    /// A judge that denies the listed commits' own steps, and allows a step over them only
-    /// when it ends at a listed fix.
-    fn judge<'a>(denied: &'a [char], fixes: &'a [char]) -> impl FnMut(&Step) -> Result<Result<(), Block>, ()> + 'a {
-        move |s: &Step| {
-            let to = s.to.chars().next().unwrap();
-            Ok(
-                if s.decision == "fixes" && !fixes.contains(&to) || s.decision != "fixes" && denied.contains(&to) {
-                    Err(Block {
-                        commit: Some(s.to.clone()),
-                        kind: "denied",
-                        reasons: vec![],
-                        way_out: String::new(),
-                    })
-                } else {
-                    Ok(())
-                },
-            )
+    /// A world where each commit `c` touches the file `c` and whatever `reverts` says it
+    /// restores; `denied` commits' own steps are denied; a combined step is allowed unless it
+    /// still changes a denied file.
+    struct World<'a> {
+        denied: &'a [char],
+        /// (commit, the file it restores)
+        reverts: &'a [(char, char)],
+    }
+
+    impl World<'_> {
+        fn files(&self, c: char) -> BTreeSet<String> {
+            let mut f = BTreeSet::from([c.to_string()]);
+            f.extend(self.reverts.iter().filter(|(r, _)| *r == c).map(|(_, x)| x.to_string()));
+            f
+        }
+
+        /// Files differing between two commits of the line a, b, c, … (reverted ones not).
+        fn between(&self, from: char, to: char) -> BTreeSet<String> {
+            let mut out = BTreeSet::new();
+            for c in (from as u8 + 1..=to as u8).map(char::from) {
+                out.insert(c.to_string());
+                for (r, x) in self.reverts.iter().filter(|(r, _)| *r == c) {
+                    out.remove(&x.to_string());
+                    let _ = r;
+                }
+            }
+            out
+        }
+    }
+
+    impl Judge for World<'_> {
+        type J = ();
+        type E = ();
+        fn judge(&mut self, s: &Step) -> Result<Result<(), Block>, ()> {
+            let (from, to) = (s.from.chars().next().unwrap(), s.to.chars().next().unwrap());
+            let changed = self.between(from, to);
+            let bad = self.denied.iter().any(|d| changed.contains(&d.to_string()))
+                && (s.decision == "fixes" || self.denied.contains(&to));
+            Ok(if bad {
+                Err(Block {
+                    commit: Some(s.to.clone()),
+                    kind: "denied",
+                    reasons: vec![],
+                    way_out: String::new(),
+                })
+            } else {
+                Ok(())
+            })
+        }
+
+        fn touched(&mut self, from: &str, to: &str) -> Result<BTreeSet<String>, ()> {
+            let (from, to) = (from.chars().next().unwrap(), to.chars().next().unwrap());
+            Ok(if to as u8 == from as u8 + 1 {
+                self.files(to)
+            } else {
+                self.between(from, to)
+            })
         }
     }
 
     #[test]
     fn apply_stops_at_the_first_commit_that_is_not_allowed_and_never_skips_it() {
-        let w = walk(&steps(&['b', 'c', 'd']), judge(&['c'], &[])).unwrap();
+        let world = |denied| World { denied, reverts: &[] };
+        // c denied; d does not touch c's file, so it fixes nothing
+        let w = walk(&steps(&['b', 'c', 'd']), &mut world(&['c'])).unwrap();
         assert_eq!(w.last(), Some(id('b').as_str()));
         assert_eq!(w.block.unwrap().commit, Some(id('c')));
         assert!(w.superseded.is_empty());
-        let w = walk(&steps(&['b']), judge(&['b'], &[])).unwrap();
+        let w = walk(&steps(&['b']), &mut world(&['b'])).unwrap();
         assert_eq!(w.last(), None);
-        let w = walk(&steps(&['b', 'c']), judge(&[], &[])).unwrap();
+        let w = walk(&steps(&['b', 'c']), &mut world(&[])).unwrap();
         assert_eq!(w.last(), Some(id('c').as_str()));
         assert!(w.block.is_none());
-        assert!(walk(&[], judge(&[], &[])).unwrap().last().is_none());
+        assert!(walk(&[], &mut world(&[])).unwrap().last().is_none());
     }
 
     #[test]
     fn a_later_fix_unblocks_as_one_change_over_the_denied_commit() {
-        // b ok, c denied, d not a fix, e fixes (e.g. reverts c), f ok
-        let w = walk(&steps(&['b', 'c', 'd', 'e', 'f']), judge(&['c'], &['e'])).unwrap();
+        // b ok, c denied, d unrelated, e reverts c, f ok
+        let mut w = World {
+            denied: &['c'],
+            reverts: &[('e', 'c')],
+        };
+        let w = walk(&steps(&['b', 'c', 'd', 'e', 'f']), &mut w).unwrap();
         let applied: Vec<(String, String, &str)> = w
             .allowed
             .iter()
@@ -367,15 +452,25 @@ mod tests {
             applied,
             vec![
                 (id('a'), id('b'), "allowed"),
+                (id('c'), id('d'), "allowed"),
                 (id('b'), id('e'), "fixes"),
                 (id('e'), id('f'), "allowed")
             ]
         );
         let superseded: Vec<_> = w.superseded.iter().map(|b| (b.commit.clone(), b.kind)).collect();
-        assert_eq!(
-            superseded,
-            vec![(Some(id('c')), "denied"), (Some(id('d')), "superseded")]
-        );
+        assert_eq!(superseded, vec![(Some(id('c')), "denied")]);
         assert!(w.block.is_none());
+    }
+
+    #[test]
+    fn an_unrelated_approved_commit_does_not_launder_a_denied_one() {
+        // c denied; d and e are allowed on their own but never touch c's file
+        let mut w = World {
+            denied: &['c'],
+            reverts: &[],
+        };
+        let w = walk(&steps(&['b', 'c', 'd', 'e']), &mut w).unwrap();
+        assert_eq!(w.last(), Some(id('b').as_str()));
+        assert_eq!(w.block.map(|b| b.commit), Some(Some(id('c'))));
     }
 }

@@ -40,7 +40,7 @@ pub struct PullIdentity {
 }
 
 /// A commit's own verdict and who made it (for the record).
-struct Judged {
+pub struct Judged {
     own: Record,
     changes: Vec<ChangeRecord>,
 }
@@ -292,7 +292,7 @@ impl Reconciler {
         status.history_rewritten = steps.iter().any(|s| s.decision == "history-rewritten");
         // judge commit by commit, stopping at the first that is not allowed unless a later
         // commit fixes it
-        let walk = decide::walk(&steps, |s| self.judge(s))?;
+        let walk = decide::walk(&steps, self)?;
         let at = |c: Option<&str>| c.and_then(|c| steps.iter().position(|s| s.to == c));
         let behind_after = steps.len() - at(walk.last()).map_or(0, |i| i + 1);
         if let Some(b) = &walk.block {
@@ -426,7 +426,7 @@ impl Reconciler {
     }
 
     /// Judge one step: `Ok(Ok)` allowed (with who made it), `Ok(Err)` stopped and why.
-    fn judge(&mut self, step: &Step) -> anyhow::Result<Result<Judged, Block>> {
+    fn judge_step(&mut self, step: &Step) -> anyhow::Result<Result<Judged, Block>> {
         // (a long walk over a large repo must not hold every revision it passed)
         let pinned = &self.pinned;
         self.validated
@@ -568,6 +568,36 @@ impl Reconciler {
         let same = |x: &crate::spec::Origin, y: &crate::spec::Origin| b.same_source(h, x, y);
         let changes = crate::change::diff(&b.repo, &h.repo, &bg.files, &hg.files, &same);
         Ok(crate::plan::affected(&changes, &b.repo, &h.repo))
+    }
+}
+
+impl decide::Judge for Reconciler {
+    type J = Judged;
+    type E = anyhow::Error;
+
+    fn judge(&mut self, step: &Step) -> anyhow::Result<Result<Judged, Block>> {
+        self.judge_step(step)
+    }
+
+    fn touched(&mut self, from: &str, to: &str) -> anyhow::Result<BTreeSet<String>> {
+        let tree = |c: &str| -> anyhow::Result<git2::Oid> {
+            match self.source(c)? {
+                Source::Git { tree, .. } => Ok(tree),
+                Source::Dir(_) => unreachable!("a commit"),
+            }
+        };
+        let (a, b) = (tree(from)?, tree(to)?);
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        let diff = repo.diff_tree_to_tree(Some(&repo.find_tree(a)?), Some(&repo.find_tree(b)?), None)?;
+        let mut out = BTreeSet::new();
+        for d in diff.deltas() {
+            for f in [d.old_file(), d.new_file()] {
+                if let Some(p) = f.path() {
+                    out.insert(p.to_string_lossy().into_owned());
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
