@@ -275,6 +275,7 @@ mod tests {
         Applied {
             commit: Some(id(c)),
             unknown: false,
+            rendered: None,
         }
     }
 
@@ -330,6 +331,7 @@ mod tests {
         let unknown = Applied {
             commit: None,
             unknown: true,
+            rendered: None,
         };
         assert!(matches!(
             start(&unknown, &id('a'), None, |_| unreachable!()),

@@ -16,7 +16,7 @@ use crate::pipeline::{self, Principals, Validated};
 use crate::remote::Remote;
 use crate::source::Source;
 use crate::target::notes::{self, Entry};
-use crate::target::{Apply, ChangeRecord, Record, Revision, Target};
+use crate::target::{Applied, Apply, ChangeRecord, Record, Revision, Target};
 use anyhow::Context;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -60,6 +60,8 @@ pub struct Reconciler {
     notes_dirty: bool,
     /// Commits whose validated revision must stay: what the targets hold.
     pinned: BTreeSet<String>,
+    /// Target records already checked: (target, commit, tree).
+    believed: BTreeSet<(String, String, String)>,
 }
 
 /// The remote-tracking ref of the watched branch in the mirror.
@@ -99,6 +101,7 @@ impl Reconciler {
             validated: HashMap::new(),
             notes_dirty: false,
             pinned: BTreeSet::new(),
+            believed: BTreeSet::new(),
         })
     }
 
@@ -263,10 +266,13 @@ impl Reconciler {
     /// Reconcile one target; `Ok(true)` when its record moved under us (read it again).
     fn reconcile_target(&mut self, i: usize, tip: &str, status: &mut TargetStatus) -> anyhow::Result<bool> {
         let name = self.targets[i].name();
-        let applied = self.targets[i]
+        let held = self.targets[i]
             .applied()
             .with_context(|| format!("reading what {name} holds"))?;
+        let applied = self.believe(i, &name, &held, tip)?;
         status.applied = applied.commit.clone();
+        // (the target's own record, unless its content is unknown: then the whole tree)
+        let content_known = held.commit.is_some() && held.commit == applied.commit;
         let start = decide::start(&applied, tip, self.cfg.baseline.as_deref(), |from| {
             self.ancestry(from, tip)
         });
@@ -318,7 +324,7 @@ impl Reconciler {
         let last_own = &walk.allowed.last().expect("an allowed step").1.own;
         let opts = crate::compile::Options::default();
         // the base's files are what the target holds only when it holds `from` itself
-        let base_known = from.is_some() && applied.commit == from;
+        let base_known = content_known && from.is_some() && applied.commit == from;
         let affected = match &from {
             Some(f) if base_known => self.affected(f, &to)?,
             _ => None,
@@ -348,7 +354,7 @@ impl Reconciler {
             opts: &opts,
         };
         let t = Instant::now();
-        let outcome = match self.targets[i].apply(&applied, &rev, &record)? {
+        let outcome = match self.targets[i].apply(&held, &rev, &record)? {
             Apply::Moved { now } => {
                 tracing::info!(now = ?now.commit, "the target moved (another process applied); reading it again");
                 return Ok(true);
@@ -415,6 +421,70 @@ impl Reconciler {
             }
         }
         Ok(false)
+    }
+
+    /// What a target holds, as far as rampart's records agree:
+    /// - a deploy branch's `Rampart-Source:` is believed when the note on that commit records
+    ///   this very tree, or when the tree is what that commit compiles to — a trailer someone
+    ///   else wrote (to make a denied commit look applied) makes it an unknown baseline;
+    /// - a target that holds nothing, or objects without a record, stood where the notes say
+    ///   it was last brought: a deleted deploy branch or state file does not make the next
+    ///   apply a first one, so what came after is still judged.
+    fn believe(&mut self, i: usize, name: &str, held: &Applied, tip: &str) -> anyhow::Result<Applied> {
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        if let (Some(c), Some(tree)) = (&held.commit, &held.rendered) {
+            let key = (name.to_owned(), c.clone(), tree.clone());
+            if self.believed.contains(&key) {
+                return Ok(held.clone());
+            }
+            let id = git2::Oid::from_str(c)?;
+            let present = repo.find_commit(id).is_ok();
+            let mut ok = present && notes::confirms(&repo, id, name, tree);
+            if !ok && present {
+                self.validate(c)?;
+                let opts = crate::compile::Options::default();
+                let v = &self.validated[c];
+                ok = v.specs_valid()
+                    && self.targets[i]
+                        .holds(&Revision {
+                            head: v,
+                            base: None,
+                            affected: None,
+                            opts: &opts,
+                        })?
+                        .unwrap_or(true);
+            }
+            if ok {
+                self.believed.insert(key);
+                return Ok(held.clone());
+            }
+            tracing::warn!(
+                claims = %short(c),
+                "the target says it holds this commit, but neither rampart's notes nor a compile of it agree: \
+                 treating it as an unknown baseline"
+            );
+            return Ok(Applied {
+                commit: None,
+                unknown: true,
+                rendered: held.rendered.clone(),
+            });
+        }
+        if held.commit.is_none()
+            && let Some(last) = notes::last_applied(&repo, git2::Oid::from_str(tip)?, name, 100_000)
+        {
+            tracing::warn!(
+                last = %short(&last),
+                unknown = held.unknown,
+                "the target records nothing, but rampart's notes say it was brought to this commit: \
+                 authorising from there and writing the whole tree"
+            );
+            return Ok(Applied {
+                commit: Some(last),
+                unknown: false,
+                rendered: None,
+            });
+        }
+        Ok(held.clone())
     }
 
     fn block(&self, name: &str, status: &mut TargetStatus, b: Block, behind: usize) {

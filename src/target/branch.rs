@@ -88,10 +88,12 @@ impl BranchTarget {
             Some(s) if super::is_commit_id(&s) => Applied {
                 commit: Some(s),
                 unknown: false,
+                rendered: Some(commit.tree_id().to_string()),
             },
             _ => Applied {
                 commit: None,
                 unknown: true,
+                rendered: Some(commit.tree_id().to_string()),
             },
         })
     }
@@ -198,6 +200,18 @@ impl Target for BranchTarget {
     fn applied(&mut self) -> anyhow::Result<Applied> {
         let tip = self.fetch()?;
         self.record_of(&self.repo()?, tip)
+    }
+
+    fn holds(&mut self, rev: &Revision<'_>) -> anyhow::Result<Option<bool>> {
+        let repo = self.repo()?;
+        let Ok(tip) = repo.refname_to_id(&self.tracking()) else {
+            return Ok(Some(false));
+        };
+        let full = Revision { base: None, ..*rev };
+        Ok(Some(match self.build_tree(&repo, None, &full)? {
+            Ok(tree) => repo.find_commit(tip)?.tree_id() == tree,
+            Err(_) => false,
+        }))
     }
 
     fn apply(&mut self, expected: &Applied, rev: &Revision<'_>, record: &Record) -> anyhow::Result<Apply> {

@@ -86,6 +86,7 @@ impl DirTarget {
             Some(c) if super::is_commit_id(&c) => Ok(Applied {
                 commit: Some(c),
                 unknown: false,
+                rendered: None,
             }),
             Some(c) => anyhow::bail!(
                 "the state file `{}` records {} as the applied commit, which is not a commit id",
@@ -95,6 +96,7 @@ impl DirTarget {
             None => Ok(Applied {
                 commit: None,
                 unknown: writer::holds_files(&self.out)?,
+                rendered: None,
             }),
         }
     }

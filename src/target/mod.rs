@@ -33,6 +33,10 @@ pub struct Applied {
     /// It holds objects but records no commit (or a record that is not rampart's): an
     /// unknown baseline, from which nothing can be authorised.
     pub unknown: bool,
+    /// The target's own id of what it holds, when it has one (branch: the tip's tree), so a
+    /// record can be checked against rampart's notes.
+    #[serde(skip)]
+    pub rendered: Option<String>,
 }
 
 /// The decision recorded about one change of an applied commit.
@@ -134,6 +138,11 @@ pub trait Target: Send {
     /// Apply `rev` with its record, if the target still holds `expected` (compare-and-swap);
     /// idempotent: applying what the target holds writes nothing.
     fn apply(&mut self, expected: &Applied, rev: &Revision<'_>, record: &Record) -> anyhow::Result<Apply>;
+    /// Whether the target holds exactly what `rev` compiles to (`None`: it cannot tell, or
+    /// its record needs no check — a local state file).
+    fn holds(&mut self, _rev: &Revision<'_>) -> anyhow::Result<Option<bool>> {
+        Ok(None)
+    }
 }
 
 /// What `rev` changes in a target that holds `rev.base`: only the affected tenants' files

@@ -105,6 +105,35 @@ pub fn has(repo: &Repository, commit: Oid, target: &str, applied_as: &str) -> bo
         .any(|e| e.key() == (target, applied_as))
 }
 
+/// Whether rampart's note on `commit` says `target` was brought to it holding `rendered` (the
+/// target's own id of its content): a deploy branch's trailer is believed only then.
+pub fn confirms(repo: &Repository, commit: Oid, target: &str, rendered: &str) -> bool {
+    let c = commit.to_string();
+    read(repo, commit)
+        .applies
+        .iter()
+        .any(|e| e.key() == (target, c.as_str()) && e.rendered.as_deref() == Some(rendered))
+}
+
+/// The last commit on `tip`'s first-parent line (at most `limit` back) that rampart's notes
+/// say `target` was brought to: where a target that lost its own record stood.
+pub fn last_applied(repo: &Repository, tip: Oid, target: &str, limit: usize) -> Option<String> {
+    let mut at = repo.find_commit(tip).ok();
+    for _ in 0..limit {
+        let c = at?;
+        let id = c.id().to_string();
+        if read(repo, c.id())
+            .applies
+            .iter()
+            .any(|e| e.key() == (target, id.as_str()) && e.result != "superseded")
+        {
+            return Some(id);
+        }
+        at = c.parent(0).ok();
+    }
+    None
+}
+
 /// Add `entry` to the note on `commit` (nothing when an entry for the same target and applied
 /// commit is there). `true` when the note changed.
 pub fn add(repo: &Repository, commit: Oid, entry: Entry) -> anyhow::Result<bool> {
