@@ -247,10 +247,18 @@ impl Remote {
             Some(_) => {
                 // `push --porcelain` reports refusals on stdout
                 let text = format!("{}\n{}", stderr.trim(), stdout.trim());
+                let mut message = self.clean(text.trim());
+                if refused_credentials(&message) {
+                    message.push_str(if self.auth.token.is_some() {
+                        " (the remote refused the credentials: the token is wrong, expired or has no access to this repository)"
+                    } else {
+                        " (the remote wants credentials: set GITHUB_TOKEN or GitHub App settings)"
+                    });
+                }
                 Err(RemoteError::Failed {
                     what: what.to_owned(),
                     url,
-                    message: self.clean(text.trim()),
+                    message,
                 })
             }
         }
@@ -271,6 +279,15 @@ impl Remote {
 }
 
 /// Whether git's output says the push was refused as a non-fast-forward (the remote moved).
+/// Git's ways of saying an HTTP remote answered 401 or 403 (after a 401 it asks for a user
+/// name, which it may not: no terminal, no askpass).
+fn refused_credentials(message: &str) -> bool {
+    message.contains("could not read Username")
+        || message.contains("Authentication failed")
+        || message.contains("The requested URL returned error: 401")
+        || message.contains("The requested URL returned error: 403")
+}
+
 fn rejected(message: &str) -> bool {
     message.lines().any(|l| l.starts_with('!'))
         || message.contains("[rejected]")
