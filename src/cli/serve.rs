@@ -289,7 +289,7 @@ fn once_code(s: &Status) -> u8 {
         .iter()
         .filter_map(|t| t.blocked.as_ref().map(|b| b.kind))
         .collect();
-    if kinds.iter().any(|k| *k == "invalid") {
+    if kinds.contains(&"invalid") {
         exit::INVALID
     } else if kinds.iter().any(|k| *k == "denied" || *k == "no-pull-request") {
         exit::DENIED

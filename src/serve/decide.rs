@@ -95,13 +95,10 @@ pub fn start(applied: &Applied, tip: &str, baseline: Option<&str>, ancestry: imp
             Start::Steps(
                 commits
                     .into_iter()
-                    .map(|c| {
-                        let s = Step {
-                            from: std::mem::replace(&mut prev, c.clone()),
-                            to: c,
-                            decision: "allowed",
-                        };
-                        s
+                    .map(|c| Step {
+                        from: std::mem::replace(&mut prev, c.clone()),
+                        to: c,
+                        decision: "allowed",
                     })
                     .collect(),
             )

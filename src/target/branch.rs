@@ -78,7 +78,7 @@ impl BranchTarget {
             t.iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case(SOURCE_TRAILER))
                 .map(|(_, v)| v.trim().to_owned())
-                .last()
+                .next_back()
         });
         Ok(match source {
             Some(s) if super::is_commit_id(&s) => Applied {
