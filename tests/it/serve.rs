@@ -118,6 +118,21 @@ impl Fixture {
         v["commit"].as_str().map(str::to_owned)
     }
 
+    /// A `serve --once` process with `extra` flags (state under `state`), its stderr piped.
+    fn spawn_once(&self, state: &str, extra: &[&str]) -> Child {
+        let state = self.path(state);
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["serve", "--once", "--repo", &self.remote(), "--state-dir"])
+            .arg(state)
+            .args(extra)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// `serve --once` with the targets and flags given (state under `state`).
     fn once(&self, state: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
         let state = self.path(state);
@@ -629,24 +644,7 @@ fn serve_killed_in_an_apply_resumes_with_an_empty_state_dir() {
         if round > 0 {
             tip = f.push(ALICE, &format!("round {round}"), describe(round as usize));
         }
-        let state = f.path(&format!("state-{round}"));
-        let remote = f.remote();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
-            .args([
-                "serve",
-                "--once",
-                "--repo",
-                &remote,
-                "--state-dir",
-                state.to_str().unwrap(),
-            ])
-            .args(targets)
-            .current_dir(f.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = f.spawn_once(&format!("state-{round}"), &targets);
         // a different moment of the apply each round (pseudo-random, 0–750 ms)
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -683,29 +681,13 @@ fn serve_two_processes_on_the_same_targets_apply_each_commit_once() {
             f.push(ALICE, &format!("round {round} a"), describe(round * 10));
             tip = f.push(ALICE, &format!("round {round} b"), describe(round * 10 + 1));
         }
-        let remote = f.remote();
-        let spawn = |state: &str| {
-            let state = f.path(&format!("{state}-{round}"));
-            Command::new(env!("CARGO_BIN_EXE_rampart"))
-                .args([
-                    "serve",
-                    "--once",
-                    "--repo",
-                    &remote,
-                    "--state-dir",
-                    state.to_str().unwrap(),
-                ])
-                .args(targets)
-                .current_dir(f.dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        };
-        let (a, b) = (spawn("a"), spawn("b"));
-        for child in [a, b] {
-            let out = child.wait_with_output().unwrap();
+        // both run to the end before anything is asserted (no process is left behind)
+        let (a, b) = (
+            f.spawn_once(&format!("a-{round}"), &targets),
+            f.spawn_once(&format!("b-{round}"), &targets),
+        );
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        for out in outs {
             assert!(
                 out.status.success(),
                 "round {round}: {:?}\n{}",
