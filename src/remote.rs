@@ -100,7 +100,10 @@ impl Remote {
             url.to_owned()
         } else {
             let p = Path::new(url);
-            let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+            // a path that is not there (yet) is still made absolute: `file://relative` names a host
+            let abs = std::fs::canonicalize(p)
+                .or_else(|_| std::path::absolute(p))
+                .unwrap_or_else(|_| p.to_owned());
             format!("file://{}", abs.display())
         };
         Remote {
