@@ -565,7 +565,24 @@ fn serve_survives_an_unreachable_remote() {
     let c0 = f.head();
     let away = f.path("remote.away");
     std::fs::rename(f.path("remote.git"), &away).unwrap();
-    let mut s = service(&f, &["--interval", "1s"]);
+    // (a relative path, as an operator would give it, that does not exist yet)
+    let state = f.path("state");
+    let mut s = Service::start(
+        f.dir.path(),
+        &[
+            "--repo",
+            "remote.git",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--target",
+            "dir:out",
+            "--target",
+            "branch:rendered",
+            "--interval",
+            "1s",
+        ],
+        &[],
+    );
     s.wait("a failed fetch", Duration::from_secs(20), |s| {
         !s.status()["fetchError"].is_null()
     });
