@@ -293,10 +293,18 @@ impl Remote {
             Some(_) => {
                 // `push --porcelain` reports refusals on stdout
                 let text = format!("{}\n{}", stderr.trim(), stdout.trim());
+                let mut message = self.clean(text.trim());
+                if refused_credentials(&message) {
+                    message.push_str(if self.auth.token.is_some() {
+                        " (the remote refused the credentials: the token is wrong, expired or has no access to this repository)"
+                    } else {
+                        " (the remote wants credentials: set GITHUB_TOKEN or GitHub App settings)"
+                    });
+                }
                 Err(RemoteError::Failed {
                     what: what.to_owned(),
                     url,
-                    message: self.clean(text.trim()),
+                    message,
                 })
             }
         }
@@ -323,7 +331,10 @@ impl Remote {
 /// of one repository compare equal.
 fn canonical(path: &str) -> String {
     let p = Path::new(path);
-    let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    // a path that is not there (yet) is still made absolute: `file://relative` names a host
+    let abs = std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_owned());
     abs.display().to_string()
 }
 
@@ -366,6 +377,15 @@ pub fn kill_all() {
 }
 
 /// Whether git's output says the push was refused as a non-fast-forward (the remote moved).
+/// Git's ways of saying an HTTP remote answered 401 or 403 (after a 401 it asks for a user
+/// name, which it may not: no terminal, no askpass).
+fn refused_credentials(message: &str) -> bool {
+    message.contains("could not read Username")
+        || message.contains("Authentication failed")
+        || message.contains("The requested URL returned error: 401")
+        || message.contains("The requested URL returned error: 403")
+}
+
 fn rejected(message: &str) -> bool {
     message.lines().any(|l| l.starts_with('!'))
         || message.contains("[rejected]")

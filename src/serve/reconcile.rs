@@ -303,7 +303,8 @@ impl Reconciler {
         let behind_after = steps.len() - at(walk.last()).map_or(0, |i| i + 1);
         if let Some(b) = &walk.block {
             tracing::warn!(commit = %b.commit.as_deref().map(short).unwrap_or(""), kind = b.kind, reasons = ?b.reasons, way_out = %b.way_out, "commit blocked");
-            if b.kind == "denied" {
+            // counted once per denied commit, not once per reconcile that stops at it
+            if b.kind == "denied" && status.blocked.as_ref() != Some(b) {
                 self.shared.metrics.denials.get_or_create(&label(&name)).inc();
             }
             self.block(&name, status, b.clone(), behind_after);

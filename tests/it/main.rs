@@ -16,6 +16,7 @@ mod invalid;
 mod plan;
 mod policy;
 mod prometheus;
+mod serve;
 mod supply;
 mod support;
 mod webhooks;
