@@ -158,8 +158,20 @@ pub trait Judge {
     type E;
     /// Judge one step: the change `from` → `to` with `to`'s author and approvals.
     fn judge(&mut self, step: &Step) -> Result<Result<Self::J, Block>, Self::E>;
-    /// The config repo's paths whose content differs between two commits.
+    /// What differs between two commits, as `path#pointer` items: the JSON pointer of every
+    /// leaf value that differs in a YAML file (`tenants/a.yaml#/0/spec/quota/cpu`, the number
+    /// being the document), or `path#` for a whole file that is not YAML or does not parse.
     fn touched(&mut self, from: &str, to: &str) -> Result<BTreeSet<String>, Self::E>;
+}
+
+/// Whether two [`Judge::touched`] items concern the same value: equal, or one is inside the
+/// other (`a.yaml#` holds everything in the file; `#/0/spec` holds `#/0/spec/quota/cpu`).
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let inside = |outer: &str, inner: &str| {
+        inner.starts_with(outer)
+            && (inner.len() == outer.len() || outer.ends_with('#') || inner[outer.len()..].starts_with('/'))
+    };
+    inside(a, b) || inside(b, a)
 }
 
 /// Judge `steps` in order, stopping at the first step that is not allowed — never skipping
@@ -167,13 +179,14 @@ pub trait Judge {
 /// it when
 /// - F's own change (from its parent) is allowed, and so is every commit between that is not
 ///   itself blocked;
-/// - every path a blocked commit changed is either back as it was (the combined change no
-///   longer touches it: a revert) or changed again by an allowed commit after the block (F or
-///   one between), whose author and approvers changed that very file;
+/// - every value a blocked commit changed (a field of a YAML document, or a whole other file)
+///   is either back as it was (a revert) or changed again by an allowed commit after the
+///   block (F or one between), whose author and approvers changed that very value;
 /// - the combined change, from the last allowed commit to F, is allowed with F's author and
 ///   approvals.
-/// A later commit that does not touch what was blocked never fixes it, so a denied change
-/// cannot ride along with someone else's approved one. The blocked commits are never applied
+/// A later commit that does not change what was blocked — another field of the same tenant
+/// included — never fixes it, so a denied change cannot ride along with someone else's
+/// approved one. The blocked commits are never applied
 /// alone (`superseded`). At most [`MAX_FIX_TRIES`] later commits are tried.
 pub fn walk<Jd: Judge>(steps: &[Step], world: &mut Jd) -> Result<Walk<Jd::J>, Jd::E> {
     let mut out = Walk {
@@ -223,10 +236,13 @@ pub fn walk<Jd: Judge>(steps: &[Step], world: &mut Jd) -> Result<Walk<Jd::J>, Jd
                     along.push((later.clone(), j));
                 }
             }
-            let open: BTreeSet<&String> = uncovered.difference(&covered).collect();
+            let open: Vec<&String> = uncovered
+                .iter()
+                .filter(|u| !covered.iter().any(|c| overlaps(u, c)))
+                .collect();
             if !open.is_empty() {
                 let combined = world.touched(&from, &later.to)?;
-                if open.iter().any(|p| combined.contains(*p)) {
+                if open.iter().any(|u| combined.iter().any(|c| overlaps(u, c))) {
                     continue;
                 }
             }
@@ -462,6 +478,18 @@ mod tests {
         let superseded: Vec<_> = w.superseded.iter().map(|b| (b.commit.clone(), b.kind)).collect();
         assert_eq!(superseded, vec![(Some(id('c')), "denied")]);
         assert!(w.block.is_none());
+    }
+
+    #[test]
+    fn items_overlap_when_one_holds_the_other() {
+        assert!(overlaps("t.yaml#/0/spec/quota/cpu", "t.yaml#/0/spec/quota/cpu"));
+        assert!(overlaps("t.yaml#/0/spec", "t.yaml#/0/spec/quota/cpu"));
+        assert!(overlaps("t.yaml#", "t.yaml#/0/spec/quota/cpu"));
+        assert!(overlaps("t.yaml#/0/spec/quota/cpu", "t.yaml#"));
+        assert!(!overlaps("t.yaml#/0/spec/quota/cpu", "t.yaml#/0/metadata/description"));
+        assert!(!overlaps("t.yaml#/0/spec/quota/cpu", "t.yaml#/0/spec/quota/cpus"));
+        assert!(!overlaps("t.yaml#/1", "t.yaml#/10"));
+        assert!(!overlaps("t.yaml#", "u.yaml#"));
     }
 
     #[test]

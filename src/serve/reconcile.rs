@@ -660,15 +660,101 @@ impl decide::Judge for Reconciler {
         let (a, b) = (tree(from)?, tree(to)?);
         let repo = git2::Repository::open_bare(&self.mirror)?;
         let diff = repo.diff_tree_to_tree(Some(&repo.find_tree(a)?), Some(&repo.find_tree(b)?), None)?;
+        let blob = |id: git2::Oid| -> Option<Vec<u8>> {
+            (!id.is_zero())
+                .then(|| repo.find_blob(id).ok().map(|b| b.content().to_vec()))
+                .flatten()
+        };
         let mut out = BTreeSet::new();
         for d in diff.deltas() {
-            for f in [d.old_file(), d.new_file()] {
-                if let Some(p) = f.path() {
-                    out.insert(p.to_string_lossy().into_owned());
-                }
+            let (old, new) = (d.old_file(), d.new_file());
+            let paths: BTreeSet<String> = [old.path(), new.path()]
+                .into_iter()
+                .flatten()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            for path in paths {
+                // (a moved file counts as removed at one path and added at the other)
+                let same = old.path().map(|p| p.to_string_lossy()) == new.path().map(|p| p.to_string_lossy());
+                let before = (same || old.path().is_some_and(|p| p.to_string_lossy() == path))
+                    .then(|| blob(old.id()))
+                    .flatten();
+                let after = (same || new.path().is_some_and(|p| p.to_string_lossy() == path))
+                    .then(|| blob(new.id()))
+                    .flatten();
+                value_changes(&path, before, after, &mut out);
             }
         }
         Ok(out)
+    }
+}
+
+/// The `path#pointer` items (see [`decide::Judge::touched`]) that differ between two versions
+/// of one file (`None`: absent).
+fn value_changes(path: &str, before: Option<Vec<u8>>, after: Option<Vec<u8>>, out: &mut BTreeSet<String>) {
+    let docs = |bytes: Option<Vec<u8>>| -> Option<Vec<serde_json::Value>> {
+        let Some(bytes) = bytes else {
+            return Some(Vec::new());
+        };
+        if !crate::source::is_yaml(path) {
+            return None;
+        }
+        let file = crate::source::SourceFile {
+            path: path.to_owned(),
+            bytes,
+        };
+        let (loaded, diags) = crate::load::load_file(file, &crate::config::Limits::default());
+        (!diags.iter().any(Diagnostic::is_error)).then_some(loaded.docs)
+    };
+    match (docs(before), docs(after)) {
+        (Some(a), Some(b)) => {
+            let (a, b) = (serde_json::Value::Array(a), serde_json::Value::Array(b));
+            leaf_changes(&a, &b, &mut format!("{path}#"), out);
+        }
+        _ => {
+            out.insert(format!("{path}#"));
+        }
+    }
+}
+
+/// Every JSON pointer (appended to `at`) where `a` and `b` differ, down to the leaves (an
+/// array of another length differs as a whole).
+fn leaf_changes(a: &serde_json::Value, b: &serde_json::Value, at: &mut String, out: &mut BTreeSet<String>) {
+    use serde_json::Value;
+    if a == b {
+        return;
+    }
+    let len = at.len();
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                leaf_changes(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    at,
+                    out,
+                );
+                at.truncate(len);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() || len == at.find('#').map_or(0, |i| i + 1) => {
+            // (documents of a file are compared one by one even when some were added)
+            for i in 0..x.len().max(y.len()) {
+                at.push_str(&format!("/{i}"));
+                leaf_changes(
+                    x.get(i).unwrap_or(&Value::Null),
+                    y.get(i).unwrap_or(&Value::Null),
+                    at,
+                    out,
+                );
+                at.truncate(len);
+            }
+        }
+        _ => {
+            out.insert(at.clone());
+        }
     }
 }
 

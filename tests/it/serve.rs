@@ -493,28 +493,58 @@ fn serve_stops_at_a_denied_commit_and_never_skips_it() {
     assert_eq!(f.deploy_sources("rendered"), std::slice::from_ref(&c0));
     assert!(!f.remote_git(&["notes", "--ref", "rampart", "list"]).contains(&later));
 
-    // a revert leaves the denied commit in the first-parent history: still blocked there.
-    // This pins what the design does today, though the block's way out says "revert it or
-    // fix it in a new commit": each step is judged from its parent, so the step to the denied
-    // commit is judged (and denied) again on every reconcile, and no later commit — a
-    // revert, or an approved fix — is ever reached. Only a history without the commit
-    // (below), or GitHub approvals added to its pull request afterwards, unblock.
+    // a revert fixes it: the change from the last applied commit to the revert (Alice's
+    // description, Eve's cpu undone) is judged with the revert's author and applied as one;
+    // the denied commit is recorded as superseded, never applied on its own
     git_as(&f.work(), ALICE, &["revert", "--no-edit", &denied]);
     git_as(&f.work(), ALICE, &["push", "-q", "origin", "HEAD:main"]);
     let revert = f.head();
-    s.wait("the revert to be fetched", Duration::from_secs(20), |s| {
-        s.status()["tip"] == revert.as_str() && s.target("dir:out")["behind"] == 3
-    });
+    s.wait_applied("dir:out", &revert, Duration::from_secs(20));
+    s.wait_applied("branch:rendered", &revert, Duration::from_secs(20));
     let t = s.target("dir:out");
-    assert_eq!(t["blocked"]["commit"], denied.as_str(), "{t}");
-    assert_eq!(f.state_commit("out").as_deref(), Some(c0.as_str()));
+    assert!(t["blocked"].is_null(), "{t}");
+    let quota = sandbox_quota(&f.path("out"));
+    assert!(quota.contains("requests.cpu: \"1\""), "{quota}");
+    assert!(f.deploy_tip_message("rendered").contains("Rampart-Decision: fixes"));
+    assert_eq!(f.deploy_sources("rendered"), [revert.clone(), c0.clone()]);
+    s.wait("the notes", Duration::from_secs(10), |_| {
+        f.remote_git(&["notes", "--ref", "rampart", "list"]).contains(&denied)
+    });
+    let note = f.note(&denied);
+    for a in note["applies"].as_array().unwrap() {
+        assert_eq!(a["result"], "superseded", "{note}");
+        assert_eq!(a["appliedAs"], revert.as_str(), "{note}");
+    }
+    let note = f.note(&later);
+    assert!(
+        note["applies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["result"] == "applied"),
+        "{note}"
+    );
+}
 
-    // the way out that works: a history without the denied commit (flagged as rewritten)
-    let fixed = f.rewrite(&c0, ALICE, "describe the sandbox", describe(1));
-    s.wait_applied("dir:out", &fixed, Duration::from_secs(20));
-    s.wait_applied("branch:rendered", &fixed, Duration::from_secs(20));
-    assert!(s.target("dir:out")["blocked"].is_null());
-    assert_eq!(f.deploy_sources("rendered"), [fixed, c0]);
+#[test]
+fn serve_does_not_let_an_unrelated_commit_fix_a_denied_one() {
+    // Alice (platform) edits another field of the same tenant after Eve's denied change:
+    // her commit does not touch Eve's value, so it fixes nothing, however privileged she is
+    let f = Fixture::new();
+    let c0 = f.head();
+    let run = f.once("state", &["--target", "dir:out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let denied = f.push(EVE, "more cpu for my sandbox", eve_raises_the_sandbox);
+    f.push(ALICE, "more memory", |p| {
+        edit(p, "tenants/sandbox.yaml", "memory: 2Gi", "memory: 3Gi")
+    });
+    f.push(ALICE, "describe the sandbox", describe(1));
+    let run = f.once("state", &["--target", "dir:out"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(f.state_commit("out").as_deref(), Some(c0.as_str()));
+    assert!(run.stderr.contains(&denied[..12]), "{}", run.stderr);
+    let quota = sandbox_quota(&f.path("out"));
+    assert!(quota.contains("requests.cpu: \"1\""), "{quota}");
 }
 
 #[test]
