@@ -238,26 +238,41 @@ pub fn compute(
             _ => {}
         }
     }
-    let wanted = |t: &str| affected.as_ref().is_none_or(|a| a.contains(t));
-    let head_c = pipeline::compile_validated_tenants(head_v, opts, &wanted);
-    if !head_c.is_valid() {
-        return Ok(Outcome::Invalid(Box::new(head_c)));
+    // base and head compiled and diffed tenant by tenant: only the diffs are kept
+    let base_repo = base_valid.then_some(&base_v.repo);
+    let mut streamed = plan::stream::plan(base_repo, &head_v.repo, affected.as_ref(), opts);
+    if streamed
+        .head_diagnostics
+        .iter()
+        .any(crate::diagnostic::Diagnostic::is_error)
+    {
+        let mut diagnostics = streamed.head_diagnostics;
+        head_v.resolve(&mut diagnostics);
+        return Ok(Outcome::Invalid(Box::new(pipeline::Compiled {
+            validated: head_v,
+            manifests: Vec::new(),
+            diagnostics,
+        })));
     }
-    let base_c = pipeline::compile_validated_tenants(base_v, opts, &wanted);
-    let base_manifests = if base_valid && base_c.specs_valid() {
-        base_c.manifests.as_slice()
-    } else {
+    if base_repo.is_none()
+        || streamed
+            .base_diagnostics
+            .iter()
+            .any(crate::diagnostic::Diagnostic::is_error)
+    {
         notes.push("the base revision is invalid, so the plan compares the head with nothing".to_owned());
-        &[]
-    };
-    let t_compile = start.elapsed();
-    let plan = plan::plan(base_manifests, &head_c.manifests);
+        if base_repo.is_some() {
+            // (rare: a base that validates but does not compile) planned again against nothing
+            streamed = plan::stream::plan(None, &head_v.repo, affected.as_ref(), opts);
+        }
+    }
+    let plan = streamed.value;
     let t_diff = start.elapsed();
     let report = PlanReport {
         plan: &plan,
         base: base_name,
         head: head_name,
-        commits: (base_c.validated.commit.as_deref(), head_c.validated.commit.as_deref()),
+        commits: (base_v.commit.as_deref(), head_v.commit.as_deref()),
         notes: &notes,
         verdicts: verdicts.as_ref().map(|a| Verdicts {
             changes: &a.changes,
@@ -275,17 +290,16 @@ pub fn compute(
         .collect();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let timings = format!(
-        "timings: read+validate {:.1} ms, policy {:.1} ms, compile {:.1} ms, diff {:.1} ms, render {:.1} ms",
+        "timings: read+validate {:.1} ms, policy {:.1} ms, compile+diff {:.1} ms, render {:.1} ms",
         ms(t_read),
         ms(t_policy - t_read),
-        ms(t_compile - t_policy),
-        ms(t_diff - t_compile),
+        ms(t_diff - t_policy),
         ms(start.elapsed() - t_diff)
     );
     let changed = plan.totals.total() > 0;
     // freeing the models and the parse cache object by object costs more than the process exit
-    std::mem::forget(head_c);
-    std::mem::forget(base_c);
+    std::mem::forget(head_v);
+    std::mem::forget(base_v);
     std::mem::forget(cache);
     Ok(Outcome::Planned(Box::new(Planned {
         rendered,

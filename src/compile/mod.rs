@@ -178,6 +178,74 @@ pub fn compile_tenants(
     (out, diags)
 }
 
+/// A valid repo prepared for compiling tenant by tenant: the platform version, the plugins
+/// by name, and the rollouts resolved to the tenants they reach (a rollout places its
+/// canaries and route in each target tenant, so a tenant's objects are known only once the
+/// rollouts are).
+pub struct Compiler<'r> {
+    repo: &'r Repo,
+    opts: &'r Options,
+    version: String,
+    plugins: portal::Plugins<'r>,
+    reach: BTreeMap<usize, Vec<(usize, i32)>>,
+}
+
+impl<'r> Compiler<'r> {
+    /// Prepare `repo` for the tenants `wanted` accepts. Problems of the rollouts themselves
+    /// (a current step that does not exist) go to `diags`.
+    pub fn new(
+        repo: &'r Repo,
+        opts: &'r Options,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+        diags: &mut Vec<Diagnostic>,
+    ) -> Compiler<'r> {
+        let version = repo
+            .settings
+            .platform
+            .as_ref()
+            .map_or("latest".to_owned(), |p| p.version.clone());
+        Compiler {
+            repo,
+            opts,
+            version,
+            plugins: repo.plugins.iter().map(|p| (p.name(), p)).collect(),
+            reach: rollout::targets(repo, opts, wanted, diags),
+        }
+    }
+
+    /// Every object of the tenant at `index` in `repo.tenants` (its own, its portal, the
+    /// canaries and route of the rollouts that reach it), unsorted, and the problems only
+    /// compiling it reveals. Nothing for a reserved name (validation reports it, R500: a
+    /// valid repo has none).
+    pub fn tenant(&self, index: usize) -> (Vec<Manifest>, Vec<Diagnostic>) {
+        let t = &self.repo.tenants[index];
+        if reserved(t.name()) {
+            return (Vec::new(), Vec::new());
+        }
+        let mut out = tenant::objects(t);
+        out.extend(portal::objects(t, &self.plugins, &self.version, self.opts.redact));
+        let rollouts = self.reach.get(&index).map_or(&[][..], Vec::as_slice);
+        let (canaries, diags) =
+            rollout::for_tenant(self.repo, index, rollouts, &self.plugins, &self.version, self.opts);
+        out.extend(canaries);
+        (out, diags)
+    }
+}
+
+/// R503 for every path in `sorted` that follows an equal one: two objects at one path would
+/// overwrite each other, so refuse rather than lose one.
+pub fn duplicate_paths(sorted: &[String], diags: &mut Vec<Diagnostic>) {
+    for w in sorted.windows(2) {
+        if w[0] == w[1] {
+            diags.push(Diagnostic::new(
+                Code::DuplicateObject,
+                crate::diagnostic::Anchor::None,
+                format!("two compiled objects would both be `{}`", w[0]),
+            ));
+        }
+    }
+}
+
 /// Compile a valid repo tenant by tenant, on every core, handing each object to `sink` as
 /// soon as it is built (in no particular order), so a large repo never has to be held
 /// compiled in memory. Returns every object's output path, sorted, and the diagnostics.
@@ -188,39 +256,23 @@ pub fn compile_each(
     sink: &(dyn Fn(Manifest) + Sync),
 ) -> (Vec<String>, Vec<Diagnostic>) {
     use rayon::prelude::*;
-    let version = repo
-        .settings
-        .platform
-        .as_ref()
-        .map_or("latest".to_owned(), |p| p.version.clone());
-    let plugins: BTreeMap<&str, &crate::spec::Object<crate::spec::PluginSpec>> =
-        repo.plugins.iter().map(|p| (p.name(), p)).collect();
     let mut diags = Vec::new();
-    let reach = rollout::targets(repo, opts, wanted, &mut diags);
-    let none = Vec::new();
+    let compiler = Compiler::new(repo, opts, wanted, &mut diags);
     let per_tenant: Vec<(Vec<String>, Vec<Diagnostic>)> = (0..repo.tenants.len())
         .into_par_iter()
         .map(|i| {
-            let t = &repo.tenants[i];
-            if reserved(t.name()) || !wanted(t.name()) {
-                // (a reserved name is reported by validation, R500: a valid repo has none)
+            if !wanted(repo.tenants[i].name()) {
                 return (Vec::new(), Vec::new());
             }
-            let mut paths = Vec::new();
-            let mut emit = |m: Manifest| {
-                paths.push(m.path());
-                sink(m);
-            };
-            for m in tenant::objects(t) {
-                emit(m);
-            }
-            for m in portal::objects(t, &plugins, &version, opts.redact) {
-                emit(m);
-            }
-            let (ms, d) = rollout::for_tenant(repo, i, reach.get(&i).unwrap_or(&none), &plugins, &version, opts);
-            for m in ms {
-                emit(m);
-            }
+            let (objects, d) = compiler.tenant(i);
+            let paths = objects
+                .into_iter()
+                .map(|m| {
+                    let path = m.path();
+                    sink(m);
+                    path
+                })
+                .collect();
             (paths, d)
         })
         .collect();
@@ -230,16 +282,7 @@ pub fn compile_each(
         diags.extend(d);
     }
     paths.sort_unstable();
-    // two objects at one path would overwrite each other: refuse rather than lose one
-    for w in paths.windows(2) {
-        if w[0] == w[1] {
-            diags.push(Diagnostic::new(
-                Code::DuplicateObject,
-                crate::diagnostic::Anchor::None,
-                format!("two compiled objects would both be `{}`", w[0]),
-            ));
-        }
-    }
+    duplicate_paths(&paths, &mut diags);
     (paths, diags)
 }
 

@@ -6,6 +6,8 @@
 //! pair cannot stall a PR). The summary counts changes by tenant and kind and raises risk
 //! flags: deletions, quota increases, network widening, RBAC changes, isolation downgrades.
 
+pub mod stream;
+
 use crate::change::Action;
 use crate::compile::Manifest;
 use crate::units::Quantity;
@@ -85,6 +87,13 @@ impl Counts {
     pub fn total(&self) -> usize {
         self.added + self.changed + self.removed
     }
+
+    /// Add `other`'s counts to these.
+    pub fn merge(&mut self, other: &Counts) {
+        self.added += other.added;
+        self.changed += other.changed;
+        self.removed += other.removed;
+    }
 }
 
 /// The plan of a change.
@@ -101,21 +110,34 @@ pub struct Plan {
 
 /// Diff two compiled revisions.
 pub fn plan(base: &[Manifest], head: &[Manifest]) -> Plan {
-    let old: BTreeMap<String, &Manifest> = base.iter().map(|m| (m.path(), m)).collect();
-    let new: BTreeMap<String, &Manifest> = head.iter().map(|m| (m.path(), m)).collect();
-    let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let mut p = Plan::default();
-    for path in paths {
-        let (a, b) = (old.get(path), new.get(path));
+    p.diff(base, head);
+    p.finish();
+    p
+}
+
+impl Plan {
+    /// Add the differences between `base` and `head` (objects matched by output path). The
+    /// changes are in path order within one call; [`Plan::finish`] orders the whole plan.
+    pub fn diff(&mut self, base: &[Manifest], head: &[Manifest]) {
+        let old: BTreeMap<String, &Manifest> = base.iter().map(|m| (m.path(), m)).collect();
+        let new: BTreeMap<String, &Manifest> = head.iter().map(|m| (m.path(), m)).collect();
+        let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        for path in paths {
+            self.diff_one(path, old.get(path).copied(), new.get(path).copied());
+        }
+    }
+
+    fn diff_one(&mut self, path: &str, a: Option<&Manifest>, b: Option<&Manifest>) {
         let action = match (a, b) {
             (Some(a), Some(b)) if a.value == b.value => {
-                p.unchanged += 1;
-                continue;
+                self.unchanged += 1;
+                return;
             }
             (Some(_), Some(_)) => Action::Update,
             (None, Some(_)) => Action::Create,
             (Some(_), None) => Action::Delete,
-            (None, None) => continue,
+            (None, None) => return,
         };
         let m = b.or(a).expect("one side exists");
         let (a_text, b_text) = (
@@ -152,13 +174,13 @@ pub fn plan(base: &[Manifest], head: &[Manifest]) -> Plan {
                 },
             )
             .to_string();
-        risks(a.copied(), b.copied(), path, &mut p.risks);
-        p.totals.add(action);
-        p.by_tenant.entry(m.tenant.clone()).or_default().add(action);
-        p.by_kind.entry(m.kind.clone()).or_default().add(action);
-        p.changes.push(ObjectChange {
+        risks(a, b, path, &mut self.risks);
+        self.totals.add(action);
+        self.by_tenant.entry(m.tenant.clone()).or_default().add(action);
+        self.by_kind.entry(m.kind.clone()).or_default().add(action);
+        self.changes.push(ObjectChange {
             action,
-            path: path.clone(),
+            path: path.to_owned(),
             kind: m.kind.clone(),
             name: m.name.clone(),
             namespace: m.namespace.clone(),
@@ -168,17 +190,37 @@ pub fn plan(base: &[Manifest], head: &[Manifest]) -> Plan {
             lines_removed: removed,
         });
     }
-    // a removed tenant is one risk, not one per object it held
-    let gone: BTreeSet<String> = p
-        .risks
-        .iter()
-        .filter(|r| r.kind == RiskKind::Deletion && r.path.starts_with("_cluster/namespace-"))
-        .map(|r| r.tenant.clone())
-        .collect();
-    p.risks
-        .retain(|r| !(r.kind == RiskKind::Deletion && gone.contains(&r.tenant) && !r.path.starts_with("_cluster/")));
-    p.risks.sort();
-    p
+
+    /// Add `other` (the plan of other objects) to this one.
+    pub fn merge(&mut self, other: Plan) {
+        self.changes.extend(other.changes);
+        self.unchanged += other.unchanged;
+        self.totals.merge(&other.totals);
+        for (t, c) in other.by_tenant {
+            self.by_tenant.entry(t).or_default().merge(&c);
+        }
+        for (k, c) in other.by_kind {
+            self.by_kind.entry(k).or_default().merge(&c);
+        }
+        self.risks.extend(other.risks);
+    }
+
+    /// Order the changes by output path and the risks, and fold a removed tenant's deletions
+    /// into one risk.
+    pub fn finish(&mut self) {
+        self.changes.sort_by(|a, b| a.path.cmp(&b.path));
+        // a removed tenant is one risk, not one per object it held
+        let gone: BTreeSet<String> = self
+            .risks
+            .iter()
+            .filter(|r| r.kind == RiskKind::Deletion && r.path.starts_with("_cluster/namespace-"))
+            .map(|r| r.tenant.clone())
+            .collect();
+        self.risks.retain(|r| {
+            !(r.kind == RiskKind::Deletion && gone.contains(&r.tenant) && !r.path.starts_with("_cluster/"))
+        });
+        self.risks.sort();
+    }
 }
 
 fn rank(order: &[&str], v: &str) -> usize {

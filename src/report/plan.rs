@@ -246,10 +246,9 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
                     .by_tenant
                     .values()
                     .skip(TENANT_ROWS)
-                    .fold(Counts::default(), |a, c| Counts {
-                        added: a.added + c.added,
-                        changed: a.changed + c.changed,
-                        removed: a.removed + c.removed,
+                    .fold(Counts::default(), |mut a, c| {
+                        a.merge(c);
+                        a
                     });
                 let _ = writeln!(
                     out,

@@ -489,3 +489,70 @@ fn apply_refuses_baselines_that_authorise_nothing() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stdout.contains("would authorise nothing"), "{}", run.stdout);
 }
+
+/// Plans compile tenant by tenant, so what only compiling reveals is found while planning:
+/// a head that does not compile is invalid (exit 3, its problems listed), and a base that
+/// validates but does not compile is compared as nothing, like an invalid one (both as
+/// before plans streamed).
+#[test]
+fn plans_of_revisions_that_do_not_compile() {
+    let dirs = tempfile::tempdir().unwrap();
+    let (good, bad) = (dirs.path().join("good"), dirs.path().join("bad"));
+    copy_tree(&root().join("examples/platform-config"), &good);
+    copy_tree(&root().join("examples/platform-config"), &bad);
+    // two rollouts at 60% on one tenant: 120% of its traffic to canaries (R502)
+    for (name, version) in [("techdocs-next", "1.13.0"), ("techdocs-later", "1.14.0")] {
+        write(
+            &bad.join(format!("rollouts/{name}.yaml")),
+            format!(
+                "apiVersion: rampart.dev/v1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  plugin: techdocs\n  \
+                 toVersion: \"{version}\"\n  tenants:\n    names: [mobile-apps]\n  steps:\n    - weight: 60\n    - weight: 100\n"
+            ),
+        );
+    }
+    let plan = |base: &Path, head: &Path, format: &str| {
+        rampart(
+            &[
+                "plan",
+                "--base-path",
+                base.to_str().unwrap(),
+                "--head-path",
+                head.to_str().unwrap(),
+                "--format",
+                format,
+            ],
+            None,
+        )
+    };
+    let run = plan(&good, &bad, "text");
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(codes(&run.stdout).contains(&"R502".to_owned()), "{}", run.stdout);
+    let run = plan(&bad, &good, "json");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        v["notes"].to_string().contains("the base revision is invalid"),
+        "{}",
+        v["notes"]
+    );
+    // (only the tenant the removed rollouts reached is compiled, as ever)
+    let compiled = dirs.path().join("out");
+    let run = rampart(
+        &["compile", good.to_str().unwrap(), "--out", compiled.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let objects = tree(&compiled)
+        .keys()
+        .filter(|k| k.starts_with("mobile-apps/") || *k == "_cluster/namespace-mobile-apps.yaml")
+        .count() as u64;
+    assert_eq!(
+        (
+            v["totals"]["added"].as_u64(),
+            v["totals"]["changed"].as_u64(),
+            v["totals"]["removed"].as_u64()
+        ),
+        (Some(objects), Some(0), Some(0)),
+        "every object of the affected tenant in the head is created"
+    );
+}
