@@ -286,6 +286,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let state = Arc::new(http::HttpState {
         shared: shared.clone(),
+        bodies: tokio::sync::Semaphore::new(http::MAX_WEBHOOK_BODIES),
         verifier: secret
             .as_deref()
             .map(|s| crate::github::webhook::Verifier::new(Some(s))),
@@ -305,10 +306,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             tracing::info!("stopping: no new triggers; waiting for the current reconcile");
             stopper.stop();
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .context("serving HTTP")
+        http::serve(listener, app, stop).await;
+        anyhow::Ok(())
     })?;
     // the reconcile thread stops after its current run (applies are atomic or resumable);
     // past the grace period the process exits anyway

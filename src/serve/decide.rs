@@ -184,6 +184,7 @@ pub fn overlaps(a: &str, b: &str) -> bool {
 ///   block (F or one between), whose author and approvers changed that very value;
 /// - the combined change, from the last allowed commit to F, is allowed with F's author and
 ///   approvals.
+///
 /// A later commit that does not change what was blocked — another field of the same tenant
 /// included — never fixes it, so a denied change cannot ride along with someone else's
 /// approved one. The blocked commits are never applied

@@ -18,9 +18,53 @@ use std::time::Duration;
 
 /// The deadline of one request (reading the body included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection may live (keep-alive included).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Webhook bodies read at once (each may be up to 25 MB before its signature can be checked).
+pub const MAX_WEBHOOK_BODIES: usize = 4;
+
+/// Serve `app` on `listener` until `stop` resolves: every connection bounded in number, in the
+/// time its headers take and in its lifetime, so idle or slow clients hold nothing for long.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, stop: impl std::future::Future<Output = ()>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // (out of file descriptors, say: wait a little instead of spinning)
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => return,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            drop(permit);
+        });
+    }
+}
 
 pub struct HttpState {
     pub shared: Arc<Shared>,
+    /// Webhook bodies being read (see [`MAX_WEBHOOK_BODIES`]).
+    pub bodies: tokio::sync::Semaphore,
     /// `None`: no webhook secret configured, the route answers 404.
     pub verifier: Option<Verifier>,
     /// The tracked branch, as a ref (`refs/heads/main`).
@@ -111,6 +155,13 @@ async fn webhook(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body
             .to_string(),
         );
     }
+    // (bodies are read whole before their signature can be checked: only a few at once)
+    let Ok(_reading) = s.bodies.try_acquire() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many webhook deliveries are being read at once; GitHub retries".to_owned(),
+        );
+    };
     let bytes = match axum::body::to_bytes(body, webhook::MAX_BODY as usize).await {
         Ok(b) => b,
         Err(_) => {

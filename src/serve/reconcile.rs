@@ -462,17 +462,11 @@ impl Reconciler {
             tracing::warn!(
                 claims = %short(c),
                 "the target says it holds this commit, but neither rampart's notes nor a compile of it agree: \
-                 treating it as an unknown baseline"
+                 not believed"
             );
-            return Ok(Applied {
-                commit: None,
-                unknown: true,
-                rendered: held.rendered.clone(),
-            });
         }
-        if held.commit.is_none()
-            && let Some(last) = notes::last_applied(&repo, git2::Oid::from_str(tip)?, name, 100_000)
-        {
+        let believed = held.commit.is_some() && held.rendered.is_none();
+        if !believed && let Some(last) = notes::last_applied(&repo, git2::Oid::from_str(tip)?, name, 100_000) {
             tracing::warn!(
                 last = %short(&last),
                 unknown = held.unknown,
@@ -483,6 +477,13 @@ impl Reconciler {
                 commit: Some(last),
                 unknown: false,
                 rendered: None,
+            });
+        }
+        if !believed && held.commit.is_some() {
+            return Ok(Applied {
+                commit: None,
+                unknown: true,
+                rendered: held.rendered.clone(),
             });
         }
         Ok(held.clone())

@@ -109,10 +109,11 @@ impl BranchTarget {
             Ok(r) => r,
             Err(d) => return Ok(Err(d)),
         };
+        // (a listing that is not rampart's own, edited by hand, means the whole tree again)
         let listing = parent
             .and_then(|t| t.get_path(Path::new(LISTING)).ok())
             .and_then(|e| repo.find_blob(e.id()).ok())
-            .map(|b| String::from_utf8_lossy(b.content()).into_owned());
+            .and_then(|b| super::listing_paths(&String::from_utf8_lossy(b.content())).ok());
         let mut update = git2::build::TreeUpdateBuilder::new();
         match (rendered, parent, listing) {
             (
@@ -130,8 +131,7 @@ impl BranchTarget {
                 for path in &removes {
                     update.remove(path.as_str());
                 }
-                let old = super::listing_paths(&listing).context("reading the deploy branch's kustomization.yaml")?;
-                let new = super::updated_listing(&old, &removes, &added);
+                let new = super::updated_listing(&listing, &removes, &added);
                 update.upsert(LISTING, repo.blob(new.as_bytes())?, git2::FileMode::Blob);
                 Ok(Ok(update.create_updated(repo, parent)?))
             }

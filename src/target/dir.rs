@@ -208,7 +208,10 @@ impl Target for DirTarget {
             workdir: false,
         };
         // a delta needs the listing it updates; without one, the whole tree is written
-        let has_listing = self.out.join(LISTING).is_file();
+        // (a listing that is not rampart's own, edited by hand, means the whole tree again)
+        let has_listing = fs::read_to_string(self.out.join(LISTING))
+            .ok()
+            .is_some_and(|t| super::listing_paths(&t).is_ok());
         match rendered {
             Rendered::Files { .. } if has_listing => {
                 let objects = {

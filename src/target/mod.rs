@@ -152,14 +152,41 @@ pub fn render(rev: &Revision<'_>) -> Result<Rendered, Vec<Diagnostic>> {
     let (Some(base), Some(affected)) = (rev.base, rev.affected) else {
         return Ok(Rendered::Full);
     };
-    let wanted = |t: &str| affected.contains(t);
-    let (new, mut diags) = compile::compile_tenants(&rev.head.repo, rev.opts, &wanted);
+    // tenant by tenant: only the tenants in flight are held compiled, and each is reduced to
+    // the files that differ before the next
+    let streamed = crate::plan::stream::each_tenant(Some(&base.repo), &rev.head.repo, Some(affected), rev.opts, |t| {
+        files_delta(&t.old, &t.new)
+    });
+    let mut diags = streamed.head_diagnostics;
     if diags.iter().any(Diagnostic::is_error) {
         rev.head.resolve(&mut diags);
         return Err(diags);
     }
-    let (old, _) = compile::compile_tenants(&base.repo, rev.opts, &wanted);
-    Ok(files_delta(&old, &new))
+    let mut all = Rendered::Files {
+        upserts: BTreeMap::new(),
+        removes: BTreeSet::new(),
+        added: BTreeSet::new(),
+    };
+    if let Rendered::Files {
+        upserts,
+        removes,
+        added,
+    } = &mut all
+    {
+        for part in streamed.value {
+            if let Rendered::Files {
+                upserts: u,
+                removes: r,
+                added: a,
+            } = part
+            {
+                upserts.extend(u);
+                removes.extend(r);
+                added.extend(a);
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// The files that differ between two compiled sides (of the same tenants).
@@ -208,14 +235,33 @@ pub fn listing_paths(text: &str) -> anyhow::Result<BTreeSet<String>> {
         .and_then(|d| d.get("resources"))
         .and_then(|r| r.as_array())
         .ok_or_else(|| anyhow::anyhow!("not rampart's listing: no `resources` list"))?;
+    // only the paths rampart writes (`<namespace or _cluster>/<kind>-<name>.yaml`): a line
+    // added by hand (a URL, a path out of the tree) makes the listing not rampart's, and the
+    // whole tree is written again rather than carrying it along
     resources
         .iter()
-        .map(|r| {
-            r.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| anyhow::anyhow!("not rampart's listing: a resource that is not a path"))
+        .map(|r| match r.as_str() {
+            Some(p) if is_object_path(p) => Ok(p.to_owned()),
+            _ => Err(anyhow::anyhow!(
+                "not rampart's listing: `{r}` is not an object rampart wrote"
+            )),
         })
         .collect()
+}
+
+/// Whether `p` has the shape of a compiled object's path (see `Manifest::path`).
+fn is_object_path(p: &str) -> bool {
+    let mut parts = p.split('/');
+    let (Some(dir), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let label = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    (dir == "_cluster" || label(dir)) && file.strip_suffix(".yaml").is_some_and(label)
 }
 
 /// The listing after a [`Rendered::Files`] change: the old one without the removed paths,

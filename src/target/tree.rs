@@ -178,6 +178,20 @@ impl Writer {
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| ctx("removing stale", &tmp, e))?;
         }
+        // trees left by a process that died while writing (its pid no longer runs)
+        let prefix = format!(".{name}.rampart-");
+        for entry in fs::read_dir(&parent).map_err(|e| ctx("listing", &parent, e))?.flatten() {
+            let file = entry.file_name();
+            let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+                continue;
+            };
+            if pid
+                .parse::<u32>()
+                .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
         fs::create_dir(&tmp).map_err(|e| ctx("creating", &tmp, e))?;
         Ok(Writer {
             exists: out.is_dir(),

@@ -1101,3 +1101,80 @@ fn serve_bad_input_fails_clearly() {
     assert!(run.stderr.contains("unknown-baseline"), "{}", run.stderr);
     assert_eq!(f.remote_git(&["rev-parse", "rendered"]), before, "something was pushed");
 }
+
+#[test]
+fn serve_a_forged_or_deleted_deploy_record_does_not_skip_a_denied_commit() {
+    let f = Fixture::new();
+    let targets = ["--target", "dir:out", "--target", "branch:rendered"];
+    let c0 = f.head();
+    let run = f.once("state", &targets, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let denied = f.push(EVE, "more cpu for my sandbox", eve_raises_the_sandbox);
+    let run = f.once("state", &targets, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+
+    // someone with push access writes a deploy commit claiming the denied commit is applied
+    // (no manifest changes: invisible in a diff review), then an allowed change follows
+    let work = f.work();
+    git_as(&work, ALICE, &["fetch", "-q", "origin", "rendered"]);
+    let forged = git_as(
+        &work,
+        ALICE,
+        &[
+            "commit-tree",
+            "FETCH_HEAD^{tree}",
+            "-p",
+            "FETCH_HEAD",
+            "-m",
+            &format!(
+                "rampart: apply {}\n\nRampart-Source: {denied}\nRampart-Decision: allowed\n",
+                &denied[..12]
+            ),
+        ],
+    );
+    git_as(
+        &work,
+        ALICE,
+        &["push", "-q", "origin", &format!("{forged}:refs/heads/rendered")],
+    );
+    f.push(ALICE, "more memory", |p| {
+        edit(p, "tenants/sandbox.yaml", "memory: 2Gi", "memory: 3Gi")
+    });
+    let run = f.once("state2", &targets, &[]);
+    assert_eq!(run.code, 2, "the forged record is not believed: {}", run.stderr);
+    assert!(run.stderr.contains("not believed"), "{}", run.stderr);
+    let rendered = f.remote_git(&["show", "rendered:sandbox/resourcequota-quota.yaml"]);
+    assert!(rendered.contains("requests.cpu: \"1\""), "{rendered}");
+
+    // deleting the deploy branch and the dir target's state does not make a first apply
+    f.remote_git(&["update-ref", "-d", "refs/heads/rendered"]);
+    std::fs::remove_file(f.path("out.rampart-state.json")).unwrap();
+    std::fs::remove_dir_all(f.path("out")).unwrap();
+    let run = f.once("state3", &targets, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(f.remote_git(&["branch", "--list", "rendered"]).trim().is_empty());
+    assert!(!f.path("out").exists());
+    let _ = c0;
+}
+
+#[test]
+fn serve_rewrites_a_listing_edited_by_hand() {
+    let f = Fixture::new();
+    let run = f.once("state", &["--target", "dir:out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let listing = f.path("out/kustomization.yaml");
+    let text = std::fs::read_to_string(&listing).unwrap();
+    std::fs::write(
+        &listing,
+        text.replace("resources:\n", "resources:\n- https://evil.example/backdoor.yaml\n"),
+    )
+    .unwrap();
+    f.push(ALICE, "more memory", |p| {
+        edit(p, "tenants/sandbox.yaml", "memory: 2Gi", "memory: 3Gi")
+    });
+    let run = f.once("state", &["--target", "dir:out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = std::fs::read_to_string(&listing).unwrap();
+    assert!(!text.contains("evil"), "{text}");
+    assert!(sandbox_quota(&f.path("out")).contains("requests.memory: 3Gi"));
+}
