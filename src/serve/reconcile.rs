@@ -390,6 +390,10 @@ impl Reconciler {
                 .get_or_create(&label(&name))
                 .set(time as f64);
         }
+        if let Some(tree) = &outcome.rendered {
+            // (what this process just wrote needs no check when read back)
+            self.believed.insert((name.clone(), to.clone(), tree.clone()));
+        }
         status.applied = Some(to.clone());
         status.applied_at = Some(record.time.clone());
         status.last_result = Some(result.to_owned());
