@@ -319,7 +319,9 @@ impl Remote {
         if let Some(token) = self.auth.token.as_ref().map(Token::get).filter(|t| !t.is_empty()) {
             t = t.replace(&token, "***");
         }
-        let t = crate::diagnostic::visible(&t, &[]);
+        // (one line: git's lines joined, so logs and the status show no escaped newlines)
+        let t: Vec<&str> = t.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let t = crate::diagnostic::visible(&t.join(" | "), &[]);
         match t.char_indices().nth(2000) {
             Some((i, _)) => format!("{}…", &t[..i]),
             None => t,

@@ -157,12 +157,16 @@ fn init_logs(format: LogFormat) {
 pub fn run(args: Args) -> anyhow::Result<u8> {
     init_logs(args.log_format);
     let secret = match (&args.webhook_secret_file, var("RAMPART_WEBHOOK_SECRET")) {
-        (Some(f), _) => Some(
-            std::fs::read(f)
+        (Some(f), _) => {
+            let s = std::fs::read(f)
                 .with_context(|| format!("reading the webhook secret file `{}`", f.display()))?
                 .trim_ascii()
-                .to_vec(),
-        ),
+                .to_vec();
+            if s.is_empty() {
+                anyhow::bail!("the webhook secret file `{}` is empty", f.display());
+            }
+            Some(s)
+        }
         (None, s) => s.map(String::into_bytes),
     }
     .filter(|s| !s.is_empty());
@@ -219,6 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                     ),
                     _ => (spec, remote.clone()),
                 };
+                let elsewhere = url.url() != remote.url();
                 if !valid_branch(name) {
                     anyhow::bail!(
                         "--target {t}: `{}` is not a valid branch name",
@@ -236,6 +241,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                     url,
                     &mirror,
                     &reconcile::tracking(&args.branch),
+                    elsewhere,
                 ))
             }
             Some(("kubernetes", _)) => anyhow::bail!("--target {t}: the kubernetes target is not available yet"),
@@ -248,13 +254,23 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         repo: cfg.repo.clone(),
         branch: cfg.branch.clone(),
         webhooks: secret.is_some(),
+        // (listed from the start, before anything is known of them)
+        targets: target_names
+            .iter()
+            .map(|n| serve::TargetStatus {
+                name: n.clone(),
+                ..serve::TargetStatus::default()
+            })
+            .collect(),
         ..Status::default()
     };
     let shared = Arc::new(Shared::new(status));
     let mut r = reconcile::Reconciler::new(cfg.clone(), shared.clone(), remote, targets, identities)?;
     if args.once {
         r.run();
-        return Ok(once_code(&shared.status()));
+        let st = shared.status();
+        super::print(&once_summary(&st))?;
+        return Ok(once_code(&st));
     }
     if secret.is_none() {
         tracing::warn!(
@@ -322,6 +338,39 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     tracing::info!("stopped");
     Ok(exit::OK)
+}
+
+/// What `--once` prints: one line per target (and the fetch error, if any).
+fn once_summary(s: &Status) -> String {
+    let mut out = String::new();
+    if let Some(e) = &s.fetch_error {
+        out.push_str(&format!("fetch failed: {e}\n"));
+    }
+    for t in &s.targets {
+        let at = t
+            .applied
+            .as_deref()
+            .map_or("nothing".to_owned(), |c| serve::decide::short(c).to_owned());
+        let line = match (&t.blocked, &t.error) {
+            (_, Some(e)) => format!("{}: error: {e}", t.name),
+            (Some(b), None) => format!(
+                "{}: holds {at}; blocked ({}) at {}: {}; way out: {}",
+                t.name,
+                b.kind,
+                b.commit.as_deref().map(serve::decide::short).unwrap_or("-"),
+                b.reasons.join("; "),
+                b.way_out
+            ),
+            (None, None) => format!(
+                "{}: holds {at} ({})",
+                t.name,
+                t.last_result.as_deref().unwrap_or("up to date")
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The exit code of `--once`.

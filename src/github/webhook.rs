@@ -39,6 +39,8 @@ pub enum WebhookError {
     MissingDelivery,
     #[error("delivery {0} was already accepted (a replay)")]
     Replayed(String),
+    #[error("the same body was already accepted under another delivery id than {0} (a replay)")]
+    ReplayedBody(String),
     #[error("the request has no X-GitHub-Event header")]
     MissingEvent,
     #[error("the `{event}` payload is not what GitHub sends: {reason}")]
@@ -158,8 +160,11 @@ impl Verifier {
             let digest = acted_on.then(|| format!("sha256:{}", hex::encode(Sha256::digest(body))));
             let mut seen = self.seen.lock().expect("not poisoned");
             let (order, set) = &mut *seen;
-            if set.contains(delivery) || digest.as_ref().is_some_and(|d| set.contains(d)) {
+            if set.contains(delivery) {
                 return Err(WebhookError::Replayed(crop(delivery)));
+            }
+            if digest.as_ref().is_some_and(|d| set.contains(d)) {
+                return Err(WebhookError::ReplayedBody(crop(delivery)));
             }
             for key in std::iter::once(delivery.to_owned()).chain(digest) {
                 set.insert(key.clone());

@@ -60,15 +60,8 @@ pub fn start(applied: &Applied, tip: &str, baseline: Option<&str>, ancestry: imp
     let from = match (&applied.commit, baseline) {
         (Some(c), _) if c == tip => return Start::UpToDate,
         (Some(c), _) => c.clone(),
-        (None, Some(b)) if b == tip => {
-            return Start::Blocked(Block {
-                commit: Some(tip.to_owned()),
-                kind: "unknown-baseline",
-                reasons: vec!["--baseline is the branch's tip, so it would authorise nothing".to_owned()],
-                way_out: "give the commit the target was built from".to_owned(),
-            });
-        }
         (None, Some(b)) => {
+            // (the tip itself adopts the target: nothing to judge, the tip's tree is written)
             return Start::Steps(vec![Step {
                 from: b.to_owned(),
                 to: tip.to_owned(),

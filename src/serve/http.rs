@@ -186,11 +186,21 @@ async fn webhook(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body
             s.shared.trigger();
             (StatusCode::ACCEPTED, "reconcile triggered\n").into_response()
         }
+        Ok(Event::Ignored { event: e }) if e == "ping" => {
+            s.shared.metrics.webhook(&event, "ignored");
+            (
+                StatusCode::OK,
+                "pong: the webhook reaches rampart and its signature checks out\n",
+            )
+                .into_response()
+        }
         Ok(_) => {
             s.shared.metrics.webhook(&event, "ignored");
             (StatusCode::OK, "ignored: not a push to the tracked branch\n").into_response()
         }
-        Err(e @ WebhookError::Replayed(_)) => refuse(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ (WebhookError::Replayed(_) | WebhookError::ReplayedBody(_))) => {
+            refuse(StatusCode::CONFLICT, e.to_string())
+        }
         Err(e @ (WebhookError::MissingSignature | WebhookError::MalformedSignature | WebhookError::BadSignature)) => {
             refuse(StatusCode::UNAUTHORIZED, e.to_string())
         }

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub fetch_errors: Counter,
     pub behind: Family<TargetLabel, Gauge>,
     pub notes_push_errors: Counter,
+    pub last_fetch: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -97,7 +98,14 @@ impl Metrics {
             "Pushes of refs/notes/rampart that failed (retried at the next reconcile)",
             notes_push_errors.clone(),
         );
+        let last_fetch = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_fetch_timestamp_seconds",
+            "When the config repo was last fetched successfully (alert when it grows old)",
+            last_fetch.clone(),
+        );
         Metrics {
+            last_fetch,
             registry,
             reconcile_seconds,
             applied_commit_time,

@@ -127,6 +127,11 @@ impl Reconciler {
         };
         span.record("tip", short(&tip));
         let tip_time = self.commit_time(&tip);
+        self.shared.metrics.last_fetch.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
         self.shared.update(|s| {
             s.ready = true;
             s.fetch_error = None;
@@ -277,6 +282,13 @@ impl Reconciler {
             self.ancestry(from, tip)
         });
         let steps = match start {
+            // the notes say the target was brought to the tip, but it holds nothing of it (a
+            // deleted deploy branch or directory): write the tip's tree again
+            Start::UpToDate if !content_known => vec![Step {
+                from: tip.to_owned(),
+                to: tip.to_owned(),
+                decision: "restore",
+            }],
             Start::UpToDate => {
                 status.blocked = None;
                 status.behind = 0;
@@ -296,11 +308,51 @@ impl Reconciler {
             Start::Steps(s) => s,
         };
         status.history_rewritten = steps.iter().any(|s| s.decision == "history-rewritten");
+        if status.history_rewritten {
+            tracing::warn!(
+                from = %short(&steps[0].from),
+                "the branch no longer contains the applied commit (a force-push): judging the change from it as one"
+            );
+        }
         // judge commit by commit, stopping at the first that is not allowed unless a later
         // commit fixes it
         let walk = decide::walk(&steps, self)?;
         let at = |c: Option<&str>| c.and_then(|c| steps.iter().position(|s| s.to == c));
         let behind_after = steps.len() - at(walk.last()).map_or(0, |i| i + 1);
+        let mut walk = walk;
+        if let Some(b) = walk.block.as_mut()
+            && let Some(c) = b.commit.clone()
+            && let Some(step) = steps.iter().find(|s| s.to == c)
+            && matches!(b.kind, "denied" | "invalid")
+        {
+            // the way out, concretely: what a fix must change again, or a revert
+            let items: Vec<String> = decide::Judge::touched(self, &step.from, &c)
+                .unwrap_or_default()
+                .into_iter()
+                .take(3)
+                .map(|i| match i.split_once('#') {
+                    Some((file, "")) => format!("`{file}`"),
+                    Some((file, ptr)) => format!("`{file}` {}", ptr.split('/').skip(2).collect::<Vec<_>>().join(".")),
+                    None => i,
+                })
+                .collect();
+            b.way_out = format!(
+                "{}. To unblock: `git revert {}`, or a new commit that changes {} again{} (an empty commit with \
+                 approvals does not count: commit metadata cannot be changed after the push)",
+                b.way_out.trim_end_matches('.'),
+                short(&c),
+                if items.is_empty() {
+                    "what it changed".to_owned()
+                } else {
+                    items.join(", ")
+                },
+                if b.kind == "denied" {
+                    " and carries the approvals named"
+                } else {
+                    " to valid values"
+                }
+            );
+        }
         if let Some(b) = &walk.block {
             tracing::warn!(commit = %b.commit.as_deref().map(short).unwrap_or(""), kind = b.kind, reasons = ?b.reasons, way_out = %b.way_out, "commit blocked");
             // counted once per denied commit, not once per reconcile that stops at it
@@ -319,7 +371,7 @@ impl Reconciler {
             return Ok(false);
         };
         let from = match steps[0].decision {
-            "first-apply" => None,
+            "first-apply" | "restore" => None,
             _ => Some(steps[0].from.clone()),
         };
         let last_own = &walk.allowed.last().expect("an allowed step").1.own;
@@ -497,6 +549,7 @@ impl Reconciler {
         if status.blocked.as_ref() != Some(&b) {
             self.shared.metrics.apply(name, "blocked");
         }
+        status.last_result = Some("blocked".to_owned());
         status.blocked = Some(b);
         status.behind = behind;
     }
@@ -520,13 +573,13 @@ impl Reconciler {
                         .to_owned(),
             }));
         }
-        if step.decision == "first-apply" {
+        if step.decision == "first-apply" || step.decision == "restore" {
             let info = self.source(&step.to)?.commit_info();
             return Ok(Ok(Judged {
                 own: Record {
                     source: step.to.clone(),
                     from: None,
-                    decision: "first-apply".to_owned(),
+                    decision: step.decision.to_owned(),
                     author: info.map(|c| c.author_email),
                     approvers: Vec::new(),
                     pull_request: None,
@@ -584,7 +637,13 @@ impl Reconciler {
             })
             .collect();
         if a.denied() > 0 {
-            let mut reasons = Vec::new();
+            // (who made it, as rampart read it: an author in no team explains most denials)
+            let mut reasons: Vec<String> = a
+                .diagnostics
+                .iter()
+                .filter(|d| matches!(d.code.as_str(), "R420" | "R421" | "R422" | "R423"))
+                .map(|d| crate::diagnostic::visible(&format!("{} {}", d.code.as_str(), d.message), &[]))
+                .collect();
             let mut ways = Vec::new();
             for (c, d) in a.changes.iter().zip(&a.decisions).filter(|(_, d)| !d.allowed) {
                 reasons.push(format!(

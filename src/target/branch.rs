@@ -32,11 +32,14 @@ pub struct BranchTarget {
     /// The mirror's ref of the tracked source branch: a deploy branch that turns out to be
     /// (an ancestor of) it is the config itself, and is never written.
     tracked: String,
+    /// The deploy branch is in another repository than the config's (named with it).
+    elsewhere: bool,
 }
 
 impl BranchTarget {
-    pub fn new(branch: &str, remote: Remote, git_dir: &Path, tracked: &str) -> BranchTarget {
+    pub fn new(branch: &str, remote: Remote, git_dir: &Path, tracked: &str, elsewhere: bool) -> BranchTarget {
         BranchTarget {
+            elsewhere,
             branch: branch.to_owned(),
             remote,
             git_dir: git_dir.to_owned(),
@@ -194,7 +197,11 @@ pub fn message(record: &Record, subject: &str) -> String {
 
 impl Target for BranchTarget {
     fn name(&self) -> String {
-        format!("branch:{}", self.branch)
+        if self.elsewhere {
+            format!("branch:{}@{}", self.branch, self.remote.display())
+        } else {
+            format!("branch:{}", self.branch)
+        }
     }
 
     fn applied(&mut self) -> anyhow::Result<Applied> {

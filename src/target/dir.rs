@@ -28,9 +28,11 @@ pub struct DirTarget {
 }
 
 impl DirTarget {
+    /// A target at `out`, named by its absolute path (notes and metrics tell two directories
+    /// apart, whatever the working directory).
     pub fn new(out: &Path, source: &str) -> DirTarget {
         DirTarget {
-            out: out.to_owned(),
+            out: std::path::absolute(out).unwrap_or_else(|_| out.to_owned()),
             source: source.to_owned(),
         }
     }

@@ -94,7 +94,7 @@ fn every_real_payload_verifies_and_decodes() {
                     delivery: Some(&again),
                     ..headers.clone()
                 };
-                assert_eq!(v.accept(&h4, &body), Err(WebhookError::Replayed(again.clone())));
+                assert_eq!(v.accept(&h4, &body), Err(WebhookError::ReplayedBody(again.clone())));
             }
         }
     }
