@@ -383,12 +383,13 @@ fn once_code(s: &Status) -> u8 {
         .iter()
         .filter_map(|t| t.blocked.as_ref().map(|b| b.kind))
         .collect();
-    if kinds.contains(&"invalid") {
-        exit::INVALID
-    } else if kinds.iter().any(|k| *k == "denied" || *k == "no-pull-request") {
-        exit::DENIED
-    } else if !kinds.is_empty() {
+    // (an error wins over invalid, invalid over denied)
+    if kinds.iter().any(|k| !matches!(*k, "invalid" | "denied" | "no-pull-request")) {
         exit::ERROR
+    } else if kinds.contains(&"invalid") {
+        exit::INVALID
+    } else if !kinds.is_empty() {
+        exit::DENIED
     } else {
         exit::OK
     }
