@@ -384,7 +384,10 @@ fn once_code(s: &Status) -> u8 {
         .filter_map(|t| t.blocked.as_ref().map(|b| b.kind))
         .collect();
     // (an error wins over invalid, invalid over denied)
-    if kinds.iter().any(|k| !matches!(*k, "invalid" | "denied" | "no-pull-request")) {
+    if kinds
+        .iter()
+        .any(|k| !matches!(*k, "invalid" | "denied" | "no-pull-request"))
+    {
         exit::ERROR
     } else if kinds.contains(&"invalid") {
         exit::INVALID

@@ -781,44 +781,71 @@ fn value_changes(path: &str, before: Option<Vec<u8>>, after: Option<Vec<u8>>, ou
     }
 }
 
-/// Every JSON pointer (appended to `at`) where `a` and `b` differ, down to the leaves (an
-/// array of another length differs as a whole).
+/// Every JSON pointer (appended to `at`) where `a` and `b` differ, down to the leaves. Lists
+/// are compared by what they hold, not by position, so an element added in front does not
+/// make every later one look changed: a list of scalars by value (`/owners/=payments`), a list
+/// of objects with a `name` by name (`/plugins/name=catalog/config/…`); the documents of a
+/// file by position; any other list of another length as a whole.
 fn leaf_changes(a: &serde_json::Value, b: &serde_json::Value, at: &mut String, out: &mut BTreeSet<String>) {
     use serde_json::Value;
     if a == b {
         return;
     }
     let len = at.len();
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    let null = Value::Null;
+    let mut pairs: Vec<(String, &Value, &Value)> = Vec::new();
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
-                at.push('/');
-                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                leaf_changes(
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                    at,
-                    out,
-                );
-                at.truncate(len);
+                pairs.push((escape(k), x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null)));
             }
         }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() || len == at.find('#').map_or(0, |i| i + 1) => {
-            // (documents of a file are compared one by one even when some were added)
+        (Value::Array(x), Value::Array(y)) if len == at.find('#').map_or(0, |i| i + 1) => {
+            // the documents of a file, one by one
             for i in 0..x.len().max(y.len()) {
-                at.push_str(&format!("/{i}"));
-                leaf_changes(
-                    x.get(i).unwrap_or(&Value::Null),
-                    y.get(i).unwrap_or(&Value::Null),
-                    at,
-                    out,
-                );
-                at.truncate(len);
+                pairs.push((i.to_string(), x.get(i).unwrap_or(&null), y.get(i).unwrap_or(&null)));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.iter().chain(y).all(|v| !v.is_object() && !v.is_array()) => {
+            for v in x
+                .iter()
+                .filter(|v| !y.contains(v))
+                .chain(y.iter().filter(|v| !x.contains(v)))
+            {
+                out.insert(format!("{at}/={}", escape(&v.to_string())));
+            }
+        }
+        (Value::Array(x), Value::Array(y))
+            if x.iter().chain(y).all(|v| v.get("name").is_some_and(Value::is_string)) =>
+        {
+            let name = |v: &Value| v["name"].as_str().unwrap_or_default().to_owned();
+            let mut names: Vec<String> = x.iter().chain(y).map(name).collect();
+            names.dedup();
+            for n in names.into_iter().collect::<BTreeSet<_>>() {
+                let (old, new) = (x.iter().find(|v| name(v) == n), y.iter().find(|v| name(v) == n));
+                pairs.push((
+                    format!("name={}", escape(&n)),
+                    old.unwrap_or(&null),
+                    new.unwrap_or(&null),
+                ));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for i in 0..x.len() {
+                pairs.push((i.to_string(), &x[i], &y[i]));
             }
         }
         _ => {
             out.insert(at.clone());
+            return;
         }
+    }
+    for (key, x, y) in pairs {
+        at.push('/');
+        at.push_str(&key);
+        leaf_changes(x, y, at, out);
+        at.truncate(len);
     }
 }
 
@@ -847,4 +874,49 @@ fn problems(diags: &[Diagnostic]) -> Vec<String> {
         out.push(format!("… and {} more", errors.len() - 5));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(before: &str, after: &str) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        value_changes(
+            "t.yaml",
+            Some(before.as_bytes().to_vec()),
+            Some(after.as_bytes().to_vec()),
+            &mut out,
+        );
+        out.into_iter().collect()
+    }
+
+    #[test]
+    fn changes_are_leaf_values_and_lists_compare_by_content() {
+        assert_eq!(
+            changes(
+                "spec:\n  quota: {cpu: 1, memory: 2Gi}\n",
+                "spec:\n  quota: {cpu: 2, memory: 2Gi}\n"
+            ),
+            ["t.yaml#/0/spec/quota/cpu"]
+        );
+        // an owner added in front: only that owner, not every position after it
+        assert_eq!(
+            changes("owners: [a, b]\n", "owners: [x, a, b]\n"),
+            ["t.yaml#/0/owners/=\"x\""]
+        );
+        // plugins by name
+        assert_eq!(
+            changes(
+                "plugins: [{name: a, config: {k: 1}}, {name: b}]\n",
+                "plugins: [{name: b}, {name: a, config: {k: 2}}]\n"
+            ),
+            ["t.yaml#/0/plugins/name=a/config/k"]
+        );
+        // the same JSON written differently is no change; a file that does not parse is whole
+        assert!(changes("a: 1\n", "a:   1 # same\n").is_empty());
+        assert_eq!(changes("a: 1\n", "a: [\n"), ["t.yaml#"]);
+        // keys with / and ~ are escaped
+        assert_eq!(changes("a/b~: 1\n", "a/b~: 2\n"), ["t.yaml#/0/a~1b~0"]);
+    }
 }
