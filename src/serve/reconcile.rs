@@ -337,19 +337,20 @@ impl Reconciler {
                 })
                 .collect();
             b.way_out = format!(
-                "{}. To unblock: `git revert {}`, or a new commit that changes {} again{} (an empty commit with \
-                 approvals does not count: commit metadata cannot be changed after the push)",
+                "{}. To unblock: `git revert {}` (it changed {}; the target moves on once every such value is back \
+                 as it was — a later commit that changes them to something else does not count), then make the \
+                 change again in a new commit{}",
                 b.way_out.trim_end_matches('.'),
                 short(&c),
                 if items.is_empty() {
-                    "what it changed".to_owned()
+                    "files".to_owned()
                 } else {
                     items.join(", ")
                 },
                 if b.kind == "denied" {
-                    " and carries the approvals named"
+                    " that carries the approvals named"
                 } else {
-                    " to valid values"
+                    " with valid values"
                 }
             );
         }
@@ -714,6 +715,38 @@ impl decide::Judge for Reconciler {
         self.judge_step(step)
     }
 
+    fn reverted(&mut self, items: &BTreeSet<String>, from: &str, to: &str) -> anyhow::Result<bool> {
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        let tree_of = |c: &str| -> anyhow::Result<git2::Oid> {
+            match self.source(c)? {
+                Source::Git { tree, .. } => Ok(tree),
+                Source::Dir(_) => unreachable!("a commit"),
+            }
+        };
+        let (a, b) = (repo.find_tree(tree_of(from)?)?, repo.find_tree(tree_of(to)?)?);
+        let bytes = |t: &git2::Tree<'_>, path: &str| -> Option<Vec<u8>> {
+            let e = t.get_path(std::path::Path::new(path)).ok()?;
+            Some(repo.find_blob(e.id()).ok()?.content().to_vec())
+        };
+        for item in items {
+            let (path, pointer) = item.split_once('#').unwrap_or((item.as_str(), ""));
+            let (x, y) = (bytes(&a, path), bytes(&b, path));
+            if x == y {
+                continue;
+            }
+            if pointer.is_empty() {
+                return Ok(false);
+            }
+            let (Some(dx), Some(dy)) = (documents(path, x.as_deref()), documents(path, y.as_deref())) else {
+                return Ok(false);
+            };
+            if resolve(&dx, pointer) != resolve(&dy, pointer) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn touched(&mut self, from: &str, to: &str) -> anyhow::Result<BTreeSet<String>> {
         let tree = |c: &str| -> anyhow::Result<git2::Oid> {
             match self.source(c)? {
@@ -756,29 +789,78 @@ impl decide::Judge for Reconciler {
 /// The `path#pointer` items (see [`decide::Judge::touched`]) that differ between two versions
 /// of one file (`None`: absent).
 fn value_changes(path: &str, before: Option<Vec<u8>>, after: Option<Vec<u8>>, out: &mut BTreeSet<String>) {
-    let docs = |bytes: Option<Vec<u8>>| -> Option<Vec<serde_json::Value>> {
-        let Some(bytes) = bytes else {
-            return Some(Vec::new());
-        };
-        if !crate::source::is_yaml(path) {
-            return None;
-        }
-        let file = crate::source::SourceFile {
-            path: path.to_owned(),
-            bytes,
-        };
-        let (loaded, diags) = crate::load::load_file(file, &crate::config::Limits::default());
-        (!diags.iter().any(Diagnostic::is_error)).then_some(loaded.docs)
-    };
-    match (docs(before), docs(after)) {
+    match (documents(path, before.as_deref()), documents(path, after.as_deref())) {
         (Some(a), Some(b)) => {
-            let (a, b) = (serde_json::Value::Array(a), serde_json::Value::Array(b));
-            leaf_changes(&a, &b, &mut format!("{path}#"), out);
+            let mut items = BTreeSet::new();
+            leaf_changes(&a, &b, &mut format!("{path}#"), &mut items);
+            if items.is_empty() && a != b {
+                // (nothing more precise to say: the whole file)
+                items.insert(format!("{path}#"));
+            }
+            out.extend(items);
         }
-        _ => {
+        _ if before != after => {
             out.insert(format!("{path}#"));
         }
+        _ => {}
     }
+}
+
+/// Whether no two elements of `list` share a key (a list with duplicates is compared as a
+/// whole: an element hidden behind its twin must not go unnoticed).
+fn unique(list: &[serde_json::Value], key: impl Fn(&serde_json::Value) -> String) -> bool {
+    let mut seen = BTreeSet::new();
+    list.iter().all(|v| seen.insert(key(v)))
+}
+
+/// The documents of a file's bytes (`Some(empty)` when absent), `None` when it is not YAML
+/// or does not parse.
+fn documents(path: &str, bytes: Option<&[u8]>) -> Option<serde_json::Value> {
+    let Some(bytes) = bytes else {
+        return Some(serde_json::Value::Array(Vec::new()));
+    };
+    if !crate::source::is_yaml(path) {
+        return None;
+    }
+    let file = crate::source::SourceFile {
+        path: path.to_owned(),
+        bytes: bytes.to_vec(),
+    };
+    let (loaded, diags) = crate::load::load_file(file, &crate::config::Limits::default());
+    (!diags.iter().any(Diagnostic::is_error)).then_some(serde_json::Value::Array(loaded.docs))
+}
+
+/// What a `path#pointer` item's pointer resolves to in a file's documents (see
+/// [`leaf_changes`] for the segments): `None` when absent.
+fn resolve(docs: &serde_json::Value, pointer: &str) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    let mut at = docs.clone();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        at = if let Some(v) = seg.strip_prefix('=') {
+            let v: Value = serde_json::from_str(v).ok()?;
+            Value::Bool(at.as_array()?.contains(&v))
+        } else if let Some(n) = seg.strip_prefix("name=") {
+            let matches: Vec<Value> = at
+                .as_array()?
+                .iter()
+                .filter(|e| e.get("name").and_then(Value::as_str) == Some(n))
+                .cloned()
+                .collect();
+            match matches.len() {
+                0 => return None,
+                1 => matches.into_iter().next()?,
+                _ => Value::Array(matches),
+            }
+        } else if let Ok(i) = seg.parse::<usize>()
+            && at.is_array()
+        {
+            at.get(i)?.clone()
+        } else {
+            at.get(&seg)?.clone()
+        };
+    }
+    Some(at)
 }
 
 /// Every JSON pointer (appended to `at`) where `a` and `b` differ, down to the leaves. Lists
@@ -807,7 +889,11 @@ fn leaf_changes(a: &serde_json::Value, b: &serde_json::Value, at: &mut String, o
                 pairs.push((i.to_string(), x.get(i).unwrap_or(&null), y.get(i).unwrap_or(&null)));
             }
         }
-        (Value::Array(x), Value::Array(y)) if x.iter().chain(y).all(|v| !v.is_object() && !v.is_array()) => {
+        (Value::Array(x), Value::Array(y))
+            if x.iter().chain(y).all(|v| !v.is_object() && !v.is_array())
+                && unique(x, |v| v.to_string())
+                && unique(y, |v| v.to_string()) =>
+        {
             for v in x
                 .iter()
                 .filter(|v| !y.contains(v))
@@ -817,7 +903,9 @@ fn leaf_changes(a: &serde_json::Value, b: &serde_json::Value, at: &mut String, o
             }
         }
         (Value::Array(x), Value::Array(y))
-            if x.iter().chain(y).all(|v| v.get("name").is_some_and(Value::is_string)) =>
+            if x.iter().chain(y).all(|v| v.get("name").is_some_and(Value::is_string))
+                && unique(x, |v| v["name"].to_string())
+                && unique(y, |v| v["name"].to_string()) =>
         {
             let name = |v: &Value| v["name"].as_str().unwrap_or_default().to_owned();
             let mut names: Vec<String> = x.iter().chain(y).map(name).collect();
@@ -918,5 +1006,27 @@ mod tests {
         assert_eq!(changes("a: 1\n", "a: [\n"), ["t.yaml#"]);
         // keys with / and ~ are escaped
         assert_eq!(changes("a/b~: 1\n", "a/b~: 2\n"), ["t.yaml#/0/a~1b~0"]);
+        // a twin hides nothing: a list with duplicate names is compared as a whole
+        assert_eq!(
+            changes(
+                "c: [{name: a, url: x}]\n",
+                "c: [{name: a, url: x}, {name: a, url: evil}]\n"
+            ),
+            ["t.yaml#/0/c"]
+        );
+    }
+
+    #[test]
+    fn items_resolve_to_the_value_they_name() {
+        let docs = documents(
+            "t.yaml",
+            Some(b"spec: {owners: [a, b], plugins: [{name: p, v: 1}]}\n---\nx: 1\n"),
+        )
+        .unwrap();
+        assert_eq!(resolve(&docs, "/0/spec/owners/=\"a\""), Some(serde_json::json!(true)));
+        assert_eq!(resolve(&docs, "/0/spec/owners/=\"z\""), Some(serde_json::json!(false)));
+        assert_eq!(resolve(&docs, "/0/spec/plugins/name=p/v"), Some(serde_json::json!(1)));
+        assert_eq!(resolve(&docs, "/1/x"), Some(serde_json::json!(1)));
+        assert_eq!(resolve(&docs, "/2/x"), None);
     }
 }
