@@ -64,6 +64,28 @@ pub struct Reconciler {
     believed: BTreeSet<(String, String, String)>,
 }
 
+/// This process's own record of what each target was brought to, in the state directory:
+/// what a remote can neither forge nor delete (`--state-dir` on a persistent volume).
+fn local_records(state_dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read(state_dir.join("targets.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_local_record(state_dir: &std::path::Path, target: &str, commit: &str) -> anyhow::Result<()> {
+    let mut all = local_records(state_dir);
+    if all.get(target).map(String::as_str) == Some(commit) {
+        return Ok(());
+    }
+    all.insert(target.to_owned(), commit.to_owned());
+    let path = state_dir.join("targets.json");
+    let tmp = state_dir.join("targets.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?).with_context(|| format!("writing `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing `{}`", path.display()))?;
+    Ok(())
+}
+
 /// The remote-tracking ref of the watched branch in the mirror.
 pub fn tracking(branch: &str) -> String {
     format!("refs/remotes/origin/{branch}")
@@ -206,10 +228,16 @@ impl Reconciler {
             }
             return Err(e.into());
         }
-        if self.cfg.push_notes
-            && let Err(e) = notes::fetch(&self.mirror, &self.remote)
-        {
-            tracing::warn!(error = %format!("{e:#}"), "fetching the notes failed");
+        if self.cfg.push_notes {
+            match notes::fetch(&self.mirror, &self.remote) {
+                // the remote lost its notes (or never had them): push ours back
+                Ok(None) => {
+                    let repo = git2::Repository::open_bare(&self.mirror)?;
+                    self.notes_dirty |= repo.refname_to_id(notes::NOTES_REF).is_ok();
+                }
+                Ok(Some(_)) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "fetching the notes failed"),
+            }
         }
         let repo = git2::Repository::open_bare(&self.mirror)?;
         Ok(repo.refname_to_id(&tracking(branch))?.to_string())
@@ -447,6 +475,7 @@ impl Reconciler {
             // (what this process just wrote needs no check when read back)
             self.believed.insert((name.clone(), to.clone(), tree.clone()));
         }
+        save_local_record(&self.cfg.state_dir, &name, &to)?;
         status.applied = Some(to.clone());
         status.applied_at = Some(record.time.clone());
         status.last_result = Some(result.to_owned());
@@ -497,8 +526,9 @@ impl Reconciler {
             }
             let id = git2::Oid::from_str(c)?;
             let present = repo.find_commit(id).is_ok();
-            let mut ok = present && notes::confirms(&repo, id, name, tree);
-            if !ok && present {
+            let mut ok = present
+                && (notes::confirms(&repo, id, name, tree) || local_records(&self.cfg.state_dir).get(name) == Some(c));
+            if !ok && present && self.reached_by_allowed_walk(&repo, name, c)? {
                 self.validate(c)?;
                 let opts = crate::compile::Options::default();
                 let v = &self.validated[c];
@@ -523,7 +553,15 @@ impl Reconciler {
             );
         }
         let believed = held.commit.is_some() && held.rendered.is_none();
-        if !believed && let Some(last) = notes::last_applied(&repo, git2::Oid::from_str(tip)?, name, 100_000) {
+        // this process's own record first (a remote cannot touch it), then the notes
+        let local = local_records(&self.cfg.state_dir)
+            .get(name)
+            .filter(|c| git2::Oid::from_str(c).is_ok_and(|id| repo.find_commit(id).is_ok()))
+            .cloned();
+        if !believed
+            && let Some(last) =
+                local.or_else(|| notes::last_applied(&repo, git2::Oid::from_str(tip).ok()?, name, 100_000))
+        {
             tracing::warn!(
                 last = %short(&last),
                 unknown = held.unknown,
@@ -544,6 +582,33 @@ impl Reconciler {
             });
         }
         Ok(held.clone())
+    }
+
+    /// Whether `commit` is reached from the last commit rampart's records show this target
+    /// at before it, every step allowed: a tree that merely equals what `commit` compiles to
+    /// shows what the target holds, not that it was authorised.
+    fn reached_by_allowed_walk(&mut self, repo: &git2::Repository, name: &str, commit: &str) -> anyhow::Result<bool> {
+        let c = repo.find_commit(git2::Oid::from_str(commit)?)?;
+        let Ok(parent) = c.parent_id(0) else {
+            return Ok(false);
+        };
+        let Some(anchor) = notes::last_applied(repo, parent, name, 100_000) else {
+            return Ok(false);
+        };
+        let Ancestry::FirstParent(line) = self.ancestry(&anchor, commit) else {
+            return Ok(false);
+        };
+        let mut prev = anchor;
+        let steps: Vec<Step> = line
+            .into_iter()
+            .map(|to| Step {
+                from: std::mem::replace(&mut prev, to.clone()),
+                to,
+                decision: "allowed",
+            })
+            .collect();
+        let w = decide::walk(&steps, self)?;
+        Ok(w.block.is_none() && w.last() == Some(commit))
     }
 
     fn block(&self, name: &str, status: &mut TargetStatus, b: Block, behind: usize) {

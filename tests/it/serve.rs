@@ -1186,3 +1186,71 @@ fn serve_rewrites_a_listing_edited_by_hand() {
     assert!(!text.contains("evil"), "{text}");
     assert!(sandbox_quota(&f.path("out")).contains("requests.memory: 3Gi"));
 }
+
+#[test]
+fn serve_does_not_believe_a_tree_that_merely_equals_a_denied_commits_output() {
+    let f = Fixture::new();
+    let targets = ["--target", "branch:rendered"];
+    let run = f.once("state", &targets, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let denied = f.push(EVE, "more cpu for my sandbox", eve_raises_the_sandbox);
+    // Eve renders her own commit elsewhere (a first apply judges nothing) …
+    let scratch = f.path("scratch.git");
+    git_as(
+        f.dir.path(),
+        ALICE,
+        &["init", "-q", "--bare", scratch.to_str().unwrap()],
+    );
+    git_as(
+        &f.work(),
+        ALICE,
+        &[
+            "push",
+            "-q",
+            scratch.to_str().unwrap(),
+            &format!("{denied}:refs/heads/main"),
+        ],
+    );
+    let remote = scratch.to_str().unwrap().to_owned();
+    let mut args = vec!["serve", "--once", "--repo", &remote, "--state-dir"];
+    let state = f.path("scratch-state");
+    args.push(state.to_str().unwrap());
+    args.extend_from_slice(&targets);
+    let run = rampart_env(&args, Some(f.dir.path()), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // … and pushes that very tree to the real deploy branch, claiming her commit
+    let work = f.work();
+    git_as(&work, ALICE, &["fetch", "-q", &remote, "rendered"]);
+    let tree = git_as(&work, ALICE, &["rev-parse", "FETCH_HEAD^{tree}"]);
+    git_as(&work, ALICE, &["fetch", "-q", "origin", "rendered"]);
+    let forged = git_as(
+        &work,
+        ALICE,
+        &[
+            "commit-tree",
+            tree.trim(),
+            "-p",
+            "FETCH_HEAD",
+            "-m",
+            &format!(
+                "rampart: apply {}\n\nRampart-Source: {denied}\nRampart-Decision: allowed\n",
+                &denied[..12]
+            ),
+        ],
+    );
+    git_as(
+        &work,
+        ALICE,
+        &["push", "-q", "origin", &format!("{forged}:refs/heads/rendered")],
+    );
+    f.push(ALICE, "more memory", |p| {
+        edit(p, "tenants/sandbox.yaml", "memory: 2Gi", "memory: 3Gi")
+    });
+    let run = f.once("fresh-state", &targets, &[]);
+    assert_eq!(
+        run.code, 2,
+        "the tree shows what is held, not that it was allowed: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("not believed"), "{}", run.stderr);
+}
