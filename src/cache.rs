@@ -63,11 +63,14 @@ pub struct Table {
     entries: Entries,
     /// Entries learnt by this run (the second revision of a `plan` uses them too).
     fresh: Mutex<Entries>,
+    /// Entries learnt by this process and already written to the file: a long-running
+    /// process (`serve`) keeps finding them after a flush.
+    flushed: Mutex<Entries>,
     /// The file had lines that do not parse, or could not be read: rewrite it.
-    damaged: bool,
+    damaged: AtomicBool,
     /// There was no file yet (a new build or new limits): the caches of other builds are
     /// removed when this one is written.
-    new_file: bool,
+    new_file: AtomicBool,
 }
 
 /// One line, `BLOB SIZE DOCS PATH\tOBJECTS\n`: the blob id (hex), the file's size, its
@@ -299,15 +302,15 @@ impl ParseCache {
     /// cannot be written is only slower).
     pub fn flush(&self) {
         let tables = self.tables.lock().expect("not poisoned");
+        // (read before the flush, which makes the file no longer new)
+        let any_new = tables.values().any(|t| t.new_file.load(Ordering::Relaxed));
         for t in tables.values() {
             t.flush();
         }
         let Some(v) = self.valid.get() else { return };
         let _ = v.flush();
         // a new build: the lists of valid trees of other builds are of no use
-        if tables.values().any(|t| t.new_file)
-            && let Ok(dir) = std::fs::read_dir(&self.dir)
-        {
+        if any_new && let Ok(dir) = std::fs::read_dir(&self.dir) {
             for old in dir.flatten() {
                 let name = old.file_name();
                 let name = name.to_string_lossy();
@@ -407,13 +410,16 @@ impl Table {
             file,
             entries,
             fresh: Mutex::new(Entries::default()),
-            damaged,
-            new_file,
+            flushed: Mutex::new(Entries::default()),
+            damaged: AtomicBool::new(damaged),
+            new_file: AtomicBool::new(new_file),
         }
     }
 
     fn get(&self, path: &str, blob: git2::Oid) -> Option<Arc<Entry>> {
-        find(&self.entries, path, blob).or_else(|| find(&self.fresh.lock().expect("not poisoned"), path, blob))
+        find(&self.entries, path, blob)
+            .or_else(|| find(&self.fresh.lock().expect("not poisoned"), path, blob))
+            .or_else(|| find(&self.flushed.lock().expect("not poisoned"), path, blob))
     }
 
     /// The size of a known blob at `path` (what [`crate::source::Source::read_specs_known`]
@@ -513,13 +519,27 @@ impl Table {
         }
         let all = || self.entries.values().flatten().map(|(_, e)| e);
         let used = all().filter(|e| e.used.load(Ordering::Relaxed)).count();
-        let _ = if self.damaged || (self.new_file && !pending.is_empty()) || all().count() > 2 * used + 1024 {
-            self.rewrite(&pending)
+        let (damaged, new_file) = (
+            self.damaged.load(Ordering::Relaxed),
+            self.new_file.load(Ordering::Relaxed),
+        );
+        let written = if damaged || (new_file && !pending.is_empty()) || all().count() > 2 * used + 1024 {
+            // (once rewritten, the file is neither damaged nor new: later flushes append)
+            self.rewrite(&pending).inspect(|()| {
+                self.damaged.store(false, Ordering::Relaxed);
+                self.new_file.store(false, Ordering::Relaxed);
+            })
         } else if !pending.is_empty() {
             self.append(&pending)
         } else {
             Ok(())
         };
+        if written.is_ok() {
+            let mut flushed = self.flushed.lock().expect("not poisoned");
+            for (k, v) in fresh {
+                flushed.entry(k).or_default().extend(v);
+            }
+        }
     }
 
     fn append(&self, lines: &[u8]) -> std::io::Result<()> {
@@ -543,6 +563,11 @@ impl Table {
             .flatten()
             .filter(|(_, e)| e.used.load(Ordering::Relaxed))
         {
+            text.extend_from_slice(e.line.text().as_bytes());
+            text.push(b'\n');
+        }
+        // (what this process flushed before is in the file too)
+        for (_, e) in self.flushed.lock().expect("not poisoned").values().flatten() {
             text.extend_from_slice(e.line.text().as_bytes());
             text.push(b'\n');
         }

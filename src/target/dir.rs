@@ -104,7 +104,12 @@ impl DirTarget {
     }
 
     /// Rewrite only the files that change, each atomically; then the listing, removals, state.
-    fn write_files(&self, rendered: Rendered, state: &State) -> anyhow::Result<Outcome> {
+    fn write_files(
+        &self,
+        rendered: Rendered,
+        (old_listing, old_paths): (&str, &std::collections::BTreeSet<String>),
+        state: &State,
+    ) -> anyhow::Result<Outcome> {
         let Rendered::Files {
             upserts,
             removes,
@@ -113,12 +118,7 @@ impl DirTarget {
         else {
             unreachable!("only called with files")
         };
-        let listing_path = self.out.join(LISTING);
-        let old_listing =
-            fs::read_to_string(&listing_path).with_context(|| format!("reading `{}`", listing_path.display()))?;
-        let old_paths =
-            super::listing_paths(&old_listing).with_context(|| format!("reading `{}`", listing_path.display()))?;
-        let listing = super::updated_listing(&old_paths, &removes, &added);
+        let listing = super::updated_listing(old_paths, &removes, &added);
         let mut out = Outcome::default();
         for (path, text) in &upserts {
             if put_file(&self.out, path, text)? {
@@ -211,20 +211,22 @@ impl Target for DirTarget {
         };
         // a delta needs the listing it updates; without one, the whole tree is written
         // (a listing that is not rampart's own, edited by hand, means the whole tree again)
-        let has_listing = fs::read_to_string(self.out.join(LISTING))
+        let listing = fs::read_to_string(self.out.join(LISTING))
             .ok()
-            .is_some_and(|t| super::listing_paths(&t).is_ok());
-        match rendered {
-            Rendered::Files { .. } if has_listing => {
+            .and_then(|t| super::listing_paths(&t).ok().map(|p| (t, p)));
+        match (rendered, listing) {
+            (rendered @ Rendered::Files { .. }, Some((text, old))) => {
                 let objects = {
-                    let text = fs::read_to_string(self.out.join(LISTING)).unwrap_or_default();
                     let Rendered::Files { removes, added, .. } = &rendered else {
                         unreachable!()
                     };
-                    let old = super::listing_paths(&text).unwrap_or_default();
                     old.len() - old.intersection(removes).count() + added.difference(&old).count()
                 };
-                Ok(Apply::Done(self.write_files(rendered, &state(objects))?))
+                Ok(Apply::Done(self.write_files(
+                    rendered,
+                    (&text, &old),
+                    &state(objects),
+                )?))
             }
             _ => {
                 let w = writer::Writer::begin(&self.out)?;

@@ -218,32 +218,25 @@ pub fn files_delta(old: &[Manifest], new: &[Manifest]) -> Rendered {
     }
 }
 
-/// The object paths a listing names (`resources:` of a `kustomization.yaml` rampart wrote),
-/// read with rampart's own loader (the listing may have been edited by hand).
+/// The object paths a listing names: only a `kustomization.yaml` exactly as rampart writes
+/// it (its header, then `- PATH` lines naming objects rampart writes) is read; anything else —
+/// a line added by hand, a URL, another layout — is `Err`, and the whole tree is written again
+/// rather than carrying it along. Read line by line: the listing of a large repo is tens of MB.
 pub fn listing_paths(text: &str) -> anyhow::Result<BTreeSet<String>> {
-    let file = crate::source::SourceFile {
-        path: LISTING.to_owned(),
-        bytes: text.as_bytes().to_vec(),
-    };
-    let (loaded, diags) = crate::load::load_file(file, &crate::config::Limits::default());
-    if let Some(d) = diags.iter().find(|d| d.is_error()) {
-        anyhow::bail!("not rampart's listing: {}", d.message);
-    }
-    let resources = loaded
-        .docs
-        .first()
-        .and_then(|d| d.get("resources"))
-        .and_then(|r| r.as_array())
-        .ok_or_else(|| anyhow::anyhow!("not rampart's listing: no `resources` list"))?;
-    // only the paths rampart writes (`<namespace or _cluster>/<kind>-<name>.yaml`): a line
-    // added by hand (a URL, a path out of the tree) makes the listing not rampart's, and the
-    // whole tree is written again rather than carrying it along
-    resources
-        .iter()
-        .map(|r| match r.as_str() {
+    static HEADER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let header = HEADER.get_or_init(|| {
+        let one = compile::kustomization(&["a/b.yaml".to_owned()]);
+        one.strip_suffix("- a/b.yaml\n").unwrap_or(&one).to_owned()
+    });
+    let body = text
+        .strip_prefix(header.as_str())
+        .ok_or_else(|| anyhow::anyhow!("not rampart's listing: its header differs"))?;
+    body.lines()
+        .map(|l| match l.strip_prefix("- ") {
             Some(p) if is_object_path(p) => Ok(p.to_owned()),
             _ => Err(anyhow::anyhow!(
-                "not rampart's listing: `{r}` is not an object rampart wrote"
+                "not rampart's listing: `{}` is not an object rampart wrote",
+                crate::diagnostic::visible(l, &[])
             )),
         })
         .collect()
@@ -347,6 +340,15 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_921_892), "2026-11-29T03:11:32Z");
+    }
+
+    #[test]
+    fn only_rampart_s_own_listing_is_read() {
+        let text = compile::kustomization(&["a/x.yaml".to_owned()]);
+        assert!(listing_paths(&text).is_ok());
+        assert!(listing_paths(&text.replace("- a/x.yaml", "- https://evil.example/x.yaml")).is_err());
+        assert!(listing_paths(&format!("{text}- ../etc/passwd.yaml\n")).is_err());
+        assert!(listing_paths("resources: [1, 2]\n").is_err());
     }
 
     #[test]
