@@ -135,8 +135,11 @@ impl Remote {
         let Some((scheme, rest)) = self.url.split_once("://") else {
             return false;
         };
-        let host = rest.split(['/', ':']).next().unwrap_or("");
-        scheme == "https" || scheme == "http" && matches!(host, "127.0.0.1" | "localhost" | "[")
+        let loopback = ["127.0.0.1", "localhost", "[::1]"].iter().any(|h| {
+            rest.strip_prefix(h)
+                .is_some_and(|r| r.is_empty() || r.starts_with([':', '/']))
+        });
+        scheme == "https" || scheme == "http" && loopback
     }
 
     /// The URL, without any `user:password@` (for messages and the status API).
@@ -480,6 +483,9 @@ mod tests {
         assert!(r("https://github.com/a/b.git"));
         assert!(r("http://127.0.0.1:8080/a/b.git"));
         assert!(!r("http://example.com/a/b.git"));
+        assert!(!r("http://[2001:db8::1]/a/b.git"));
+        assert!(!r("http://127.0.0.1.evil.example/a/b.git"));
+        assert!(r("http://[::1]:8080/a/b.git"));
         assert!(!r("ssh://git@example.com/a/b.git"));
     }
 
