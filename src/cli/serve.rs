@@ -188,13 +188,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         known_hosts: args.ssh_known_hosts.clone(),
     };
     let remote = Remote::new(&args.repo, auth.clone()).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
-    for (what, name) in std::iter::once(("--branch", args.branch.as_str())) {
-        if !valid_branch(name) {
-            anyhow::bail!(
-                "{what} `{}` is not a valid branch name",
-                crate::diagnostic::visible(name, &[])
-            );
-        }
+    if !valid_branch(&args.branch) {
+        anyhow::bail!(
+            "--branch `{}` is not a valid branch name",
+            crate::diagnostic::visible(&args.branch, &[])
+        );
     }
     let cfg = Arc::new(Config {
         repo: remote.display(),
