@@ -20,8 +20,8 @@ use std::time::Duration;
 /// authorising each commit's change as `check` does (the parent's policies and teams; the
 /// merged pull request's author and approving reviews when GitHub is configured, the commit's
 /// author and `Approved-by:` trailers otherwise). It applies up to the last allowed commit; a
-/// denied or invalid commit stops the target there (never skipped), and the status API,
-/// logs and metrics say which, why, and the way out. Each apply is recorded in the target
+/// denied or invalid commit stops the target there — never skipped, until a later commit
+/// reverts it — and the status API, logs and metrics say which, why, and the way out. Each apply is recorded in the target
 /// (state file, deploy-branch trailers) and as a note under refs/notes/rampart.
 ///
 /// HTTP on --listen: /healthz, /readyz, /metrics (OpenMetrics), GET /api/v1/status, POST
