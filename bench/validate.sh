@@ -97,18 +97,9 @@ JSONL="$RESULTS/results.jsonl"
 
 # ---------------------------------------------------------------- corpora
 
-corpus_for() { # size -> path, generating it if missing or stale
-    local size=$1 dir="$CORPORA/$1" want
-    want="$(sha256sum "$BENCH/gen_corpus.py" | cut -c1-16) seed=$SEED"
-    if [ ! -d "$dir/.git" ] || [ ! -f "$dir.expected.json" ] || [ "$(cat "$dir.stamp" 2>/dev/null)" != "$want" ]; then
-        say "generating corpus $size into $dir"
-        mkdir -p "$CORPORA"
-        rm -f "$dir.stamp"
-        python3 "$BENCH/gen_corpus.py" --size "$size" --seed "$SEED" --out "$dir" --force >&2
-        echo "$want" > "$dir.stamp"
-    fi
-    echo "$dir"
-}
+# corpus_for (shared with compile.sh and serve.sh)
+# shellcheck source=bench/corpus.sh
+. "$BENCH/corpus.sh"
 
 # ---------------------------------------------------------------- measuring
 

@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     // with the branch and authorise nothing
     let recorded = previous.as_ref().and_then(|s| s.commit.clone());
     if let Some(c) = &recorded
-        && !(c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        && !crate::target::is_commit_id(c)
     {
         super::print(&format!(
             "not applied: the state file `{}` records {} as the applied commit, which is not a commit id\n\

@@ -43,6 +43,8 @@ pub struct PullIdentity {
 pub struct Judged {
     own: Record,
     changes: Vec<ChangeRecord>,
+    /// The tenants this step's change can affect (`None`: every tenant).
+    affected: Option<BTreeSet<String>>,
 }
 
 pub struct Reconciler {
@@ -277,6 +279,14 @@ impl Reconciler {
         }
     }
 
+    /// The config repo's tree at `commit` (the `--path` subtree).
+    fn tree_of(&self, commit: &str) -> anyhow::Result<git2::Oid> {
+        match self.source(commit)? {
+            Source::Git { tree, .. } => Ok(tree),
+            Source::Dir(_) => unreachable!("a commit"),
+        }
+    }
+
     fn source(&self, commit: &str) -> anyhow::Result<Source> {
         Source::commit_in(&self.mirror, commit, &self.cfg.path)
             .with_context(|| format!("reading commit {}", short(commit)))
@@ -407,9 +417,15 @@ impl Reconciler {
         let opts = crate::compile::Options::default();
         // the base's files are what the target holds only when it holds `from` itself
         let base_known = content_known && from.is_some() && applied.commit == from;
-        let affected = match &from {
-            Some(f) if base_known => self.affected(f, &to)?,
-            _ => None,
+        // (what the steps' own change sets can affect, together: authorising them already
+        // compared each pair of revisions)
+        let affected = if base_known {
+            walk.allowed.iter().try_fold(BTreeSet::new(), |mut all, (_, j)| {
+                all.extend(j.affected.clone()?);
+                Some(all)
+            })
+        } else {
+            None
         };
         let record = Record {
             source: to.clone(),
@@ -656,6 +672,7 @@ impl Reconciler {
                     time: String::new(),
                 },
                 changes: Vec::new(),
+                affected: None,
             }));
         }
         // who: the pull request that merged it, when GitHub is configured
@@ -758,20 +775,8 @@ impl Reconciler {
                 time: String::new(),
             },
             changes,
+            affected: crate::plan::affected(&a.changes, &base_v.repo, &head_v.repo),
         }))
-    }
-
-    /// The tenants the change `from` → `to` can affect (`None`: every tenant).
-    fn affected(&mut self, from: &str, to: &str) -> anyhow::Result<Option<BTreeSet<String>>> {
-        self.validate(from)?;
-        self.validate(to)?;
-        let (bs, hs) = (self.source(from)?, self.source(to)?);
-        let (b, h) = (&self.validated[from], &self.validated[to]);
-        let bg = bs.read_guarded(&b.repo.settings.limits)?;
-        let hg = hs.read_guarded(&h.repo.settings.limits)?;
-        let same = |x: &crate::spec::Origin, y: &crate::spec::Origin| b.same_source(h, x, y);
-        let changes = crate::change::diff(&b.repo, &h.repo, &bg.files, &hg.files, &same);
-        Ok(crate::plan::affected(&changes, &b.repo, &h.repo))
     }
 }
 
@@ -785,13 +790,7 @@ impl decide::Judge for Reconciler {
 
     fn reverted(&mut self, items: &BTreeSet<String>, from: &str, to: &str) -> anyhow::Result<bool> {
         let repo = git2::Repository::open_bare(&self.mirror)?;
-        let tree_of = |c: &str| -> anyhow::Result<git2::Oid> {
-            match self.source(c)? {
-                Source::Git { tree, .. } => Ok(tree),
-                Source::Dir(_) => unreachable!("a commit"),
-            }
-        };
-        let (a, b) = (repo.find_tree(tree_of(from)?)?, repo.find_tree(tree_of(to)?)?);
+        let (a, b) = (repo.find_tree(self.tree_of(from)?)?, repo.find_tree(self.tree_of(to)?)?);
         let bytes = |t: &git2::Tree<'_>, path: &str| -> Option<Vec<u8>> {
             let e = t.get_path(std::path::Path::new(path)).ok()?;
             Some(repo.find_blob(e.id()).ok()?.content().to_vec())
@@ -816,13 +815,7 @@ impl decide::Judge for Reconciler {
     }
 
     fn touched(&mut self, from: &str, to: &str) -> anyhow::Result<BTreeSet<String>> {
-        let tree = |c: &str| -> anyhow::Result<git2::Oid> {
-            match self.source(c)? {
-                Source::Git { tree, .. } => Ok(tree),
-                Source::Dir(_) => unreachable!("a commit"),
-            }
-        };
-        let (a, b) = (tree(from)?, tree(to)?);
+        let (a, b) = (self.tree_of(from)?, self.tree_of(to)?);
         let repo = git2::Repository::open_bare(&self.mirror)?;
         let diff = repo.diff_tree_to_tree(Some(&repo.find_tree(a)?), Some(&repo.find_tree(b)?), None)?;
         let blob = |id: git2::Oid| -> Option<Vec<u8>> {

@@ -100,6 +100,23 @@ impl Fixture {
             .collect()
     }
 
+    /// Push a deploy commit of `tree` (evaluated after fetching the remote's `rendered` into
+    /// the work tree's FETCH_HEAD) on top of `rendered`, claiming `claims` was applied.
+    fn forge_deploy(&self, tree: &str, claims: &str) {
+        let work = self.work();
+        git_as(&work, ALICE, &["fetch", "-q", "origin", "rendered"]);
+        let message = format!(
+            "rampart: apply {}\n\nRampart-Source: {claims}\nRampart-Decision: allowed\n",
+            &claims[..12]
+        );
+        let forged = git_as(&work, ALICE, &["commit-tree", tree, "-p", "FETCH_HEAD", "-m", &message]);
+        git_as(
+            &work,
+            ALICE,
+            &["push", "-q", "origin", &format!("{forged}:refs/heads/rendered")],
+        );
+    }
+
     /// The full message of the deploy branch's tip.
     fn deploy_tip_message(&self, branch: &str) -> String {
         self.remote_git(&["log", "-1", "--format=%B", branch])
@@ -1123,28 +1140,7 @@ fn serve_a_forged_or_deleted_deploy_record_does_not_skip_a_denied_commit() {
 
     // someone with push access writes a deploy commit claiming the denied commit is applied
     // (no manifest changes: invisible in a diff review), then an allowed change follows
-    let work = f.work();
-    git_as(&work, ALICE, &["fetch", "-q", "origin", "rendered"]);
-    let forged = git_as(
-        &work,
-        ALICE,
-        &[
-            "commit-tree",
-            "FETCH_HEAD^{tree}",
-            "-p",
-            "FETCH_HEAD",
-            "-m",
-            &format!(
-                "rampart: apply {}\n\nRampart-Source: {denied}\nRampart-Decision: allowed\n",
-                &denied[..12]
-            ),
-        ],
-    );
-    git_as(
-        &work,
-        ALICE,
-        &["push", "-q", "origin", &format!("{forged}:refs/heads/rendered")],
-    );
+    f.forge_deploy("FETCH_HEAD^{tree}", &denied);
     f.push(ALICE, "more memory", |p| {
         edit(p, "tenants/sandbox.yaml", "memory: 2Gi", "memory: 3Gi")
     });
@@ -1222,27 +1218,7 @@ fn serve_does_not_believe_a_tree_that_merely_equals_a_denied_commits_output() {
     let work = f.work();
     git_as(&work, ALICE, &["fetch", "-q", &remote, "rendered"]);
     let tree = git_as(&work, ALICE, &["rev-parse", "FETCH_HEAD^{tree}"]);
-    git_as(&work, ALICE, &["fetch", "-q", "origin", "rendered"]);
-    let forged = git_as(
-        &work,
-        ALICE,
-        &[
-            "commit-tree",
-            tree.trim(),
-            "-p",
-            "FETCH_HEAD",
-            "-m",
-            &format!(
-                "rampart: apply {}\n\nRampart-Source: {denied}\nRampart-Decision: allowed\n",
-                &denied[..12]
-            ),
-        ],
-    );
-    git_as(
-        &work,
-        ALICE,
-        &["push", "-q", "origin", &format!("{forged}:refs/heads/rendered")],
-    );
+    f.forge_deploy(tree.trim(), &denied);
     f.push(ALICE, "more memory", |p| {
         edit(p, "tenants/sandbox.yaml", "memory: 2Gi", "memory: 3Gi")
     });
