@@ -13,6 +13,10 @@ use std::path::PathBuf;
 /// `--target dir:OUT` (the embedded target) replaces OUT atomically with the compiled
 /// objects and a kustomization, removes what is no longer desired, and records the applied
 /// commit in `OUT.rampart-state.json`. A second apply of the same revision writes nothing.
+/// `--target kubernetes[:CONTEXT]` applies the objects to a cluster with server-side apply
+/// (field manager `rampart`; Namespaces first), prunes exactly what its inventory (ConfigMap
+/// `rampart-inventory` in `rampart-system`) lists and is no longer desired, and records the
+/// commit there; objects whose desired state is unchanged since the last apply are not sent.
 /// An invalid revision (exit 3) or one the policies deny (exit 2) is never applied; with
 /// --rev, the change since the last applied commit (the target's baseline) is authorised with
 /// that commit's policies and teams, the head commit's author and its `Approved-by:`
@@ -27,9 +31,14 @@ pub struct Args {
     /// Apply this git revision without checking it out.
     #[arg(long, value_name = "REV")]
     rev: Option<String>,
-    /// Where to apply: `dir:OUT` (a directory).
+    /// Where to apply: `dir:OUT` (a directory), or `kubernetes[:CONTEXT]` (a cluster: that
+    /// kubeconfig context; without one, the current context or the in-cluster service account).
     #[arg(long, value_name = "TARGET", value_parser = parse_target)]
-    target: PathBuf,
+    target: TargetArg,
+    /// kubernetes: take over fields another field manager owns (off: such a conflict is an
+    /// error naming the object, the field and the manager).
+    #[arg(long)]
+    force_conflicts: bool,
     /// The current step (1-based) of a rollout in progress (repeatable; default: step 1).
     #[arg(long = "rollout-step", value_name = "ROLLOUT=N", value_parser = parse_step)]
     rollout_steps: Vec<(String, usize)>,
@@ -43,24 +52,46 @@ pub struct Args {
     no_baseline: bool,
 }
 
-fn parse_target(s: &str) -> Result<PathBuf, String> {
+#[derive(Clone, Debug)]
+pub enum TargetArg {
+    Dir(PathBuf),
+    Kubernetes(Option<String>),
+}
+
+pub fn parse_target(s: &str) -> Result<TargetArg, String> {
     match s.split_once(':') {
-        Some(("dir", p)) if !p.is_empty() => Ok(PathBuf::from(p)),
-        Some((kind, _)) if kind == "branch" || kind == "kubernetes" => {
-            Err(format!("the `{kind}` target is not available yet; use dir:OUT"))
-        }
-        _ => Err("expected dir:OUT".into()),
+        Some(("dir", p)) if !p.is_empty() => Ok(TargetArg::Dir(PathBuf::from(p))),
+        Some(("kubernetes", ctx)) if !ctx.is_empty() => Ok(TargetArg::Kubernetes(Some(ctx.to_owned()))),
+        None if s == "kubernetes" => Ok(TargetArg::Kubernetes(None)),
+        Some(("branch", _)) => Err("`apply` writes no deploy branch (`rampart serve` does); use dir:OUT".into()),
+        _ => Err("expected dir:OUT or kubernetes[:CONTEXT]".into()),
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    match args.target.clone() {
+        TargetArg::Dir(out) => run_dir(args, &out),
+        TargetArg::Kubernetes(context) => super::kube::apply(
+            &args.path,
+            args.rev.as_deref(),
+            &args.rollout_steps,
+            args.baseline.as_deref(),
+            args.no_baseline,
+            crate::target::kube::Options {
+                context,
+                force_conflicts: args.force_conflicts,
+            },
+        ),
+    }
+}
+
+fn run_dir(args: Args, out: &std::path::Path) -> anyhow::Result<u8> {
     let ctx = || format!("applying `{}`", args.path.display());
     let source = match &args.rev {
         Some(rev) => Source::git(&args.path, rev),
         None => Source::dir(&args.path),
     }
     .with_context(ctx)?;
-    let out = &args.target;
     let previous = dir::read_state(out)?;
     let head_v = pipeline::validate(&source, &|_, _| {}).with_context(ctx)?;
     let opts = options(&args.rollout_steps);
@@ -226,13 +257,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn short(commit: &str) -> &str {
+pub(super) fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
 /// Authorise the change from `baseline` to the revision being applied. `Ok(note)` when
 /// allowed; `Err(exit code)` when it was refused (and said why).
-fn authorize_since(
+pub(super) fn authorize_since(
     path: &std::path::Path,
     baseline: &str,
     source: &Source,

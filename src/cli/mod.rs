@@ -5,6 +5,7 @@ mod apply;
 mod check;
 mod ci;
 mod compile;
+mod kube;
 mod plan;
 mod plugins;
 mod policy;

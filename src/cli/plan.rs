@@ -52,9 +52,35 @@ pub struct Args {
     /// Print the wall time of each phase to stderr.
     #[arg(long)]
     timings: bool,
+    /// Plan against a live cluster instead of a base revision: a server-side dry run of each
+    /// object of --head against the object the cluster holds (managedFields, status and
+    /// server-set metadata left out), and the objects its inventory would prune. Needs
+    /// --target kubernetes[:CONTEXT].
+    #[arg(long, requires = "target", conflicts_with_all = ["base", "base_path", "head_path"])]
+    live: bool,
+    /// With --live: the cluster (`kubernetes[:CONTEXT]`).
+    #[arg(long, value_name = "TARGET", requires = "live")]
+    target: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    if args.live {
+        let context = match args.target.as_deref() {
+            Some("kubernetes") => None,
+            Some(t) if t.starts_with("kubernetes:") && t.len() > "kubernetes:".len() => {
+                Some(t["kubernetes:".len()..].to_owned())
+            }
+            _ => anyhow::bail!("--live plans against a cluster: --target kubernetes[:CONTEXT]"),
+        };
+        return super::kube::plan_live(
+            &args.path,
+            &args.head,
+            &args.rollout_steps,
+            args.format,
+            args.detailed_exitcode,
+            context,
+        );
+    }
     let (base, head, base_name, head_name) = match (&args.base, &args.base_path, &args.head_path) {
         (Some(b), _, _) => {
             let ctx = || format!("planning `{}` from {b} to {}", args.path.display(), args.head);

@@ -6,6 +6,7 @@ use crate::serve::{self, Config, Shared, Status, http, reconcile};
 use crate::target::Target;
 use crate::target::branch::BranchTarget;
 use crate::target::dir::DirTarget;
+use crate::target::kube::KubeTarget;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,8 +44,10 @@ pub struct Args {
     /// Where the mirror and caches live (may start empty: targets record what they hold).
     #[arg(long, env = "RAMPART_STATE_DIR", default_value = "rampart-state", value_name = "DIR")]
     state_dir: PathBuf,
-    /// Where to apply (repeatable, or comma-separated in RAMPART_TARGETS): `dir:OUT`, or
-    /// `branch:NAME[@REMOTE]` (a deploy branch of the config repo, or of REMOTE).
+    /// Where to apply (repeatable, or comma-separated in RAMPART_TARGETS): `dir:OUT`,
+    /// `branch:NAME[@REMOTE]` (a deploy branch of the config repo, or of REMOTE), or
+    /// `kubernetes[:CONTEXT]` (a cluster: that kubeconfig context, else the current one or
+    /// the in-cluster service account; the inventory there records the applied commit).
     #[arg(
         long = "target",
         env = "RAMPART_TARGETS",
@@ -99,6 +102,18 @@ pub struct Args {
     /// How long SIGTERM waits for the current reconcile before exiting.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// kubernetes targets: take over fields another field manager owns (off: such a conflict
+    /// is an error naming the object, the field and the manager, and the target stops there).
+    #[arg(long, env = "RAMPART_FORCE_CONFLICTS")]
+    force_conflicts: bool,
+    /// kubernetes targets: how often to compare the live objects with the applied revision
+    /// (a server-side dry run of each; `rampart_drift_objects`, the status API). Off unless given.
+    #[arg(long, env = "RAMPART_DRIFT_INTERVAL", value_parser = parse_interval, value_name = "DURATION")]
+    drift_interval: Option<Duration>,
+    /// With --drift-interval: re-apply drifted objects, taking their fields back from whoever
+    /// changed them (server-side apply with force).
+    #[arg(long, env = "RAMPART_SELF_HEAL", requires = "drift_interval")]
+    self_heal: bool,
     /// Reconcile once and exit (no HTTP): 0 every target holds the tip, 2 a target is blocked
     /// by policy, 3 by an invalid commit, 1 anything else stopped a target.
     #[arg(long)]
@@ -205,6 +220,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         require_pull_request: args.require_pull_request,
         push_notes: args.push_notes,
         shutdown_grace: args.shutdown_grace,
+        drift_interval: args.drift_interval,
+        self_heal: args.self_heal,
     });
     let mirror = cfg.state_dir.join("mirror.git");
     let mut targets: Vec<Box<dyn Target>> = Vec::new();
@@ -242,8 +259,20 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                     elsewhere,
                 ))
             }
-            Some(("kubernetes", _)) => anyhow::bail!("--target {t}: the kubernetes target is not available yet"),
-            _ => anyhow::bail!("--target {t}: expected dir:OUT or branch:NAME[@REMOTE]"),
+            _ if raw == "kubernetes" || raw.starts_with("kubernetes:") => {
+                let context = raw
+                    .strip_prefix("kubernetes:")
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned);
+                Box::new(
+                    KubeTarget::connect(crate::target::kube::Options {
+                        context,
+                        force_conflicts: args.force_conflicts,
+                    })
+                    .with_context(|| format!("--target {t}"))?,
+                )
+            }
+            _ => anyhow::bail!("--target {t}: expected dir:OUT, branch:NAME[@REMOTE] or kubernetes[:CONTEXT]"),
         });
     }
     let target_names: Vec<String> = targets.iter().map(|t| t.name()).collect();

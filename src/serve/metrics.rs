@@ -37,6 +37,7 @@ pub struct Metrics {
     pub webhooks: Family<WebhookLabels, Counter>,
     pub fetch_errors: Counter,
     pub behind: Family<TargetLabel, Gauge>,
+    pub drift: Family<TargetLabel, Gauge>,
     pub notes_push_errors: Counter,
     pub last_fetch: Gauge<f64, AtomicU64>,
 }
@@ -92,6 +93,12 @@ impl Metrics {
             "First-parent commits between each target's applied commit and the branch tip",
             behind.clone(),
         );
+        let drift = Family::default();
+        registry.register(
+            "drift_objects",
+            "Objects whose live state differs from the applied revision at the last drift check",
+            drift.clone(),
+        );
         let notes_push_errors = Counter::default();
         registry.register(
             "notes_push_errors",
@@ -114,6 +121,7 @@ impl Metrics {
             webhooks,
             fetch_errors,
             behind,
+            drift,
             notes_push_errors,
         }
     }

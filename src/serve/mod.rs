@@ -40,6 +40,10 @@ pub struct Config {
     pub push_notes: bool,
     /// How long SIGTERM waits for the current reconcile.
     pub shutdown_grace: Duration,
+    /// How often targets that can drift (kubernetes) are compared with what they should hold.
+    pub drift_interval: Option<Duration>,
+    /// Re-apply drifted objects.
+    pub self_heal: bool,
 }
 
 /// What the status API shows.
@@ -77,6 +81,21 @@ pub struct TargetStatus {
     pub last_result: Option<String>,
     /// The applied change was authorised from a commit the branch no longer contains.
     pub history_rewritten: bool,
+    /// The last drift check (kubernetes targets, with --drift-interval).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
+}
+
+/// The last drift check of a target.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// When it ran (RFC 3339).
+    pub checked_at: String,
+    /// The commit whose objects were compared.
+    pub commit: String,
+    #[serde(flatten)]
+    pub found: crate::target::Drift,
 }
 
 /// What the reconcile thread and the HTTP side share.
@@ -195,6 +214,11 @@ pub fn reconcile_loop(mut r: reconcile::Reconciler, shared: Arc<Shared>, interva
             Duration::ZERO
         };
         let wait = if failed { backoff } else { jittered(interval) };
+        // (a drift check due before the next poll wakes the loop for it)
+        let wait = match r.drift_due_in() {
+            Some(d) => wait.min(d.max(Duration::from_secs(1))),
+            None => wait,
+        };
         shared.trigger.wait(wait);
     }
 }

@@ -64,6 +64,8 @@ pub struct Reconciler {
     pinned: BTreeSet<String>,
     /// Target records already checked: (target, commit, tree).
     believed: BTreeSet<(String, String, String)>,
+    /// When each target's drift was last checked.
+    drift_checked: HashMap<String, Instant>,
 }
 
 /// This process's own record of what each target was brought to, in the state directory:
@@ -126,11 +128,70 @@ impl Reconciler {
             notes_dirty: false,
             pinned: BTreeSet::new(),
             believed: BTreeSet::new(),
+            drift_checked: HashMap::new(),
         })
     }
 
     pub fn mirror(&self) -> &std::path::Path {
         &self.mirror
+    }
+
+    /// How long until a drift check is due (`None`: no drift checks).
+    pub fn drift_due_in(&self) -> Option<std::time::Duration> {
+        let every = self.cfg.drift_interval?;
+        let oldest = self
+            .targets
+            .iter()
+            .map(|t| self.drift_checked.get(&t.name()).copied())
+            .min()?;
+        Some(oldest.map_or(std::time::Duration::ZERO, |at| every.saturating_sub(at.elapsed())))
+    }
+
+    /// Compare target `i` with the revision it holds, when a check is due; heal with --self-heal.
+    fn check_drift(&mut self, i: usize, status: &mut TargetStatus) -> anyhow::Result<()> {
+        let Some(every) = self.cfg.drift_interval else {
+            return Ok(());
+        };
+        let name = self.targets[i].name();
+        if self.drift_checked.get(&name).is_some_and(|at| at.elapsed() < every) {
+            return Ok(());
+        }
+        self.drift_checked.insert(name.clone(), Instant::now());
+        let Some(commit) = status.applied.clone() else {
+            return Ok(());
+        };
+        self.validate(&commit)?;
+        let opts = crate::compile::Options::default();
+        let v = &self.validated[&commit];
+        let rev = Revision {
+            head: v,
+            base: None,
+            affected: None,
+            opts: &opts,
+        };
+        let Some(found) = self.targets[i].drift(&rev, self.cfg.self_heal)? else {
+            return Ok(());
+        };
+        if found.count > 0 {
+            tracing::warn!(
+                drifted = found.count,
+                healed = found.healed,
+                objects = ?found.objects.iter().take(10).collect::<Vec<_>>(),
+                "drift: objects differ from the applied revision"
+            );
+        }
+        let left = if self.cfg.self_heal && found.errors.is_empty() {
+            found.count - found.healed.min(found.count)
+        } else {
+            found.count
+        };
+        self.shared.metrics.drift.get_or_create(&label(&name)).set(left as i64);
+        status.drift = Some(super::DriftStatus {
+            checked_at: crate::target::now_rfc3339(),
+            commit,
+            found,
+        });
+        Ok(())
     }
 
     /// One reconcile of every target. Errors are recorded in the status and metrics, never
@@ -184,6 +245,13 @@ impl Reconciler {
                         break;
                     }
                 }
+            }
+            if status.error.is_none()
+                && let Err(e) = self.check_drift(i, &mut status)
+            {
+                let msg = format!("{e:#}");
+                tracing::warn!(error = %msg, "drift check failed");
+                status.error = Some(format!("drift check: {msg}"));
             }
             self.shared
                 .metrics

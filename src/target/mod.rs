@@ -11,6 +11,8 @@
 
 pub mod branch;
 pub mod dir;
+pub mod inventory;
+pub mod kube;
 pub mod notes;
 pub mod tree;
 
@@ -143,6 +145,26 @@ pub trait Target: Send {
     fn holds(&mut self, _rev: &Revision<'_>) -> anyhow::Result<Option<bool>> {
         Ok(None)
     }
+    /// The objects that differ in the target from what `rev` (the applied revision) compiles
+    /// to, re-applied when `heal` (`None`: the target cannot drift — rampart alone writes it).
+    fn drift(&mut self, _rev: &Revision<'_>, _heal: bool) -> anyhow::Result<Option<Drift>> {
+        Ok(None)
+    }
+}
+
+/// What a drift check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drift {
+    /// The drifted objects (`Deployment.apps payments/portal`), at most 100 named.
+    pub objects: Vec<String>,
+    /// How many drifted.
+    pub count: usize,
+    /// How many were re-applied.
+    pub healed: usize,
+    /// Objects that could not be checked or healed, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// What `rev` changes in a target that holds `rev.base`: only the affected tenants' files
