@@ -461,10 +461,7 @@ impl KubeTarget {
         let what = format!("ConfigMap {}/{}", inv::NAMESPACE, inv::NAME);
         let post = PostParams::default();
         let r = match rv {
-            None => {
-                self.ensure_namespace().await?;
-                with_retry(|| api.create(&post, &cm)).await
-            }
+            None => with_retry(|| api.create(&post, &cm)).await,
             Some(rv) => {
                 cm.metadata.resource_version = Some(rv.to_owned());
                 with_retry(|| api.replace(inv::NAME, &post, &cm)).await
@@ -687,6 +684,9 @@ impl KubeTarget {
                 digest: inv::PENDING.to_owned(),
             });
         }
+        if !inventory.exists {
+            self.ensure_namespace().await?;
+        }
         let shards = inv::shard_count(&inventory.objects, inventory.shards);
         let mut texts = if old_shards == 0 || shards != old_shards {
             self.write_shards(&inventory.objects, shards, &[]).await?
@@ -853,7 +853,14 @@ impl KubeTarget {
             self.drop_shards(shards, old_count).await;
         }
         if !self.failures.is_empty() {
-            let n = self.failures.len();
+            let n: usize = self
+                .failures
+                .iter()
+                .map(|f| match f {
+                    Failure::KindMissing { objects, .. } => *objects,
+                    _ => 1,
+                })
+                .sum();
             let mut text = format!(
                 "{}: {n} object{} not applied ({} applied, {} pruned; recorded in the inventory, the next apply completes the rest):\n",
                 self.name,
@@ -1038,8 +1045,10 @@ fn now_secs() -> u64 {
 fn applied_of(i: &Inventory) -> Applied {
     Applied {
         commit: i.commit.clone(),
-        // objects, or a partial apply, without a recorded commit: nothing authorises from here
-        unknown: i.commit.is_none() && (!i.objects.is_empty() || i.partial.is_some()),
+        // objects without a recorded commit: nothing authorises from here (an apply that did
+        // not finish — `partial` — was authorised from the recorded commit, or as a first
+        // apply when there is none, and the next one starts from the same place)
+        unknown: i.commit.is_none() && !i.objects.is_empty() && i.partial.is_none(),
         rendered: i.exists.then(|| inv::rendered_id(&i.objects)),
     }
 }
