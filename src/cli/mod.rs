@@ -99,7 +99,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // (an error may quote a file name or a server's answer: nothing in it may start a
             // line or a terminal sequence)
-            eprintln!("error: {}", crate::diagnostic::visible(&format!("{e:#}"), &[]));
+            eprintln!("error: {}", crate::diagnostic::visible(&format!("{e:#}"), &['\n']));
             ExitCode::from(exit::ERROR)
         }
     }
