@@ -41,8 +41,11 @@ pub const MANAGER: &str = "rampart";
 const CONCURRENCY: usize = 16;
 /// Attempts of one request that meets 429, 5xx or a lost connection.
 const ATTEMPTS: u32 = 6;
-/// How long a claim holds without being renewed.
-const CLAIM_TTL: u64 = 120;
+/// How long a claim holds without being renewed (a process that died holding one blocks
+/// others this long at most).
+const CLAIM_TTL: u64 = 30;
+/// How often a running apply renews its claim.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How long an apply waits for another process's claim.
 const CLAIM_WAIT: Duration = Duration::from_secs(60);
 /// The Gateway API release whose CRDs the hint names.
@@ -667,11 +670,25 @@ impl KubeTarget {
         let in_scope = |k: &Key| scope.as_ref().is_none_or(|s| s.contains(k));
         let work = inv::plan_work(&inventory.objects, &digests, Some(&in_scope));
         let commit = rev.head.commit.clone().or_else(|| expected.commit.clone());
-        if work.apply.is_empty() && work.delete.is_empty() && inventory.partial.is_none() && inventory.commit == commit
-        {
+        if work.apply.is_empty() && work.delete.is_empty() && inventory.partial.is_none() {
+            let rendered = Some(inv::rendered_id(&inventory.objects));
+            if inventory.commit == commit {
+                return Ok(Apply::Done(Outcome {
+                    noop: true,
+                    rendered,
+                    ..Outcome::default()
+                }));
+            }
+            // a commit that changes no object: one write, the record
+            inventory.commit = commit;
+            inventory.record = Some(serde_json::to_string(record)?);
+            inventory.claim = None;
+            if self.write_root(&inventory, rv.as_deref()).await?.is_none() {
+                let (i, _) = self.read_inventory().await?;
+                return Ok(Apply::Moved { now: applied_of(&i) });
+            }
             return Ok(Apply::Done(Outcome {
-                noop: true,
-                rendered: Some(inv::rendered_id(&inventory.objects)),
+                rendered,
                 ..Outcome::default()
             }));
         }
@@ -688,7 +705,7 @@ impl KubeTarget {
             self.ensure_namespace().await?;
         }
         let shards = inv::shard_count(&inventory.objects, inventory.shards);
-        let mut texts = if old_shards == 0 || shards != old_shards {
+        let texts = if old_shards == 0 || shards != old_shards {
             self.write_shards(&inventory.objects, shards, &[]).await?
         } else {
             self.write_shards(&inventory.objects, shards, &old_texts).await?
@@ -757,7 +774,17 @@ impl KubeTarget {
                 });
             }
             let mut stream = futures::stream::iter(calls).buffer_unordered(CONCURRENCY);
-            while let Some((k, r)) = stream.next().await {
+            loop {
+                let next = tokio::time::timeout(RENEW_EVERY.saturating_sub(renewed.elapsed()), stream.next()).await;
+                if renewed.elapsed() >= RENEW_EVERY {
+                    rv = Some(self.renew(&mut inventory, rv.as_deref()).await?);
+                    renewed = Instant::now();
+                }
+                let (k, r) = match next {
+                    Ok(Some(x)) => x,
+                    Ok(None) => break,
+                    Err(_) => continue,
+                };
                 match r {
                     Ok(_) => {
                         let d = desired.get_mut(k).expect("desired");
@@ -772,17 +799,6 @@ impl KubeTarget {
                         out.written += 1;
                     }
                     Err(e) => self.failures.push(classify(&k.display(), &e)),
-                }
-                if renewed.elapsed() > Duration::from_secs(CLAIM_TTL / 3) {
-                    inventory.claim.as_mut().expect("claimed").until = now_secs() + CLAIM_TTL;
-                    match self.write_root(&inventory, rv.as_deref()).await? {
-                        Some(r) => rv = Some(r),
-                        None => anyhow::bail!(
-                            "{}: another process took the inventory over during this apply",
-                            self.name
-                        ),
-                    }
-                    renewed = Instant::now();
                 }
             }
         }
@@ -804,7 +820,17 @@ impl KubeTarget {
                 });
             }
             let mut stream = futures::stream::iter(calls).buffer_unordered(CONCURRENCY);
-            while let Some((k, r)) = stream.next().await {
+            loop {
+                let next = tokio::time::timeout(RENEW_EVERY.saturating_sub(renewed.elapsed()), stream.next()).await;
+                if renewed.elapsed() >= RENEW_EVERY {
+                    rv = Some(self.renew(&mut inventory, rv.as_deref()).await?);
+                    renewed = Instant::now();
+                }
+                let (k, r) = match next {
+                    Ok(Some(x)) => x,
+                    Ok(None) => break,
+                    Err(_) => continue,
+                };
                 match r {
                     Ok(_) => {
                         inventory.objects.remove(k);
@@ -828,31 +854,7 @@ impl KubeTarget {
             }
         }
         // 5. record what was applied; the commit only when all of it was
-        let shards = inv::shard_count(&inventory.objects, inventory.shards);
-        texts = if shards == inventory.shards {
-            self.write_shards(&inventory.objects, shards, &texts).await?
-        } else {
-            self.write_shards(&inventory.objects, shards, &[]).await?
-        };
-        let _ = texts;
-        let old_count = inventory.shards;
-        inventory.shards = shards;
-        inventory.claim = None;
-        if self.failures.is_empty() {
-            inventory.commit = commit;
-            inventory.partial = None;
-            inventory.record = Some(serde_json::to_string(record)?);
-        }
-        if self.write_root(&inventory, rv.as_deref()).await?.is_none() {
-            anyhow::bail!(
-                "{}: another process took the inventory over during this apply",
-                self.name
-            );
-        }
-        if old_count > shards {
-            self.drop_shards(shards, old_count).await;
-        }
-        if !self.failures.is_empty() {
+        let failed = (!self.failures.is_empty()).then(|| {
             let n: usize = self
                 .failures
                 .iter()
@@ -862,7 +864,7 @@ impl KubeTarget {
                 })
                 .sum();
             let mut text = format!(
-                "{}: {n} object{} not applied ({} applied, {} pruned; recorded in the inventory, the next apply completes the rest):\n",
+                "{}: {n} object{} not applied ({} applied, {} pruned; the next apply completes the rest):\n",
                 self.name,
                 if n == 1 { "" } else { "s" },
                 out.written,
@@ -872,13 +874,62 @@ impl KubeTarget {
                 text.push_str(&f.describe());
                 text.push('\n');
             }
-            if n > 20 {
-                text.push_str(&format!("… and {} more\n", n - 20));
+            if self.failures.len() > 20 {
+                text.push_str(&format!("… and {} more\n", self.failures.len() - 20));
             }
-            anyhow::bail!("{}", text.trim_end());
+            text.trim_end().to_owned()
+        });
+        if failed.is_none() {
+            inventory.commit = commit;
+            inventory.partial = None;
+            inventory.record = Some(serde_json::to_string(record)?);
         }
-        out.rendered = Some(inv::rendered_id(&inventory.objects));
-        Ok(Apply::Done(out))
+        let recorded = async {
+            let shards = inv::shard_count(&inventory.objects, inventory.shards);
+            let unchanged = if shards == inventory.shards { &texts[..] } else { &[] };
+            self.write_shards(&inventory.objects, shards, unchanged).await?;
+            let old_count = inventory.shards;
+            inventory.shards = shards;
+            inventory.claim = None;
+            if self.write_root(&inventory, rv.as_deref()).await?.is_none() {
+                anyhow::bail!("another process took the inventory over during this apply");
+            }
+            if old_count > shards {
+                self.drop_shards(shards, old_count).await;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        match (failed, recorded) {
+            (None, Ok(())) => {
+                out.rendered = Some(inv::rendered_id(&inventory.objects));
+                Ok(Apply::Done(out))
+            }
+            (Some(text), Ok(())) => anyhow::bail!("{text}\n(what was applied is recorded in the inventory)"),
+            (Some(text), Err(e)) => {
+                anyhow::bail!(
+                    "{text}\nand the inventory could not be written either ({e:#}): the next apply compares every object"
+                )
+            }
+            (None, Err(e)) => anyhow::bail!(
+                "{}: every object was applied, but the inventory could not be written ({e:#}): the next apply compares every object",
+                self.name
+            ),
+        }
+    }
+
+    /// Renew this process's claim on the inventory; the new resourceVersion.
+    async fn renew(&self, inventory: &mut Inventory, rv: Option<&str>) -> anyhow::Result<String> {
+        if let Some(c) = inventory.claim.as_mut() {
+            c.until = now_secs() + CLAIM_TTL;
+        }
+        match self.write_root(inventory, rv).await? {
+            Some(rv) => Ok(rv),
+            None => anyhow::bail!(
+                "{}: another process took the inventory over during this apply (its claim was renewed too late)",
+                self.name
+            ),
+        }
     }
 
     /// The server-side dry run of every desired object of `rev` against the live one, and the
