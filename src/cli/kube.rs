@@ -156,6 +156,9 @@ pub fn apply(
     let started = std::time::Instant::now();
     let result = target.apply(&held, &rev, &record);
     let took = started.elapsed();
+    for w in &target.warnings {
+        eprintln!("warning: {}", crate::diagnostic::visible(w, &[]));
+    }
     let at = commit
         .as_deref()
         .or(held.commit.as_deref())

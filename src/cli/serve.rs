@@ -396,7 +396,11 @@ fn once_summary(s: &Status) -> String {
         };
         out.push_str(&line);
         out.push('\n');
-        if let Some(d) = t.drift.as_ref().filter(|d| d.found.count > 0 || !d.found.errors.is_empty()) {
+        if let Some(d) = t
+            .drift
+            .as_ref()
+            .filter(|d| d.found.count > 0 || !d.found.errors.is_empty())
+        {
             out.push_str(&format!(
                 "{}: drift: {} object{} differ from {} ({} healed){}{}\n",
                 t.name,
@@ -404,7 +408,11 @@ fn once_summary(s: &Status) -> String {
                 if d.found.count == 1 { "" } else { "s" },
                 serve::decide::short(&d.commit),
                 d.found.healed,
-                if d.found.objects.is_empty() { String::new() } else { format!(": {}", d.found.objects.join(", ")) },
+                if d.found.objects.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", d.found.objects.join(", "))
+                },
                 if d.found.errors.is_empty() {
                     String::new()
                 } else {

@@ -151,9 +151,10 @@ pub fn labels(tenant: &str, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Namespaces Kubernetes reserves: a tenant may not take them over.
+/// Namespaces Kubernetes reserves, and rampart's own (`rampart-system`, where the cluster
+/// target keeps its inventory): a tenant may not take them over.
 pub fn reserved(name: &str) -> bool {
-    name == "default" || name.starts_with("kube-") || name.starts_with("openshift")
+    name == "default" || name == "rampart-system" || name.starts_with("kube-") || name.starts_with("openshift")
 }
 
 /// Compile a valid repo. Problems that only compiling reveals (a rollout step that does

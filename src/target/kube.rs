@@ -298,6 +298,8 @@ pub struct KubeTarget {
     kinds: HashMap<(String, String), (ApiResource, bool)>,
     /// What the last apply or drift check could not do.
     pub failures: Vec<Failure>,
+    /// What the last apply left alone, and why.
+    pub warnings: Vec<String>,
 }
 
 impl KubeTarget {
@@ -357,6 +359,7 @@ impl KubeTarget {
             opts,
             kinds: HashMap::new(),
             failures: Vec::new(),
+            warnings: Vec::new(),
         })
     }
 
@@ -634,6 +637,7 @@ impl KubeTarget {
 
     async fn apply_async(&mut self, expected: &Applied, rev: &Revision<'_>, record: &Record) -> anyhow::Result<Apply> {
         self.failures.clear();
+        self.warnings.clear();
         // 1. the inventory, and any other process's claim on it
         let started = Instant::now();
         let (mut inventory, mut rv) = loop {
@@ -813,11 +817,7 @@ impl KubeTarget {
                     continue;
                 };
                 let api = self.api_for(ar, *namespaced, k.namespace.as_deref());
-                calls.push(async move {
-                    let dp = DeleteParams::background();
-                    let r = with_retry(|| api.delete(&k.name, &dp)).await;
-                    (k, r)
-                });
+                calls.push(async move { (k, prune(&api, k).await) });
             }
             let mut stream = futures::stream::iter(calls).buffer_unordered(CONCURRENCY);
             loop {
@@ -832,12 +832,21 @@ impl KubeTarget {
                     Err(_) => continue,
                 };
                 match r {
-                    Ok(_) => {
+                    Ok(Pruned::Deleted) => {
                         inventory.objects.remove(k);
                         out.removed += 1;
                     }
-                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                    Ok(Pruned::Gone) => {
                         inventory.objects.remove(k);
+                    }
+                    Ok(Pruned::NotOurs) => {
+                        inventory.objects.remove(k);
+                        let w = format!(
+                            "{}: listed in the inventory but not deleted: it is not rampart's (no `app.kubernetes.io/managed-by: rampart` label or no `rampart` field manager, or a protected namespace)",
+                            k.display()
+                        );
+                        tracing::warn!("{w}");
+                        self.warnings.push(w);
                     }
                     Err(e) => self.failures.push(classify(&k.display(), &e)),
                 }
@@ -1073,6 +1082,67 @@ impl KubeTarget {
             }
             Ok(healed)
         })
+    }
+}
+
+/// What pruning one object did.
+enum Pruned {
+    Deleted,
+    /// Already gone (or replaced by another object of the same name).
+    Gone,
+    /// Listed in the inventory but not rampart's: left alone.
+    NotOurs,
+}
+
+/// Namespaces rampart never deletes, nor anything in them: the cluster's own and rampart's.
+fn protected(k: &Key) -> bool {
+    let ns = if k.is_namespace() {
+        Some(k.name.as_str())
+    } else {
+        k.namespace.as_deref()
+    };
+    ns.is_some_and(|ns| ns == inv::NAMESPACE || crate::compile::reserved(ns))
+}
+
+/// Delete `k` if it is rampart's: it carries the managed-by label and the `rampart` field
+/// manager (an inventory line someone added by hand does not make an object rampart's), in a
+/// namespace rampart may touch; deleted only if it is still the object looked at (uid
+/// precondition), in the background.
+async fn prune(api: &Api<DynamicObject>, k: &Key) -> Result<Pruned, kube::Error> {
+    if protected(k) {
+        return Ok(Pruned::NotOurs);
+    }
+    let Some(meta) = with_retry(|| api.get_metadata_opt(&k.name)).await? else {
+        return Ok(Pruned::Gone);
+    };
+    let m = &meta.metadata;
+    let labelled = m
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+        .is_some_and(|v| v == MANAGER);
+    let managed = m
+        .managed_fields
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f.manager.as_deref() == Some(MANAGER)));
+    if !(labelled && managed) {
+        return Ok(Pruned::NotOurs);
+    }
+    if m.deletion_timestamp.is_some() {
+        // (a Namespace stays Terminating until its contents are gone: already on its way)
+        return Ok(Pruned::Deleted);
+    }
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: m.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match with_retry(|| api.delete(&k.name, &dp)).await {
+        Ok(_) => Ok(Pruned::Deleted),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Pruned::Gone),
+        Err(e) => Err(e),
     }
 }
 

@@ -253,9 +253,11 @@ fn tenant(cx: &Context<'_>, t: &Object<crate::spec::TenantSpec>, out: &mut Vec<D
                 &t.origin.file,
                 t.origin.doc,
                 "/metadata/name",
-                format!("tenant `{}` would take over a namespace Kubernetes reserves", t.name()),
+                format!("tenant `{}` would take over a namespace Kubernetes or rampart reserves", t.name()),
             )
-            .with_hint("rename the tenant: `default`, `kube-*` and `openshift*` belong to the cluster"),
+            .with_hint(
+                "rename the tenant: `default`, `kube-*` and `openshift*` belong to the cluster, `rampart-system` to rampart",
+            ),
         );
     }
     for (i, owner) in t.spec.owners.iter().enumerate() {
