@@ -7,7 +7,8 @@
 //! - the last applied source commit is read back from the cluster (where `serve` resumes).
 //!
 //! It is kept in ConfigMaps in `rampart-system`: the root `rampart-inventory` holds the
-//! commit, the record of the apply, a claim while an apply runs and the number of shards;
+//! commit, the record of the apply, the id of what it rendered, a claim while an apply runs,
+//! the commit of an apply that did not finish (`partial`) and the number of shards;
 //! `rampart-inventory-<i>` hold the objects, one line each (`DIGEST APIVERSION KIND NAMESPACE
 //! NAME`, `-` for no namespace), an object in shard `hash(its namespace) % shards` so one
 //! tenant's objects share a shard and a one-tenant change rewrites one shard. A ConfigMap holds
@@ -124,6 +125,9 @@ pub struct Inventory {
     /// The commit of an apply that did not finish: some objects may hold it, others not; the
     /// next apply compares every object, not only a change's tenants.
     pub partial: Option<String>,
+    /// The [`rendered_id`] of the objects when `commit` was recorded (what rampart's notes
+    /// record for the apply).
+    pub rendered: Option<String>,
     pub shards: usize,
     pub objects: BTreeMap<Key, Entry>,
 }

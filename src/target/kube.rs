@@ -396,6 +396,7 @@ impl KubeTarget {
             record: get("record"),
             claim: get("claim").and_then(|c| serde_json::from_str(&c).ok()),
             partial: get("partial"),
+            rendered: get("rendered"),
             shards,
             objects: BTreeMap::new(),
         };
@@ -456,6 +457,9 @@ impl KubeTarget {
         }
         if let Some(p) = &inventory.partial {
             data.insert("partial".to_owned(), p.clone());
+        }
+        if let Some(r) = &inventory.rendered {
+            data.insert("rendered".to_owned(), r.clone());
         }
         let mut cm = ConfigMap {
             data: Some(data),
@@ -685,6 +689,7 @@ impl KubeTarget {
             }
             // a commit that changes no object: one write, the record
             inventory.commit = commit;
+            inventory.rendered = rendered.clone();
             inventory.record = Some(serde_json::to_string(record)?);
             inventory.claim = None;
             if self.write_root(&inventory, rv.as_deref()).await?.is_none() {
@@ -890,6 +895,7 @@ impl KubeTarget {
         });
         if failed.is_none() {
             inventory.commit = commit;
+            inventory.rendered = Some(inv::rendered_id(&inventory.objects));
             inventory.partial = None;
             inventory.record = Some(serde_json::to_string(record)?);
         }
@@ -1170,7 +1176,9 @@ fn applied_of(i: &Inventory) -> Applied {
         // not finish — `partial` — was authorised from the recorded commit, or as a first
         // apply when there is none, and the next one starts from the same place)
         unknown: i.commit.is_none() && !i.objects.is_empty() && i.partial.is_none(),
-        rendered: i.exists.then(|| inv::rendered_id(&i.objects)),
+        // (as recorded with the commit: an apply that did not finish since changed some
+        // digests, but the commit the cluster was last brought to completely is still this one)
+        rendered: i.commit.as_ref().and(i.rendered.clone()),
     }
 }
 
