@@ -61,7 +61,7 @@ pub enum TargetArg {
 pub fn parse_target(s: &str) -> Result<TargetArg, String> {
     match s.split_once(':') {
         Some(("dir", p)) if !p.is_empty() => Ok(TargetArg::Dir(PathBuf::from(p))),
-        Some(("kubernetes", ctx)) if !ctx.is_empty() => Ok(TargetArg::Kubernetes(Some(ctx.to_owned()))),
+        Some(("kubernetes", ctx)) => Ok(TargetArg::Kubernetes(Some(ctx.to_owned()).filter(|c| !c.is_empty()))),
         None if s == "kubernetes" => Ok(TargetArg::Kubernetes(None)),
         Some(("branch", _)) => Err("`apply` writes no deploy branch (`rampart serve` does); use dir:OUT".into()),
         _ => Err("expected dir:OUT or kubernetes[:CONTEXT]".into()),

@@ -183,6 +183,13 @@ pub fn apply(
             super::print("not applied: the revision does not compile\n")?;
             exit::INVALID
         }
+        Ok(Apply::Moved { now }) if now.commit == held.commit => {
+            super::print(&format!(
+                "not applied: another process claimed {name}'s inventory first (an apply in progress)\n\
+                 hint: run the apply again once it is done (it is decided anew)\n"
+            ))?;
+            exit::ERROR
+        }
         Ok(Apply::Moved { now }) => {
             super::print(&format!(
                 "not applied: another process applied {} to {name} meanwhile\nhint: run the apply again (it is decided anew)\n",

@@ -67,8 +67,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if args.live {
         let context = match args.target.as_deref() {
             Some("kubernetes") => None,
-            Some(t) if t.starts_with("kubernetes:") && t.len() > "kubernetes:".len() => {
-                Some(t["kubernetes:".len()..].to_owned())
+            Some(t) if t.starts_with("kubernetes:") => {
+                Some(t["kubernetes:".len()..].to_owned()).filter(|c| !c.is_empty())
             }
             _ => anyhow::bail!("--live plans against a cluster: --target kubernetes[:CONTEXT]"),
         };

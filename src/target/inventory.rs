@@ -91,6 +91,9 @@ pub struct Entry {
     pub api_version: String,
     /// What was applied ([`digest`]), or [`PENDING`].
     pub digest: String,
+    /// A Namespace that existed before rampart first applied it (someone else's, taken under
+    /// management): prune never deletes it — only rampart's objects in it.
+    pub adopted: bool,
 }
 
 /// The digest of an object's desired state: its JSON as compiled (keys in a fixed order).
@@ -116,6 +119,9 @@ pub struct Claim {
 pub struct Inventory {
     /// The root ConfigMap exists.
     pub exists: bool,
+    /// It does not, but the cluster holds rampart's objects (its shards, or namespaces with
+    /// rampart's label): the inventory was lost, and nothing authorises from here.
+    pub orphaned: bool,
     /// The last source commit applied completely.
     pub commit: Option<String>,
     /// The record of that apply (JSON of `target::Record`), as written.
@@ -132,15 +138,16 @@ pub struct Inventory {
     pub objects: BTreeMap<Key, Entry>,
 }
 
-/// A line of a shard: `DIGEST APIVERSION KIND NAMESPACE NAME`.
+/// A line of a shard: `DIGEST APIVERSION KIND NAMESPACE NAME[ adopted]`.
 fn line(key: &Key, e: &Entry) -> String {
     format!(
-        "{} {} {} {} {}\n",
+        "{} {} {} {} {}{}\n",
         e.digest,
         e.api_version,
         key.kind,
         key.namespace.as_deref().unwrap_or("-"),
-        key.name
+        key.name,
+        if e.adopted { " adopted" } else { "" }
     )
 }
 
@@ -149,6 +156,10 @@ fn line(key: &Key, e: &Entry) -> String {
 pub fn parse_shard(text: &str, into: &mut BTreeMap<Key, Entry>) -> Result<(), String> {
     for (i, l) in text.lines().enumerate() {
         let f: Vec<&str> = l.split(' ').collect();
+        let (adopted, f) = match f[..] {
+            [ref head @ .., "adopted"] => (true, head),
+            _ => (false, &f[..]),
+        };
         let [digest, api_version, kind, ns, name] = f[..] else {
             return Err(format!(
                 "line {}: expected `DIGEST APIVERSION KIND NAMESPACE NAME`",
@@ -166,6 +177,7 @@ pub fn parse_shard(text: &str, into: &mut BTreeMap<Key, Entry>) -> Result<(), St
             Entry {
                 api_version: api_version.to_owned(),
                 digest: digest.to_owned(),
+                adopted,
             },
         );
     }
@@ -267,6 +279,7 @@ mod tests {
         Entry {
             api_version: api.into(),
             digest: d.into(),
+            adopted: false,
         }
     }
 
@@ -275,7 +288,9 @@ mod tests {
         let mut objects = BTreeMap::new();
         for t in 0..50 {
             let ns = format!("tenant-{t}");
-            objects.insert(k("v1", "Namespace", None, &ns), e("v1", &"a".repeat(20)));
+            let mut adopted = e("v1", &"a".repeat(20));
+            adopted.adopted = t % 3 == 0;
+            objects.insert(k("v1", "Namespace", None, &ns), adopted);
             objects.insert(k("apps/v1", "Deployment", Some(&ns), "portal"), e("apps/v1", PENDING));
         }
         let texts = shard_texts(&objects, 4);

@@ -148,10 +148,9 @@ impl Failure {
                     if *objects == 1 { "" } else { "s" }
                 )
             }
-            Failure::Unavailable { object, message } => format!(
-                "error[{code}]: {object}: the API server did not answer ({message}); \
-                 what was applied is recorded, and the next apply completes the rest"
-            ),
+            Failure::Unavailable { object, message } => {
+                format!("error[{code}]: {object}: the API server did not answer ({message}), after {ATTEMPTS} attempts")
+            }
             Failure::Other { object, message } => format!("error[{code}]: {object}: {message}"),
         }
     }
@@ -219,7 +218,22 @@ pub fn classify(object: &str, e: &kube::Error) -> Failure {
 
 fn first_line(s: &str) -> String {
     let l = s.lines().next().unwrap_or("");
-    crate::diagnostic::visible(&l.chars().take(300).collect::<String>(), &[])
+    crate::diagnostic::visible(&withhold_secrets(&l.chars().take(300).collect::<String>()), &[])
+}
+
+/// An error of the kube client without what may quote a credential: kubeconfig YAML errors
+/// print the offending line (a token), exec-plugin errors its output.
+fn withhold_secrets(s: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    if ["parse", "exec", "token", "yaml", "credential", "auth"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        let head = s.split_once(':').map_or(s, |(h, _)| h);
+        format!("{head} (details withheld: they may quote a credential)")
+    } else {
+        s.to_owned()
+    }
 }
 
 /// The manager a conflict message names: `conflict with "kubectl-edit" using apps/v1`.
@@ -318,16 +332,23 @@ impl KubeTarget {
                         context: Some(ctx.clone()),
                         ..Default::default()
                     };
-                    let c = kube::Config::from_kubeconfig(&o)
-                        .await
-                        .with_context(|| format!("reading the kubeconfig context `{ctx}`"))?;
+                    let c = kube::Config::from_kubeconfig(&o).await.map_err(|e| {
+                        anyhow::anyhow!(
+                            "reading the kubeconfig context {}: {}",
+                            crate::diagnostic::quote(ctx),
+                            first_line(&e.to_string())
+                        )
+                    })?;
                     anyhow::Ok((c, format!("kubernetes:{ctx}")))
                 }
                 None => {
                     let current = kube::config::Kubeconfig::read().ok().and_then(|k| k.current_context);
-                    let c = kube::Config::infer().await.context(
-                        "finding a cluster: no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster",
-                    )?;
+                    let c = kube::Config::infer().await.map_err(|e| {
+                        anyhow::anyhow!(
+                            "finding a cluster: no usable kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster: {}",
+                            first_line(&e.to_string())
+                        )
+                    })?;
                     let name = match current {
                         Some(ctx) => format!("kubernetes:{ctx}"),
                         None => "kubernetes:in-cluster".to_owned(),
@@ -377,7 +398,24 @@ impl KubeTarget {
             )
         })?;
         let Some(root) = root else {
-            return Ok((Inventory::default(), None));
+            // no inventory: a cluster rampart never applied to, or one whose inventory was
+            // deleted — then its shards or its labelled namespaces are still there
+            let lp = kube::api::ListParams::default()
+                .labels(&format!("app.kubernetes.io/managed-by={MANAGER}"))
+                .fields(&format!("metadata.name!={}", inv::NAMESPACE))
+                .limit(1);
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+            let first = shard_name(0);
+            let shard = with_retry(|| api.get_opt(&first)).await;
+            let labelled = with_retry(|| namespaces.list_metadata(&lp)).await;
+            let orphaned = matches!(shard, Ok(Some(_))) || labelled.is_ok_and(|l| !l.items.is_empty());
+            return Ok((
+                Inventory {
+                    orphaned,
+                    ..Inventory::default()
+                },
+                None,
+            ));
         };
         let rv = root.metadata.resource_version.clone();
         let data = root.data.unwrap_or_default();
@@ -392,6 +430,7 @@ impl KubeTarget {
         }
         let mut inventory = Inventory {
             exists: true,
+            orphaned: false,
             commit: get("commit").filter(|c| super::is_commit_id(c)),
             record: get("record"),
             claim: get("claim").and_then(|c| serde_json::from_str(&c).ok()),
@@ -646,17 +685,18 @@ impl KubeTarget {
         let started = Instant::now();
         let (mut inventory, mut rv) = loop {
             let (i, rv) = self.read_inventory().await?;
-            if i.commit != expected.commit {
+            if baseline(&i) != expected.commit {
                 return Ok(Apply::Moved { now: applied_of(&i) });
             }
             match &i.claim {
-                Some(c) if c.holder != self.holder && c.until > now_secs() => {
+                // (a claim further ahead than any renewal puts it is not believed)
+                Some(c) if c.holder != self.holder && c.until > now_secs() && c.until <= now_secs() + 2 * CLAIM_TTL => {
                     if started.elapsed() > CLAIM_WAIT {
                         anyhow::bail!(
                             "{} is being applied by {} (commit {}), waited {} s",
                             self.name,
-                            c.holder,
-                            c.commit.as_deref().unwrap_or("?"),
+                            crate::diagnostic::quote(&c.holder),
+                            crate::diagnostic::quote(c.commit.as_deref().unwrap_or("?")),
                             CLAIM_WAIT.as_secs()
                         );
                     }
@@ -701,25 +741,13 @@ impl KubeTarget {
                 ..Outcome::default()
             }));
         }
-        // 3. claim, and mark the new objects as pending (pruned later even if this dies here)
-        let old_texts = inv::shard_texts(&inventory.objects, inventory.shards.max(1));
-        let old_shards = inventory.shards;
-        for k in &work.apply {
-            inventory.objects.entry(k.clone()).or_insert_with(|| Entry {
-                api_version: desired[k].api_version.clone(),
-                digest: inv::PENDING.to_owned(),
-            });
-        }
+        // 3. claim (the root's compare-and-swap: a process that loses it has written nothing),
+        // then list the new objects as pending (pruned later even if this dies here)
         if !inventory.exists {
             self.ensure_namespace().await?;
         }
-        let shards = inv::shard_count(&inventory.objects, inventory.shards);
-        let texts = if old_shards == 0 || shards != old_shards {
-            self.write_shards(&inventory.objects, shards, &[]).await?
-        } else {
-            self.write_shards(&inventory.objects, shards, &old_texts).await?
-        };
-        inventory.shards = shards;
+        let old_texts = inv::shard_texts(&inventory.objects, inventory.shards.max(1));
+        let old_shards = inventory.shards;
         inventory.partial = commit.clone().or_else(|| Some("workdir".to_owned()));
         inventory.claim = Some(Claim {
             holder: self.holder.clone(),
@@ -732,8 +760,26 @@ impl KubeTarget {
         };
         rv = Some(new_rv);
         let mut renewed = Instant::now();
-        if old_shards > shards {
-            self.drop_shards(shards, old_shards).await;
+        for k in &work.apply {
+            inventory.objects.entry(k.clone()).or_insert_with(|| Entry {
+                api_version: desired[k].api_version.clone(),
+                digest: inv::PENDING.to_owned(),
+                adopted: false,
+            });
+        }
+        let shards = inv::shard_count(&inventory.objects, inventory.shards);
+        let texts = if old_shards == 0 || shards != old_shards {
+            self.write_shards(&inventory.objects, shards, &[]).await?
+        } else {
+            self.write_shards(&inventory.objects, shards, &old_texts).await?
+        };
+        if shards != old_shards {
+            // (the root names the shards only once they all exist)
+            inventory.shards = shards;
+            rv = Some(self.renew(&mut inventory, rv.as_deref()).await?);
+            if old_shards > shards {
+                self.drop_shards(shards, old_shards).await;
+            }
         }
         // 4. discovery, then apply (Namespaces first) and prune (Namespaces last)
         let mut missing: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -776,10 +822,20 @@ impl KubeTarget {
                 let api = self.api_for(ar, *namespaced, k.namespace.as_deref());
                 let value = d.value.clone().expect("kept for applying");
                 let pp = pp.clone();
+                // a Namespace rampart has not applied yet may be someone else's already
+                let first = k.is_namespace() && inventory.objects.get(k).is_some_and(|e| e.digest == inv::PENDING);
                 calls.push(async move {
+                    let existed = if first {
+                        match with_retry(|| api.get_metadata_opt(&k.name)).await {
+                            Ok(m) => m.is_some_and(|m| !managed_by_rampart(&m.metadata)),
+                            Err(e) => return (k, Err(e), false),
+                        }
+                    } else {
+                        false
+                    };
                     let patch = Patch::Apply(&value);
                     let r = with_retry(|| api.patch(&k.name, &pp, &patch)).await;
-                    (k, r)
+                    (k, r, existed)
                 });
             }
             let mut stream = futures::stream::iter(calls).buffer_unordered(CONCURRENCY);
@@ -789,7 +845,7 @@ impl KubeTarget {
                     rv = Some(self.renew(&mut inventory, rv.as_deref()).await?);
                     renewed = Instant::now();
                 }
-                let (k, r) = match next {
+                let (k, r, existed) = match next {
                     Ok(Some(x)) => x,
                     Ok(None) => break,
                     Err(_) => continue,
@@ -798,11 +854,13 @@ impl KubeTarget {
                     Ok(_) => {
                         let d = desired.get_mut(k).expect("desired");
                         d.value = None;
+                        let adopted = existed || inventory.objects.get(k).is_some_and(|e| e.adopted);
                         inventory.objects.insert(
                             k.clone(),
                             Entry {
                                 api_version: d.api_version.clone(),
                                 digest: d.digest.clone(),
+                                adopted,
                             },
                         );
                         out.written += 1;
@@ -815,10 +873,26 @@ impl KubeTarget {
         for wave in [deletes, ns_deletes] {
             let mut calls = Vec::new();
             for k in wave {
-                let av = inventory.objects[k].api_version.clone();
-                let Some((ar, namespaced)) = resolved.get(&(av, k.kind.clone())) else {
-                    // a kind the cluster no longer serves: its objects went with its CRD
+                let entry = &inventory.objects[k];
+                if entry.adopted {
+                    let w = format!(
+                        "{}: not deleted: it existed before rampart first applied it (rampart's objects in it were)",
+                        k.display()
+                    );
+                    tracing::warn!("{w}");
+                    self.warnings.push(w);
                     inventory.objects.remove(k);
+                    continue;
+                }
+                let Some((ar, namespaced)) = resolved.get(&(entry.api_version.clone(), k.kind.clone())) else {
+                    // the cluster does not serve the version it was applied with: kept, so it
+                    // is pruned when it is served again (or by hand)
+                    let w = format!(
+                        "{}: not deleted: the cluster does not serve {} now; it stays in the inventory",
+                        k.display(),
+                        entry.api_version
+                    );
+                    self.warnings.push(w);
                     continue;
                 };
                 let api = self.api_for(ar, *namespaced, k.namespace.as_deref());
@@ -1091,6 +1165,13 @@ impl KubeTarget {
     }
 }
 
+/// Whether the `rampart` field manager owns fields of an object.
+fn managed_by_rampart(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    m.managed_fields
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f.manager.as_deref() == Some(MANAGER)))
+}
+
 /// What pruning one object did.
 enum Pruned {
     Deleted,
@@ -1127,11 +1208,7 @@ async fn prune(api: &Api<DynamicObject>, k: &Key) -> Result<Pruned, kube::Error>
         .as_ref()
         .and_then(|l| l.get("app.kubernetes.io/managed-by"))
         .is_some_and(|v| v == MANAGER);
-    let managed = m
-        .managed_fields
-        .as_ref()
-        .is_some_and(|f| f.iter().any(|f| f.manager.as_deref() == Some(MANAGER)));
-    if !(labelled && managed) {
+    if !(labelled && managed_by_rampart(m)) {
         return Ok(Pruned::NotOurs);
     }
     if m.deletion_timestamp.is_some() {
@@ -1169,13 +1246,22 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The commit the next apply is authorised from: the last one applied completely — or, when
+/// none was, the commit of a first apply that did not finish (it was accepted as the first
+/// apply; what comes after it is judged from it, never as another first apply).
+fn baseline(i: &Inventory) -> Option<String> {
+    i.commit
+        .clone()
+        .or_else(|| i.partial.clone().filter(|p| super::is_commit_id(p)))
+}
+
 fn applied_of(i: &Inventory) -> Applied {
+    let commit = baseline(i);
     Applied {
-        commit: i.commit.clone(),
-        // objects without a recorded commit: nothing authorises from here (an apply that did
-        // not finish — `partial` — was authorised from the recorded commit, or as a first
-        // apply when there is none, and the next one starts from the same place)
-        unknown: i.commit.is_none() && !i.objects.is_empty() && i.partial.is_none(),
+        // objects (or an unfinished apply of a working directory) without a commit: nothing
+        // authorises from here
+        unknown: commit.is_none() && (!i.objects.is_empty() || i.partial.is_some() || i.orphaned),
+        commit,
         // (as recorded with the commit: an apply that did not finish since changed some
         // digests, but the commit the cluster was last brought to completely is still this one)
         rendered: i.commit.as_ref().and(i.rendered.clone()),
@@ -1213,23 +1299,50 @@ pub fn strip(mut v: Value) -> Value {
 /// A ConfigMap's or Secret's values as digests (`sha256:…`): the live object holds the real
 /// plugin configuration, which a plan — a pull-request comment — must not show.
 pub fn mask_data(mut v: Value) -> Value {
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
     if (kind == "ConfigMap" || kind == "Secret")
         && let Some(o) = v.as_object_mut()
     {
         for field in ["data", "binaryData", "stringData"] {
             if let Some(m) = o.get_mut(field).and_then(Value::as_object_mut) {
-                for val in m.values_mut() {
-                    let bytes = val.as_str().map_or_else(|| val.to_string(), str::to_owned);
-                    *val = Value::String(format!(
-                        "sha256:{}",
-                        &hex::encode(sha2::Sha256::digest(bytes.as_bytes()))[..16]
-                    ));
+                m.values_mut().for_each(mask);
+            }
+        }
+    }
+    // containers' environment values (someone's `kubectl set env` may hold a password)
+    if let Some(containers) = v
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+    {
+        for c in containers {
+            if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
+                for e in env {
+                    if let Some(val) = e.get_mut("value") {
+                        mask(val);
+                    }
                 }
             }
         }
     }
     v
+}
+
+/// A value as a digest keyed with a key of this process (equal values show equal digests
+/// within one plan; a short secret cannot be looked up in a table of unkeyed digests).
+fn mask(val: &mut Value) {
+    static KEY: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut k = [0u8; 16];
+        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+            let _ = std::io::Read::read_exact(&mut f, &mut k);
+        }
+        k
+    });
+    let text = val.as_str().map_or_else(|| val.to_string(), str::to_owned);
+    let mut h = sha2::Sha256::new();
+    h.update(key);
+    h.update(text.as_bytes());
+    *val = Value::String(format!("hidden:{}", &hex::encode(h.finalize())[..16]));
 }
 
 /// A unified diff of two objects as YAML (`Null`: absent), ConfigMap and Secret values as
@@ -1266,6 +1379,25 @@ impl Target for KubeTarget {
     }
 
     fn drift(&mut self, rev: &Revision<'_>, heal: bool) -> anyhow::Result<Option<super::Drift>> {
+        // only against a settled inventory at this very revision: during an apply, or after
+        // one that did not finish, "drift" is the apply's own work, and healing would undo it
+        let (i, _) = self.rt.block_on(self.read_inventory())?;
+        let live_claim = i.claim.as_ref().is_some_and(|c| c.until > now_secs());
+        if i.partial.is_some() || live_claim || i.commit.is_none() || i.commit != rev.head.commit {
+            return Ok(Some(super::Drift {
+                errors: vec![format!(
+                    "drift not checked: {}",
+                    if live_claim {
+                        "an apply is in progress"
+                    } else if i.partial.is_some() {
+                        "the last apply did not finish (the next apply completes it)"
+                    } else {
+                        "the cluster's inventory records another commit"
+                    }
+                )],
+                ..super::Drift::default()
+            }));
+        }
         let diffs = match self.live_diff(rev, true)? {
             Ok(d) => d,
             Err(_) => anyhow::bail!("the applied revision does not compile"),
@@ -1292,6 +1424,13 @@ impl Target for KubeTarget {
 
     fn holds(&mut self, rev: &Revision<'_>) -> anyhow::Result<Option<bool>> {
         let (i, _) = self.rt.block_on(self.read_inventory())?;
+        if !i.exists {
+            // no inventory to compare with (it was lost): the live objects themselves, by dry run
+            let Ok(diffs) = self.live_diff(rev, false)? else {
+                return Ok(Some(false));
+            };
+            return Ok(Some(diffs.iter().all(|d| d.action == "unchanged")));
+        }
         let Ok((desired, _)) = self.desired(rev, &BTreeMap::new(), false) else {
             return Ok(Some(false));
         };
