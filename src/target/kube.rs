@@ -360,6 +360,10 @@ impl KubeTarget {
         let mut config = config;
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
+        // kube's own retry layer (on by default: 15 retries of 429/503/504, backing off up to
+        // 1000 s) would run under with_retry's bounded attempts, so an API server answering
+        // 503 held one call for many minutes; with_retry is the only retry
+        config.default_retry = false;
         let client = {
             let _guard = rt.enter();
             kube::Client::try_from(config).context("building the Kubernetes client")?
