@@ -90,6 +90,8 @@ pub enum Failure {
     Unavailable { object: String, message: String },
     /// Anything else the API server said.
     Other { object: String, message: String },
+    /// Calls not made because an earlier one went unanswered through all its attempts.
+    NotSent { objects: usize },
 }
 
 impl Failure {
@@ -100,7 +102,7 @@ impl Failure {
             Failure::Invalid { .. } => "kube-invalid",
             Failure::Forbidden { .. } => "kube-forbidden",
             Failure::KindMissing { .. } => "kube-kind-missing",
-            Failure::Unavailable { .. } => "kube-unavailable",
+            Failure::Unavailable { .. } | Failure::NotSent { .. } => "kube-unavailable",
             Failure::Other { .. } => "kube-error",
         }
     }
@@ -152,6 +154,10 @@ impl Failure {
                 format!("error[{code}]: {object}: the API server did not answer ({message}), after {ATTEMPTS} attempts")
             }
             Failure::Other { object, message } => format!("error[{code}]: {object}: {message}"),
+            Failure::NotSent { objects } => format!(
+                "error[{code}]: {objects} object{} not sent: the API server stopped answering, so no more calls were made",
+                if *objects == 1 { "" } else { "s" }
+            ),
         }
     }
 }
@@ -263,6 +269,15 @@ fn retry_after(e: &kube::Error, n: u32) -> Option<Duration> {
     let base = Duration::from_millis(250 * (1 << n.min(5)));
     let wait = told.map_or(base, |s| Duration::from_secs(s.min(10)));
     Some(crate::serve::jittered(wait.min(Duration::from_secs(8))))
+}
+
+/// `e`, after all its attempts, says the API server is not answering at all (no connection,
+/// 429, 502-504), rather than something about one object (a 500 from a webhook).
+fn unanswered(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 502..=504),
+        _ => retry_after(e, 0).is_some(),
+    }
 }
 
 /// Run `call` until it succeeds, fails for good, or the attempts are spent.
@@ -814,6 +829,11 @@ impl KubeTarget {
             PatchParams::apply(MANAGER)
         };
         let mut out = Outcome::default();
+        // once a call has gone unanswered through all its attempts, the calls not started yet
+        // are not made (each would spend its attempts too: minutes, on a large change)
+        let down = std::cell::Cell::new(false);
+        let down = &down;
+        let mut not_sent = 0;
         let (namespaces, rest): (Vec<&Key>, Vec<&Key>) = work.apply.iter().partition(|k| k.is_namespace());
         for wave in [namespaces, rest] {
             let mut calls = Vec::new();
@@ -829,17 +849,24 @@ impl KubeTarget {
                 // a Namespace rampart has not applied yet may be someone else's already
                 let first = k.is_namespace() && inventory.objects.get(k).is_some_and(|e| e.digest == inv::PENDING);
                 calls.push(async move {
+                    if down.get() {
+                        return (k, None, false);
+                    }
                     let existed = if first {
                         match with_retry(|| api.get_metadata_opt(&k.name)).await {
                             Ok(m) => m.is_some_and(|m| !managed_by_rampart(&m.metadata)),
-                            Err(e) => return (k, Err(e), false),
+                            Err(e) => {
+                                down.set(down.get() || unanswered(&e));
+                                return (k, Some(Err(e)), false);
+                            }
                         }
                     } else {
                         false
                     };
                     let patch = Patch::Apply(&value);
                     let r = with_retry(|| api.patch(&k.name, &pp, &patch)).await;
-                    (k, r, existed)
+                    down.set(down.get() || r.as_ref().is_err_and(unanswered));
+                    (k, Some(r), existed)
                 });
             }
             let mut stream = futures::stream::iter(calls).buffer_unordered(CONCURRENCY);
@@ -855,7 +882,8 @@ impl KubeTarget {
                     Err(_) => continue,
                 };
                 match r {
-                    Ok(_) => {
+                    None => not_sent += 1,
+                    Some(Ok(_)) => {
                         let d = desired.get_mut(k).expect("desired");
                         d.value = None;
                         let adopted = existed || inventory.objects.get(k).is_some_and(|e| e.adopted);
@@ -869,7 +897,7 @@ impl KubeTarget {
                         );
                         out.written += 1;
                     }
-                    Err(e) => self.failures.push(classify(&k.display(), &e)),
+                    Some(Err(e)) => self.failures.push(classify(&k.display(), &e)),
                 }
             }
         }
@@ -900,7 +928,14 @@ impl KubeTarget {
                     continue;
                 };
                 let api = self.api_for(ar, *namespaced, k.namespace.as_deref());
-                calls.push(async move { (k, prune(&api, k).await) });
+                calls.push(async move {
+                    if down.get() {
+                        return (k, None);
+                    }
+                    let r = prune(&api, k).await;
+                    down.set(down.get() || r.as_ref().is_err_and(unanswered));
+                    (k, Some(r))
+                });
             }
             let mut stream = futures::stream::iter(calls).buffer_unordered(CONCURRENCY);
             loop {
@@ -915,14 +950,15 @@ impl KubeTarget {
                     Err(_) => continue,
                 };
                 match r {
-                    Ok(Pruned::Deleted) => {
+                    None => not_sent += 1,
+                    Some(Ok(Pruned::Deleted)) => {
                         inventory.objects.remove(k);
                         out.removed += 1;
                     }
-                    Ok(Pruned::Gone) => {
+                    Some(Ok(Pruned::Gone)) => {
                         inventory.objects.remove(k);
                     }
-                    Ok(Pruned::NotOurs) => {
+                    Some(Ok(Pruned::NotOurs)) => {
                         inventory.objects.remove(k);
                         let w = format!(
                             "{}: listed in the inventory but not deleted: it is not rampart's (no `app.kubernetes.io/managed-by: rampart` label or no `rampart` field manager, or a protected namespace)",
@@ -931,9 +967,13 @@ impl KubeTarget {
                         tracing::warn!("{w}");
                         self.warnings.push(w);
                     }
-                    Err(e) => self.failures.push(classify(&k.display(), &e)),
+                    Some(Err(e)) => self.failures.push(classify(&k.display(), &e)),
                 }
             }
+        }
+        if not_sent > 0 {
+            // (first: the reason the list below is short)
+            self.failures.insert(0, Failure::NotSent { objects: not_sent });
         }
         for ((av, kind), n) in &missing {
             // (a kind only pruned is not missing: its objects are gone)
@@ -951,7 +991,7 @@ impl KubeTarget {
                 .failures
                 .iter()
                 .map(|f| match f {
-                    Failure::KindMissing { objects, .. } => *objects,
+                    Failure::KindMissing { objects, .. } | Failure::NotSent { objects } => *objects,
                     _ => 1,
                 })
                 .sum();
@@ -1478,6 +1518,17 @@ mod tests {
         assert!(retry_after(&st(503), ATTEMPTS - 1).is_none());
         for code in [400, 403, 404, 409, 422] {
             assert!(retry_after(&st(code), 0).is_none(), "{code}");
+        }
+    }
+
+    #[test]
+    fn only_an_api_server_that_stopped_answering_stops_the_calls_left() {
+        let st = |code: u16| kube::Error::Api(Box::new(kube::core::Status::failure("x", "y").with_code(code)));
+        for code in [429, 502, 503, 504] {
+            assert!(unanswered(&st(code)), "{code}");
+        }
+        for code in [400, 403, 404, 409, 422, 500] {
+            assert!(!unanswered(&st(code)), "{code}");
         }
     }
 
