@@ -13,6 +13,8 @@ mod github_client;
 mod github_fake;
 mod hostile;
 mod invalid;
+mod kube;
+mod kube_server;
 mod plan;
 mod policy;
 mod prometheus;

@@ -19,12 +19,12 @@ const EVE: &str = "Eve <eve@evil.example>";
 
 /// The example config repo in a work tree (`work`) with a bare remote (`remote.git`) it pushes
 /// to, in one temporary directory that also holds the services' state and outputs.
-struct Fixture {
-    dir: tempfile::TempDir,
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         std::fs::create_dir(&work).unwrap();
@@ -47,25 +47,25 @@ impl Fixture {
         Fixture { dir }
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
-    fn work(&self) -> PathBuf {
+    pub(crate) fn work(&self) -> PathBuf {
         self.path("work")
     }
 
-    fn remote(&self) -> String {
+    pub(crate) fn remote(&self) -> String {
         self.path("remote.git").to_str().unwrap().to_owned()
     }
 
     /// The work tree's HEAD.
-    fn head(&self) -> String {
+    pub(crate) fn head(&self) -> String {
         git_as(&self.work(), ALICE, &["rev-parse", "HEAD"])
     }
 
     /// Commit what `change` does to the work tree as `author`, push it; the new commit.
-    fn push(&self, author: &str, message: &str, change: impl FnOnce(&Path)) -> String {
+    pub(crate) fn push(&self, author: &str, message: &str, change: impl FnOnce(&Path)) -> String {
         change(&self.work());
         commit(&self.work(), author, message);
         git_as(&self.work(), ALICE, &["push", "-q", "origin", "HEAD:main"]);
@@ -151,7 +151,7 @@ impl Fixture {
     }
 
     /// `serve --once` with the targets and flags given (state under `state`).
-    fn once(&self, state: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    pub(crate) fn once(&self, state: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
         let state = self.path(state);
         let remote = self.remote();
         let mut args = vec![
@@ -188,7 +188,7 @@ fn describe(n: usize) -> impl FnOnce(&Path) {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
@@ -196,7 +196,7 @@ fn free_port() -> u16 {
 }
 
 /// A running `rampart serve`; killed (and reaped) when dropped.
-struct Service {
+pub(crate) struct Service {
     addr: String,
     child: Child,
     log: PathBuf,
@@ -212,7 +212,7 @@ impl Drop for Service {
 
 impl Service {
     /// Start `serve` on a free port with `args` (no `--listen`), and wait until it answers.
-    fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+    pub(crate) fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("stderr");
         let addr = format!("127.0.0.1:{}", free_port());
@@ -241,17 +241,17 @@ impl Service {
         s
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let (code, body) = http_get(&self.addr, "/api/v1/status").unwrap();
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
 
-    fn target(&self, name: &str) -> Value {
+    pub(crate) fn target(&self, name: &str) -> Value {
         self.status()["targets"]
             .as_array()
             .unwrap()
@@ -269,17 +269,17 @@ impl Service {
             .unwrap_or(Value::Null)
     }
 
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         http_get(&self.addr, "/metrics").unwrap().1
     }
 
     /// The value of the first sample of `metric` whose line contains `filter`.
-    fn metric(&self, metric: &str, filter: &str) -> Option<f64> {
+    pub(crate) fn metric(&self, metric: &str, filter: &str) -> Option<f64> {
         sample(&self.metrics(), metric, filter)
     }
 
     /// Wait until `cond` holds (panics with the status and logs after `timeout`).
-    fn wait(&mut self, what: &str, timeout: Duration, cond: impl Fn(&Service) -> bool) {
+    pub(crate) fn wait(&mut self, what: &str, timeout: Duration, cond: impl Fn(&Service) -> bool) {
         let deadline = Instant::now() + timeout;
         loop {
             if cond(self) {
@@ -297,7 +297,7 @@ impl Service {
     }
 
     /// Wait until target `name` holds `commit`.
-    fn wait_applied(&mut self, name: &str, commit: &str, timeout: Duration) {
+    pub(crate) fn wait_applied(&mut self, name: &str, commit: &str, timeout: Duration) {
         let what = format!("{name} to hold {commit}");
         self.wait(&what, timeout, |s| s.target(name)["applied"] == commit);
     }
@@ -325,7 +325,7 @@ impl Service {
 }
 
 /// The value of the first sample of `metric` in OpenMetrics `text` whose line contains `filter`.
-fn sample(text: &str, metric: &str, filter: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, metric: &str, filter: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(metric) && l.contains(filter))
