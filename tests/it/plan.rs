@@ -225,9 +225,15 @@ fn bad_targets_and_revisions() {
     let run = rampart(&["apply", ".", "--target", &format!("dir:{}", file.display())], Some(p));
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
-    let run = rampart(&["apply", ".", "--target", "kubernetes:prod"], Some(p));
+    // (a kubeconfig that does not exist, whatever the machine has)
+    let missing = p.join("no-kubeconfig");
+    let run = rampart_env(
+        &["apply", ".", "--target", "kubernetes:prod"],
+        Some(p),
+        &[("KUBECONFIG", missing.to_str().unwrap())],
+    );
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("not available yet"), "{}", run.stderr);
+    assert!(run.stderr.contains("kubeconfig context `prod`"), "{}", run.stderr);
     let run = rampart(&["plan", ".", "--base", "no-such-rev"], Some(p));
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no-such-rev"), "{}", run.stderr);
