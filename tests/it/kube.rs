@@ -231,6 +231,11 @@ fn first_apply_creates_every_object_and_a_second_writes_nothing() {
     let proxy = Proxy::start(&server);
     let watched = resources(expected.keys());
     let before = server.write_requests(&watched);
+    assert!(
+        before >= expected.len() as u64,
+        "apiserver_request_total counted {before} writes for the first apply of {} objects",
+        expected.len()
+    );
     let run = apply(repo.path(), &proxy.kubeconfig(), "kubernetes", &[]);
     assert_exit(&run, 0, "second apply");
     assert!(run.stdout.contains("no changes"), "{}", run.stdout);
