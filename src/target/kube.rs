@@ -68,6 +68,9 @@ struct Desired {
     value: Option<Value>,
 }
 
+/// The desired objects, and the keys a change may prune (`None`: every inventory object).
+type DesiredSet = (BTreeMap<Key, Desired>, Option<BTreeSet<Key>>);
+
 /// Why one object could not be applied or deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -646,7 +649,7 @@ impl KubeTarget {
         rev: &Revision<'_>,
         inventory: &BTreeMap<Key, Entry>,
         narrow: bool,
-    ) -> Result<(BTreeMap<Key, Desired>, Option<BTreeSet<Key>>), Vec<Diagnostic>> {
+    ) -> Result<DesiredSet, Vec<Diagnostic>> {
         let keep = |m: &crate::compile::Manifest| -> (Key, Desired) {
             let key = Key::new(&m.api_version, &m.kind, m.namespace.as_deref(), &m.name);
             let digest = inv::digest(&m.value);

@@ -943,3 +943,107 @@ fn serve_resumes_from_the_commit_the_inventory_records() {
     assert!(stray.is_empty(), "writes outside the new commit's tenant: {stray:#?}");
     assert_eq!(quota_pods(&server, "sandbox"), "12");
 }
+
+/// A first apply that did not finish (the Gateway API CRDs missing) is the baseline of the
+/// next: a change after it is judged, not waved through as another first apply.
+#[test]
+fn an_unfinished_first_apply_is_the_baseline_of_the_next() {
+    let server = KubeServer::start_without_gateway_api();
+    let repo = example_history();
+    let first = apply(repo.path(), &server.kubeconfig_str(), "kubernetes", &[]);
+    assert_exit(&first, 1, "a first apply without the Gateway API CRDs");
+    let (data, _) = server.inventory().unwrap();
+    assert_eq!(data.get("partial"), Some(&head(repo.path())), "{data:?}");
+    // someone outside every team raises a PCI tenant's quota: the policies deny it
+    edit(repo.path(), "tenants/payments-prod.yaml", "    cpu: ", "    cpu: 1");
+    commit(repo.path(), "Mallory <mallory@example.com>", "more cpu");
+    let run = apply(repo.path(), &server.kubeconfig_str(), "kubernetes", &[]);
+    assert_exit(&run, 2, "a denied change after an unfinished first apply");
+    assert!(said(&run).contains("denied by policy"), "{}", said(&run));
+}
+
+/// Lines added to the inventory by hand do not make objects rampart's: prune deletes only
+/// what carries rampart's label and field manager, never its own inventory or the cluster's
+/// namespaces; a Namespace that existed before rampart first applied it is never deleted.
+#[test]
+fn prune_deletes_only_what_is_rampart_s() {
+    let server = KubeServer::start();
+    let repo = example_history();
+    // the notebooks' namespace is someone's already, with something of theirs in it
+    server.kubectl_apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: data-notebooks\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: theirs\n  namespace: data-notebooks\ndata:\n  a: b\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata:\n  name: victim\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: important\n  namespace: victim\ndata:\n  a: b\n",
+    );
+    assert_exit(
+        &apply(repo.path(), &server.kubeconfig_str(), "kubernetes", &[]),
+        0,
+        "first apply",
+    );
+    // forged inventory lines: someone else's objects, the inventory itself, a cluster namespace
+    let shards: usize = server.inventory().unwrap().0["shards"].parse().unwrap();
+    let mut forged = false;
+    for i in 0..shards {
+        let name = format!("rampart-inventory-{i}");
+        let text = server.kubectl(&[
+            "-n",
+            "rampart-system",
+            "get",
+            "configmap",
+            &name,
+            "-o",
+            "jsonpath={.data.objects}",
+        ]);
+        if forged {
+            continue;
+        }
+        let lines = "0123456789abcdef0123 v1 ConfigMap victim important\n\
+                     0123456789abcdef0123 v1 Namespace - victim\n\
+                     0123456789abcdef0123 v1 Namespace - kube-public\n\
+                     0123456789abcdef0123 v1 ConfigMap rampart-system rampart-inventory\n";
+        let patch = serde_json::json!({"data": {"objects": format!("{text}{lines}")}}).to_string();
+        server.kubectl(&[
+            "-n",
+            "rampart-system",
+            "patch",
+            "configmap",
+            &name,
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ]);
+        forged = true;
+    }
+    retire_notebooks(repo.path());
+    let run = apply(repo.path(), &server.kubeconfig_str(), "kubernetes", &[]);
+    assert_exit(&run, 0, "the notebooks' removal");
+    let text = said(&run);
+    assert!(text.contains("not deleted"), "{text}");
+    assert!(server.get("configmap", Some("victim"), "important").is_some());
+    let victim = server.get("namespace", None, "victim").expect("victim namespace");
+    assert!(
+        victim["metadata"]["deletionTimestamp"].is_null(),
+        "{}",
+        victim["metadata"]
+    );
+    assert!(
+        server
+            .get("configmap", Some("rampart-system"), "rampart-inventory")
+            .is_some()
+    );
+    // the adopted namespace stays, with their ConfigMap; rampart's objects in it are gone
+    let ns = server
+        .get("namespace", None, "data-notebooks")
+        .expect("adopted namespace");
+    assert!(ns["metadata"]["deletionTimestamp"].is_null(), "{}", ns["metadata"]);
+    assert!(server.get("configmap", Some("data-notebooks"), "theirs").is_some());
+    assert!(server.get("resourcequota", Some("data-notebooks"), "quota").is_none());
+    let (data, listed) = server.inventory().unwrap();
+    assert_eq!(data.get("commit"), Some(&head(repo.path())));
+    assert!(
+        listed.iter().all(|k| k.namespace.as_deref() != Some("victim")),
+        "{listed:?}"
+    );
+}

@@ -197,9 +197,12 @@ impl KubeServer {
                 .get("configmap", Some("rampart-system"), &format!("rampart-inventory-{i}"))
                 .unwrap_or_else(|| panic!("inventory shard {i} missing"));
             for line in shard["data"]["objects"].as_str().unwrap_or("").lines() {
-                // DIGEST APIVERSION KIND NAMESPACE NAME
+                // DIGEST APIVERSION KIND NAMESPACE NAME[ adopted]
                 let f: Vec<&str> = line.split(' ').collect();
-                assert_eq!(f.len(), 5, "inventory line {line:?}");
+                assert!(
+                    f.len() == 5 || (f.len() == 6 && f[5] == "adopted"),
+                    "inventory line {line:?}"
+                );
                 objects.insert(ObjectKey {
                     group: group_of(f[1]).to_owned(),
                     kind: f[2].to_owned(),
