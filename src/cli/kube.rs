@@ -69,13 +69,9 @@ pub fn apply(
                 (Some(b), None) => {
                     let base = Source::git(path, b).with_context(|| format!("reading the baseline {b}"))?;
                     let id = base.commit().expect("a revision has a commit");
-                    if head_v.commit.as_deref() == Some(id.as_str()) {
-                        super::print(&format!(
-                            "not applied: --baseline `{b}` is the revision being applied, so it would authorise nothing\n\
-                             hint: give the revision the cluster was built from\n"
-                        ))?;
-                        return Ok(exit::ERROR);
-                    }
+                    // (the revision being applied is a baseline too: if the cluster holds exactly
+                    // it, re-recording it authorises nothing new — the way back from a lost
+                    // inventory when the cluster is up to date)
                     // the cluster's inventory must hold what the baseline compiles to, or it is
                     // not the baseline: any other revision would let its differences through
                     let base_v = pipeline::validate(&base, &|_, _| {})?;
@@ -245,14 +241,29 @@ pub fn plan_live(
         }
     };
     let count = |a: &str| diffs.iter().filter(|d| d.action == a).count();
-    let (create, update, delete, unchanged, errors) = (
+    let (create, update, delete, unchanged, errors, conflicts, release) = (
         count("create"),
         count("update"),
         count("delete"),
         count("unchanged"),
         count("error"),
+        count("conflict"),
+        count("release"),
     );
-    let changes = create + update + delete;
+    let changes = create + update + delete + conflicts + release;
+    let held = target.applied()?;
+    let warning = if held.unknown {
+        Some(format!(
+            "warning: {name} holds rampart's objects but its inventory records no applied commit (lost, or written by \
+             hand): `apply --rev` will refuse it as an unknown baseline, and prune knows nothing to delete"
+        ))
+    } else if held.commit.is_none() {
+        Some(format!(
+            "note: rampart has not applied to {name} yet (no inventory): every object is new to it"
+        ))
+    } else {
+        None
+    };
     let text = match format {
         PlanFormat::Json => {
             let shown: Vec<_> = diffs.iter().filter(|d| d.action != "unchanged").collect();
@@ -261,8 +272,10 @@ pub fn plan_live(
                 serde_json::to_string_pretty(&serde_json::json!({
                     "target": name,
                     "head": head_v.commit,
-                    "summary": {"create": create, "update": update, "delete": delete,
-                                "unchanged": unchanged, "error": errors},
+                    "applied": held.commit,
+                    "warning": warning,
+                    "summary": {"create": create, "update": update, "delete": delete, "release": release,
+                                "conflict": conflicts, "unchanged": unchanged, "error": errors},
                     "objects": shown,
                 }))?
             )
@@ -271,20 +284,35 @@ pub fn plan_live(
             let md = matches!(format, PlanFormat::Markdown);
             let mut t = format!(
                 "{}live plan of {} against {name}: {create} to create, {update} to update, {delete} to prune, \
-                 {unchanged} unchanged{}\n",
+                 {unchanged} unchanged{}{}{}\n",
                 if md { "### " } else { "" },
                 head_v.commit.as_deref().map_or(head, short),
+                if conflicts > 0 {
+                    format!(", {conflicts} in conflict with another field manager")
+                } else {
+                    String::new()
+                },
+                if release > 0 {
+                    format!(", {release} released (kept, no longer managed)")
+                } else {
+                    String::new()
+                },
                 if errors > 0 {
                     format!(", {errors} could not be planned")
                 } else {
                     String::new()
                 }
             );
+            if let Some(w) = &warning {
+                t.push_str(w);
+                t.push('\n');
+            }
             for d in diffs.iter().filter(|d| d.action != "unchanged") {
                 let sign = match d.action.as_str() {
                     "create" => "+",
                     "update" => "~",
                     "delete" => "-",
+                    "release" => "=",
                     _ => "!",
                 };
                 t.push_str(&format!("\n{sign} {} {}\n", d.action, d.object));
@@ -307,7 +335,7 @@ pub fn plan_live(
     };
     super::print(&text)?;
     std::mem::forget(head_v);
-    Ok(if errors > 0 {
+    Ok(if errors > 0 || conflicts > 0 {
         exit::ERROR
     } else if detailed_exitcode && changes > 0 {
         exit::DENIED

@@ -39,9 +39,10 @@ pub mod exit {
                   `check` authorises the changes between two revisions with Cedar policies (rampart's \
                   defaults plus the repo's policies/*.cedar); `policy test` runs the repo's policy tests; \
                   `compile` turns the repo into Kubernetes objects, `plan` shows what a change does to them, \
-                  and `apply --target dir:OUT` writes them where Argo CD or Flux pick them up; `serve` is the \
-                  reconciler: it watches a branch, authorises every commit and applies what is allowed to \
-                  directories and deploy branches, with metrics, a status API and records in Git. `plugins verify` \
+                  and `apply --target dir:OUT|kubernetes[:CONTEXT]` writes them where Argo CD or Flux pick them up, \
+                  or to a cluster; `serve` is the reconciler: it watches a branch, authorises every commit and \
+                  applies what is allowed to directories, deploy branches and clusters, with metrics, a status \
+                  API, drift detection and records in Git. `plugins verify` \
                   and `plugins tree` show the plugin supply chain (digests, signatures, trust, each tenant's \
                   plugin set); `ci` runs the whole review inside GitHub Actions (comment, check run, outputs).\n\n\
                   Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",

@@ -103,7 +103,8 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
     /// kubernetes targets: take over fields another field manager owns (off: such a conflict
-    /// is an error naming the object, the field and the manager, and the target stops there).
+    /// is an error naming the object, the field and the manager; the apply is retried at each
+    /// reconcile and fails until the field is given back or this flag is set).
     #[arg(long, env = "RAMPART_FORCE_CONFLICTS")]
     force_conflicts: bool,
     /// kubernetes targets: how often to compare the live objects with the applied revision

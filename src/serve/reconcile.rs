@@ -246,9 +246,13 @@ impl Reconciler {
                     }
                 }
             }
-            if status.error.is_none()
-                && let Err(e) = self.check_drift(i, &mut status)
-            {
+            if status.error.is_some() {
+                // (not checked, but not due again at once either: a failing target must not make
+                // the loop wake every second for a check it skips)
+                if self.cfg.drift_interval.is_some() {
+                    self.drift_checked.insert(name.clone(), Instant::now());
+                }
+            } else if let Err(e) = self.check_drift(i, &mut status) {
                 let msg = format!("{e:#}");
                 tracing::warn!(error = %msg, "drift check failed");
                 status.error = Some(format!("drift check: {msg}"));

@@ -133,7 +133,7 @@ impl Failure {
             ),
             Failure::Forbidden { object, message } => format!(
                 "error[{code}]: {object}: {message}\n  \
-                 hint: rampart's service account needs the ClusterRole in deploy/rbac.yaml (bound with a ClusterRoleBinding)"
+                 hint: the identity rampart runs as needs the ClusterRole in deploy/rbac.yaml (bound to it with a ClusterRoleBinding)"
             ),
             Failure::KindMissing {
                 api_version,
@@ -999,8 +999,7 @@ impl KubeTarget {
                 })
                 .sum();
             let mut text = format!(
-                "{}: {n} object{} not applied ({} applied, {} pruned; the next apply completes the rest):\n",
-                self.name,
+                "{n} object{} not applied ({} applied, {} pruned; the next apply tries the rest again):\n",
                 if n == 1 { "" } else { "s" },
                 out.written,
                 out.removed
@@ -1119,20 +1118,41 @@ impl KubeTarget {
             let api = self.api_for(ar, *namespaced, k.namespace.as_deref());
             let value = d.value.clone().expect("every object kept");
             let pp = pp.clone();
+            // a plan asks first as `apply` would (without force unless --force-conflicts): a
+            // conflict is shown as one, with the diff of taking the fields over
+            let ask_first = (!only_drift && !self.opts.force_conflicts).then(|| PatchParams::apply(MANAGER).dry_run());
             calls.push(async move {
                 let live = with_retry(|| api.get_opt(&k.name)).await;
                 let patch = Patch::Apply(&value);
+                let mut conflict = None;
+                if let Some(plain) = &ask_first
+                    && let Err(e) = with_retry(|| api.patch(&k.name, plain, &patch)).await
+                {
+                    match classify(&k.display(), &e) {
+                        f @ Failure::Conflict { .. } => conflict = Some(f.describe()),
+                        _ => return (k, live, Err(e), None),
+                    }
+                }
                 let dry = with_retry(|| api.patch(&k.name, &pp, &patch)).await;
-                (k, live, dry)
+                (k, live, dry, conflict)
             });
         }
         let results: Vec<_> = futures::stream::iter(calls)
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        for (k, live, dry) in results {
+        for (k, live, dry, conflict) in results {
             let object = k.display();
             let entry = match (live, dry) {
+                (Ok(live), Ok(dry)) if conflict.is_some() => LiveDiff {
+                    object,
+                    action: "conflict".into(),
+                    diff: unified(
+                        &live.map_or(Value::Null, |l| strip(serde_json::to_value(l).unwrap_or_default())),
+                        &strip(serde_json::to_value(dry).unwrap_or_default()),
+                    ),
+                    error: conflict,
+                },
                 (Ok(live), Ok(dry)) => {
                     let live = live.map(|l| strip(serde_json::to_value(l).unwrap_or_default()));
                     let dry = strip(serde_json::to_value(dry).unwrap_or_default());
@@ -1169,10 +1189,11 @@ impl KubeTarget {
             }
         }
         if !only_drift {
-            for k in inventory.objects.keys().filter(|k| !desired.contains_key(*k)) {
+            for (k, e) in inventory.objects.iter().filter(|(k, _)| !desired.contains_key(*k)) {
                 out.push(LiveDiff {
                     object: k.display(),
-                    action: "delete".into(),
+                    // (an adopted Namespace is released, not deleted: see `prune`)
+                    action: if e.adopted || protected(k) { "release" } else { "delete" }.into(),
                     diff: String::new(),
                     error: None,
                 });

@@ -465,24 +465,28 @@ fn drift_is_planned_reported_and_healed() {
         "-p",
         r#"{"spec":{"hard":{"pods":"99"}}}"#,
     ]);
+    // (kubectl now owns the field: the plan says what `apply` would refuse, a conflict, with
+    // the diff of taking it back; exit 1)
     let run = plan("text");
-    assert_exit(&run, 2, "plan --live --detailed-exitcode of a drifted cluster");
+    assert_exit(&run, 1, "plan --live of a drifted cluster");
     for want in [
-        "0 to create, 1 to update, 0 to prune",
-        "~ update ResourceQuota sandbox/quota",
+        "0 to create, 0 to update, 0 to prune",
+        "1 in conflict with another field manager",
+        "! conflict ResourceQuota sandbox/quota",
+        ".spec.hard.pods (managed by `kubectl-patch`)",
         "-    pods: \"99\"",
         "+    pods: \"10\"",
     ] {
         assert!(run.stdout.contains(want), "{want:?} not in:\n{}", run.stdout);
     }
     let run = plan("json");
-    assert_exit(&run, 2, "plan --live --format json");
+    assert_exit(&run, 1, "plan --live --format json");
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["summary"]["update"], 1, "{v}");
+    assert_eq!(v["summary"]["conflict"], 1, "{v}");
     let objects = v["objects"].as_array().unwrap();
     assert_eq!(objects.len(), 1, "{v}");
     assert_eq!(objects[0]["object"], "ResourceQuota sandbox/quota");
-    assert_eq!(objects[0]["action"], "update");
+    assert_eq!(objects[0]["action"], "conflict");
     assert!(objects[0]["diff"].as_str().unwrap().contains("pods"), "{v}");
 
     // the service sees it, and leaves it alone without --self-heal
