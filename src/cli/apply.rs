@@ -175,7 +175,7 @@ fn run_dir(args: Args, out: &std::path::Path) -> anyhow::Result<u8> {
                     "policy: nothing changed since the last apply".to_owned()
                 }
                 Some(b) => match authorize_since(&args.path, &b, &source, &head_v)? {
-                    Ok(note) => note,
+                    Ok(a) => a.note,
                     Err(code) => return Ok(code),
                 },
                 None if holds && !args.no_baseline => {
@@ -261,14 +261,24 @@ pub(super) fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
-/// Authorise the change from `baseline` to the revision being applied. `Ok(note)` when
-/// allowed; `Err(exit code)` when it was refused (and said why).
+/// An allowed change since a baseline.
+pub(super) struct Authorized {
+    /// What to print about the policy check.
+    pub note: String,
+    /// The baseline, validated.
+    pub base: pipeline::Validated,
+    /// The tenants the change can affect (`None`: every tenant).
+    pub affected: Option<std::collections::BTreeSet<String>>,
+}
+
+/// Authorise the change from `baseline` to the revision being applied. `Ok` when allowed;
+/// `Err(exit code)` when it was refused (and said why).
 pub(super) fn authorize_since(
     path: &std::path::Path,
     baseline: &str,
     source: &Source,
     head_v: &pipeline::Validated,
-) -> anyhow::Result<Result<String, u8>> {
+) -> anyhow::Result<Result<Authorized, u8>> {
     let base = Source::git(path, baseline).with_context(|| format!("reading the baseline commit {baseline}"))?;
     let base_v = pipeline::validate(&base, &|_, _| {})?;
     let a = pipeline::authorize(&base, source, &base_v, head_v, &Principals::default(), None)?;
@@ -292,11 +302,13 @@ pub(super) fn authorize_since(
         return Ok(Err(exit::DENIED));
     }
     let from = base_v.commit.as_deref().unwrap_or(baseline);
-    Ok(Ok(format!(
-        "policy: {} changes allowed since {}",
-        a.changes.len(),
-        short(from)
-    )))
+    let note = format!("policy: {} changes allowed since {}", a.changes.len(), short(from));
+    let affected = crate::plan::affected(&a.changes, &base_v.repo, &head_v.repo);
+    Ok(Ok(Authorized {
+        note,
+        base: base_v,
+        affected,
+    }))
 }
 
 /// How many files of `out` differ from what revision `rev` compiles to with `opts`.

@@ -38,6 +38,9 @@ pub fn apply(
     let held = target
         .applied()
         .with_context(|| format!("reading what {name} holds (its inventory)"))?;
+    // (the change's baseline, validated, and the tenants it can affect: the cluster then gets
+    // only those tenants compiled and compared, when its inventory holds the baseline)
+    let mut authorized: Option<super::apply::Authorized> = None;
     let (policy_note, decision, from) = match &source {
         Source::Dir { .. } => (
             match &held.commit {
@@ -101,11 +104,14 @@ pub fn apply(
                     baseline.clone(),
                 ),
                 Some(b) => match authorize_since(path, b, &source, &head_v)? {
-                    Ok(note) => (
-                        note,
-                        if held.commit.is_some() { "allowed" } else { "baseline" },
-                        baseline.clone(),
-                    ),
+                    Ok(a) => {
+                        authorized = Some(a);
+                        (
+                            authorized.as_ref().expect("set").note.clone(),
+                            if held.commit.is_some() { "allowed" } else { "baseline" },
+                            baseline.clone(),
+                        )
+                    }
                     Err(code) => return Ok(code),
                 },
                 None if held.unknown && !no_baseline => {
@@ -145,8 +151,8 @@ pub fn apply(
     };
     let rev = Revision {
         head: &head_v,
-        base: None,
-        affected: None,
+        base: authorized.as_ref().map(|a| &a.base),
+        affected: authorized.as_ref().and_then(|a| a.affected.as_ref()),
         opts: &opts,
     };
     let started = std::time::Instant::now();
