@@ -10,9 +10,9 @@
 //!    knows what the cluster holds and which tenants a change affects — those tenants'), and
 //!    decides what to apply (digest differs or unknown) and delete (in the inventory, not
 //!    desired); nothing to do and the same commit → returns without a single write call;
-//! 3. claims the inventory (its resourceVersion decides between two processes), marking the
-//!    commit as `partial` and adding the new objects as pending (so a crash after creating
-//!    them still prunes them later);
+//! 3. claims the inventory before writing anything else (its resourceVersion decides between
+//!    two processes), marking the commit as `partial`, then lists the new objects as pending
+//!    (so a crash after creating them still prunes them later);
 //! 4. applies Namespaces, then the rest, 16 in flight, each retried on 429/5xx and lost
 //!    connections (bounded backoff with jitter); deletes what left (Namespaces last,
 //!    background propagation);
