@@ -705,7 +705,7 @@ impl KubeTarget {
         self.warnings.clear();
         // 1. the inventory, and any other process's claim on it
         let started = Instant::now();
-        let (mut inventory, mut rv) = loop {
+        let (mut inventory, rv) = loop {
             let (i, rv) = self.read_inventory().await?;
             if baseline(&i) != expected.commit {
                 return Ok(Apply::Moved { now: applied_of(&i) });
@@ -780,8 +780,10 @@ impl KubeTarget {
             let (i, _) = self.read_inventory().await?;
             return Ok(Apply::Moved { now: applied_of(&i) });
         };
-        rv = Some(new_rv);
-        let mut renewed = Instant::now();
+        let mut lease = Lease {
+            rv: Some(new_rv),
+            renewed: Instant::now(),
+        };
         for k in &work.apply {
             inventory.objects.entry(k.clone()).or_insert_with(|| Entry {
                 api_version: desired[k].api_version.clone(),
@@ -798,7 +800,7 @@ impl KubeTarget {
         if shards != old_shards {
             // (the root names the shards only once they all exist)
             inventory.shards = shards;
-            rv = Some(self.renew(&mut inventory, rv.as_deref()).await?);
+            lease.rv = Some(self.renew(&mut inventory, lease.rv.as_deref()).await?);
             if old_shards > shards {
                 self.drop_shards(shards, old_shards).await;
             }
@@ -872,18 +874,8 @@ impl KubeTarget {
                     (k, Some(r), existed)
                 });
             }
-            let mut stream = futures::stream::iter(calls).buffer_unordered(CONCURRENCY);
-            loop {
-                let next = tokio::time::timeout(RENEW_EVERY.saturating_sub(renewed.elapsed()), stream.next()).await;
-                if renewed.elapsed() >= RENEW_EVERY {
-                    rv = Some(self.renew(&mut inventory, rv.as_deref()).await?);
-                    renewed = Instant::now();
-                }
-                let (k, r, existed) = match next {
-                    Ok(Some(x)) => x,
-                    Ok(None) => break,
-                    Err(_) => continue,
-                };
+            let mut stream = std::pin::pin!(futures::stream::iter(calls).buffer_unordered(CONCURRENCY));
+            while let Some((k, r, existed)) = self.next_renewing(&mut inventory, &mut lease, &mut stream).await? {
                 match r {
                     None => not_sent += 1,
                     Some(Ok(_)) => {
@@ -940,18 +932,8 @@ impl KubeTarget {
                     (k, Some(r))
                 });
             }
-            let mut stream = futures::stream::iter(calls).buffer_unordered(CONCURRENCY);
-            loop {
-                let next = tokio::time::timeout(RENEW_EVERY.saturating_sub(renewed.elapsed()), stream.next()).await;
-                if renewed.elapsed() >= RENEW_EVERY {
-                    rv = Some(self.renew(&mut inventory, rv.as_deref()).await?);
-                    renewed = Instant::now();
-                }
-                let (k, r) = match next {
-                    Ok(Some(x)) => x,
-                    Ok(None) => break,
-                    Err(_) => continue,
-                };
+            let mut stream = std::pin::pin!(futures::stream::iter(calls).buffer_unordered(CONCURRENCY));
+            while let Some((k, r)) = self.next_renewing(&mut inventory, &mut lease, &mut stream).await? {
                 match r {
                     None => not_sent += 1,
                     Some(Ok(Pruned::Deleted)) => {
@@ -1026,7 +1008,7 @@ impl KubeTarget {
             let old_count = inventory.shards;
             inventory.shards = shards;
             inventory.claim = None;
-            if self.write_root(&inventory, rv.as_deref()).await?.is_none() {
+            if self.write_root(&inventory, lease.rv.as_deref()).await?.is_none() {
                 anyhow::bail!("another process took the inventory over during this apply");
             }
             if old_count > shards {
@@ -1053,6 +1035,26 @@ impl KubeTarget {
         }
     }
 
+    /// The next answer of `calls`, renewing the claim every [`RENEW_EVERY`] while it waits
+    /// (a slow call does not let the claim go stale).
+    async fn next_renewing<S: futures::Stream>(
+        &self,
+        inventory: &mut Inventory,
+        lease: &mut Lease,
+        calls: &mut std::pin::Pin<&mut S>,
+    ) -> anyhow::Result<Option<S::Item>> {
+        loop {
+            let next = tokio::time::timeout(RENEW_EVERY.saturating_sub(lease.renewed.elapsed()), calls.next()).await;
+            if lease.renewed.elapsed() >= RENEW_EVERY {
+                lease.rv = Some(self.renew(inventory, lease.rv.as_deref()).await?);
+                lease.renewed = Instant::now();
+            }
+            if let Ok(item) = next {
+                return Ok(item);
+            }
+        }
+    }
+
     /// Renew this process's claim on the inventory; the new resourceVersion.
     async fn renew(&self, inventory: &mut Inventory, rv: Option<&str>) -> anyhow::Result<String> {
         if let Some(c) = inventory.claim.as_mut() {
@@ -1076,15 +1078,16 @@ impl KubeTarget {
         only_drift: bool,
     ) -> anyhow::Result<Result<Vec<LiveDiff>, Vec<Diagnostic>>> {
         let rt = self.rt.clone();
-        rt.block_on(self.live_diff_async(rev, only_drift))
+        let (inventory, _) = rt.block_on(self.read_inventory())?;
+        rt.block_on(self.live_diff_async(&inventory, rev, only_drift))
     }
 
     async fn live_diff_async(
         &mut self,
+        inventory: &Inventory,
         rev: &Revision<'_>,
         only_drift: bool,
     ) -> anyhow::Result<Result<Vec<LiveDiff>, Vec<Diagnostic>>> {
-        let (inventory, _) = self.read_inventory().await?;
         let (desired, _) = match self.desired(rev, &BTreeMap::new(), false) {
             Ok(d) => d,
             Err(diags) => return Ok(Err(diags)),
@@ -1238,6 +1241,13 @@ fn managed_by_rampart(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Object
     m.managed_fields
         .as_ref()
         .is_some_and(|f| f.iter().any(|f| f.manager.as_deref() == Some(MANAGER)))
+}
+
+/// This process's claim on the inventory while it applies: the root's resourceVersion and
+/// when the claim was last renewed.
+struct Lease {
+    rv: Option<String>,
+    renewed: Instant,
 }
 
 /// What pruning one object did.
@@ -1466,7 +1476,8 @@ impl Target for KubeTarget {
                 ..super::Drift::default()
             }));
         }
-        let diffs = match self.live_diff(rev, true)? {
+        let rt = self.rt.clone();
+        let diffs = match rt.block_on(self.live_diff_async(&i, rev, true))? {
             Ok(d) => d,
             Err(_) => anyhow::bail!("the applied revision does not compile"),
         };
@@ -1494,7 +1505,8 @@ impl Target for KubeTarget {
         let (i, _) = self.rt.block_on(self.read_inventory())?;
         if !i.exists {
             // no inventory to compare with (it was lost): the live objects themselves, by dry run
-            let Ok(diffs) = self.live_diff(rev, false)? else {
+            let rt = self.rt.clone();
+            let Ok(diffs) = rt.block_on(self.live_diff_async(&i, rev, false))? else {
                 return Ok(Some(false));
             };
             return Ok(Some(diffs.iter().all(|d| d.action == "unchanged")));
