@@ -13,7 +13,10 @@ pub mod compile;
 pub mod config;
 pub mod diagnostic;
 pub mod github;
+pub(crate) mod http_client;
 pub mod load;
+
+pub mod observe;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
