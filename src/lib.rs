@@ -3,7 +3,8 @@
 //! The pipeline: `source` (IO) → `load` → `spec` → `validate` → `change` → `policy` →
 //! `compile` → `plan` → `report`, with `apply` (IO) writing what was compiled; joined by
 //! `pipeline` and driven by `cli`. Everything between `source` and `apply` is pure: no IO, no
-//! clocks, no network (rayon may spread work over the cores). See
+//! clocks, no network (rayon may spread work over the cores). Rollouts add `observe` (SLOs
+//! measured in Prometheus; its `analysis` is pure) and `notify` (webhooks). See
 //! ARCHITECTURE.md for the code map and invariants.
 
 pub mod cache;
@@ -15,7 +16,7 @@ pub mod diagnostic;
 pub mod github;
 pub(crate) mod http_client;
 pub mod load;
-
+pub mod notify;
 pub mod observe;
 pub mod pipeline;
 pub mod plan;
