@@ -190,6 +190,7 @@ fn architecture_invariants() {
         "src/plan/",
         "src/units.rs",
         "src/diagnostic.rs",
+        "src/observe/analysis",
     ];
     let io = [
         "std::fs",
