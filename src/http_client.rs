@@ -47,8 +47,8 @@ pub(crate) enum Failure {
     Unreachable(String),
     /// The connect timeout or the deadline on the whole exchange passed.
     Timeout,
-    /// The body exceeded this many bytes.
-    TooLarge(usize),
+    /// The body of an answer with this status exceeded `limit` bytes.
+    TooLarge { status: u16, limit: usize },
 }
 
 /// A response whose body was read in full.
@@ -167,7 +167,7 @@ impl Endpoint {
                 .await
                 .map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                        Failure::TooLarge(limit)
+                        Failure::TooLarge { status, limit }
                     } else {
                         Failure::Unreachable(format!("reading the response: {e}"))
                     }

@@ -229,8 +229,10 @@ fn deliver(endpoint: &Endpoint, body: &[u8], rt: &tokio::runtime::Runtime, timeo
             Ok(r) if (200..300).contains(&r.status) => return Ok(()),
             Ok(r) if r.status >= 500 || r.status == 429 => format!("HTTP {}", r.status),
             Ok(r) => return Err(format!("HTTP {} (not retried)", r.status)),
-            // the answer was accepted; its body does not matter
-            Err(Failure::TooLarge(_)) => return Ok(()),
+            // the body does not matter, the status does
+            Err(Failure::TooLarge { status, .. }) if (200..300).contains(&status) => return Ok(()),
+            Err(Failure::TooLarge { status, .. }) if status >= 500 || status == 429 => format!("HTTP {status}"),
+            Err(Failure::TooLarge { status, .. }) => return Err(format!("HTTP {status} (not retried)")),
             Err(Failure::Timeout) => format!("no answer within {timeout:?}"),
             Err(Failure::Unreachable(m)) => crate::diagnostic::visible(&m, &[]),
         };

@@ -86,6 +86,7 @@ impl Client {
             echo: true,
         };
         let endpoint = Endpoint::new(url, rules, CONNECT_TIMEOUT).map_err(|e| format!("prometheus URL {e}"))?;
+        let token = token.filter(|t| !t.is_empty());
         let auth = match &token {
             Some(t) => {
                 let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
@@ -101,7 +102,7 @@ impl Client {
             url: url.to_owned(),
             prefix,
             auth,
-            token: token.filter(|t| !t.is_empty()),
+            token,
             rt: crate::http_client::runtime()?,
         })
     }
@@ -152,7 +153,10 @@ impl Client {
         let response = answer.map_err(|f| match f {
             Failure::Unreachable(m) => error("unreachable", format!("{at}: {}", self.clean(&m))),
             Failure::Timeout => error("timeout", format!("{at}: no answer within {timeout:?}")),
-            Failure::TooLarge(n) => error("too-large", format!("{at}: the answer is larger than {n} bytes")),
+            Failure::TooLarge { status, limit } => error(
+                "too-large",
+                format!("{at}: HTTP {status}: the answer is larger than {limit} bytes"),
+            ),
         })?;
         let parsed = serde_json::from_slice::<Answer>(&response.body);
         let ok = (200..300).contains(&response.status);
@@ -428,6 +432,13 @@ mod tests {
         assert!(!err.to_string().contains("s3cret"), "{err}");
         assert!(err.message.contains("/prom/api/v1/query"), "{err}");
         assert_eq!(client.clean("echo: Bearer s3cret-token"), "echo: Bearer <token>");
+    }
+
+    #[test]
+    fn client_and_notifier_are_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Client>();
+        shared::<crate::notify::Notifier>();
     }
 
     #[test]
