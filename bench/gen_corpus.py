@@ -197,6 +197,13 @@ def to_yaml(doc, comment=None):
 # --------------------------------------------------------------------------- generator
 
 
+def package_at(package, version):
+    """The package reference at another version (as rampart's `compile::package_at`)."""
+    if package.startswith("oci://"):
+        return package.rsplit(":", 1)[0] + ":" + version
+    return package.rsplit("@", 1)[0] + "@" + version
+
+
 def sri(*parts):
     return "sha256-" + base64.b64encode(hashlib.sha256("/".join(parts).encode()).digest()).decode()
 
@@ -298,6 +305,7 @@ class Corpus:
         r = self.rng
         valid_set = set(self.valid_plugins)
         self.plugin_version = []
+        self.plugin_package = {}
         self.closure = []  # plugin index -> frozenset of plugin indexes it needs (itself included)
         valid_sorted = []  # valid plugin indexes generated so far
         for i, name in enumerate(self.plugin_names):
@@ -327,6 +335,8 @@ class Corpus:
                     "integrity": sri(name, version),
                 },
             }
+            # (a rollout's new version is this package at another version: see rollouts)
+            self.plugin_package[i] = spec["artifact"]["package"]
             if requires:
                 spec["requires"] = requires
             spec["permissions"] = r.sample(PERMISSIONS, r.randint(1, 4))
@@ -561,6 +571,8 @@ class Corpus:
             slos = [{"name": "error-rate",
                      "query": f'sum(rate(http_requests_total{{plugin="{self.plugin_names[plugin]}",code=~"5.."}}[5m])) / sum(rate(http_requests_total{{plugin="{self.plugin_names[plugin]}"}}[5m]))',
                      "max": r.choice([0.01, 0.02, 0.05]), "for": r.choice(FORS), "minRequests": r.choice([50, 100, 500])}]
+            # (after the draws above, so the corpus stays the same draw for draw)
+            slos[0]["requests"] = f'sum(increase(http_requests_total{{plugin="{self.plugin_names[plugin]}"}}[5m]))'
             if r.random() < 0.6:
                 slos.append({"name": "latency-p99",
                              "query": f'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{plugin="{self.plugin_names[plugin]}"}}[5m])))',
@@ -571,6 +583,11 @@ class Corpus:
             spec = {
                 "plugin": self.plugin_names[plugin],
                 "toVersion": f"{M}.{m}.{p + 1}",
+                # the new version's own artifact (unsigned, as the corpus's plugins are)
+                "artifact": {
+                    "package": package_at(self.plugin_package[plugin], f"{M}.{m}.{p + 1}"),
+                    "integrity": sri(self.plugin_names[plugin], f"{M}.{m}.{p + 1}"),
+                },
                 "tenants": tenants,
                 "strategy": strategy,
                 "steps": steps,

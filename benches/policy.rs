@@ -99,9 +99,12 @@ fn main() {
         .collect();
     let (who, _) = decide::resolve_who(&teams, &Identity::login(&author), &approvers, "");
     let changes = all_changes(&repo);
-    let facts = |name: &str| PluginFacts {
-        trust_score: (name.len() as i64 * 7) % 101,
-        signature_verified: !name.len().is_multiple_of(3),
+    let facts = |of: model::FactsOf<'_>| {
+        let (model::FactsOf::Plugin(name) | model::FactsOf::Rollout(name)) = of;
+        PluginFacts {
+            trust_score: (name.len() as i64 * 7) % 101,
+            signature_verified: !name.len().is_multiple_of(3),
+        }
     };
 
     let t = Instant::now();

@@ -107,6 +107,10 @@ codes! {
     SelfReference = "R318", Warning, "tenant allows traffic from itself";
     VersionMismatch = "R319", Error, "plugin version differs from its package's version";
     LoginCaseConflict = "R320", Error, "one login spelled two ways";
+    RolloutWithoutArtifact = "R321", Error, "rollout declares no artifact for its new version";
+    RolloutPackageMismatch = "R322", Error, "rollout artifact does not name its toVersion";
+    MinRequestsWithoutRequests = "R323", Error, "SLO sets minRequests without a requests query";
+    PromqlMalformed = "R324", Error, "SLO query does not parse as PromQL";
     // policy: Cedar policies, who made and approved a change, policy tests
     PolicySyntax = "R400", Error, "Cedar policy does not parse";
     PolicyInvalid = "R401", Error, "Cedar policy does not match the schema";

@@ -137,7 +137,12 @@ pub fn for_tenant(
         let Some(plugin) = plugins.get(r.spec.plugin.as_str()) else {
             continue;
         };
-        let new_package = package_at(&plugin.spec.artifact.package, &r.spec.to_version);
+        // the new version's own artifact; a rollout without one is an error (R321), compiled
+        // (for a plan of a broken head) as the plugin's package moved to `toVersion`, unpinned
+        let new_package = match &r.spec.artifact {
+            Some(a) => (a.package.clone(), Some(&a.integrity)),
+            None => (package_at(&plugin.spec.artifact.package, &r.spec.to_version), None),
+        };
         let entries = t
             .spec
             .plugins
@@ -145,8 +150,7 @@ pub fn for_tenant(
             .filter_map(|p| {
                 let spec = &plugins.get(p.name.as_str())?.spec;
                 Some(if p.name == r.spec.plugin {
-                    // the new version's digest is not declared yet: no integrity
-                    plugin_entry(p, &new_package, None, opts.redact)
+                    plugin_entry(p, &new_package.0, new_package.1.map(String::as_str), opts.redact)
                 } else {
                     plugin_entry(p, &spec.artifact.package, Some(&spec.artifact.integrity), opts.redact)
                 })

@@ -259,38 +259,70 @@ fn who_made_it(
     });
 }
 
-/// The facts the policies read of the head's plugins (trust score, signature), computed on demand.
+/// The facts the policies read of the head's plugins and of its rollouts' new versions
+/// (trust score, signature), computed on demand.
 fn plugin_facts<'a>(
     rules: &'a Validated,
     base_v: &'a Validated,
     head_v: &'a Validated,
-) -> impl Fn(&str) -> model::PluginFacts + Sync + 'a {
+) -> impl Fn(model::FactsOf<'_>) -> model::PluginFacts + Sync + 'a {
     // the head's plugins, as signed by keys already merged: a pull request that adds a key
     // does not make its own plugins verified; and a change can only lower what the base
     // already trusts: most trust facts (advisories, maintainers, release date) are written in
     // the plugin's own YAML, so a plugin the base has counts with the lower score of the two
-    // revisions. Computed per plugin on demand (only the plugins the requests name).
+    // revisions. A rollout's new version is its own artifact and signature scored with its
+    // plugin's facts, so the same holds for it: scored (and its publisher taken) with the
+    // head's plugin and with the base's, the lower counts. Computed per plugin or rollout on
+    // demand (only those the requests name).
     let inputs = head_v.supply_inputs(&rules.keys);
-    let memo: std::sync::Mutex<std::collections::HashMap<String, model::PluginFacts>> = Default::default();
-    move |name: &str| {
-        if let Some(f) = memo.lock().expect("not poisoned").get(name) {
+    let memo: std::sync::Mutex<std::collections::HashMap<(bool, String), model::PluginFacts>> = Default::default();
+    let of = |t: &supply::Trust| model::PluginFacts {
+        trust_score: t.trust_score,
+        signature_verified: t.signature_verified,
+    };
+    let lower = |f: &mut model::PluginFacts, b: model::PluginFacts| {
+        f.trust_score = f.trust_score.min(b.trust_score);
+        f.signature_verified &= b.signature_verified;
+    };
+    move |key: model::FactsOf<'_>| {
+        let (is_rollout, name) = match key {
+            model::FactsOf::Plugin(n) => (false, n),
+            model::FactsOf::Rollout(n) => (true, n),
+        };
+        let memo_key = (is_rollout, name.to_owned());
+        if let Some(f) = memo.lock().expect("not poisoned").get(&memo_key) {
             return *f;
         }
-        let f = match supply::trust_of(&head_v.repo, name, &inputs) {
-            None => model::PluginFacts::default(),
-            Some(t) => {
-                let mut f = model::PluginFacts {
-                    trust_score: t.trust_score,
-                    signature_verified: t.signature_verified,
-                };
-                if let Some(b) = base_v.trust_of(name) {
-                    f.trust_score = f.trust_score.min(b.trust_score);
-                    f.signature_verified &= b.signature_verified;
+        let f = if is_rollout {
+            let scored = |repo: &crate::spec::Repo, r: &crate::spec::Object<crate::spec::RolloutSpec>| {
+                let p = repo.plugins.iter().find(|p| p.name() == r.spec.plugin)?;
+                Some(of(&supply::rollout(r, &p.spec, &inputs)?.0.1))
+            };
+            match head_v.repo.rollouts.iter().find(|r| r.name() == name) {
+                None => model::PluginFacts::default(),
+                Some(r) => match scored(&head_v.repo, r) {
+                    None => model::PluginFacts::default(),
+                    Some(mut f) => {
+                        if base_v.repo.plugins.iter().any(|p| p.name() == r.spec.plugin) {
+                            lower(&mut f, scored(&base_v.repo, r).unwrap_or_default());
+                        }
+                        f
+                    }
+                },
+            }
+        } else {
+            match supply::trust_of(&head_v.repo, name, &inputs) {
+                None => model::PluginFacts::default(),
+                Some(t) => {
+                    let mut f = of(&t);
+                    if let Some(b) = base_v.trust_of(name) {
+                        lower(&mut f, of(&b));
+                    }
+                    f
                 }
-                f
             }
         };
-        memo.lock().expect("not poisoned").insert(name.to_owned(), f);
+        memo.lock().expect("not poisoned").insert(memo_key, f);
         f
     }
 }

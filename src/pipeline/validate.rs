@@ -32,7 +32,7 @@ pub struct Validated {
     pub unread: Unread,
     /// The trusted signing keys of `keys/`.
     pub keys: Vec<supply::Key>,
-    /// The plugins' artifacts found in the repo, by path.
+    /// The plugins' and rollouts' artifacts found in the repo, by path.
     pub artifacts: std::collections::HashMap<String, Result<Vec<u8>, String>>,
     /// The day trust freshness is measured at (the commit's).
     pub as_of: Option<i64>,
@@ -491,21 +491,25 @@ fn check_supply_chain(
         .plugins
         .iter()
         .filter_map(|p| p.spec.artifact.path.clone())
+        .chain(
+            repo.rollouts
+                .iter()
+                .filter_map(|r| r.spec.artifact.as_ref()?.path.clone()),
+        )
         .filter(|p| validate::semantic::check_repo_path(p).is_ok())
         .collect();
     let artifacts = source.read_paths(&paths, limits)?;
     let mut trust = None;
     if !known_valid {
-        let (all, d) = supply::verify(
-            repo,
-            &supply::Inputs {
-                keys: &keys,
-                artifacts: &artifacts,
-                as_of,
-            },
-        );
+        let inputs = supply::Inputs {
+            keys: &keys,
+            artifacts: &artifacts,
+            as_of,
+        };
+        let (all, d) = supply::verify(repo, &inputs);
         trust = Some(all);
         diags.extend(d);
+        diags.extend(supply::verify_rollouts(repo, &inputs).1);
         diags.extend(supply::compatibility(repo));
     }
     Ok(SupplyChain { keys, artifacts, trust })

@@ -37,11 +37,20 @@ pub struct PluginFacts {
     pub signature_verified: bool,
 }
 
-/// Supplies [`PluginFacts`] by plugin name (facts of the head revision).
-pub type Facts<'a> = &'a (dyn Fn(&str) -> PluginFacts + Sync);
+/// Whose supply-chain facts: a plugin's (its current version's), or those of the new version
+/// a rollout puts in its canaries (its own artifact and signature), by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FactsOf<'a> {
+    Plugin(&'a str),
+    Rollout(&'a str),
+}
 
-/// Facts for every plugin: untrusted and unsigned (score 0).
-pub fn no_facts(_: &str) -> PluginFacts {
+/// Supplies [`PluginFacts`] of a plugin or a rollout's new version (facts of the head
+/// revision).
+pub type Facts<'a> = &'a (dyn Fn(FactsOf<'_>) -> PluginFacts + Sync);
+
+/// Facts for every plugin and rollout: untrusted and unsigned (score 0).
+pub fn no_facts(_: FactsOf<'_>) -> PluginFacts {
     PluginFacts::default()
 }
 
@@ -402,7 +411,7 @@ pub fn build(
     let current_plugins = current.map_or(&[][..], |a| &a.plugins[..]);
     for p in current_plugins.iter().chain(&base.plugins).chain(&head.plugins) {
         if wanted(&reach, "Plugin", p.name()) && seen.insert(p.name()) {
-            entities.push(plugin_entity(p, facts(p.name()))?);
+            entities.push(plugin_entity(p, facts(FactsOf::Plugin(p.name())))?);
         }
     }
     for c in changes.iter().filter(|c| c.subject == Subject::File) {
@@ -567,12 +576,11 @@ impl<'r> RunIndex<'r> {
 /// What a change does to one tenant it reaches: the plugin it makes the tenant run, if any.
 type Reached<'a> = std::collections::BTreeMap<&'a str, Option<PluginRun<'a>>>;
 
-/// A plugin a change makes a tenant run: its name, and whether its new artifact is pinned
-/// and checkable (a rollout's `toVersion` names no artifact yet: never verified).
+/// A plugin version a change makes a tenant run: the plugin's own, or a rollout's new one
+/// (whose facts are its own artifact's and signature's).
 #[derive(Clone, Copy)]
 struct PluginRun<'a> {
-    plugin: &'a str,
-    checkable: bool,
+    facts: FactsOf<'a>,
 }
 
 /// The requests on what change `c` reaches besides its own object (see [`Reach`]): every
@@ -612,8 +620,7 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
             // after the change (and once merged into the current revision), a tenant that
             // enables the plugin runs the new artifact
             let run = PluginRun {
-                plugin: &c.name,
-                checkable: true,
+                facts: FactsOf::Plugin(&c.name),
             };
             for side in sides.after() {
                 for &(i, enabled) in side.runs.listing(&c.name) {
@@ -642,11 +649,10 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
             }
             if let Some(n) = c.new {
                 let r = &head.rollouts[n].spec;
-                // a canary runs `toVersion`, which names no pinned, signed artifact: it counts
-                // as unverified (fail closed)
+                // a canary runs `toVersion` from the rollout's own artifact: judged by its
+                // integrity, signature (with the keys in force) and trust, as a plugin's
                 let run = PluginRun {
-                    plugin: &r.plugin,
-                    checkable: false,
+                    facts: FactsOf::Rollout(&c.name),
                 };
                 for side in sides.after() {
                     for t in side.rollout_targets(r) {
@@ -677,8 +683,8 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
         let (min_trust, signed) = match runs {
             None => (100, true),
             Some(r) => {
-                let f = facts(r.plugin);
-                (f.trust_score, f.signature_verified && r.checkable)
+                let f = facts(r.facts);
+                (f.trust_score, f.signature_verified)
             }
         };
         let key = if sides.literals.contains(&uid("Tenant", name)) {
@@ -787,7 +793,7 @@ fn context(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<(String, 
                     .collect()
             };
             let scopes: BTreeSet<&str> = added.iter().map(|p| p.split(':').next().unwrap_or(p)).collect();
-            let f = facts(new.name());
+            let f = facts(FactsOf::Plugin(new.name()));
             vec![
                 ("oldVersion", s(&old.spec.version)),
                 ("newVersion", s(&new.spec.version)),
@@ -920,7 +926,7 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
     } else {
         added.clone()
     };
-    let added_facts: Vec<PluginFacts> = judged.iter().map(|p| facts(p)).collect();
+    let added_facts: Vec<PluginFacts> = judged.iter().map(|p| facts(FactsOf::Plugin(p))).collect();
     let min_trust = added_facts.iter().map(|f| f.trust_score).min().unwrap_or(100);
     let all_signed = added_facts.iter().all(|f| f.signature_verified);
     let allow_added: Vec<&str> = if action == Action::Create {

@@ -29,6 +29,8 @@ struct CaseSpec {
     change: ChangeSpec,
     #[serde(default)]
     plugins: BTreeMap<String, FactsSpec>,
+    #[serde(default)]
+    rollouts: BTreeMap<String, FactsSpec>,
     expect: Expect,
 }
 
@@ -220,9 +222,13 @@ fn run_case(engine: &Engine, repo: &Repo, guarded: &[SourceFile], case: &CaseSpe
         .collect();
     let approvers: Vec<Identity> = case.approved_by.iter().map(|a| Identity::login(a)).collect();
     let (who, _) = decide::resolve_who(&teams, &Identity::login(&case.author), &approvers, "");
-    let facts_of = |plugin: &str| {
-        case.plugins
-            .get(plugin)
+    let facts_of = |of: model::FactsOf<'_>| {
+        let (table, name) = match of {
+            model::FactsOf::Plugin(n) => (&case.plugins, n),
+            model::FactsOf::Rollout(n) => (&case.rollouts, n),
+        };
+        table
+            .get(name)
             .map(|f| PluginFacts {
                 trust_score: f.trust_score,
                 signature_verified: f.signature_verified,

@@ -262,6 +262,12 @@ pub struct Quality {
 pub struct RolloutSpec {
     pub plugin: String,
     pub to_version: String,
+    /// The new version's package (required by the semantic checks, R321; optional in the
+    /// schema so that older repos still load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
     pub tenants: TenantSelection,
     #[serde(default = "default_strategy")]
     pub strategy: String,
@@ -331,6 +337,10 @@ pub struct Slo {
     pub min: Option<f64>,
     #[serde(rename = "for")]
     pub for_: String,
+    /// PromQL returning the number of requests in the `for` window; `min_requests` compares
+    /// against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,6 +352,9 @@ pub struct Slo {
 pub struct Analysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+    /// The Prometheus query timeout (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inconclusive_limit: Option<u64>,
 }

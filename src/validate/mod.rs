@@ -5,6 +5,7 @@
 //! after parsing. [`assemble`] then checks the objects together ([`semantic`]). Nothing stops
 //! at the first problem: one run reports all of them.
 
+pub mod promql;
 pub mod schema;
 pub mod semantic;
 

@@ -437,11 +437,16 @@ fn plugin(cx: &Context<'_>, p: &Object<crate::spec::PluginSpec>, out: &mut Vec<D
             .with_hint("change `version` and the version in `artifact.package` together (and `integrity` and `signature` with them): the portal installs the package"),
         );
     }
-    if let Some(path) = &p.spec.artifact.path
+    artifact_path(p, p.spec.artifact.path.as_deref(), out);
+}
+
+/// An artifact's copy in the repo (a plugin's or a rollout's) is at a safe path.
+fn artifact_path<S>(o: &Object<S>, path: Option<&str>, out: &mut Vec<Diagnostic>) {
+    if let Some(path) = path
         && let Err(why) = check_repo_path(path)
     {
         out.push(
-            at(p, Code::UnsafeRepoPath, "/spec/artifact/path", format!("artifact path {} is refused: {why}", quote(path)))
+            at(o, Code::UnsafeRepoPath, "/spec/artifact/path", format!("artifact path {} is refused: {why}", quote(path)))
                 .with_hint("write a path relative to the repo root with `/` separators and portable names, e.g. `artifacts/catalog-2.3.1.tgz`"),
         );
     }
@@ -585,10 +590,108 @@ fn rollout(cx: &Context<'_>, r: &Object<crate::spec::RolloutSpec>, out: &mut Vec
             );
         }
         duration(r, &format!("/spec/slos/{i}/for"), "SLO window", &slo.for_, out);
+        if slo.min_requests.is_some() && slo.requests.is_none() {
+            out.push(
+                at(
+                    r,
+                    Code::MinRequestsWithoutRequests,
+                    &format!("/spec/slos/{i}/minRequests"),
+                    format!(
+                        "SLO {} sets `minRequests` but no `requests` query to compare it with",
+                        quote(&slo.name)
+                    ),
+                )
+                .with_hint("add `requests`: PromQL returning the number of requests in the `for` window, e.g. `sum(increase(http_requests_total{track=\"canary\"}[5m]))`"),
+            );
+        }
+        let queries = [("query", Some(&slo.query)), ("requests", slo.requests.as_ref())];
+        for (field, text) in queries {
+            if let Some(text) = text
+                && let Err(p) = super::promql::lint(text)
+            {
+                out.push(
+                    at(
+                        r,
+                        Code::PromqlMalformed,
+                        &format!("/spec/slos/{i}/{field}"),
+                        format!(
+                            "SLO {} `{field}` {} (byte {} of the query)",
+                            quote(&slo.name),
+                            p.message,
+                            p.column
+                        ),
+                    )
+                    .with_hint("check the query in the Prometheus UI; in YAML, a `>-` block folds lines and a `|` block keeps them"),
+                );
+            }
+        }
     }
     if let Some(iv) = &s.analysis.interval {
         duration(r, "/spec/analysis/interval", "analysis interval", iv, out);
     }
+    if let Some(t) = &s.analysis.timeout {
+        duration(r, "/spec/analysis/timeout", "query timeout", t, out);
+    }
+    rollout_artifact(r, out);
+}
+
+/// A rollout's new version names its package: present, naming `toVersion`, at a safe path.
+fn rollout_artifact(r: &Object<crate::spec::RolloutSpec>, out: &mut Vec<Diagnostic>) {
+    let s = &r.spec;
+    let Some(artifact) = &s.artifact else {
+        out.push(
+            at(
+                r,
+                Code::RolloutWithoutArtifact,
+                "/spec/toVersion",
+                format!(
+                    "rollout {} rolls out {} {} without its artifact: the canaries would install a package nobody pinned or signed",
+                    quote(r.name()),
+                    quote(&s.plugin),
+                    quote(&s.to_version)
+                ),
+            )
+            .with_hint("give the rollout the new version's `artifact` (package and integrity) and `signature`, as its Plugin has"),
+        );
+        return;
+    };
+    let package = &artifact.package;
+    let named = crate::compile::package_version(package);
+    let same = named.is_some_and(|n| {
+        match (
+            semver::Version::parse(&s.to_version),
+            semver::Version::parse(n.strip_prefix('v').unwrap_or(n)),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => n == s.to_version,
+        }
+    });
+    if !same {
+        out.push(
+            at(
+                r,
+                Code::RolloutPackageMismatch,
+                "/spec/artifact/package",
+                match named {
+                    Some(n) => format!(
+                        "rollout {} rolls out version {}, but its `artifact.package` {} is version {}",
+                        quote(r.name()),
+                        quote(&s.to_version),
+                        quote(package),
+                        quote(n)
+                    ),
+                    None => format!(
+                        "rollout {} rolls out version {}, but its `artifact.package` {} names no version",
+                        quote(r.name()),
+                        quote(&s.to_version),
+                        quote(package)
+                    ),
+                },
+            )
+            .with_hint("the canaries install `artifact.package`: write `toVersion` in it (`name@<version>`, or `oci://…:<version>`), and its `integrity` and `signature` with it"),
+        );
+    }
+    artifact_path(r, artifact.path.as_deref(), out);
 }
 
 fn tier_hint(bound: &str, tier: &str) -> String {

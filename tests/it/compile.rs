@@ -237,7 +237,7 @@ fn what_only_compiling_reveals() {
             &repo.path().join(format!("rollouts/{name}.yaml")),
             format!(
                 "apiVersion: rampart.dev/v1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  plugin: {plugin}\n  \
-                 toVersion: \"{version}\"\n  tenants:\n    names: [mobile-apps]\n  steps:\n    - weight: 60\n    - weight: 100\n"
+                 toVersion: \"{version}\"\n  artifact: {{package: \"@backstage/plugin-{plugin}@{version}\", integrity: sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=}}\n  tenants:\n    names: [mobile-apps]\n  steps:\n    - weight: 60\n    - weight: 100\n"
             ),
         );
     }

@@ -65,7 +65,7 @@ fn readme_numbers_match_the_example() {
         (&example, "dynamic plugins", repo.plugins.len()),
         (&example, "canary rollouts", repo.rollouts.len()),
         (&example, "cases", run.results.len()),
-        (&example, "minisign public keys", 2),
+        (&example, "minisign public keys", 3),
         (&example, "carry a minisign", signed),
         (&example, "plugins are signed", signed),
     ] {
@@ -81,7 +81,7 @@ fn readme_numbers_match_the_example() {
         std::fs::read_dir(root().join("examples/platform-config/keys"))
             .unwrap()
             .count(),
-        2
+        3
     );
     assert!(wrong.is_empty(), "{wrong:#?}");
 }

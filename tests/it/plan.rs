@@ -512,7 +512,7 @@ fn plans_of_revisions_that_do_not_compile() {
             &bad.join(format!("rollouts/{name}.yaml")),
             format!(
                 "apiVersion: rampart.dev/v1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  plugin: techdocs\n  \
-                 toVersion: \"{version}\"\n  tenants:\n    names: [mobile-apps]\n  steps:\n    - weight: 60\n    - weight: 100\n"
+                 toVersion: \"{version}\"\n  artifact: {{package: \"@backstage/plugin-techdocs@{version}\", integrity: sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=}}\n  tenants:\n    names: [mobile-apps]\n  steps:\n    - weight: 60\n    - weight: 100\n"
             ),
         );
     }

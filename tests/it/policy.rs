@@ -635,7 +635,8 @@ fn changes_are_judged_against_every_tenant_they_reach() {
     write(
         &p.join("rollouts/sneaky.yaml"),
         "apiVersion: rampart.dev/v1\nkind: Rollout\nmetadata:\n  name: sneaky\nspec:\n  plugin: techdocs\n  \
-         toVersion: \"1.14.0\"\n  tenants:\n    names: [payments-staging]\n  strategy: instant\n  steps:\n    - weight: 100\n",
+         toVersion: \"1.14.0\"\n  artifact: {package: \"@backstage/plugin-techdocs@1.14.0\", integrity: sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=}\n  \
+         tenants:\n    names: [payments-staging]\n  strategy: instant\n  steps:\n    - weight: 100\n",
     );
     commit(p, "Peggy <peggy@example.com>", "roll techdocs out to staging");
     let run = check(p, &["--author", "peggy"]);
@@ -745,7 +746,8 @@ fn reach_follows_what_is_compiled() {
     write(
         &p.join("rollouts/sc.yaml"),
         "apiVersion: rampart.dev/v1\nkind: Rollout\nmetadata:\n  name: sc\nspec:\n  plugin: scaffolder\n  \
-         toVersion: \"9.9.9\"\n  tenants:\n    selector:\n      matchLabels: {region: us-east-1}\n  \
+         toVersion: \"9.9.9\"\n  artifact: {package: \"@backstage/plugin-scaffolder@9.9.9\", integrity: sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=}\n  \
+         tenants:\n    selector:\n      matchLabels: {region: us-east-1}\n  \
          slos:\n    - {name: errors, query: up, max: 1, for: 5m}\n",
     );
     commit(p, "Peggy <peggy@example.com>", "scaffolder canary in us-east-1");

@@ -293,3 +293,61 @@ fn a_change_cannot_raise_a_plugins_trust_for_itself() {
         );
     }
 }
+
+/// A rollout to the enterprise tenant `payments-prod` (three steps, an SLO), its new
+/// version's artifact signed with `key` (a secret key file) when given.
+fn canary_to_enterprise(p: &Path, key: Option<&Path>) {
+    let file = p.join("rollouts/techdocs-1-14-0.yaml");
+    write(
+        &file,
+        "apiVersion: rampart.dev/v1\nkind: Rollout\nmetadata:\n  name: techdocs-1-14-0\nspec:\n  plugin: techdocs\n  \
+         toVersion: \"1.14.0\"\n  artifact:\n    package: \"@backstage/plugin-techdocs@1.14.0\"\n    \
+         integrity: sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=\n  tenants:\n    names: [payments-prod]\n  \
+         steps:\n    - weight: 10\n    - weight: 50\n    - weight: 100\n  slos:\n    - name: errors\n      \
+         query: sum(rate(http_requests_total{code=~\"5..\"}[5m]))\n      max: 1\n      for: 5m\n",
+    );
+    if let Some(key) = key {
+        sign(key, &file);
+    }
+}
+
+/// A canary runs the rollout's own artifact, judged like a plugin's: signed by a key already
+/// merged (and trusted enough), it may reach an enterprise tenant; unsigned, or signed by a
+/// key the same change adds, it may not.
+#[test]
+fn a_signed_canary_may_reach_an_enterprise_tenant() {
+    let repo = example_history();
+    let p = repo.path();
+    // the key is merged before the rollout comes
+    let key = trusted_key(p, "canaries", "backstage");
+    let Some(secret) = key.as_ref().map(|k| k.path().join("k.key")) else {
+        return;
+    };
+    commit(p, "Alice <alice@example.com>", "trust the canary key");
+    // commit as alice and check (payments-prod is PCI: security approves); the exit code
+    let judge = |message: &str| {
+        commit(p, "Alice <alice@example.com>", message);
+        let run = check(p, &["--author", "alice", "--approved-by", "erin"]);
+        let untrusted = run.stdout.contains("enterprise-tenants-run-trusted-signed-plugins");
+        assert_eq!(run.code == 2, untrusted, "{}", run.stdout);
+        run.code
+    };
+
+    canary_to_enterprise(p, None);
+    assert_eq!(judge("techdocs 1.14.0 to payments-prod, unsigned"), 2);
+
+    git_as(p, "Alice <alice@example.com>", &["reset", "-q", "--hard", "HEAD~1"]);
+    canary_to_enterprise(p, Some(&secret));
+    assert_eq!(judge("techdocs 1.14.0 to payments-prod, signed"), 0);
+
+    // the same signature, by a key this change adds: not yet trusted
+    git_as(p, "Alice <alice@example.com>", &["reset", "-q", "--hard", "HEAD~2"]);
+    let Some(late) = trusted_key(p, "canaries", "backstage") else {
+        return;
+    };
+    canary_to_enterprise(p, Some(&late.path().join("k.key")));
+    assert_eq!(
+        judge("trust a key and sign the canary with it\n\nApproved-by: bob\n"),
+        2
+    );
+}
