@@ -1,7 +1,8 @@
 //! rampart: a policy-as-code GitOps reconciler and config compiler.
 //!
 //! The pipeline: `source` (IO) → `load` → `spec` → `validate` → `change` → `policy` →
-//! `compile` → `plan` → `report`, with `apply` (IO) writing what was compiled; joined by
+//! `compile` → `plan` → `report`, with `apply` (IO) writing what was compiled and `rollback`
+//! (IO) writing rampart's own reverts and promotes into the config repo; joined by
 //! `pipeline` and driven by `cli`. Everything between `source` and `apply` is pure: no IO, no
 //! clocks, no network (rayon may spread work over the cores). See
 //! ARCHITECTURE.md for the code map and invariants.
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod policy;
 pub mod remote;
 pub mod report;
+pub mod rollback;
 pub mod serve;
 pub mod source;
 pub mod spec;
