@@ -1,7 +1,8 @@
 //! rampart: a policy-as-code GitOps reconciler and config compiler.
 //!
 //! The pipeline: `source` (IO) → `load` → `spec` → `validate` → `change` → `policy` →
-//! `compile` → `plan` → `report`, with `apply` (IO) writing what was compiled; joined by
+//! `compile` → `plan` → `report`, with `apply` (IO) writing what was compiled and `rollback`
+//! (IO) writing rampart's own reverts and promotes into the config repo; joined by
 //! `pipeline` and driven by `cli`. Everything between `source` and `apply` is pure: no IO, no
 //! clocks, no network (rayon may spread work over the cores). Rollouts add `observe` (SLOs
 //! measured in Prometheus; its `analysis` is pure) and `notify` (webhooks). See
@@ -23,6 +24,7 @@ pub mod plan;
 pub mod policy;
 pub mod remote;
 pub mod report;
+pub mod rollback;
 pub mod serve;
 pub mod source;
 pub mod spec;

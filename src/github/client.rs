@@ -1,5 +1,5 @@
 //! The GitHub REST client (IO): reviews, the sticky plan comment, the `rampart` check run and
-//! the commit-status fallback, over octocrab.
+//! the commit-status fallback, the pull requests of rollbacks and plain comments, over octocrab.
 //!
 //! Token auth (`GITHUB_TOKEN`, a PAT) or GitHub App auth (app id + private key → an
 //! installation token, minted and refreshed by octocrab). The base URL is configurable
@@ -152,6 +152,13 @@ struct ListedRef {
 #[derive(Debug, Clone, serde::Deserialize)]
 struct ListedRepo {
     default_branch: Option<String>,
+}
+
+/// What rampart reads of a pull request it opened or looked for.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Pull {
+    number: u64,
+    html_url: String,
 }
 
 /// The pull request that merged `sha`, among those GitHub associates with it: a merged one
@@ -528,6 +535,104 @@ impl Client {
             }
         }
         Ok(true)
+    }
+
+    /// Open a pull request from the branch `head` of this repository into `base`; its number
+    /// and web URL. A create whose answer was lost is looked for before it is sent again, and
+    /// when GitHub answers that one is open already for that branch (422), that one is it.
+    pub async fn create_pull_request(
+        &self,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<(u64, String), CallError> {
+        let what = format!(
+            "opening a pull request from `{}` into `{}`",
+            visible(head, &[]),
+            visible(base, &[])
+        );
+        let route = format!("/repos/{}/{}/pulls", self.owner, self.repo);
+        let payload = serde_json::json!({"title": title, "head": head, "base": base, "body": body});
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let created: Result<Pull, CallError> = self
+                .call(&what, Repeat::Never, || async {
+                    self.gh.post(&route, Some(&payload)).await
+                })
+                .await;
+            match created {
+                Ok(p) => return Ok((p.number, p.html_url)),
+                Err(e) if e.status == Some(422) || (e.maybe_done() && attempt < 3) => {
+                    if let Some(open) = self.find_pull(head, base).await? {
+                        return Ok((open.number, open.html_url));
+                    }
+                    if e.status == Some(422) || attempt >= 3 {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The open pull request from the branch `head` of this repository into `base`.
+    async fn find_pull(&self, head: &str, base: &str) -> Result<Option<Pull>, CallError> {
+        let what = format!("listing the pull requests from `{}`", visible(head, &[]));
+        let route = format!("/repos/{}/{}/pulls", self.owner, self.repo);
+        let head = format!("{}:{head}", self.owner);
+        let query = [
+            ("head", head.as_str()),
+            ("base", base),
+            ("state", "open"),
+            ("per_page", "100"),
+        ];
+        let page: octocrab::Page<Pull> = self
+            .call(&what, Repeat::Safe, || async {
+                self.gh.get(&route, Some(&query)).await
+            })
+            .await?;
+        Ok(self.rest_of(&what, page).await?.into_iter().next())
+    }
+
+    /// Comment `body` on pull request (or issue) `number`. A create whose answer was lost is
+    /// looked for (the same body) before it is sent again.
+    pub async fn comment(&self, number: u64, body: &str) -> Result<(), CallError> {
+        let what = format!("commenting on pull request #{number}");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let created = self
+                .call(&what, Repeat::Never, || async {
+                    self.gh
+                        .issues(&self.owner, &self.repo)
+                        .create_comment(number, body)
+                        .await
+                })
+                .await;
+            match created {
+                Ok(_) => return Ok(()),
+                Err(e) if e.maybe_done() && attempt < 3 => {
+                    let listing = format!("listing the comments of pull request #{number}");
+                    let page = self
+                        .call(&listing, Repeat::Safe, || async {
+                            self.gh
+                                .issues(&self.owner, &self.repo)
+                                .list_comments(number)
+                                .per_page(100)
+                                .send()
+                                .await
+                        })
+                        .await?;
+                    let comments = self.rest_of(&listing, page).await?;
+                    if comments.iter().any(|c| c.body.as_deref() == Some(body)) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The check run `name` on `sha` whose `external_id` is `external_id`, if there is one.
