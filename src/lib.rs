@@ -25,6 +25,7 @@ pub mod policy;
 pub mod remote;
 pub mod report;
 pub mod rollback;
+pub mod rollout;
 pub mod serve;
 pub mod source;
 pub mod spec;

@@ -9,6 +9,7 @@ mod kube;
 mod plan;
 mod plugins;
 mod policy;
+mod rollout;
 mod serve;
 mod validate;
 
@@ -42,7 +43,9 @@ pub mod exit {
                   and `apply --target dir:OUT|kubernetes[:CONTEXT]` writes them where Argo CD or Flux pick them up, \
                   or to a cluster; `serve` is the reconciler: it watches a branch, authorises every commit and \
                   applies what is allowed to directories, deploy branches and clusters, with metrics, a status \
-                  API, drift detection and records in Git. `plugins verify` \
+                  API, drift detection and records in Git, and drives rollouts step by step on their SLOs \
+                  (Prometheus), writing the revert of a failing one — or the promotion of a passed one — into \
+                  Git itself; `rollout status` shows where they stand. `plugins verify` \
                   and `plugins tree` show the plugin supply chain (digests, signatures, trust, each tenant's \
                   plugin set); `ci` runs the whole review inside GitHub Actions (comment, check run, outputs).\n\n\
                   Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",
@@ -64,6 +67,7 @@ enum Command {
     Plugins(plugins::Args),
     Ci(ci::Args),
     Serve(serve::Args),
+    Rollout(rollout::Args),
 }
 
 /// The parse cache of the repository `source` is a revision of, unless `RAMPART_CACHE=off`
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Policy(args) => policy::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Rollout(args) => rollout::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -115,6 +115,34 @@ pub struct Args {
     /// changed them (server-side apply with force).
     #[arg(long, env = "RAMPART_SELF_HEAL", requires = "drift_interval")]
     self_heal: bool,
+    /// Prometheus' base URL for rollout analysis (`http://prometheus:9090`, a path prefix is
+    /// kept). Without it every SLO check is inconclusive: rollouts with SLOs hold and pause.
+    #[arg(long, env = "RAMPART_PROMETHEUS_URL", value_name = "URL")]
+    prometheus: Option<String>,
+    /// A file holding a bearer token for Prometheus (read at start; never logged). Or set
+    /// RAMPART_PROMETHEUS_TOKEN.
+    #[arg(long, env = "RAMPART_PROMETHEUS_TOKEN_FILE", value_name = "FILE")]
+    prometheus_token_file: Option<PathBuf>,
+    /// A webhook told of rollout events (revert, promote, pause, step) as JSON with a
+    /// Slack-compatible `text` field; repeatable, or comma-separated in RAMPART_NOTIFY (prefer
+    /// the variable: such URLs are secrets, and arguments show in `ps`).
+    #[arg(
+        long = "notify",
+        env = "RAMPART_NOTIFY",
+        value_delimiter = ',',
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    notify: Vec<String>,
+    /// Author and committer of rampart's revert and promote commits. Its email is how serve
+    /// recognises its own commits (with its records), so keep it for the repo's life.
+    #[arg(
+        long,
+        env = "RAMPART_COMMIT_AUTHOR",
+        default_value = "rampart <rampart@localhost>",
+        value_name = "NAME <EMAIL>"
+    )]
+    commit_author: String,
     /// Reconcile once and exit (no HTTP): 0 every target holds the tip, 2 a target is blocked
     /// by policy, 3 by an invalid commit, 1 anything else stopped a target.
     #[arg(long)]
@@ -293,7 +321,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ..Status::default()
     };
     let shared = Arc::new(Shared::new(status));
-    let mut r = reconcile::Reconciler::new(cfg.clone(), shared.clone(), remote, targets, identities)?;
+    let rollouts = rollout_settings(&args)?;
+    let mut r =
+        reconcile::Reconciler::new(cfg.clone(), shared.clone(), remote, targets, identities)?.with_rollouts(rollouts);
     if args.once {
         r.run();
         let st = shared.status();
@@ -486,6 +516,57 @@ impl reconcile::Identities for GitHub {
 
 /// Pull-request identities from GitHub, when a repository is configured (with a token or
 /// GitHub App settings in the environment).
+/// Prometheus, the webhooks and the commit author of rollouts, from the flags.
+fn rollout_settings(args: &Args) -> anyhow::Result<serve::rollouts::Settings> {
+    let token = match (&args.prometheus_token_file, var("RAMPART_PROMETHEUS_TOKEN")) {
+        (Some(f), _) => {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("reading the Prometheus token file `{}`", f.display()))?
+                .trim()
+                .to_owned();
+            if t.is_empty() {
+                anyhow::bail!("the Prometheus token file `{}` is empty", f.display());
+            }
+            Some(t)
+        }
+        (None, t) => t,
+    };
+    let prometheus = args
+        .prometheus
+        .as_deref()
+        .map(|u| crate::observe::prometheus::Client::new(u, token))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--prometheus: {e}"))?;
+    let urls: Vec<String> = args
+        .notify
+        .iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let notifier = if urls.is_empty() {
+        None
+    } else {
+        Some(
+            crate::notify::Notifier::new(urls, Duration::from_secs(10))
+                .map_err(|e| anyhow::anyhow!("--notify: {e}"))?,
+        )
+    };
+    let id = crate::policy::decide::Identity::parse_trailer(&args.commit_author);
+    let author = match (id.name, id.email) {
+        (Some(name), Some(email)) if !email.is_empty() => crate::rollback::Author { name, email },
+        _ => anyhow::bail!(
+            "--commit-author must be `Name <email>`, not `{}`",
+            crate::diagnostic::visible(&args.commit_author, &[])
+        ),
+    };
+    Ok(serve::rollouts::Settings {
+        prometheus,
+        notifier,
+        author,
+        pulls: None,
+    })
+}
+
 fn github_identities(
     args: &Args,
     token: Option<crate::remote::Token>,

@@ -10,7 +10,7 @@
 //! [`MANAGED_BY`], [`PART_OF`] and [`TENANT_LABEL`], so pruning by label is exact.
 
 mod portal;
-mod rollout;
+pub mod rollout;
 mod tenant;
 
 pub use rollout::package_version;
@@ -35,7 +35,8 @@ pub const PORTAL_IMAGE: &str = "quay.io/rhdh-community/rhdh";
 /// Choices that are not in the repo.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// The current step (1-based) of each rollout, by name; a rollout not named is at step 1.
+    /// The current step (1-based) of each rollout, by name; a rollout not named is at step 1,
+    /// one at step 0 is not running (no canary: reverted, promoted or held).
     pub rollout_steps: BTreeMap<String, usize>,
     /// Replace secret-like plugin config values by a digest (for plans, never for apply).
     pub redact: bool,

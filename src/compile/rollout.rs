@@ -105,18 +105,34 @@ pub fn targets(
     let index = TenantIndex::of(repo, wanted);
     let mut out: BTreeMap<usize, Vec<(usize, i32)>> = BTreeMap::new();
     for (ri, r) in repo.rollouts.iter().enumerate() {
-        let Some(weight) = step_weight(r, opts, diags) else {
+        let eligible = eligible(repo, &index, r);
+        let Some(phase) = current_phase(r, eligible.len(), opts, diags) else {
             continue;
         };
-        for i in index.targets(&r.spec) {
-            let t = &repo.tenants[i];
-            if super::reserved(t.name()) || !t.spec.plugins.iter().any(|p| p.name == r.spec.plugin && !p.disabled) {
-                continue;
-            }
-            out.entry(i).or_default().push((ri, weight));
+        let reached = phase.first.unwrap_or(eligible.len());
+        for &i in eligible.iter().take(reached) {
+            out.entry(i).or_default().push((ri, phase.weight as i32));
         }
     }
     out
+}
+
+/// The tenants a rollout puts a canary in (its targets that run its plugin), in the
+/// rollout's tenant order: a rolling rollout reaches them one by one.
+pub fn eligible(repo: &Repo, index: &TenantIndex<'_>, r: &Object<RolloutSpec>) -> Vec<usize> {
+    index
+        .targets(&r.spec)
+        .into_iter()
+        .filter(|&i| {
+            let t = &repo.tenants[i];
+            !super::reserved(t.name()) && t.spec.plugins.iter().any(|p| p.name == r.spec.plugin && !p.disabled)
+        })
+        .collect()
+}
+
+/// The tenants `r` can reach (see [`eligible`]), by index into `repo.tenants`.
+pub fn reached(repo: &Repo, r: &Object<RolloutSpec>) -> Vec<usize> {
+    eligible(repo, &TenantIndex::of(repo, &|_| true), r)
 }
 
 /// The canaries of one tenant and its HTTPRoute, given the rollouts that reach it.
@@ -220,11 +236,21 @@ pub fn for_tenant(
     (out, Vec::new())
 }
 
-/// The weight of a rollout's current step (from the options; the first step by default).
-fn step_weight(r: &Object<RolloutSpec>, opts: &Options, diags: &mut Vec<Diagnostic>) -> Option<i32> {
+/// The phase of a rollout's current step (from the options; the first step by default; step
+/// 0: not running, no canary), given how many tenants it can reach.
+fn current_phase(
+    r: &Object<RolloutSpec>,
+    tenants: usize,
+    opts: &Options,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<crate::rollout::Phase> {
     let step = opts.rollout_steps.get(r.name()).copied().unwrap_or(1);
-    match r.spec.steps.get(step.wrapping_sub(1)) {
-        Some(s) => Some(s.weight.min(100) as i32),
+    if step == 0 {
+        return None;
+    }
+    let phases = crate::rollout::phases(&r.spec, tenants);
+    match phases.get(step - 1) {
+        Some(p) => Some(p.clone()),
         None => {
             diags.push(
                 Diagnostic::at_node(
@@ -233,12 +259,13 @@ fn step_weight(r: &Object<RolloutSpec>, opts: &Options, diags: &mut Vec<Diagnost
                     r.origin.doc,
                     "/spec/steps",
                     format!(
-                        "rollout `{}` has {} steps; step {step} does not exist",
+                        "rollout `{}` ({}) has {} steps; step {step} does not exist",
                         r.name(),
-                        r.spec.steps.len()
+                        r.spec.strategy,
+                        phases.len()
                     ),
                 )
-                .with_hint("steps are numbered from 1"),
+                .with_hint("steps are numbered from 1; a rolling rollout has one step per tenant it reaches"),
             );
             None
         }

@@ -40,6 +40,21 @@ pub struct Metrics {
     pub drift: Family<TargetLabel, Gauge>,
     pub notes_push_errors: Counter,
     pub last_fetch: Gauge<f64, AtomicU64>,
+    pub rollout_steps: Family<RolloutLabels, Gauge>,
+    pub slo_checks: Family<ResultLabel, Counter>,
+    pub reverts: Counter,
+    pub promotions: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub target: String,
+    pub rollout: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
 }
 
 impl Default for Metrics {
@@ -111,7 +126,35 @@ impl Metrics {
             "When the config repo was last fetched successfully (alert when it grows old)",
             last_fetch.clone(),
         );
+        let rollout_steps = Family::default();
+        registry.register(
+            "rollout_step",
+            "The step each rollout is at on each target (0: not running: reverted, promoted or held)",
+            rollout_steps.clone(),
+        );
+        let slo_checks = Family::default();
+        registry.register(
+            "slo_checks",
+            "SLO measurements by result (pass, breaching, fail, inconclusive)",
+            slo_checks.clone(),
+        );
+        let reverts = Counter::default();
+        registry.register(
+            "reverts",
+            "Rollouts reverted by a commit (or a revert pull request)",
+            reverts.clone(),
+        );
+        let promotions = Counter::default();
+        registry.register(
+            "promotions",
+            "Rollouts promoted by a commit (or a promote pull request)",
+            promotions.clone(),
+        );
         Metrics {
+            rollout_steps,
+            slo_checks,
+            reverts,
+            promotions,
             last_fetch,
             registry,
             reconcile_seconds,
@@ -148,6 +191,23 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    pub fn slo_check(&self, verdict: crate::observe::analysis::Verdict) {
+        let result = serde_json::to_value(verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.slo_checks.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn rollout_step(&self, target: &str, rollout: &str, step: usize) {
+        self.rollout_steps
+            .get_or_create(&RolloutLabels {
+                target: target.to_owned(),
+                rollout: rollout.to_owned(),
+            })
+            .set(step as i64);
     }
 
     /// The OpenMetrics text.

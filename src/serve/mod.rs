@@ -12,6 +12,7 @@ pub mod decide;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
+pub mod rollouts;
 
 use decide::Block;
 use serde::Serialize;
@@ -84,6 +85,9 @@ pub struct TargetStatus {
     /// The last drift check (kubernetes targets, with --drift-interval).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftStatus>,
+    /// The rollouts of the applied commit (and the last ones that ended).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<rollouts::RolloutStatus>,
 }
 
 /// The last drift check of a target.
@@ -217,6 +221,11 @@ pub fn reconcile_loop(mut r: reconcile::Reconciler, shared: Arc<Shared>, interva
         // (a drift check due before the next poll wakes the loop for it)
         let wait = match r.drift_due_in() {
             Some(d) => wait.min(d.max(Duration::from_secs(1))),
+            None => wait,
+        };
+        // (and so does a rollout's next measurement or step)
+        let wait = match r.rollout_due_in() {
+            Some(d) => wait.min(d.max(Duration::from_millis(200))),
             None => wait,
         };
         shared.trigger.wait(wait);

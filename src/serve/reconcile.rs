@@ -48,24 +48,29 @@ pub struct Judged {
 }
 
 pub struct Reconciler {
-    cfg: Arc<Config>,
-    shared: Arc<Shared>,
-    remote: Remote,
-    mirror: PathBuf,
-    targets: Vec<Box<dyn Target>>,
+    pub(super) cfg: Arc<Config>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) remote: Remote,
+    pub(super) mirror: PathBuf,
+    pub(super) targets: Vec<Box<dyn Target>>,
     identities: Option<Box<dyn Identities>>,
     cache: Option<ParseCache>,
     /// Validated revisions by commit: each target's applied commit is kept between runs, so
     /// the next change validates only its head.
-    validated: HashMap<String, Validated>,
+    pub(super) validated: HashMap<String, Validated>,
     /// Notes written and not pushed yet.
-    notes_dirty: bool,
+    pub(super) notes_dirty: bool,
     /// Commits whose validated revision must stay: what the targets hold.
     pinned: BTreeSet<String>,
     /// Target records already checked: (target, commit, tree).
-    believed: BTreeSet<(String, String, String)>,
+    pub(super) believed: BTreeSet<(String, String, String)>,
     /// When each target's drift was last checked.
     drift_checked: HashMap<String, Instant>,
+    /// The rollouts of every target (`rollouts.json` in the state directory).
+    pub(super) store: super::rollouts::Store,
+    pub(super) rollout_settings: super::rollouts::Settings,
+    /// When a rollout next needs a measurement or a step (unix seconds).
+    pub(super) rollout_wake: Option<i64>,
 }
 
 /// This process's own record of what each target was brought to, in the state directory:
@@ -116,6 +121,7 @@ impl Reconciler {
         let _ = std::fs::remove_file(probe);
         let off = std::env::var_os("RAMPART_CACHE").is_some_and(|v| v == "off" || v == "0");
         let cache = (!off).then(|| ParseCache::open(&mirror));
+        let cfg_state_dir = cfg.state_dir.clone();
         Ok(Reconciler {
             cfg,
             shared,
@@ -129,7 +135,21 @@ impl Reconciler {
             pinned: BTreeSet::new(),
             believed: BTreeSet::new(),
             drift_checked: HashMap::new(),
+            store: super::rollouts::Store::load(&cfg_state_dir),
+            rollout_settings: super::rollouts::Settings {
+                prometheus: None,
+                notifier: None,
+                author: crate::rollback::Author::default(),
+                pulls: None,
+            },
+            rollout_wake: None,
         })
+    }
+
+    /// How rollouts are measured, landed and reported.
+    pub fn with_rollouts(mut self, settings: super::rollouts::Settings) -> Reconciler {
+        self.rollout_settings = settings;
+        self
     }
 
     pub fn mirror(&self) -> &std::path::Path {
@@ -161,7 +181,7 @@ impl Reconciler {
             return Ok(());
         };
         self.validate(&commit)?;
-        let opts = crate::compile::Options::default();
+        let opts = self.held_opts(&name);
         let v = &self.validated[&commit];
         let rev = Revision {
             head: v,
@@ -211,6 +231,7 @@ impl Reconciler {
             }
         };
         span.record("tip", short(&tip));
+        self.rollout_wake = None;
         let tip_time = self.commit_time(&tip);
         self.shared.metrics.last_fetch.set(
             std::time::SystemTime::now()
@@ -252,10 +273,17 @@ impl Reconciler {
                 if self.cfg.drift_interval.is_some() {
                     self.drift_checked.insert(name.clone(), Instant::now());
                 }
-            } else if let Err(e) = self.check_drift(i, &mut status) {
-                let msg = format!("{e:#}");
-                tracing::warn!(error = %msg, "drift check failed");
-                status.error = Some(format!("drift check: {msg}"));
+            } else {
+                if let Err(e) = self.drive_rollouts(i, &mut status) {
+                    let msg = format!("{e:#}");
+                    tracing::error!(error = %msg, "driving the rollouts failed");
+                    status.error = Some(format!("rollouts: {msg}"));
+                }
+                if let Err(e) = self.check_drift(i, &mut status) {
+                    let msg = format!("{e:#}");
+                    tracing::warn!(error = %msg, "drift check failed");
+                    status.error = Some(format!("drift check: {msg}"));
+                }
             }
             self.shared
                 .metrics
@@ -365,7 +393,7 @@ impl Reconciler {
     }
 
     /// The validated revision at `commit` (kept for the next run while a target holds it).
-    fn validate(&mut self, commit: &str) -> anyhow::Result<()> {
+    pub(super) fn validate(&mut self, commit: &str) -> anyhow::Result<()> {
         if !self.validated.contains_key(commit) {
             let src = self.source(commit)?;
             let v = pipeline::validate_cached(&src, &|_, _| {}, self.cache.as_ref())
@@ -485,10 +513,15 @@ impl Reconciler {
             "first-apply" | "restore" => None,
             _ => Some(steps[0].from.clone()),
         };
+        // each rollout at the step its state says (a new one at step 1)
+        let (opts, rollout_states) = self.rollout_steps(&name, &to)?;
         let last_own = &walk.allowed.last().expect("an allowed step").1.own;
-        let opts = crate::compile::Options::default();
-        // the base's files are what the target holds only when it holds `from` itself
-        let base_known = content_known && from.is_some() && applied.commit == from;
+        // the base's files are what the target holds only when it holds `from` itself, and
+        // every rollout at the step the head is compiled with
+        let base_known = content_known
+            && from.is_some()
+            && applied.commit == from
+            && from.as_deref().is_some_and(|f| self.steps_held(&name, f, &opts));
         // (what the steps' own change sets can affect, together: authorising them already
         // compared each pair of revisions)
         let affected = if base_known {
@@ -564,6 +597,7 @@ impl Reconciler {
             self.believed.insert((name.clone(), to.clone(), tree.clone()));
         }
         save_local_record(&self.cfg.state_dir, &name, &to)?;
+        self.rollouts_applied(&name, &to, &opts, rollout_states, outcome.rendered.clone())?;
         status.applied = Some(to.clone());
         status.applied_at = Some(record.time.clone());
         status.last_result = Some(result.to_owned());
@@ -618,7 +652,7 @@ impl Reconciler {
                 && (notes::confirms(&repo, id, name, tree) || local_records(&self.cfg.state_dir).get(name) == Some(c));
             if !ok && present && self.reached_by_allowed_walk(&repo, name, c)? {
                 self.validate(c)?;
-                let opts = crate::compile::Options::default();
+                let opts = self.held_opts(name);
                 let v = &self.validated[c];
                 ok = v.specs_valid()
                     && self.targets[i]
@@ -747,8 +781,17 @@ impl Reconciler {
                 affected: None,
             }));
         }
+        // rampart's own revert or promotion, verified against its records: judged as rampart
+        let own = self.own_commit(step)?;
         // who: the pull request that merged it, when GitHub is configured
         let (who, pull) = match self.identities.as_mut() {
+            _ if own.is_some() => (
+                Principals {
+                    system: own,
+                    ..Principals::default()
+                },
+                None,
+            ),
             None => (Principals::default(), None),
             Some(ids) => match ids.of(&step.to)? {
                 Some(p) => (
@@ -1077,7 +1120,7 @@ fn label(target: &str) -> super::metrics::TargetLabel {
 }
 
 /// The first problems of an invalid revision, one line each (`file:line:col R123 message`).
-fn problems(diags: &[Diagnostic]) -> Vec<String> {
+pub(super) fn problems(diags: &[Diagnostic]) -> Vec<String> {
     let errors: Vec<&Diagnostic> = diags.iter().filter(|d| d.is_error()).collect();
     let mut out: Vec<String> = errors
         .iter()

@@ -343,8 +343,6 @@ pub struct Slo {
     pub requests: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

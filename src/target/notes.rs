@@ -22,12 +22,45 @@ pub const NOTES_REF: &str = "refs/notes/rampart";
 const REMOTE_NOTES: &str = "refs/rampart/notes-remote";
 
 /// The note on one source commit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Note {
     /// The format's version.
     pub rampart: u32,
     pub applies: Vec<Entry>,
+    /// Rollout progress recorded on this (applied) commit: each step taken, pause, revert
+    /// and promotion, per target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<RolloutEntry>,
 }
+
+/// A rollout's state on one target when it changed (a step applied, a pause, a revert or a
+/// promotion), with what the target held then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutEntry {
+    pub target: String,
+    #[serde(flatten)]
+    pub state: crate::rollout::State,
+    /// The target's own id of what it held after the step (branch: the deploy commit's tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<String>,
+}
+
+impl RolloutEntry {
+    fn key(&self) -> (&str, &str, &str, usize, &str, i64) {
+        let s = &self.state;
+        (
+            &self.target,
+            &s.rollout,
+            &s.introduced_by,
+            s.step,
+            s.status.as_str(),
+            s.updated,
+        )
+    }
+}
+
+impl Eq for RolloutEntry {}
 
 /// One apply that included the annotated commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,10 +142,85 @@ pub fn has(repo: &Repository, commit: Oid, target: &str, applied_as: &str) -> bo
 /// target's own id of its content): a deploy branch's trailer is believed only then.
 pub fn confirms(repo: &Repository, commit: Oid, target: &str, rendered: &str) -> bool {
     let c = commit.to_string();
-    read(repo, commit)
-        .applies
+    let note = read(repo, commit);
+    note.applies
         .iter()
         .any(|e| e.key() == (target, c.as_str()) && e.rendered.as_deref() == Some(rendered))
+        || note
+            .rollouts
+            .iter()
+            .any(|r| r.target == target && r.rendered.as_deref() == Some(rendered))
+}
+
+/// Add a rollout record to the note on `commit` (the commit the target holds). `true` when
+/// the note changed.
+pub fn add_rollout(repo: &Repository, commit: Oid, entry: RolloutEntry) -> anyhow::Result<bool> {
+    let mut note = read(repo, commit);
+    if note.rollouts.iter().any(|e| e.key() == entry.key()) {
+        return Ok(false);
+    }
+    note.rampart = 1;
+    note.rollouts.push(entry);
+    write(repo, commit, &note)?;
+    Ok(true)
+}
+
+/// The furthest record of `rollout` (introduced by `introduced_by`) on `target`, in the notes
+/// of `from` and its first parents down to `introduced_by` (at most `limit` commits).
+pub fn rollout_state(
+    repo: &Repository,
+    from: Oid,
+    target: &str,
+    rollout: &str,
+    introduced_by: &str,
+    limit: usize,
+) -> Option<RolloutEntry> {
+    let mut at = repo.find_commit(from).ok();
+    let mut best: Option<RolloutEntry> = None;
+    for _ in 0..limit {
+        let c = at?;
+        for r in read(repo, c.id()).rollouts {
+            if r.target == target
+                && r.state.rollout == rollout
+                && r.state.introduced_by == introduced_by
+                && best.as_ref().is_none_or(|b| r.state.progress() > b.state.progress())
+            {
+                best = Some(r);
+            }
+        }
+        if c.id().to_string() == introduced_by {
+            break;
+        }
+        at = c.parent(0).ok();
+    }
+    best
+}
+
+/// Whether any record of a rollout introduced by `introduced_by`, on any target, has one of
+/// `statuses`, in the notes of `from` and its first parents down to `introduced_by`.
+pub fn rollout_reached(
+    repo: &Repository,
+    from: Oid,
+    introduced_by: &str,
+    statuses: &[crate::rollout::Status],
+    limit: usize,
+) -> bool {
+    let mut at = repo.find_commit(from).ok();
+    for _ in 0..limit {
+        let Some(c) = at else { return false };
+        if read(repo, c.id())
+            .rollouts
+            .iter()
+            .any(|r| r.state.introduced_by == introduced_by && statuses.contains(&r.state.status))
+        {
+            return true;
+        }
+        if c.id().to_string() == introduced_by {
+            return false;
+        }
+        at = c.parent(0).ok();
+    }
+    false
 }
 
 /// The last commit on `tip`'s first-parent line (at most `limit` back) that rampart's notes
@@ -143,11 +251,16 @@ pub fn add(repo: &Repository, commit: Oid, entry: Entry) -> anyhow::Result<bool>
     }
     note.rampart = 1;
     note.applies.push(entry);
+    write(repo, commit, &note)?;
+    Ok(true)
+}
+
+fn write(repo: &Repository, commit: Oid, note: &Note) -> anyhow::Result<()> {
     let sig = git2::Signature::now("rampart", "rampart@localhost")?;
-    let text = serde_json::to_string_pretty(&note)?;
+    let text = serde_json::to_string_pretty(note)?;
     repo.note(&sig, &sig, Some(NOTES_REF), commit, &text, true)
         .with_context(|| format!("writing the note on {commit}"))?;
-    Ok(true)
+    Ok(())
 }
 
 /// Push the local notes to `remote`; when the remote's moved, fetch them, merge, and push
@@ -220,11 +333,16 @@ fn merge(repo: &Repository, local: Oid, theirs: Oid) -> anyhow::Result<()> {
             let note: Note = serde_json::from_slice(repo.find_blob(blob)?.content()).unwrap_or_default();
             let into = all.entry(annotated).or_insert_with(|| Note {
                 rampart: 1,
-                applies: Vec::new(),
+                ..Note::default()
             });
             for e in note.applies {
                 if !into.applies.iter().any(|x| x.key() == e.key()) {
                     into.applies.push(e);
+                }
+            }
+            for r in note.rollouts {
+                if !into.rollouts.iter().any(|x| x.key() == r.key()) {
+                    into.rollouts.push(r);
                 }
             }
         }

@@ -1,0 +1,972 @@
+//! Rollouts in `serve` (IO): the driver around the pure step machine (`crate::rollout`).
+//!
+//! For each target, the rollouts of the commit it holds are known by name and by the commit
+//! that gave their document its content (`introduced_by`: what a revert reverts). Their
+//! progress is kept in `<state-dir>/rollouts.json` and, at every change, in the note on the
+//! applied commit (`refs/notes/rampart`, pushed), so a process with an empty state directory
+//! resumes the same step from Git. A step is recorded before it is applied, and the
+//! step's hold is measured from that record: a crash at any line neither advances twice nor
+//! skips a step (the apply itself is idempotent). A revert or promotion is recorded as
+//! `reverting`/`promoting` before its commit is written, and the commit is keyed by its
+//! trailer, so a restart finishes it without writing it twice.
+
+use super::reconcile::Reconciler;
+use crate::observe::analysis::Check;
+use crate::rollout::{self, Action, State, Status};
+use crate::target::notes::{self, RolloutEntry};
+use crate::target::{Apply, Record, Revision};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Ended rollouts kept per target (for `rollout status` and the circuit breaker).
+const FINISHED: usize = 50;
+/// How far back the notes and the history are searched.
+const LOOKBACK: usize = 1000;
+
+/// How `serve` measures and reports rollouts (from flags).
+pub struct Settings {
+    pub prometheus: Option<crate::observe::prometheus::Client>,
+    pub notifier: Option<crate::notify::Notifier>,
+    pub author: crate::rollback::Author,
+    pub pulls: Option<Box<dyn crate::rollback::PullRequests + Send>>,
+}
+
+/// The rollouts file in the state directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Store {
+    pub targets: BTreeMap<String, TargetRollouts>,
+}
+
+/// One target's rollouts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRollouts {
+    /// The commit the target holds, whose rollouts these are.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The rollouts of the commit the target holds, by name.
+    pub active: BTreeMap<String, State>,
+    /// The step the target holds compiled for each rollout (0: no canary).
+    pub applied_steps: BTreeMap<String, usize>,
+    /// Rollouts that ended (reverted, promoted), oldest first.
+    pub finished: Vec<State>,
+}
+
+/// What the status API shows of one rollout.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    #[serde(flatten)]
+    pub state: State,
+    /// The canary's share of traffic in the tenants it reaches at this step, and how many
+    /// tenants it reaches.
+    pub weight: u32,
+    pub tenants: usize,
+    /// Seconds left in this step's hold (when running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_left: Option<i64>,
+}
+
+impl Store {
+    pub fn path(state_dir: &std::path::Path) -> std::path::PathBuf {
+        state_dir.join("rollouts.json")
+    }
+
+    /// The store in `state_dir` (empty when missing or unreadable: the notes fill it).
+    pub fn load(state_dir: &std::path::Path) -> Store {
+        std::fs::read(Store::path(state_dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, state_dir: &std::path::Path) -> anyhow::Result<()> {
+        let path = Store::path(state_dir);
+        let tmp = state_dir.join("rollouts.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing `{}`", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing `{}`", path.display()))?;
+        Ok(())
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Reconciler {
+    /// The compile options for target `name` at `commit`: each rollout's step as its state
+    /// says (a rollout seen for the first time starts at step 1, unless its plugin's circuit
+    /// breaker holds it), and the states that go with them.
+    pub(super) fn rollout_steps(
+        &mut self,
+        name: &str,
+        commit: &str,
+    ) -> anyhow::Result<(crate::compile::Options, BTreeMap<String, State>)> {
+        self.validate(commit)?;
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        let mine = self.store.targets.get(name).cloned().unwrap_or_default();
+        let rollouts: Vec<(String, String, crate::spec::RolloutSpec, usize)> = {
+            let v = &self.validated[commit];
+            let index = crate::policy::model::TenantIndex::of(&v.repo, &|_| true);
+            v.repo
+                .rollouts
+                .iter()
+                .map(|r| {
+                    let reach = crate::compile::rollout::eligible(&v.repo, &index, r).len();
+                    (r.name().to_owned(), r.origin.file.clone(), r.spec.clone(), reach)
+                })
+                .collect()
+        };
+        let breakers = if rollouts.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.breakers(&repo, commit)
+        };
+        let mut opts = crate::compile::Options::default();
+        let mut states = BTreeMap::new();
+        for (rname, file, spec, reach) in rollouts {
+            let ib = self.introduced_by(&repo, commit, &file)?;
+            let known = mine
+                .active
+                .get(&rname)
+                .filter(|s| s.introduced_by == ib)
+                .or_else(|| {
+                    mine.finished
+                        .iter()
+                        .rev()
+                        .find(|s| s.rollout == rname && s.introduced_by == ib)
+                })
+                .cloned()
+                .or_else(|| {
+                    notes::rollout_state(&repo, git2::Oid::from_str(commit).ok()?, name, &rname, &ib, LOOKBACK)
+                        .map(|e| e.state)
+                });
+            let state = known.unwrap_or_else(|| {
+                let steps = rollout::phases(&spec, reach).len();
+                let mut s = State::start(&rname, &ib, &spec, steps, now());
+                if let Some(by) = breakers.get(&(spec.plugin.clone(), spec.to_version.clone())) {
+                    s.status = Status::Held;
+                    s.reason = Some(format!(
+                        "circuit breaker: {} {} was reverted by {} — a rollout of it starts again only with another \
+                         version or artifact, or when a `platform` member clears it (a commit with the trailer \
+                         `Rampart-Clear-Breaker: {}`)",
+                        spec.plugin,
+                        spec.to_version,
+                        super::decide::short(by),
+                        spec.plugin
+                    ));
+                }
+                s
+            });
+            opts.rollout_steps.insert(rname.clone(), state.compiled_step());
+            states.insert(rname, state);
+        }
+        Ok((opts, states))
+    }
+
+    /// Whether the target holds every rollout of `opts` and of the base revision `from` at
+    /// the step `opts` compiles it with (so a delta from the base, compiled with the same
+    /// options, is what it needs).
+    pub(super) fn steps_held(&self, name: &str, from: &str, opts: &crate::compile::Options) -> bool {
+        let held = self.store.targets.get(name).map(|t| &t.applied_steps);
+        let step = |r: &str, of: Option<&std::collections::BTreeMap<String, usize>>| {
+            of.and_then(|h| h.get(r)).copied().unwrap_or(1)
+        };
+        let base = self
+            .validated
+            .get(from)
+            .map(|v| v.repo.rollouts.iter().map(|r| r.name()).collect::<Vec<_>>());
+        opts.rollout_steps
+            .keys()
+            .map(String::as_str)
+            .chain(base.into_iter().flatten())
+            .all(|r| step(r, held) == step(r, Some(&opts.rollout_steps)))
+    }
+
+    /// The options the target holds its commit compiled with.
+    pub(super) fn held_opts(&self, name: &str) -> crate::compile::Options {
+        crate::compile::Options {
+            rollout_steps: self
+                .store
+                .targets
+                .get(name)
+                .map(|t| t.applied_steps.clone())
+                .unwrap_or_default(),
+            redact: false,
+        }
+    }
+
+    /// After `commit` was applied to `name` with `opts`: its rollouts are the active ones
+    /// (a rollout seen for the first time is recorded in the note on the commit), the rest
+    /// end.
+    pub(super) fn rollouts_applied(
+        &mut self,
+        name: &str,
+        commit: &str,
+        opts: &crate::compile::Options,
+        states: BTreeMap<String, State>,
+        rendered: Option<String>,
+    ) -> anyhow::Result<()> {
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        let mine = self.store.targets.entry(name.to_owned()).or_default();
+        let mut started = Vec::new();
+        for (rname, old) in std::mem::take(&mut mine.active) {
+            if states.get(&rname).is_none_or(|s| s.introduced_by != old.introduced_by) {
+                mine.finished.push(old);
+            }
+        }
+        for (rname, s) in &states {
+            if !mine
+                .finished
+                .iter()
+                .any(|f| f.rollout == *rname && f.introduced_by == s.introduced_by)
+                && !notes::read(&repo, git2::Oid::from_str(commit)?)
+                    .rollouts
+                    .iter()
+                    .any(|e| e.target == name && e.state.rollout == *rname && e.state.introduced_by == s.introduced_by)
+            {
+                started.push(s.clone());
+            }
+        }
+        let excess = mine.finished.len().saturating_sub(FINISHED);
+        mine.finished.drain(..excess);
+        mine.active = states;
+        mine.applied_steps = opts.rollout_steps.clone();
+        mine.commit = Some(commit.to_owned());
+        self.store.save(&self.cfg.state_dir)?;
+        for s in started {
+            tracing::info!(rollout = %s.rollout, status = s.status.as_str(), step = s.step, "rollout started");
+            self.record(name, commit, &s, rendered.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Write a rollout's state to the store and the note on the applied commit.
+    fn record(&mut self, name: &str, commit: &str, state: &State, rendered: Option<String>) -> anyhow::Result<()> {
+        let mine = self.store.targets.entry(name.to_owned()).or_default();
+        mine.active.insert(state.rollout.clone(), state.clone());
+        self.store.save(&self.cfg.state_dir)?;
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        let entry = RolloutEntry {
+            target: name.to_owned(),
+            state: state.clone(),
+            rendered,
+        };
+        if notes::add_rollout(&repo, git2::Oid::from_str(commit)?, entry)? {
+            self.notes_dirty = true;
+        }
+        Ok(())
+    }
+
+    /// The commit that gave `file` (a config-repo path) its content at `commit`: the
+    /// first-parent commit after which it stayed the same.
+    fn introduced_by(&self, repo: &git2::Repository, commit: &str, file: &str) -> anyhow::Result<String> {
+        let path = if self.cfg.path.is_empty() {
+            std::path::PathBuf::from(file)
+        } else {
+            std::path::Path::new(&self.cfg.path).join(file)
+        };
+        let blob = |c: &git2::Commit<'_>| c.tree().ok().and_then(|t| t.get_path(&path).ok()).map(|e| e.id());
+        let mut at = repo.find_commit(git2::Oid::from_str(commit)?)?;
+        let here = blob(&at);
+        for _ in 0..LOOKBACK * 10 {
+            let Ok(parent) = at.parent(0) else { break };
+            if blob(&parent) != here {
+                break;
+            }
+            at = parent;
+        }
+        Ok(at.id().to_string())
+    }
+
+    /// The plugin versions rampart reverted (plugin, version → the revert commit), from the
+    /// trailers of the first-parent history before `commit`, less those a `platform` member
+    /// cleared since (`Rampart-Clear-Breaker: PLUGIN` on a commit rampart applied, whose
+    /// recorded author or approvers include a `platform` member).
+    fn breakers(&mut self, repo: &git2::Repository, commit: &str) -> BTreeMap<(String, String), String> {
+        let mut open = BTreeMap::new();
+        let mut cleared: Vec<String> = Vec::new();
+        let platform: Vec<String> = self
+            .validated
+            .get(commit)
+            .and_then(|v| v.repo.teams.iter().find(|t| t.name() == "platform"))
+            .map(|t| t.spec.members.iter().map(|m| m.to_ascii_lowercase()).collect())
+            .unwrap_or_default();
+        let Ok(mut at) = git2::Oid::from_str(commit).and_then(|c| repo.find_commit(c)) else {
+            return open;
+        };
+        for _ in 0..LOOKBACK {
+            let message = String::from_utf8_lossy(at.message_bytes()).into_owned();
+            let trailers = trailers(&message);
+            for (k, v) in &trailers {
+                if k.eq_ignore_ascii_case("Rampart-Clear-Breaker") {
+                    let note = notes::read(repo, at.id());
+                    let by_platform = note.applies.iter().any(|e| {
+                        e.author
+                            .iter()
+                            .chain(&e.approvers)
+                            .any(|l| platform.contains(&l.to_ascii_lowercase()))
+                    });
+                    if by_platform {
+                        cleared.push(v.trim().to_owned());
+                    }
+                }
+                if k.eq_ignore_ascii_case("Rampart-Plugin")
+                    && trailers
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("Rampart-Revert-Of"))
+                    && let Some((plugin, version)) = v.trim().split_once(' ')
+                    && !cleared.iter().any(|c| c == plugin)
+                {
+                    open.entry((plugin.to_owned(), version.trim().to_owned()))
+                        .or_insert_with(|| at.id().to_string());
+                }
+            }
+            let Ok(p) = at.parent(0) else { break };
+            at = p;
+        }
+        open
+    }
+
+    /// When the next rollout measurement or step is due (for the loop's wait).
+    pub fn rollout_due_in(&self) -> Option<Duration> {
+        let at = self.rollout_wake?;
+        Some(Duration::from_secs(at.saturating_sub(now()).max(0) as u64))
+    }
+
+    /// Drive the rollouts of target `i` (what it holds): measure, advance, revert, promote.
+    pub(super) fn drive_rollouts(&mut self, i: usize, status: &mut super::TargetStatus) -> anyhow::Result<()> {
+        let name = self.targets[i].name();
+        let Some(commit) = status.applied.clone() else {
+            return Ok(());
+        };
+        if self.store.targets.get(&name).and_then(|t| t.commit.as_deref()) != Some(commit.as_str()) {
+            // a new process, or a state file from before: the states from the notes, and the
+            // steps applied again (what the target holds is not known for sure; idempotent)
+            let (opts, states) = self.rollout_steps(&name, &commit)?;
+            let rendered = if states.is_empty() {
+                None
+            } else {
+                self.apply_steps(i, &name, &commit, &opts)?.flatten()
+            };
+            self.rollouts_applied(&name, &commit, &opts, states, rendered)?;
+        }
+        let names: Vec<String> = match self.store.targets.get(&name) {
+            Some(t) if !t.active.is_empty() => t.active.keys().cloned().collect(),
+            _ => {
+                status.rollouts = Vec::new();
+                return Ok(());
+            }
+        };
+        self.validate(&commit)?;
+        for rname in names {
+            // (a few rounds: a step that passes may advance and be measured again at once)
+            for _ in 0..3 {
+                if !self.drive_one(i, &name, &commit, &rname)? {
+                    break;
+                }
+            }
+        }
+        status.rollouts = self.rollout_status(&name, &commit);
+        Ok(())
+    }
+
+    /// One decision for one rollout; `true` when another may follow at once.
+    fn drive_one(&mut self, i: usize, name: &str, commit: &str, rname: &str) -> anyhow::Result<bool> {
+        let Some(mut state) = self.store.targets.get(name).and_then(|t| t.active.get(rname)).cloned() else {
+            return Ok(false);
+        };
+        let Some((spec, reach, origin)) = self.validated[commit]
+            .repo
+            .rollouts
+            .iter()
+            .find(|r| r.name() == rname)
+            .map(|r| {
+                (
+                    r.spec.clone(),
+                    crate::compile::rollout::reached(&self.validated[commit].repo, r).len(),
+                    (r.origin.file.clone(), r.origin.doc),
+                )
+            })
+        else {
+            return Ok(false);
+        };
+        let phases = rollout::phases(&spec, reach);
+        let t = now();
+        let action = match state.status {
+            Status::Reverting => Action::Revert(
+                state
+                    .checks
+                    .iter()
+                    .filter(|c| c.verdict == crate::observe::analysis::Verdict::Fail)
+                    .cloned()
+                    .collect(),
+            ),
+            Status::Promoting => Action::Promote,
+            Status::Running => match rollout::due(&state, &spec, &phases, t) {
+                Action::Measure => {
+                    let checks = self.measure(&spec, t);
+                    for c in &checks {
+                        self.shared.metrics.slo_check(c.verdict);
+                    }
+                    let a = rollout::judge(&mut state, &spec, &phases, checks, t);
+                    if let Action::Wait(_) = a {
+                        // (the measurement is kept, in memory and the file; the note records
+                        // steps, pauses and ends, not every check)
+                        let mine = self.store.targets.entry(name.to_owned()).or_default();
+                        mine.active.insert(rname.to_owned(), state.clone());
+                        self.store.save(&self.cfg.state_dir)?;
+                    }
+                    a
+                }
+                a => a,
+            },
+            _ => Action::Wait(None),
+        };
+        match action {
+            Action::Wait(at) => {
+                if let Some(at) = at {
+                    self.rollout_wake = Some(self.rollout_wake.map_or(at, |w| w.min(at)));
+                }
+                Ok(false)
+            }
+            Action::Measure => Ok(true),
+            Action::Pause(reason) => {
+                tracing::warn!(rollout = rname, step = state.step, reason = %reason, "rollout paused");
+                self.record(name, commit, &state, None)?;
+                self.notify(
+                    "pause",
+                    name,
+                    &state,
+                    format!("paused rollout `{rname}` at step {}: {reason}", state.step),
+                );
+                Ok(false)
+            }
+            Action::Advance(to) => {
+                state.step = to;
+                state.since = t;
+                state.inconclusive = 0;
+                state.updated = t;
+                // recorded first: a crash after this line applies the same step again, never
+                // the next one
+                self.record(name, commit, &state, None)?;
+                let mut opts = self.held_opts(name);
+                opts.rollout_steps.insert(rname.to_owned(), to);
+                let Some(rendered) = self.apply_steps(i, name, commit, &opts)? else {
+                    return Ok(false);
+                };
+                self.shared.metrics.rollout_step(name, rname, to);
+                let weight = phases.get(to - 1).map_or(0, |p| p.weight);
+                tracing::info!(rollout = rname, step = to, weight, "rollout step applied");
+                if rendered.is_some() {
+                    self.record(name, commit, &state, rendered)?;
+                }
+                self.notify(
+                    "step",
+                    name,
+                    &state,
+                    format!("rollout `{rname}` moved to step {to} of {} ({weight}%)", state.steps),
+                );
+                Ok(true)
+            }
+            Action::Revert(failed) => {
+                if state.status != Status::Reverting {
+                    state.status = Status::Reverting;
+                    state.reason = Some(failed.iter().map(rollout::describe).collect::<Vec<_>>().join("; "));
+                    state.updated = t;
+                    self.record(name, commit, &state, None)?;
+                }
+                // the canary goes first (no traffic on the failing version while the commit
+                // is written; idempotent), then the revert lands in Git
+                if self.held_opts(name).rollout_steps.get(rname).copied().unwrap_or(1) != 0 {
+                    let mut opts = self.held_opts(name);
+                    opts.rollout_steps.insert(rname.to_owned(), 0);
+                    if let Some(rendered) = self.apply_steps(i, name, commit, &opts)?
+                        && rendered.is_some()
+                    {
+                        self.record(name, commit, &state, rendered)?;
+                    }
+                }
+                self.land_revert(name, commit, &mut state, &failed)?;
+                Ok(false)
+            }
+            Action::Promote => {
+                if state.status != Status::Promoting {
+                    state.status = Status::Promoting;
+                    state.updated = t;
+                    self.record(name, commit, &state, None)?;
+                }
+                self.land_promote(name, commit, &mut state, &spec, &origin)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Measure every SLO of `spec` now (inconclusive without `--prometheus`).
+    fn measure(&self, spec: &crate::spec::RolloutSpec, t: i64) -> Vec<Check> {
+        let interval = Duration::from_secs(rollout::interval(spec));
+        let timeout = spec
+            .analysis
+            .timeout
+            .as_deref()
+            .and_then(rollout::secs)
+            .map_or(Duration::from_secs(10), Duration::from_secs);
+        spec.slos
+            .iter()
+            .map(|slo| match &self.rollout_settings.prometheus {
+                Some(client) => crate::observe::measure(client, slo, t as f64, interval, timeout),
+                None => {
+                    crate::observe::analysis::unmeasured(slo, t as f64, "serve runs without --prometheus".to_owned())
+                }
+            })
+            .collect()
+    }
+
+    /// Apply `commit` again with other rollout steps. `Ok(None)`: the target moved on (the
+    /// next reconcile decides again); `Ok(Some(rendered))` when applied.
+    fn apply_steps(
+        &mut self,
+        i: usize,
+        name: &str,
+        commit: &str,
+        opts: &crate::compile::Options,
+    ) -> anyhow::Result<Option<Option<String>>> {
+        let held = self.targets[i].applied()?;
+        if held.commit.as_deref() != Some(commit) {
+            return Ok(None);
+        }
+        let record = Record {
+            source: commit.to_owned(),
+            from: Some(commit.to_owned()),
+            decision: "rollout-step".to_owned(),
+            author: None,
+            approvers: Vec::new(),
+            pull_request: None,
+            commits: vec![commit.to_owned()],
+            time: crate::target::now_rfc3339(),
+        };
+        let rev = Revision {
+            head: &self.validated[commit],
+            base: None,
+            affected: None,
+            opts,
+        };
+        match self.targets[i].apply(&held, &rev, &record)? {
+            Apply::Done(o) => {
+                let mine = self.store.targets.entry(name.to_owned()).or_default();
+                mine.applied_steps = opts.rollout_steps.clone();
+                self.store.save(&self.cfg.state_dir)?;
+                if let Some(tree) = &o.rendered {
+                    self.believed.insert((name.to_owned(), commit.to_owned(), tree.clone()));
+                }
+                Ok(Some(o.rendered))
+            }
+            Apply::Moved { .. } => Ok(None),
+            Apply::Invalid(diags) => anyhow::bail!(
+                "rollout step does not compile: {}",
+                super::reconcile::problems(&diags).join("; ")
+            ),
+        }
+    }
+
+    fn land_revert(&mut self, name: &str, commit: &str, state: &mut State, failed: &[Check]) -> anyhow::Result<()> {
+        let mut trailers = vec![
+            ("Rampart-Revert-Of".to_owned(), state.introduced_by.clone()),
+            ("Rampart-Rollout".to_owned(), state.rollout.clone()),
+            (
+                "Rampart-Plugin".to_owned(),
+                format!("{} {}", state.plugin, state.to_version),
+            ),
+            ("Rampart-Target".to_owned(), name.to_owned()),
+        ];
+        for c in failed {
+            trailers.push(("Rampart-SLO".to_owned(), c.slo.clone()));
+            trailers.push(("Rampart-Evidence".to_owned(), evidence(c)));
+        }
+        let repeated = self
+            .store
+            .targets
+            .get(name)
+            .and_then(|t| t.finished.iter().rev().find(|s| s.plugin == state.plugin))
+            .is_some_and(|s| s.status == Status::Reverted);
+        let subject = format!(
+            "Revert rollout {} ({} {}): SLO {} violated",
+            state.rollout,
+            state.plugin,
+            state.to_version,
+            failed.first().map_or("?", |c| c.slo.as_str())
+        );
+        let body = format!(
+            "rampart reverts {} , which introduced rollout `{}`, because {} at step {} of {} on {name}.{}",
+            state.introduced_by,
+            state.rollout,
+            failed.iter().map(rollout::describe).collect::<Vec<_>>().join("; "),
+            state.step,
+            state.steps,
+            if repeated {
+                format!(
+                    "\n\nThis is the second revert in a row of plugin `{}`: its circuit breaker stays open until the \
+                     version or artifact changes or a `platform` member clears it.",
+                    state.plugin
+                )
+            } else {
+                String::new()
+            }
+        );
+        let landed = self.land(
+            &subject,
+            &body,
+            &trailers,
+            ("Rampart-Revert-Of", &state.introduced_by),
+            &crate::rollback::Change::Revert {
+                of: &state.introduced_by,
+            },
+        )?;
+        state.status = Status::Reverted;
+        state.updated = now();
+        state.landed = Some(landed.clone());
+        self.record(name, commit, state, None)?;
+        self.shared.metrics.reverts.inc();
+        self.shared.metrics.rollout_step(name, &state.rollout, 0);
+        if repeated {
+            tracing::error!(rollout = %state.rollout, plugin = %state.plugin, "SECOND REVERT IN A ROW of this plugin");
+        }
+        tracing::warn!(rollout = %state.rollout, landed = %landed, "rollout reverted");
+        let mut message = format!(
+            "reverted rollout `{}` ({} → {}) on {name}: {} — {landed}",
+            state.rollout,
+            state.plugin,
+            state.to_version,
+            failed.iter().map(rollout::describe).collect::<Vec<_>>().join("; ")
+        );
+        if repeated {
+            message = format!("SECOND REVERT IN A ROW of plugin `{}`: {message}", state.plugin);
+        }
+        self.notify("revert", name, state, message);
+        self.shared.trigger();
+        Ok(())
+    }
+
+    fn land_promote(
+        &mut self,
+        name: &str,
+        commit: &str,
+        state: &mut State,
+        spec: &crate::spec::RolloutSpec,
+        origin: &(String, usize),
+    ) -> anyhow::Result<()> {
+        let v = &self.validated[commit];
+        let Some(plugin) = v.repo.plugins.iter().find(|p| p.name() == spec.plugin) else {
+            anyhow::bail!(
+                "promoting rollout `{}`: plugin `{}` is gone",
+                state.rollout,
+                spec.plugin
+            );
+        };
+        let Some(artifact) = spec.artifact.as_ref() else {
+            state.status = Status::Paused;
+            state.reason = Some("the last step passed, but the rollout names no artifact to promote".to_owned());
+            self.record(name, commit, state, None)?;
+            return Ok(());
+        };
+        let prefix = |f: &str| {
+            if self.cfg.path.is_empty() {
+                f.to_owned()
+            } else {
+                format!("{}/{f}", self.cfg.path.trim_end_matches('/'))
+            }
+        };
+        let edit = crate::rollback::edit::Promote {
+            plugin_file: prefix(&plugin.origin.file),
+            plugin_doc: plugin.origin.doc,
+            version: spec.to_version.clone(),
+            package: artifact.package.clone(),
+            integrity: artifact.integrity.clone(),
+            signature: spec.signature.clone(),
+            rollout_file: prefix(&origin.0),
+            rollout_doc: origin.1,
+        };
+        let trailers = vec![
+            ("Rampart-Promote-Of".to_owned(), state.introduced_by.clone()),
+            ("Rampart-Rollout".to_owned(), state.rollout.clone()),
+            (
+                "Rampart-Plugin".to_owned(),
+                format!("{} {}", state.plugin, state.to_version),
+            ),
+            ("Rampart-Target".to_owned(), name.to_owned()),
+        ];
+        let subject = format!(
+            "Promote {} {} (rollout {} passed)",
+            state.plugin, state.to_version, state.rollout
+        );
+        let body = format!(
+            "Every step of rollout `{}` passed its SLOs on {name}: the Plugin now declares {} and the Rollout is removed, \
+             so Git again declares what runs.",
+            state.rollout, state.to_version
+        );
+        let landed = self.land(
+            &subject,
+            &body,
+            &trailers,
+            ("Rampart-Promote-Of", &state.introduced_by),
+            &crate::rollback::Change::Promote { edit: &edit },
+        )?;
+        state.status = Status::Promoted;
+        state.updated = now();
+        state.landed = Some(landed.clone());
+        self.record(name, commit, state, None)?;
+        self.shared.metrics.promotions.inc();
+        tracing::info!(rollout = %state.rollout, landed = %landed, "rollout promoted");
+        self.notify(
+            "promote",
+            name,
+            state,
+            format!(
+                "promoted {} {} (rollout `{}` passed every step) on {name} — {landed}",
+                state.plugin, state.to_version, state.rollout
+            ),
+        );
+        self.shared.trigger();
+        Ok(())
+    }
+
+    /// Write a revert or promote commit on the branch (or a pull request); what landed.
+    fn land(
+        &mut self,
+        subject: &str,
+        body: &str,
+        trailers: &[(String, String)],
+        key: (&str, &str),
+        change: &crate::rollback::Change<'_>,
+    ) -> anyhow::Result<String> {
+        let landing = crate::rollback::Landing {
+            mirror: &self.mirror,
+            remote: &self.remote,
+            branch: &self.cfg.branch,
+            author: &self.rollout_settings.author,
+            subject,
+            body,
+            trailers,
+            key,
+            github: self
+                .rollout_settings
+                .pulls
+                .as_deref()
+                .map(|p| p as &dyn crate::rollback::PullRequests),
+        };
+        Ok(match crate::rollback::land(&landing, change)? {
+            crate::rollback::Landed::Pushed { commit, .. } | crate::rollback::Landed::AlreadyThere { commit } => commit,
+            crate::rollback::Landed::PullRequest { url, why, .. } => {
+                tracing::warn!(pull_request = %url, why = %why, "opened a pull request instead of pushing");
+                format!("{url} ({why})")
+            }
+        })
+    }
+
+    fn notify(&self, kind: &str, target: &str, state: &State, message: String) {
+        if let Some(n) = &self.rollout_settings.notifier {
+            n.send(crate::notify::Event {
+                kind: kind.to_owned(),
+                rollout: state.rollout.clone(),
+                plugin: state.plugin.clone(),
+                target: target.to_owned(),
+                commit: Some(state.introduced_by.clone()),
+                message: message.clone(),
+                checks: state.checks.iter().rev().take(8).rev().cloned().collect(),
+                time: crate::target::now_rfc3339(),
+            });
+        }
+        if kind != "step"
+            && let Some(p) = &self.rollout_settings.pulls
+            && let Some(pr) = self.pull_of(&state.introduced_by)
+            && let Err(e) = p.comment(
+                pr,
+                &format!("**rampart**: {}", crate::report::markdown_escape(&message)),
+            )
+        {
+            tracing::warn!(error = %format!("{e:#}"), pull_request = pr, "commenting on the pull request failed");
+        }
+    }
+
+    /// The pull request that brought `commit` in (from the notes rampart wrote when it
+    /// applied it).
+    fn pull_of(&self, commit: &str) -> Option<u64> {
+        let repo = git2::Repository::open_bare(&self.mirror).ok()?;
+        notes::read(&repo, git2::Oid::from_str(commit).ok()?)
+            .applies
+            .iter()
+            .find_map(|e| e.pull_request)
+    }
+
+    fn rollout_status(&self, name: &str, commit: &str) -> Vec<RolloutStatus> {
+        let Some(mine) = self.store.targets.get(name) else {
+            return Vec::new();
+        };
+        let v = self.validated.get(commit);
+        let t = now();
+        mine.active
+            .values()
+            .chain(mine.finished.iter().rev().take(5))
+            .map(|s| {
+                let r = v.and_then(|v| v.repo.rollouts.iter().find(|r| r.name() == s.rollout).map(|r| (v, r)));
+                let (weight, tenants, hold) = r
+                    .map(|(v, r)| {
+                        let reach = crate::compile::rollout::reached(&v.repo, r);
+                        let phases = rollout::phases(&r.spec, reach.len());
+                        let p = phases.get(s.step.wrapping_sub(1));
+                        (
+                            p.map_or(0, |p| p.weight),
+                            p.and_then(|p| p.first).unwrap_or(reach.len()),
+                            p.map(|p| p.hold),
+                        )
+                    })
+                    .unwrap_or((0, 0, None));
+                RolloutStatus {
+                    state: s.clone(),
+                    weight: if s.status.deployed() { weight } else { 0 },
+                    tenants,
+                    hold_left: hold
+                        .filter(|_| s.status == Status::Running)
+                        .map(|h| (s.since + h as i64 - t).max(0)),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `step.to` is rampart's own revert or promotion, verified: its author is
+    /// rampart's, its trailer names a rollout rampart's records show failing (or passed),
+    /// and it changes nothing but what that needs. The principal it is judged as.
+    pub(super) fn own_commit(&mut self, step: &super::decide::Step) -> anyhow::Result<Option<&'static str>> {
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        let c = repo.find_commit(git2::Oid::from_str(&step.to)?)?;
+        let author = c.author();
+        if author.email().ok() != Some(self.rollout_settings.author.email.as_str())
+            || c.parent_id(0).map(|p| p.to_string()).ok().as_deref() != Some(step.from.as_str())
+        {
+            return Ok(None);
+        }
+        let message = String::from_utf8_lossy(c.message_bytes()).into_owned();
+        let t = trailers(&message);
+        let find = |k: &str| {
+            t.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        let (kind, of, statuses) = if let Some(of) = find("Rampart-Revert-Of") {
+            ("rampart[revert]", of, [Status::Reverting, Status::Reverted])
+        } else if let Some(of) = find("Rampart-Promote-Of") {
+            ("rampart[promote]", of, [Status::Promoting, Status::Promoted])
+        } else {
+            return Ok(None);
+        };
+        let Ok(of_id) = git2::Oid::from_str(&of) else {
+            return Ok(None);
+        };
+        let Ok(of_commit) = repo.find_commit(of_id) else {
+            return Ok(None);
+        };
+        // rampart's records: this process's own, then the notes down to the rollout's commit
+        let recorded = self.store.targets.values().any(|t| {
+            t.active
+                .values()
+                .chain(&t.finished)
+                .any(|s| s.introduced_by == of && statuses.contains(&s.status))
+        }) || notes::rollout_reached(&repo, git2::Oid::from_str(&step.from)?, &of, &statuses, LOOKBACK);
+        if !recorded {
+            tracing::warn!(commit = %super::decide::short(&step.to), "a commit says it is rampart's, but no record of rampart's shows that rollout failing or passing: judged as any commit");
+            return Ok(None);
+        }
+        let Ok(of_parent) = of_commit.parent_id(0).map(|p| p.to_string()) else {
+            return Ok(None);
+        };
+        let changed = decide::Judge::touched(self, &step.from, &step.to)?;
+        let ok = if kind == "rampart[revert]" {
+            // every value the rollout's commit changed is back, and nothing else changed
+            let items = decide::Judge::touched(self, &of_parent, &of)?;
+            changed.is_subset(&items) && decide::Judge::reverted(self, &items, &of_parent, &step.to)?
+        } else {
+            self.promotes_only(&step.from, &step.to, &changed)?
+        };
+        if !ok {
+            tracing::warn!(commit = %super::decide::short(&step.to), "a commit of rampart's changes more than its revert or promotion needs: judged as any commit");
+            return Ok(None);
+        }
+        Ok(Some(kind))
+    }
+
+    /// A promotion changes only the plugin's version, artifact and signature to the
+    /// rollout's, and removes the rollout.
+    fn promotes_only(
+        &mut self,
+        from: &str,
+        to: &str,
+        changed: &std::collections::BTreeSet<String>,
+    ) -> anyhow::Result<bool> {
+        self.validate(from)?;
+        self.validate(to)?;
+        let (a, b) = (&self.validated[from].repo, &self.validated[to].repo);
+        let gone: Vec<_> = a
+            .rollouts
+            .iter()
+            .filter(|r| !b.rollouts.iter().any(|x| x.name() == r.name()))
+            .collect();
+        let [r] = gone.as_slice() else { return Ok(false) };
+        let Some(p) = b.plugins.iter().find(|p| p.name() == r.spec.plugin) else {
+            return Ok(false);
+        };
+        let plugin_file = &p.origin.file;
+        let doc = format!("/{}/spec/", p.origin.doc);
+        let allowed = |item: &String| {
+            let (file, ptr) = item.split_once('#').unwrap_or((item.as_str(), ""));
+            let file = file
+                .strip_prefix(&format!("{}/", self.cfg.path.trim_end_matches('/')))
+                .unwrap_or(file);
+            (file == r.origin.file)
+                || (file == plugin_file
+                    && ["version", "artifact", "signature"].iter().any(|f| {
+                        ptr.strip_prefix(&doc)
+                            .is_some_and(|rest| rest.split('/').next() == Some(f))
+                    }))
+        };
+        Ok(changed.iter().all(allowed)
+            && p.spec.version == r.spec.to_version
+            && r.spec
+                .artifact
+                .as_ref()
+                .is_some_and(|x| x.package == p.spec.artifact.package && x.integrity == p.spec.artifact.integrity)
+            && b.rollouts.len() + 1 == a.rollouts.len())
+    }
+}
+
+use super::decide;
+
+/// A commit message's trailers (`Name: value`).
+fn trailers(message: &str) -> Vec<(String, String)> {
+    git2::message_trailers_strs(message)
+        .map(|t| t.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        .unwrap_or_default()
+}
+
+/// A check as a `Rampart-Evidence:` value (one line).
+fn evidence(c: &Check) -> String {
+    let clean = |s: &str| {
+        s.chars()
+            .map(|ch| if ch.is_control() { ' ' } else { ch })
+            .collect::<String>()
+    };
+    format!(
+        "slo={} value={} bound=\"{}\" window={} time={} query=\"{}\"",
+        c.slo,
+        c.value.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+        clean(&c.bound),
+        clean(&c.window),
+        c.time,
+        clean(&c.query).replace('"', "\\\"")
+    )
+}
