@@ -18,6 +18,7 @@ mod kube_server;
 mod plan;
 mod policy;
 mod prometheus;
+mod rollback;
 mod serve;
 mod supply;
 mod support;
