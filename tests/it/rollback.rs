@@ -487,3 +487,17 @@ fn a_promote_that_cannot_be_edited_pushes_nothing() {
     assert!(format!("{err:#}").contains("is not a Plugin"), "{err:#}");
     assert_eq!(f.history(), [head]);
 }
+
+#[test]
+fn a_revert_undone_by_hand_already_is_not_made_again() {
+    let (f, rollout, _) = three_commits();
+    let undone = f.push("back to techdocs 1.12", "plugins/techdocs.yaml", PLUGIN);
+    let t = trailers(&rollout);
+    let landed = rollback::land(
+        &f.landing((REVERT_TRAILER, &rollout), &t),
+        &Change::Revert { of: &rollout },
+    )
+    .unwrap();
+    assert_eq!(landed, Landed::AlreadyThere { commit: undone.clone() });
+    assert_eq!(f.history()[0], undone);
+}
