@@ -172,11 +172,9 @@ pub fn land(l: &Landing<'_>, change: &Change<'_>) -> anyhow::Result<Landed> {
                 &[&tip_commit],
             )
             .context("writing the commit in the mirror")?;
-        let pushed = l
-            .remote
-            .push(l.mirror, &format!("{id}:{refname}"))
-            .with_context(|| format!("pushing to `{}`", l.branch))?;
-        let refusal = match pushed {
+        let refusal = match push(l.remote, l.mirror, &format!("{id}:{refname}"))
+            .with_context(|| format!("pushing to `{}`", l.branch))?
+        {
             Pushed::Ok => {
                 return Ok(Landed::Pushed {
                     commit: id.to_string(),
@@ -207,6 +205,17 @@ pub fn land(l: &Landing<'_>, change: &Change<'_>) -> anyhow::Result<Landed> {
         "`{}` moved under every one of {ATTEMPTS} pushes: nothing was pushed; the next reconcile tries again",
         l.branch
     )
+}
+
+/// Push without force; a push the remote declines (`[remote rejected]`: a hook, a protected
+/// branch) is a refusal too, not a failure to reach it.
+fn push(remote: &Remote, git_dir: &Path, refspec: &str) -> Result<Pushed, remote::RemoteError> {
+    match remote.push(git_dir, refspec) {
+        Err(remote::RemoteError::Failed { message, .. }) if message.contains("[remote rejected]") => {
+            Ok(Pushed::Rejected(message))
+        }
+        other => other,
+    }
 }
 
 /// Whether git's refusal says the branch moved (rather than that it declines the push).
@@ -454,9 +463,7 @@ fn pull_request(
                 }
             }
             Err(e) if remote::missing_ref(&e) => {
-                match l
-                    .remote
-                    .push(l.mirror, &format!("{commit}:refs/heads/{name}"))
+                match push(l.remote, l.mirror, &format!("{commit}:refs/heads/{name}"))
                     .with_context(|| format!("pushing the branch `{name}`"))?
                 {
                     Pushed::Ok => {

@@ -145,3 +145,22 @@ fn a_refused_listing_is_an_error_naming_the_call() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pull_request_whose_answer_was_lost_is_found_not_opened_twice() {
+    let (api, world) = github_fake::start(World {
+        lose_answer_once: Some("POST /pulls".into()),
+        ..World::default()
+    });
+    let opened = with_client(&api, async |c| {
+        c.create_pull_request("rampart/revert-x", "main", "Revert x", "why")
+            .await
+    })
+    .expect("pull request");
+    assert_eq!(
+        opened,
+        (100, "https://github.com/larkspur/platform-config/pull/100".to_owned())
+    );
+    assert_eq!(calls(&world), ["POST /pulls", "GET /pulls"]);
+    assert_eq!(world.lock().unwrap().opened.len(), 1);
+}

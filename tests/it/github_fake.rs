@@ -48,6 +48,9 @@ pub struct World {
     pub lose_answer_once: Option<String>,
     /// Pull requests, listed for a commit by `GET /repos/{o}/{r}/commits/{sha}/pulls`.
     pub pulls: Vec<FakePull>,
+    /// Pull requests opened through `POST /repos/{o}/{r}/pulls`, listed (open ones) by
+    /// `GET /repos/{o}/{r}/pulls`.
+    pub opened: Vec<OpenedPull>,
     /// Problems found in the traffic (schema mismatches, unknown routes).
     pub problems: Vec<String>,
 }
@@ -65,6 +68,17 @@ pub struct FakePull {
     /// Merged (`merged_at` set, closed); otherwise open.
     pub merged: bool,
     pub commits: Vec<String>,
+}
+
+/// A pull request opened through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedPull {
+    pub number: u64,
+    /// The branch, as sent (`rampart/revert-x`, or `owner:branch`).
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
 }
 
 pub type Shared = Arc<Mutex<World>>;
@@ -222,6 +236,35 @@ fn pull_simple(p: &FakePull) -> Value {
     v
 }
 
+/// An opened pull request as GitHub shows it: `pull-request` (full) or, listed,
+/// `pull-request-simple`.
+fn opened_pull(p: &OpenedPull, full: bool) -> Value {
+    let mut v = if full {
+        example("pull-request")
+    } else {
+        example("pull-request-simple-items")[0].clone()
+    };
+    v["number"] = json!(p.number);
+    v["url"] = json!(format!(
+        "https://api.github.com/repos/larkspur/platform-config/pulls/{}",
+        p.number
+    ));
+    v["html_url"] = json!(format!("https://github.com/larkspur/platform-config/pull/{}", p.number));
+    v["title"] = json!(p.title);
+    v["body"] = json!(p.body);
+    v["state"] = json!("open");
+    v["merged_at"] = Value::Null;
+    v["closed_at"] = Value::Null;
+    let branch = p.head.rsplit(':').next().unwrap_or_default();
+    v["head"]["ref"] = json!(branch);
+    v["head"]["label"] = json!(format!("larkspur:{branch}"));
+    v["base"]["ref"] = json!(p.base);
+    v["base"]["label"] = json!(format!("larkspur:{}", p.base));
+    // (the example's team lacks `type`, which its own schema requires)
+    v["requested_teams"] = json!([]);
+    v
+}
+
 fn comment(id: u64, login: &str, body: &str) -> Value {
     let mut c = example("issue-comment");
     c["id"] = json!(id);
@@ -238,11 +281,52 @@ fn answer(
     world: &mut World,
     method: &Method,
     path: &str,
+    query: &std::collections::HashMap<String, String>,
     body: &Value,
     auth: &str,
 ) -> Option<(&'static str, &'static str, u16, Value)> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
+        ("POST", ["repos", owner, _, "pulls"]) => {
+            let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+            let (head, base) = (text("head"), text("base"));
+            let branch = head.rsplit(':').next().unwrap_or_default().to_owned();
+            if world
+                .opened
+                .iter()
+                .any(|p| p.head.rsplit(':').next() == Some(branch.as_str()) && p.base == base)
+            {
+                let message = format!("A pull request already exists for {owner}:{branch}.");
+                return Some((
+                    "/repos/{owner}/{repo}/pulls",
+                    "post",
+                    422,
+                    json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": message}], "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"}),
+                ));
+            }
+            let p = OpenedPull {
+                number: 100 + world.opened.len() as u64,
+                head,
+                base,
+                title: text("title"),
+                body: text("body"),
+            };
+            world.opened.push(p.clone());
+            Some(("/repos/{owner}/{repo}/pulls", "post", 201, opened_pull(&p, true)))
+        }
+        ("GET", ["repos", _, _, "pulls"]) => {
+            let list = world
+                .opened
+                .iter()
+                .filter(|p| {
+                    let branch = p.head.rsplit(':').next().unwrap_or_default();
+                    query.get("head").is_none_or(|h| h == &format!("larkspur:{branch}"))
+                        && query.get("base").is_none_or(|b| b == &p.base)
+                })
+                .map(|p| opened_pull(p, false))
+                .collect();
+            Some(("/repos/{owner}/{repo}/pulls", "get", 200, Value::Array(list)))
+        }
         ("GET", ["repos", _, _, "pulls", _, "reviews"]) => {
             let template = example("pull-request-review-items")[0].clone();
             let reviews = world
@@ -435,7 +519,14 @@ async fn handle(
         let reply = json!({"message": message, "documentation_url": "https://docs.github.com/rest"});
         return (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
     }
-    let Some((op, op_method, status, reply)) = answer(&mut w, &method, &path, &body, &auth) else {
+    let query: std::collections::HashMap<String, String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect();
+    let Some((op, op_method, status, reply)) = answer(&mut w, &method, &path, &query, &body, &auth) else {
         w.problems.push(format!("unexpected call {method} {path}"));
         return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))).into_response();
     };
@@ -461,13 +552,6 @@ async fn handle(
     // lists are paginated as GitHub does: `per_page` (default 30), `page`, a `Link` header
     let (reply, link) = match reply {
         Value::Array(items) if method == Method::GET => {
-            let query: std::collections::HashMap<String, String> = uri
-                .query()
-                .unwrap_or_default()
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
             let per_page: usize = query.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
             let page: usize = query.get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
             let start = (page - 1) * per_page;
@@ -488,6 +572,30 @@ async fn handle(
         response.headers_mut().insert("link", link.parse().unwrap());
     }
     response
+}
+
+/// `%3A` → `:` (query values as clients encode them).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The calls made, as `METHOD path` with the repository's prefix cut (`GET /pulls/7/reviews`).

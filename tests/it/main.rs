@@ -19,6 +19,7 @@ mod observe;
 mod plan;
 mod policy;
 mod prometheus;
+mod rollback;
 mod serve;
 mod slo_exporter;
 mod supply;
