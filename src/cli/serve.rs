@@ -559,11 +559,23 @@ fn rollout_settings(args: &Args) -> anyhow::Result<serve::rollouts::Settings> {
             crate::diagnostic::visible(&args.commit_author, &[])
         ),
     };
+    // (reverts and promotions the branch refuses become pull requests, and rollout events
+    // are commented on the pull request that introduced the rollout)
+    let pulls: Option<Box<dyn crate::rollback::PullRequests + Send>> = match &args.github_repo {
+        Some(repo) => match super::ci::github_auth()? {
+            Some(auth) => Some(Box::new(
+                crate::rollback::GitHubPulls::connect(&args.github_api_url, auth, repo)
+                    .with_context(|| format!("connecting to GitHub for {repo}"))?,
+            )),
+            None => None,
+        },
+        None => None,
+    };
     Ok(serve::rollouts::Settings {
         prometheus,
         notifier,
         author,
-        pulls: None,
+        pulls,
     })
 }
 

@@ -785,13 +785,7 @@ impl Reconciler {
         let own = self.own_commit(step)?;
         // who: the pull request that merged it, when GitHub is configured
         let (who, pull) = match self.identities.as_mut() {
-            _ if own.is_some() => (
-                Principals {
-                    system: own,
-                    ..Principals::default()
-                },
-                None,
-            ),
+            _ if own.is_some() => (own.unwrap_or_default(), None),
             None => (Principals::default(), None),
             Some(ids) => match ids.of(&step.to)? {
                 Some(p) => (

@@ -841,8 +841,13 @@ impl Reconciler {
 
     /// Whether `step.to` is rampart's own revert or promotion, verified: its author is
     /// rampart's, its trailer names a rollout rampart's records show failing (or passed),
-    /// and it changes nothing but what that needs. The principal it is judged as.
-    pub(super) fn own_commit(&mut self, step: &super::decide::Step) -> anyhow::Result<Option<&'static str>> {
+    /// and it changes nothing but what that needs. Who it is judged as: a revert as
+    /// `rampart[revert]`; a promotion as the rollout's own author and approvers (from the note
+    /// rampart wrote when it applied the rollout: the promotion completes their change).
+    pub(super) fn own_commit(
+        &mut self,
+        step: &super::decide::Step,
+    ) -> anyhow::Result<Option<crate::pipeline::Principals>> {
         let repo = git2::Repository::open_bare(&self.mirror)?;
         let c = repo.find_commit(git2::Oid::from_str(&step.to)?)?;
         let author = c.author();
@@ -897,7 +902,24 @@ impl Reconciler {
             tracing::warn!(commit = %super::decide::short(&step.to), "a commit of rampart's changes more than its revert or promotion needs: judged as any commit");
             return Ok(None);
         }
-        Ok(Some(kind))
+        if kind == "rampart[revert]" {
+            return Ok(Some(crate::pipeline::Principals {
+                system: Some(kind),
+                ..crate::pipeline::Principals::default()
+            }));
+        }
+        let Some(entry) = notes::read(&repo, of_id)
+            .applies
+            .into_iter()
+            .find(|e| e.author.is_some())
+        else {
+            tracing::warn!(commit = %super::decide::short(&step.to), "a promotion of rampart's, but no note says who made the rollout: judged as any commit");
+            return Ok(None);
+        };
+        Ok(Some(crate::pipeline::Principals::logins(
+            entry.author.as_deref(),
+            &entry.approvers,
+        )))
     }
 
     /// A promotion changes only the plugin's version, artifact and signature to the

@@ -20,6 +20,7 @@ mod plan;
 mod policy;
 mod prometheus;
 mod rollback;
+mod rollout;
 mod serve;
 mod slo_exporter;
 mod supply;
