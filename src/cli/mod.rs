@@ -66,7 +66,7 @@ enum Command {
     Apply(apply::Args),
     Plugins(plugins::Args),
     Ci(ci::Args),
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     Rollout(rollout::Args),
 }
 
@@ -97,7 +97,7 @@ pub fn main() -> ExitCode {
         Command::Compile(args) => compile::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Policy(args) => policy::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Rollout(args) => rollout::run(args),
     };
     match result {
