@@ -191,6 +191,8 @@ fn architecture_invariants() {
         "src/units.rs",
         "src/diagnostic.rs",
         "src/observe/analysis",
+        "src/rollout/",
+        "src/rollback/edit",
     ];
     let io = [
         "std::fs",
