@@ -508,7 +508,9 @@ impl Reconciler {
         }
     }
 
-    /// Measure every SLO of `spec` now (inconclusive without `--prometheus`).
+    /// Measure every SLO of `spec` now (inconclusive without `--prometheus`), all at once:
+    /// a round costs one query timeout, not one per SLO, so a slow Prometheus holds up the
+    /// reconcile loop for at most about twice `analysis.timeout` (the range and requests queries).
     fn measure(&self, spec: &crate::spec::RolloutSpec, t: i64) -> Vec<Check> {
         let interval = Duration::from_secs(rollout::interval(spec));
         let timeout = spec
@@ -517,15 +519,31 @@ impl Reconciler {
             .as_deref()
             .and_then(rollout::secs)
             .map_or(Duration::from_secs(10), Duration::from_secs);
-        spec.slos
-            .iter()
-            .map(|slo| match &self.rollout_settings.prometheus {
-                Some(client) => crate::observe::measure(client, slo, t as f64, interval, timeout),
-                None => {
+        let Some(client) = &self.rollout_settings.prometheus else {
+            return spec
+                .slos
+                .iter()
+                .map(|slo| {
                     crate::observe::analysis::unmeasured(slo, t as f64, "serve runs without --prometheus".to_owned())
-                }
-            })
-            .collect()
+                })
+                .collect();
+        };
+        std::thread::scope(|scope| {
+            let running: Vec<_> = spec
+                .slos
+                .iter()
+                .map(|slo| scope.spawn(move || crate::observe::measure(client, slo, t as f64, interval, timeout)))
+                .collect();
+            running
+                .into_iter()
+                .zip(&spec.slos)
+                .map(|(h, slo)| {
+                    h.join().unwrap_or_else(|_| {
+                        crate::observe::analysis::unmeasured(slo, t as f64, "the measurement failed".to_owned())
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Apply `commit` again with other rollout steps. `Ok(None)`: the target moved on (the

@@ -288,3 +288,64 @@ fn kubectl_kustomize_builds_the_compiled_output_as_is() {
         compiled.swap_remove(i);
     }
 }
+
+/// Each strategy's phases, compiled: blue-green's preview runs the canary at 0 % then takes
+/// 100 %; rolling reaches the rollout's tenants one by one, in its order; instant is 100 %.
+#[test]
+fn strategies_compile_to_their_phases() {
+    let weight = |out: &std::path::Path, tenant: &str| -> Option<i64> {
+        let route = std::fs::read_to_string(out.join(format!("out/{tenant}/httproute-portal.yaml"))).ok()?;
+        let v: Value = serde_saphyr::from_str(&route).unwrap();
+        v["spec"]["rules"][0]["backendRefs"]
+            .as_array()?
+            .iter()
+            .find(|b| b["name"] == "c-techdocs-1-13-0")
+            .and_then(|b| b["weight"].as_i64())
+    };
+    let tenants = ["hackweek", "mobile-apps", "storefront"];
+    let run_with = |strategy: &str, step: &str| {
+        let repo = tempfile::tempdir().unwrap();
+        copy_tree(&root().join("examples/platform-config"), repo.path());
+        edit(
+            repo.path(),
+            "rollouts/techdocs-1-13-0.yaml",
+            "strategy: canary",
+            &format!("strategy: {strategy}"),
+        );
+        let out = repo.path().join("compiled");
+        std::fs::create_dir(&out).unwrap();
+        let target = out.join("out");
+        let run = rampart(
+            &[
+                "compile",
+                repo.path().to_str().unwrap(),
+                "--out",
+                target.to_str().unwrap(),
+                "--rollout-step",
+                &format!("techdocs-1-13-0={step}"),
+            ],
+            None,
+        );
+        assert_eq!(run.code, 0, "{strategy} step {step}: {}", transcript(&run));
+        let weights: Vec<Option<i64>> = tenants.iter().map(|t| weight(&out, t)).collect();
+        (weights, repo)
+    };
+    assert_eq!(
+        run_with("blueGreen", "1").0,
+        [Some(0); 3],
+        "the preview takes no traffic"
+    );
+    let (_, repo) = run_with("blueGreen", "1");
+    assert!(
+        repo.path()
+            .join("compiled/out/storefront/deployment-canary-techdocs-1-13-0.yaml")
+            .is_file(),
+        "the preview runs"
+    );
+    assert_eq!(run_with("blueGreen", "2").0, [Some(100); 3]);
+    assert_eq!(run_with("instant", "1").0, [Some(100); 3]);
+    assert_eq!(run_with("rolling", "1").0, [Some(100), None, None]);
+    assert_eq!(run_with("rolling", "2").0, [Some(100), Some(100), None]);
+    assert_eq!(run_with("rolling", "3").0, [Some(100); 3]);
+    assert_eq!(run_with("canary", "2").0, [Some(25); 3]);
+}
