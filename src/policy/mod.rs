@@ -528,18 +528,28 @@ mod unit {
             v.sort();
             v
         };
+        // (rampart's own verified reverts are permitted every action)
         assert_eq!(
             ids("deleteTenant"),
-            ["tenant-delete-needs-two-approvals", "tenant-owners-or-platform"]
+            [
+                "rampart-lands-verified-reverts",
+                "tenant-delete-needs-two-approvals",
+                "tenant-owners-or-platform"
+            ]
         );
         assert_eq!(
             ids("updateTeam"),
-            ["team-members-added-need-another-member", "team-members-or-platform"]
+            [
+                "rampart-lands-verified-reverts",
+                "team-members-added-need-another-member",
+                "team-members-or-platform"
+            ]
         );
         assert_eq!(
             ids("reachTenant"),
             [
                 "enterprise-tenants-run-trusted-signed-plugins",
+                "rampart-lands-verified-reverts",
                 "reaching-a-tenant-needs-its-owners",
                 "tenants-reached"
             ]
@@ -548,10 +558,11 @@ mod unit {
             ids("createPlugin"),
             [
                 "admin-permissions-need-security-approval",
-                "members-propose-plugins-and-rollouts"
+                "members-propose-plugins-and-rollouts",
+                "rampart-lands-verified-reverts"
             ]
         );
-        assert_eq!(ids("updateTenant").len(), 5);
+        assert_eq!(ids("updateTenant").len(), 6);
     }
 
     #[test]

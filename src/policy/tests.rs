@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// The principal of rampart's own verified reverts (see `policies/defaults.cedar`).
+pub const REVERT_PRINCIPAL: &str = "rampart[revert]";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CaseSpec {
@@ -221,7 +223,18 @@ fn run_case(engine: &Engine, repo: &Repo, guarded: &[SourceFile], case: &CaseSpe
         .map(|t| (t.name().to_owned(), t.spec.members.clone()))
         .collect();
     let approvers: Vec<Identity> = case.approved_by.iter().map(|a| Identity::login(a)).collect();
-    let (who, _) = decide::resolve_who(&teams, &Identity::login(&case.author), &approvers, "");
+    let (who, _) = if case.author == REVERT_PRINCIPAL {
+        // (the principal `serve` gives rampart's own verified reverts: no team resolves it)
+        (
+            super::model::Who {
+                author: REVERT_PRINCIPAL.to_owned(),
+                approvers: Vec::new(),
+            },
+            Vec::new(),
+        )
+    } else {
+        decide::resolve_who(&teams, &Identity::login(&case.author), &approvers, "")
+    };
     let facts_of = |of: model::FactsOf<'_>| {
         let (table, name) = match of {
             model::FactsOf::Plugin(n) => (&case.plugins, n),

@@ -345,7 +345,9 @@ pub fn judge(state: &mut State, spec: &RolloutSpec, phases: &[Phase], checks: Ve
 
 /// One check as evidence: `error-rate 0.12 > 0.05 for 30s (sum(rate(…)))`.
 pub fn describe(c: &Check) -> String {
-    let value = c.value.map_or_else(|| "no value".to_owned(), |v| format!("{v}"));
+    let value = c
+        .value
+        .map_or_else(|| "no value".to_owned(), crate::observe::analysis::num);
     let breach = c.bound.replace("<=", ">").replace(">=", "<");
     format!("{} {value} {breach} for {}", c.slo, c.window)
 }

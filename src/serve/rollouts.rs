@@ -882,7 +882,11 @@ impl Reconciler {
                 .map(|(_, v)| v.trim().to_owned())
         };
         let (kind, of, statuses) = if let Some(of) = find("Rampart-Revert-Of") {
-            ("rampart[revert]", of, [Status::Reverting, Status::Reverted])
+            (
+                crate::policy::tests::REVERT_PRINCIPAL,
+                of,
+                [Status::Reverting, Status::Reverted],
+            )
         } else if let Some(of) = find("Rampart-Promote-Of") {
             ("rampart[promote]", of, [Status::Promoting, Status::Promoted])
         } else {
@@ -909,7 +913,7 @@ impl Reconciler {
             return Ok(None);
         };
         let changed = decide::Judge::touched(self, &step.from, &step.to)?;
-        let ok = if kind == "rampart[revert]" {
+        let ok = if kind == crate::policy::tests::REVERT_PRINCIPAL {
             // every value the rollout's commit changed is back, and nothing else changed
             let items = decide::Judge::touched(self, &of_parent, &of)?;
             changed.is_subset(&items) && decide::Judge::reverted(self, &items, &of_parent, &step.to)?
@@ -920,7 +924,7 @@ impl Reconciler {
             tracing::warn!(commit = %super::decide::short(&step.to), "a commit of rampart's changes more than its revert or promotion needs: judged as any commit");
             return Ok(None);
         }
-        if kind == "rampart[revert]" {
+        if kind == crate::policy::tests::REVERT_PRINCIPAL {
             return Ok(Some(crate::pipeline::Principals {
                 system: Some(kind),
                 ..crate::pipeline::Principals::default()
@@ -1003,7 +1007,7 @@ fn evidence(c: &Check) -> String {
     format!(
         "slo={} value={} bound=\"{}\" window={} time={} query=\"{}\"",
         c.slo,
-        c.value.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+        c.value.map_or_else(|| "none".to_owned(), crate::observe::analysis::num),
         clean(&c.bound),
         clean(&c.window),
         c.time,
