@@ -147,10 +147,13 @@ impl Reconciler {
                     notes::rollout_state(&repo, git2::Oid::from_str(commit).ok()?, name, &rname, &ib, LOOKBACK)
                         .map(|e| e.state)
                 });
+            // (a rollout held by the breaker starts once the breaker is cleared)
+            let breaker = breakers.get(&(spec.plugin.clone(), spec.to_version.clone()));
+            let known = known.filter(|s| s.status != Status::Held || breaker.is_some());
             let state = known.unwrap_or_else(|| {
                 let steps = rollout::phases(&spec, reach).len();
                 let mut s = State::start(&rname, &ib, &spec, steps, now());
-                if let Some(by) = breakers.get(&(spec.plugin.clone(), spec.to_version.clone())) {
+                if let Some(by) = breaker {
                     s.status = Status::Held;
                     s.reason = Some(format!(
                         "circuit breaker: {} {} was reverted by {} — a rollout of it starts again only with another \
@@ -346,6 +349,30 @@ impl Reconciler {
         let Some(commit) = status.applied.clone() else {
             return Ok(());
         };
+        // a rollout the circuit breaker holds starts once a platform member's clearing commit
+        // is applied (its note, written after the apply, says who)
+        let held: Vec<(String, String)> = self
+            .store
+            .targets
+            .get(&name)
+            .map(|t| {
+                t.active
+                    .values()
+                    .filter(|s| s.status == Status::Held)
+                    .map(|s| (s.plugin.clone(), s.to_version.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !held.is_empty() {
+            self.validate(&commit)?;
+            let repo = git2::Repository::open_bare(&self.mirror)?;
+            let open = self.breakers(&repo, &commit);
+            if held.iter().any(|k| !open.contains_key(k))
+                && let Some(t) = self.store.targets.get_mut(&name)
+            {
+                t.commit = None;
+            }
+        }
         if self.store.targets.get(&name).and_then(|t| t.commit.as_deref()) != Some(commit.as_str()) {
             // a new process, or a state file from before: the states from the notes, and the
             // steps applied again (what the target holds is not known for sure; idempotent)

@@ -294,19 +294,6 @@ fn an_error_spike_reverts_by_a_commit_with_its_evidence_and_the_revert_stays() {
     assert_eq!(canary_weight(&w), None);
     assert_eq!(w.count("Rampart-Revert-Of"), 1, "one revert, never two");
     assert_eq!(s.metric("rampart_reverts_total", ""), Some(1.0));
-    // the webhook heard about it, with a Slack-compatible text
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !received.lock().unwrap().iter().any(|e| e["kind"] == "revert") {
-        assert!(
-            Instant::now() < deadline,
-            "no revert event: {:?}",
-            received.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let events = received.lock().unwrap().clone();
-    let e = events.iter().find(|e| e["kind"] == "revert").unwrap();
-    assert!(e["text"].as_str().is_some_and(|t| t.contains("techdocs-1-13-0")), "{e}");
     // the status says so, and exits 4 for the reverted rollout
     let st = rampart(
         &[
@@ -320,6 +307,44 @@ fn an_error_spike_reverts_by_a_commit_with_its_evidence_and_the_revert_stays() {
     );
     assert_eq!(st.code, 4, "{}", transcript(&st));
     assert!(st.stdout.contains("reverted"), "{}", st.stdout);
+    // the same version again: held by the circuit breaker, until a platform member clears it
+    let text = rollout("    - weight: 25\n      pause: 10m\n    - weight: 100");
+    let again = w.fx.push(ALICE, "roll techdocs 1.13.0 out again", |p| {
+        std::fs::write(p.join(ROLLOUT), &text).unwrap();
+    });
+    s.wait_applied("dir:out", &again, Duration::from_secs(30));
+    s.wait("the rollout held", Duration::from_secs(10), |s| {
+        state(s)["status"] == "held"
+    });
+    assert!(
+        state(&s)["reason"].as_str().unwrap().contains("circuit breaker"),
+        "{}",
+        state(&s)
+    );
+    assert_eq!(canary_weight(&w), None, "a held rollout runs no canary");
+    let clear = w.fx.push(
+        ALICE,
+        "techdocs 1.13.0 may try again\n\nRampart-Clear-Breaker: techdocs",
+        |p| edit(p, "tenants/sandbox.yaml", "Still a sandbox. ", "Still a sandbox! "),
+    );
+    s.wait_applied("dir:out", &clear, Duration::from_secs(30));
+    s.wait("the rollout running again", Duration::from_secs(20), |s| {
+        state(s)["status"] == "running"
+    });
+    s.wait("its canary", Duration::from_secs(10), |_| canary_weight(&w) == Some(25));
+    // the webhook heard about it, with a Slack-compatible text
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !received.lock().unwrap().iter().any(|e| e["kind"] == "revert") {
+        assert!(
+            Instant::now() < deadline,
+            "no revert event: {:?}",
+            received.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = received.lock().unwrap().clone();
+    let e = events.iter().find(|e| e["kind"] == "revert").unwrap();
+    assert!(e["text"].as_str().is_some_and(|t| t.contains("techdocs-1-13-0")), "{e}");
 }
 
 #[test]
