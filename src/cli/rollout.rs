@@ -118,7 +118,7 @@ fn text(rows: &[(&String, &crate::rollout::State, bool)]) -> String {
         let v = |x: &str| crate::diagnostic::visible(x, &[]);
         let _ = writeln!(
             out,
-            "{} on {}: {} — {} → {} ({}), step {} of {}, {} for {}s",
+            "{} on {}: {} — {} → {} ({}), step {} of {}, {}",
             v(&s.rollout),
             v(target),
             s.status.as_str(),
@@ -128,11 +128,10 @@ fn text(rows: &[(&String, &crate::rollout::State, bool)]) -> String {
             s.step,
             s.steps,
             if s.status == crate::rollout::Status::Running {
-                "running"
+                format!("in this step for {}s", (t - s.since).max(0))
             } else {
-                "since"
+                format!("{}s ago", (t - s.updated).max(0))
             },
-            (t - s.since).max(0),
         );
         if let Some(r) = &s.reason {
             let _ = writeln!(out, "  why: {}", v(r));

@@ -259,13 +259,21 @@ fn current_phase(
                     r.origin.doc,
                     "/spec/steps",
                     format!(
-                        "rollout `{}` ({}) has {} steps; step {step} does not exist",
+                        "rollout `{}` ({}) has {} step{}; step {step} does not exist",
                         r.name(),
                         r.spec.strategy,
-                        phases.len()
+                        phases.len(),
+                        if phases.len() == 1 { "" } else { "s" }
                     ),
                 )
-                .with_hint("steps are numbered from 1; a rolling rollout has one step per tenant it reaches"),
+                .with_hint(match r.spec.strategy.as_str() {
+                    "rolling" => "steps are numbered from 1; a rolling rollout has one step per tenant it reaches",
+                    "blueGreen" => {
+                        "steps are numbered from 1; a blue-green rollout has two: the preview and the switch"
+                    }
+                    "instant" => "an instant rollout has one step",
+                    _ => "steps are numbered from 1",
+                }),
             );
             None
         }

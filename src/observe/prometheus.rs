@@ -176,7 +176,7 @@ impl Client {
                 error: message,
                 ..
             }) if error_type.is_some() || message.is_some() => {
-                let message = self.clean(message.as_deref().unwrap_or(""));
+                let message = excerpt(&self.clean(message.as_deref().unwrap_or("")));
                 let kind = match (response.status, error_type.as_deref()) {
                     (400 | 422, _) | (_, Some("bad_data" | "execution")) => "bad-query",
                     (_, Some("timeout" | "canceled")) => "timeout",
@@ -197,7 +197,7 @@ impl Client {
                 format!(
                     "{at}: HTTP {}: {}",
                     response.status,
-                    self.clean(&excerpt(&response.body))
+                    excerpt(&self.clean(&String::from_utf8_lossy(&response.body)))
                 ),
             )),
             Ok(_) => Err(error("bad-response", format!("{at}: a success without data"))),
@@ -205,7 +205,7 @@ impl Client {
                 "bad-response",
                 format!(
                     "{at}: not Prometheus' JSON ({e}): {}",
-                    self.clean(&excerpt(&response.body))
+                    excerpt(&self.clean(&String::from_utf8_lossy(&response.body)))
                 ),
             )),
         }
@@ -217,7 +217,7 @@ impl Client {
         if let Some(t) = &self.token {
             out = out.replace(t.as_str(), "<token>");
         }
-        out
+        redact_bearer(&out)
     }
 }
 
@@ -229,10 +229,35 @@ fn seconds(s: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// The start of a body, for a message.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-    if body.len() > 200 { format!("{text}…") } else { text }
+/// The start of a text already cleaned (the token is redacted in the whole text first, so a
+/// cut cannot leave part of it), for a message.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// `Bearer <credential>` in a text, whoever's credential it is, replaced by `Bearer <token>`.
+fn redact_bearer(text: &str) -> String {
+    // (ASCII lowercasing keeps every byte where it was)
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(i) = lower[at..].find("bearer ") {
+        let start = at + i + 7;
+        out.push_str(&text[at..start]);
+        let after = &text[start..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(after.len());
+        if end > 0 {
+            out.push_str("<token>");
+        }
+        at = start + end;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// Prometheus' envelope (`status`, `data`, `errorType`, `error`; `warnings` ignored).
@@ -354,6 +379,18 @@ impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Bounded<T, N
             }
         }
         d.deserialize_seq(Seq::<T, N>(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    #[test]
+    fn any_bearer_credential_is_redacted() {
+        assert_eq!(
+            super::redact_bearer("401: Authorization: Bearer abc.def-ghi \"x\" bearer  two BEARER z"),
+            "401: Authorization: Bearer <token> \"x\" bearer  two BEARER <token>"
+        );
+        assert_eq!(super::excerpt(&"é".repeat(300)).chars().count(), 201);
     }
 }
 

@@ -57,8 +57,9 @@ pub enum Change<'a> {
     /// tip. A revert that conflicts there is not landable on the branch (a pull request).
     Revert { of: &'a str },
     /// Set the Plugin to the rollout's new version and artifact and remove the Rollout
-    /// document ([`edit::promote`]). The key's value names the commit being promoted.
-    Promote { edit: &'a edit::Promote },
+    /// document ([`edit::promote`]); `of` is the commit that brought the rollout in (one
+    /// commit may bring several: the key names the rollout too).
+    Promote { edit: &'a edit::Promote, of: &'a str },
 }
 
 /// Where and how a change lands.
@@ -130,7 +131,7 @@ pub fn land(l: &Landing<'_>, change: &Change<'_>) -> anyhow::Result<Landed> {
         .with_context(|| format!("`{} <{}>` cannot sign a commit", l.author.name, l.author.email))?;
     let boundary = match change {
         Change::Revert { of } => *of,
-        Change::Promote { .. } => l.key.1,
+        Change::Promote { of, .. } => *of,
     };
     let mut tip = fetch(l)?;
     for attempt in 1..=ATTEMPTS {
@@ -294,6 +295,18 @@ enum Built {
     Conflict(Vec<String>),
 }
 
+/// The tree id `change` gives on commit `on` in the repository at `git_dir` (`None`: the
+/// revert conflicts there) — what `land` would commit, for checking a commit that claims to
+/// be it.
+pub fn tree_of(git_dir: &Path, change: &Change<'_>, on: &str) -> anyhow::Result<Option<String>> {
+    let repo = Repository::open_bare(git_dir).with_context(|| format!("opening `{}`", git_dir.display()))?;
+    let on = repo.find_commit(Oid::from_str(on)?)?;
+    Ok(match build(&repo, change, &on)? {
+        Built::Tree(t) => Some(t.to_string()),
+        Built::Conflict(_) => None,
+    })
+}
+
 /// The tree of the change on `on`.
 fn build(repo: &Repository, change: &Change<'_>, on: &git2::Commit<'_>) -> anyhow::Result<Built> {
     match change {
@@ -320,7 +333,7 @@ fn build(repo: &Repository, change: &Change<'_>, on: &git2::Commit<'_>) -> anyho
             }
             Ok(Built::Tree(index.write_tree_to(repo)?))
         }
-        Change::Promote { edit } => {
+        Change::Promote { edit, .. } => {
             let tree = on.tree()?;
             let read = |path: &str| {
                 let entry = tree.get_path(Path::new(path)).ok()?;
@@ -426,7 +439,7 @@ fn pull_request(
     };
     let (verb, on) = match change {
         Change::Revert { of } => ("revert", *of),
-        Change::Promote { .. } => ("promote", l.key.1),
+        Change::Promote { of, .. } => ("promote", *of),
     };
     let commit = match built {
         Some(id) => id,

@@ -127,6 +127,8 @@ pub enum Status {
     Promoting,
     /// The promote commit landed (or a promote pull request was opened).
     Promoted,
+    /// Ended without a verdict: the rollout was edited (a new one started) or removed.
+    Superseded,
 }
 
 impl Status {
@@ -139,6 +141,7 @@ impl Status {
             Status::Reverted => "reverted",
             Status::Promoting => "promoting",
             Status::Promoted => "promoted",
+            Status::Superseded => "superseded",
         }
     }
 
@@ -184,6 +187,15 @@ pub struct State {
     pub landed: Option<String>,
     /// When this state last changed (unix seconds).
     pub updated: i64,
+    /// The new version's artifact integrity (the circuit breaker knows a version by it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<String>,
+    /// Who made and approved the rollout's commit, as this process judged it when it applied
+    /// it (a promotion is judged as them). Never taken from the notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
 }
 
 impl State {
@@ -205,7 +217,23 @@ impl State {
             checks: Vec::new(),
             landed: None,
             updated: now,
+            integrity: spec.artifact.as_ref().map(|a| a.integrity.clone()),
+            author: None,
+            approvers: Vec::new(),
         }
+    }
+
+    /// A state read from the notes, which anyone who can push to the remote may write: no
+    /// identity, and a rollout on its way to promotion analyses its last step again.
+    pub fn from_notes(mut self) -> State {
+        self.author = None;
+        self.approvers = Vec::new();
+        if matches!(self.status, Status::Promoting | Status::Promoted) {
+            self.status = Status::Running;
+            self.step = self.steps.max(1);
+            self.measured = None;
+        }
+        self
     }
 
     /// The step whose weights are compiled for this rollout (0: no canary).
@@ -301,7 +329,10 @@ pub fn judge(state: &mut State, spec: &RolloutSpec, phases: &[Phase], checks: Ve
         let why = failed.iter().map(describe).collect::<Vec<_>>().join("; ");
         if spec.on_violation == "pause" {
             state.status = Status::Paused;
-            state.reason = Some(format!("SLO violated (onViolation: pause): {why}"));
+            state.reason = Some(format!(
+                "SLO violated (onViolation: pause): {why} — it stays at this step with its canary; change the \
+                 rollout in Git to restart it at step 1, or remove it"
+            ));
             return Action::Pause(state.reason.clone().unwrap_or_default());
         }
         return Action::Revert(failed);
@@ -319,12 +350,14 @@ pub fn judge(state: &mut State, spec: &RolloutSpec, phases: &[Phase], checks: Ve
                 .rev()
                 .take(inconclusive)
                 .filter(|c| c.verdict == Verdict::Inconclusive)
-                .map(|c| format!("{}: {}", c.slo, c.reason))
+                .map(|c| c.reason.clone())
                 .collect::<Vec<_>>()
                 .join("; ");
             state.status = Status::Paused;
             state.reason = Some(format!(
-                "{} inconclusive measurements in a row (limit {limit}): {why}",
+                "{} inconclusive measurements in a row (limit {limit}): {why} — it stays at this step with its \
+                 canary; to go on, fix what the measurements need and change the rollout in Git (any edit of \
+                 it restarts it at step 1), or remove it",
                 state.inconclusive
             ));
             return Action::Pause(state.reason.clone().unwrap_or_default());

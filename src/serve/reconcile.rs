@@ -597,7 +597,13 @@ impl Reconciler {
             self.believed.insert((name.clone(), to.clone(), tree.clone()));
         }
         save_local_record(&self.cfg.state_dir, &name, &to)?;
-        self.rollouts_applied(&name, &to, &opts, rollout_states, outcome.rendered.clone())?;
+        let who: std::collections::BTreeMap<String, (Option<String>, Vec<String>)> = walk
+            .allowed
+            .iter()
+            .filter(|(s, _)| !matches!(s.decision, "first-apply" | "restore"))
+            .map(|(s, j)| (s.to.clone(), (j.own.author.clone(), j.own.approvers.clone())))
+            .collect();
+        self.rollouts_applied(&name, &to, &opts, rollout_states, outcome.rendered.clone(), &who)?;
         status.applied = Some(to.clone());
         status.applied_at = Some(record.time.clone());
         status.last_result = Some(result.to_owned());

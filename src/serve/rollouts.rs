@@ -22,6 +22,8 @@ use std::time::Duration;
 
 /// Ended rollouts kept per target (for `rollout status` and the circuit breaker).
 const FINISHED: usize = 50;
+/// The longest a Prometheus query may take, whatever `analysis.timeout` says.
+const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How far back the notes and the history are searched.
 const LOOKBACK: usize = 1000;
 
@@ -53,6 +55,10 @@ pub struct TargetRollouts {
     pub applied_steps: BTreeMap<String, usize>,
     /// Rollouts that ended (reverted, promoted), oldest first.
     pub finished: Vec<State>,
+    /// Circuit breakers cleared: the clearing commit (applied by this process, made or
+    /// approved by a `platform` member) → the plugins its `Rampart-Clear-Breaker:` names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cleared: BTreeMap<String, Vec<String>>,
 }
 
 /// What the status API shows of one rollout.
@@ -91,6 +97,24 @@ impl Store {
         std::fs::rename(&tmp, &path).with_context(|| format!("writing `{}`", path.display()))?;
         Ok(())
     }
+}
+
+/// How applying a rollout step ended.
+enum Stepped {
+    /// Applied; the target's own id of what it holds.
+    Applied(Option<String>),
+    /// The target holds another commit now: the next reconcile decides again.
+    Moved,
+    /// The step does not compile (e.g. two rollouts would send a tenant more than 100 %):
+    /// nothing was written.
+    Invalid(String),
+}
+
+/// Now, in unix seconds, rounded up (a step's hold never counts a second it did not wait).
+fn now_ceil() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0))
 }
 
 pub fn now() -> i64 {
@@ -145,10 +169,15 @@ impl Reconciler {
                 .cloned()
                 .or_else(|| {
                     notes::rollout_state(&repo, git2::Oid::from_str(commit).ok()?, name, &rname, &ib, LOOKBACK)
-                        .map(|e| e.state)
+                        .map(|e| e.state.from_notes())
                 });
             // (a rollout held by the breaker starts once the breaker is cleared)
-            let breaker = breakers.get(&(spec.plugin.clone(), spec.to_version.clone()));
+            let breaker = breakers
+                .get(&(spec.plugin.clone(), spec.to_version.clone()))
+                .or_else(|| {
+                    let integrity = spec.artifact.as_ref()?.integrity.clone();
+                    breakers.get(&(spec.plugin.clone(), integrity))
+                });
             let known = known.filter(|s| s.status != Status::Held || breaker.is_some());
             let state = known.unwrap_or_else(|| {
                 let steps = rollout::phases(&spec, reach).len();
@@ -157,8 +186,8 @@ impl Reconciler {
                     s.status = Status::Held;
                     s.reason = Some(format!(
                         "circuit breaker: {} {} was reverted by {} — a rollout of it starts again only with another \
-                         version or artifact, or when a `platform` member clears it (a commit with the trailer \
-                         `Rampart-Clear-Breaker: {}`)",
+                         version, or once a `platform` member clears it (a commit with the trailer \
+                         `Rampart-Clear-Breaker: {}`, made or approved by a member of `platform`)",
                         spec.plugin,
                         spec.to_version,
                         super::decide::short(by),
@@ -213,14 +242,80 @@ impl Reconciler {
         name: &str,
         commit: &str,
         opts: &crate::compile::Options,
-        states: BTreeMap<String, State>,
+        mut states: BTreeMap<String, State>,
         rendered: Option<String>,
+        who: &BTreeMap<String, (Option<String>, Vec<String>)>,
     ) -> anyhow::Result<()> {
+        // circuit breakers a platform member cleared, as this process judged them just now
+        let platform: Vec<String> = self
+            .validated
+            .get(commit)
+            .and_then(|v| v.repo.teams.iter().find(|t| t.name() == "platform"))
+            .map(|t| t.spec.members.iter().map(|m| m.to_ascii_lowercase()).collect())
+            .unwrap_or_default();
+        let repo = git2::Repository::open_bare(&self.mirror)?;
+        for (c, (author, approvers)) in who {
+            let Ok(found) = git2::Oid::from_str(c).and_then(|id| repo.find_commit(id)) else {
+                continue;
+            };
+            let plugins: Vec<String> = trailers(&String::from_utf8_lossy(found.message_bytes()))
+                .into_iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("Rampart-Clear-Breaker"))
+                .map(|(_, v)| v.trim().to_owned())
+                .collect();
+            let by_platform = author
+                .iter()
+                .chain(approvers)
+                .any(|l| platform.contains(&l.to_ascii_lowercase()));
+            if !plugins.is_empty() && by_platform {
+                tracing::info!(commit = %decide::short(c), plugins = ?plugins, "circuit breaker cleared");
+                self.store
+                    .targets
+                    .entry(name.to_owned())
+                    .or_default()
+                    .cleared
+                    .insert(c.clone(), plugins);
+            }
+        }
+        // who made each rollout, as this process judged its commit just now
+        for s in states.values_mut() {
+            if s.author.is_none()
+                && let Some((author, approvers)) = who.get(&s.introduced_by)
+            {
+                s.author = author.clone();
+                s.approvers = approvers.clone();
+            }
+        }
         let repo = git2::Repository::open_bare(&self.mirror)?;
         let mine = self.store.targets.entry(name.to_owned()).or_default();
         let mut started = Vec::new();
-        for (rname, old) in std::mem::take(&mut mine.active) {
+        let mut ended = Vec::new();
+        let mut finished_late = Vec::new();
+        for (rname, mut old) in std::mem::take(&mut mine.active) {
             if states.get(&rname).is_none_or(|s| s.introduced_by != old.introduced_by) {
+                // (one that ends without a verdict was edited — a new one started — or removed)
+                match old.status {
+                    Status::Reverted | Status::Promoted => {}
+                    // (its commit landed and is applied, but the process stopped before it
+                    // recorded so: finished now)
+                    Status::Reverting | Status::Promoting => {
+                        let reverted = old.status == Status::Reverting;
+                        old.status = if reverted { Status::Reverted } else { Status::Promoted };
+                        old.landed = old.landed.or_else(|| Some(commit.to_owned()));
+                        old.updated = now();
+                        if reverted {
+                            self.shared.metrics.reverts.inc();
+                        } else {
+                            self.shared.metrics.promotions.inc();
+                        }
+                        finished_late.push(old.clone());
+                    }
+                    _ => {
+                        old.status = Status::Superseded;
+                        old.updated = now();
+                    }
+                }
+                ended.push(rname);
                 mine.finished.push(old);
             }
         }
@@ -243,6 +338,26 @@ impl Reconciler {
         mine.applied_steps = opts.rollout_steps.clone();
         mine.commit = Some(commit.to_owned());
         self.store.save(&self.cfg.state_dir)?;
+        for r in ended {
+            if !self.store.targets[name].active.contains_key(&r) {
+                self.shared.metrics.rollout_step(name, &r, 0);
+            }
+        }
+        for s in finished_late {
+            let kind = if s.status == Status::Reverted {
+                "revert"
+            } else {
+                "promote"
+            };
+            let message = format!(
+                "rollout `{}` ({} {}) on {name}: its {kind} commit landed and is applied ({})",
+                s.rollout,
+                s.plugin,
+                s.to_version,
+                decide::short(commit)
+            );
+            self.notify(kind, name, &s, message);
+        }
         for s in started {
             tracing::info!(rollout = %s.rollout, status = s.status.as_str(), step = s.step, "rollout started");
             self.record(name, commit, &s, rendered.clone())?;
@@ -288,53 +403,82 @@ impl Reconciler {
         Ok(at.id().to_string())
     }
 
-    /// The plugin versions rampart reverted (plugin, version → the revert commit), from the
-    /// trailers of the first-parent history before `commit`, less those a `platform` member
-    /// cleared since (`Rampart-Clear-Breaker: PLUGIN` on a commit rampart applied, whose
-    /// recorded author or approvers include a `platform` member).
+    /// The plugin versions rampart reverted, keyed both (plugin, version) and (plugin,
+    /// integrity) → the revert commit, from the `Rampart-Revert-Of:` commits among the last
+    /// [`LOOKBACK`] ancestors of `commit` (every parent, not only the first: a merge cannot
+    /// hide one), less those a `platform` member cleared since: a `Rampart-Clear-Breaker:
+    /// PLUGIN` commit this process applied with a `platform` member as its author or approver
+    /// (its own record, never the notes).
     fn breakers(&mut self, repo: &git2::Repository, commit: &str) -> BTreeMap<(String, String), String> {
         let mut open = BTreeMap::new();
+        let cleared_by: BTreeMap<String, Vec<String>> = self
+            .store
+            .targets
+            .values()
+            .flat_map(|t| t.cleared.iter().map(|(c, p)| (c.clone(), p.clone())))
+            .collect();
         let mut cleared: Vec<String> = Vec::new();
-        let platform: Vec<String> = self
-            .validated
-            .get(commit)
-            .and_then(|v| v.repo.teams.iter().find(|t| t.name() == "platform"))
-            .map(|t| t.spec.members.iter().map(|m| m.to_ascii_lowercase()).collect())
-            .unwrap_or_default();
-        let Ok(mut at) = git2::Oid::from_str(commit).and_then(|c| repo.find_commit(c)) else {
+        let Ok(mut walk) = repo.revwalk() else { return open };
+        let _ = walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME);
+        if git2::Oid::from_str(commit).and_then(|c| walk.push(c)).is_err() {
             return open;
-        };
-        for _ in 0..LOOKBACK {
+        }
+        for id in walk.take(LOOKBACK).flatten() {
+            if let Some(plugins) = cleared_by.get(&id.to_string()) {
+                cleared.extend(plugins.iter().cloned());
+            }
+            let Ok(at) = repo.find_commit(id) else { continue };
             let message = String::from_utf8_lossy(at.message_bytes()).into_owned();
             let trailers = trailers(&message);
+            if !trailers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("Rampart-Revert-Of"))
+            {
+                continue;
+            }
             for (k, v) in &trailers {
-                if k.eq_ignore_ascii_case("Rampart-Clear-Breaker") {
-                    let note = notes::read(repo, at.id());
-                    let by_platform = note.applies.iter().any(|e| {
-                        e.author
-                            .iter()
-                            .chain(&e.approvers)
-                            .any(|l| platform.contains(&l.to_ascii_lowercase()))
-                    });
-                    if by_platform {
-                        cleared.push(v.trim().to_owned());
-                    }
-                }
+                let mut words = v.split_whitespace();
                 if k.eq_ignore_ascii_case("Rampart-Plugin")
-                    && trailers
-                        .iter()
-                        .any(|(k, _)| k.eq_ignore_ascii_case("Rampart-Revert-Of"))
-                    && let Some((plugin, version)) = v.trim().split_once(' ')
+                    && let (Some(plugin), Some(version)) = (words.next(), words.next())
                     && !cleared.iter().any(|c| c == plugin)
                 {
-                    open.entry((plugin.to_owned(), version.trim().to_owned()))
-                        .or_insert_with(|| at.id().to_string());
+                    open.entry((plugin.to_owned(), version.to_owned()))
+                        .or_insert_with(|| id.to_string());
+                    if let Some(integrity) = words.next() {
+                        open.entry((plugin.to_owned(), integrity.to_owned()))
+                            .or_insert_with(|| id.to_string());
+                    }
                 }
             }
-            let Ok(p) = at.parent(0) else { break };
-            at = p;
         }
         open
+    }
+
+    /// What rampart last wrote into the branch for `plugin` before `commit`: `revert` or
+    /// `promote` (from the trailers of the last [`LOOKBACK`] ancestors), so a second revert in
+    /// a row is known whatever the state directory holds.
+    fn last_landed(&self, commit: &str, plugin: &str) -> Option<String> {
+        let repo = git2::Repository::open_bare(&self.mirror).ok()?;
+        let mut walk = repo.revwalk().ok()?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME).ok()?;
+        walk.push(git2::Oid::from_str(commit).ok()?).ok()?;
+        for id in walk.take(LOOKBACK).flatten() {
+            let Ok(c) = repo.find_commit(id) else { continue };
+            let t = trailers(&String::from_utf8_lossy(c.message_bytes()));
+            let about = t
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("Rampart-Plugin") && v.split_whitespace().next() == Some(plugin));
+            if !about {
+                continue;
+            }
+            if t.iter().any(|(k, _)| k.eq_ignore_ascii_case("Rampart-Revert-Of")) {
+                return Some("revert".to_owned());
+            }
+            if t.iter().any(|(k, _)| k.eq_ignore_ascii_case("Rampart-Promote-Of")) {
+                return Some("promote".to_owned());
+            }
+        }
+        None
     }
 
     /// When the next rollout measurement or step is due (for the loop's wait).
@@ -351,7 +495,7 @@ impl Reconciler {
         };
         // a rollout the circuit breaker holds starts once a platform member's clearing commit
         // is applied (its note, written after the apply, says who)
-        let held: Vec<(String, String)> = self
+        let held: Vec<(String, String, Option<String>)> = self
             .store
             .targets
             .get(&name)
@@ -359,7 +503,7 @@ impl Reconciler {
                 t.active
                     .values()
                     .filter(|s| s.status == Status::Held)
-                    .map(|s| (s.plugin.clone(), s.to_version.clone()))
+                    .map(|s| (s.plugin.clone(), s.to_version.clone(), s.integrity.clone()))
                     .collect()
             })
             .unwrap_or_default();
@@ -367,8 +511,12 @@ impl Reconciler {
             self.validate(&commit)?;
             let repo = git2::Repository::open_bare(&self.mirror)?;
             let open = self.breakers(&repo, &commit);
-            if held.iter().any(|k| !open.contains_key(k))
-                && let Some(t) = self.store.targets.get_mut(&name)
+            if held.iter().any(|(plugin, version, integrity)| {
+                !open.contains_key(&(plugin.clone(), version.clone()))
+                    && integrity
+                        .as_ref()
+                        .is_none_or(|i| !open.contains_key(&(plugin.clone(), i.clone())))
+            }) && let Some(t) = self.store.targets.get_mut(&name)
             {
                 t.commit = None;
             }
@@ -380,14 +528,18 @@ impl Reconciler {
             let rendered = if states.is_empty() {
                 None
             } else {
-                self.apply_steps(i, &name, &commit, &opts)?.flatten()
+                match self.apply_steps(i, &name, &commit, &opts)? {
+                    Stepped::Applied(r) => r,
+                    Stepped::Moved => return Ok(()),
+                    Stepped::Invalid(why) => anyhow::bail!("the rollouts' steps do not compile: {why}"),
+                }
             };
-            self.rollouts_applied(&name, &commit, &opts, states, rendered)?;
+            self.rollouts_applied(&name, &commit, &opts, states, rendered, &BTreeMap::new())?;
         }
         let names: Vec<String> = match self.store.targets.get(&name) {
             Some(t) if !t.active.is_empty() => t.active.keys().cloned().collect(),
             _ => {
-                status.rollouts = Vec::new();
+                status.rollouts = self.rollout_status(&name, &commit);
                 return Ok(());
             }
         };
@@ -409,7 +561,7 @@ impl Reconciler {
         let Some(mut state) = self.store.targets.get(name).and_then(|t| t.active.get(rname)).cloned() else {
             return Ok(false);
         };
-        let Some((spec, reach, origin)) = self.validated[commit]
+        let Some((spec, reach, _origin)) = self.validated[commit]
             .repo
             .rollouts
             .iter()
@@ -436,6 +588,11 @@ impl Reconciler {
                     .collect(),
             ),
             Status::Promoting => Action::Promote,
+            // a step recorded but not applied (a crash, or a failed apply, between the two):
+            // applied now, its hold starting then
+            Status::Running if self.held_opts(name).rollout_steps.get(rname).copied().unwrap_or(1) != state.step => {
+                Action::Advance(state.step)
+            }
             Status::Running => match rollout::due(&state, &spec, &phases, t) {
                 Action::Measure => {
                     let checks = self.measure(&spec, t);
@@ -476,24 +633,40 @@ impl Reconciler {
                 Ok(false)
             }
             Action::Advance(to) => {
+                let before = state.clone();
                 state.step = to;
                 state.since = t;
                 state.inconclusive = 0;
                 state.updated = t;
+                state.reason = None;
                 // recorded first: a crash after this line applies the same step again, never
-                // the next one
+                // the next one (and its hold starts once it is applied)
                 self.record(name, commit, &state, None)?;
                 let mut opts = self.held_opts(name);
                 opts.rollout_steps.insert(rname.to_owned(), to);
-                let Some(rendered) = self.apply_steps(i, name, commit, &opts)? else {
-                    return Ok(false);
+                let rendered = match self.apply_steps(i, name, commit, &opts)? {
+                    Stepped::Applied(r) => r,
+                    Stepped::Moved => return Ok(false),
+                    Stepped::Invalid(why) => {
+                        // the step stays where it is, and tries again at the next interval
+                        // (another rollout on the same tenant may finish first)
+                        state = before;
+                        state.reason = Some(format!("step {to} waits: it does not compile: {why}"));
+                        state.updated = t;
+                        state.measured = Some(t);
+                        tracing::warn!(rollout = rname, step = to, why = %why, "a rollout step does not compile: held");
+                        self.record(name, commit, &state, None)?;
+                        let at = t + rollout::interval(&spec) as i64;
+                        self.rollout_wake = Some(self.rollout_wake.map_or(at, |w| w.min(at)));
+                        return Ok(false);
+                    }
                 };
+                state.since = now_ceil();
+                state.updated = state.since;
                 self.shared.metrics.rollout_step(name, rname, to);
                 let weight = phases.get(to - 1).map_or(0, |p| p.weight);
                 tracing::info!(rollout = rname, step = to, weight, "rollout step applied");
-                if rendered.is_some() {
-                    self.record(name, commit, &state, rendered)?;
-                }
+                self.record(name, commit, &state, rendered)?;
                 self.notify(
                     "step",
                     name,
@@ -514,10 +687,14 @@ impl Reconciler {
                 if self.held_opts(name).rollout_steps.get(rname).copied().unwrap_or(1) != 0 {
                     let mut opts = self.held_opts(name);
                     opts.rollout_steps.insert(rname.to_owned(), 0);
-                    if let Some(rendered) = self.apply_steps(i, name, commit, &opts)?
-                        && rendered.is_some()
-                    {
-                        self.record(name, commit, &state, rendered)?;
+                    match self.apply_steps(i, name, commit, &opts)? {
+                        Stepped::Applied(rendered) if rendered.is_some() => {
+                            self.record(name, commit, &state, rendered)?;
+                        }
+                        Stepped::Invalid(why) => {
+                            tracing::error!(rollout = rname, why = %why, "removing the failing canary does not compile");
+                        }
+                        _ => {}
                     }
                 }
                 self.land_revert(name, commit, &mut state, &failed)?;
@@ -529,7 +706,7 @@ impl Reconciler {
                     state.updated = t;
                     self.record(name, commit, &state, None)?;
                 }
-                self.land_promote(name, commit, &mut state, &spec, &origin)?;
+                self.land_promote(name, commit, &mut state, &spec)?;
                 Ok(false)
             }
         }
@@ -545,7 +722,10 @@ impl Reconciler {
             .timeout
             .as_deref()
             .and_then(rollout::secs)
-            .map_or(Duration::from_secs(10), Duration::from_secs);
+            .map_or(Duration::from_secs(10), Duration::from_secs)
+            // (at most 30 s: any team member writes rollouts, and the reconcile loop waits for
+            // a round)
+            .min(MAX_QUERY_TIMEOUT);
         let Some(client) = &self.rollout_settings.prometheus else {
             return spec
                 .slos
@@ -573,18 +753,18 @@ impl Reconciler {
         })
     }
 
-    /// Apply `commit` again with other rollout steps. `Ok(None)`: the target moved on (the
-    /// next reconcile decides again); `Ok(Some(rendered))` when applied.
+    /// Apply `commit` again with other rollout steps (what the target holds is then
+    /// recorded as `applied_steps`).
     fn apply_steps(
         &mut self,
         i: usize,
         name: &str,
         commit: &str,
         opts: &crate::compile::Options,
-    ) -> anyhow::Result<Option<Option<String>>> {
+    ) -> anyhow::Result<Stepped> {
         let held = self.targets[i].applied()?;
         if held.commit.as_deref() != Some(commit) {
-            return Ok(None);
+            return Ok(Stepped::Moved);
         }
         let record = Record {
             source: commit.to_owned(),
@@ -610,13 +790,10 @@ impl Reconciler {
                 if let Some(tree) = &o.rendered {
                     self.believed.insert((name.to_owned(), commit.to_owned(), tree.clone()));
                 }
-                Ok(Some(o.rendered))
+                Ok(Stepped::Applied(o.rendered))
             }
-            Apply::Moved { .. } => Ok(None),
-            Apply::Invalid(diags) => anyhow::bail!(
-                "rollout step does not compile: {}",
-                super::reconcile::problems(&diags).join("; ")
-            ),
+            Apply::Moved { .. } => Ok(Stepped::Moved),
+            Apply::Invalid(diags) => Ok(Stepped::Invalid(super::reconcile::problems(&diags).join("; "))),
         }
     }
 
@@ -626,7 +803,12 @@ impl Reconciler {
             ("Rampart-Rollout".to_owned(), state.rollout.clone()),
             (
                 "Rampart-Plugin".to_owned(),
-                format!("{} {}", state.plugin, state.to_version),
+                format!(
+                    "{} {}{}",
+                    state.plugin,
+                    state.to_version,
+                    state.integrity.as_deref().map(|i| format!(" {i}")).unwrap_or_default()
+                ),
             ),
             ("Rampart-Target".to_owned(), name.to_owned()),
         ];
@@ -634,12 +816,7 @@ impl Reconciler {
             trailers.push(("Rampart-SLO".to_owned(), c.slo.clone()));
             trailers.push(("Rampart-Evidence".to_owned(), evidence(c)));
         }
-        let repeated = self
-            .store
-            .targets
-            .get(name)
-            .and_then(|t| t.finished.iter().rev().find(|s| s.plugin == state.plugin))
-            .is_some_and(|s| s.status == Status::Reverted);
+        let repeated = self.last_landed(commit, &state.plugin).as_deref() == Some("revert");
         let subject = format!(
             "Revert rollout {} ({} {}): SLO {} violated",
             state.rollout,
@@ -648,7 +825,7 @@ impl Reconciler {
             failed.first().map_or("?", |c| c.slo.as_str())
         );
         let body = format!(
-            "rampart reverts {} , which introduced rollout `{}`, because {} at step {} of {} on {name}.{}",
+            "rampart reverts {}, which introduced rollout `{}`, because {} at step {} of {} on {name}.{}",
             state.introduced_by,
             state.rollout,
             failed.iter().map(rollout::describe).collect::<Vec<_>>().join("; "),
@@ -704,41 +881,32 @@ impl Reconciler {
         commit: &str,
         state: &mut State,
         spec: &crate::spec::RolloutSpec,
-        origin: &(String, usize),
     ) -> anyhow::Result<()> {
-        let v = &self.validated[commit];
-        let Some(plugin) = v.repo.plugins.iter().find(|p| p.name() == spec.plugin) else {
-            anyhow::bail!(
-                "promoting rollout `{}`: plugin `{}` is gone",
-                state.rollout,
-                spec.plugin
-            );
-        };
-        let Some(artifact) = spec.artifact.as_ref() else {
+        if spec.artifact.is_none() {
             state.status = Status::Paused;
             state.reason = Some("the last step passed, but the rollout names no artifact to promote".to_owned());
             self.record(name, commit, state, None)?;
             return Ok(());
-        };
-        let prefix = |f: &str| {
-            if self.cfg.path.is_empty() {
-                f.to_owned()
-            } else {
-                format!("{}/{f}", self.cfg.path.trim_end_matches('/'))
-            }
-        };
-        let edit = crate::rollback::edit::Promote {
-            plugin_file: prefix(&plugin.origin.file),
-            plugin_doc: plugin.origin.doc,
-            version: spec.to_version.clone(),
-            package: artifact.package.clone(),
-            integrity: artifact.integrity.clone(),
-            signature: spec.signature.clone(),
-            rollout_file: prefix(&origin.0),
-            rollout_doc: origin.1,
-        };
+        }
+        if state.author.is_none() {
+            // (a state resumed from the notes, which anyone who can push may write, carries
+            // no identity: the promotion would be judged as nobody's)
+            state.status = Status::Paused;
+            state.reason = Some(
+                "the last step passed, but this process does not know who made the rollout (its state came from \
+                 the notes, not its own state directory): promote it by hand — set the Plugin to the new \
+                 version and artifact and remove the Rollout — with the approvals it needs"
+                    .to_owned(),
+            );
+            self.record(name, commit, state, None)?;
+            self.notify("pause", name, state, state.reason.clone().unwrap_or_default());
+            return Ok(());
+        }
+        let edit = self.promote_edit(commit, &state.rollout)?;
+        // (one commit may bring several rollouts: the key names the rollout too)
+        let key = format!("{} {}", state.introduced_by, state.rollout);
         let trailers = vec![
-            ("Rampart-Promote-Of".to_owned(), state.introduced_by.clone()),
+            ("Rampart-Promote-Of".to_owned(), key.clone()),
             ("Rampart-Rollout".to_owned(), state.rollout.clone()),
             (
                 "Rampart-Plugin".to_owned(),
@@ -759,14 +927,18 @@ impl Reconciler {
             &subject,
             &body,
             &trailers,
-            ("Rampart-Promote-Of", &state.introduced_by),
-            &crate::rollback::Change::Promote { edit: &edit },
+            ("Rampart-Promote-Of", &key),
+            &crate::rollback::Change::Promote {
+                edit: &edit,
+                of: &state.introduced_by,
+            },
         )?;
         state.status = Status::Promoted;
         state.updated = now();
         state.landed = Some(landed.clone());
         self.record(name, commit, state, None)?;
         self.shared.metrics.promotions.inc();
+        self.shared.metrics.rollout_step(name, &state.rollout, 0);
         tracing::info!(rollout = %state.rollout, landed = %landed, "rollout promoted");
         self.notify(
             "promote",
@@ -779,6 +951,39 @@ impl Reconciler {
         );
         self.shared.trigger();
         Ok(())
+    }
+
+    /// The promote edit of rollout `rollout` in `commit`: its Plugin set to the new version
+    /// and artifact, the Rollout removed.
+    fn promote_edit(&mut self, commit: &str, rollout: &str) -> anyhow::Result<crate::rollback::edit::Promote> {
+        self.validate(commit)?;
+        let repo = &self.validated[commit].repo;
+        let Some(r) = repo.rollouts.iter().find(|r| r.name() == rollout) else {
+            anyhow::bail!("promoting rollout `{rollout}`: it is not in {}", decide::short(commit));
+        };
+        let Some(plugin) = repo.plugins.iter().find(|p| p.name() == r.spec.plugin) else {
+            anyhow::bail!("promoting rollout `{rollout}`: plugin `{}` is gone", r.spec.plugin);
+        };
+        let Some(artifact) = r.spec.artifact.as_ref() else {
+            anyhow::bail!("promoting rollout `{rollout}`: it names no artifact");
+        };
+        let prefix = |f: &str| {
+            if self.cfg.path.is_empty() {
+                f.to_owned()
+            } else {
+                format!("{}/{f}", self.cfg.path.trim_end_matches('/'))
+            }
+        };
+        Ok(crate::rollback::edit::Promote {
+            plugin_file: prefix(&plugin.origin.file),
+            plugin_doc: plugin.origin.doc,
+            version: r.spec.to_version.clone(),
+            package: artifact.package.clone(),
+            integrity: artifact.integrity.clone(),
+            signature: r.spec.signature.clone(),
+            rollout_file: prefix(&r.origin.file),
+            rollout_doc: r.origin.doc,
+        })
     }
 
     /// Write a revert or promote commit on the branch (or a pull request); what landed.
@@ -885,18 +1090,20 @@ impl Reconciler {
     }
 
     /// Whether `step.to` is rampart's own revert or promotion, verified: its author is
-    /// rampart's, its trailer names a rollout rampart's records show failing (or passed),
-    /// and it changes nothing but what that needs. Who it is judged as: a revert as
-    /// `rampart[revert]`; a promotion as the rollout's own author and approvers (from the note
-    /// rampart wrote when it applied the rollout: the promotion completes their change).
+    /// rampart's, its parent is what the target holds, its trailers name a rollout that this
+    /// process's own records (its state directory — never the notes, which anyone who can
+    /// push may write) show reverting or promoting, and its tree is exactly the tree rampart
+    /// builds for that revert or promotion on its parent. Who it is judged as: a revert as
+    /// `rampart[revert]`; a promotion as the rollout's own author and approvers (recorded
+    /// when this process applied the rollout: the promotion completes their change).
     pub(super) fn own_commit(
         &mut self,
         step: &super::decide::Step,
     ) -> anyhow::Result<Option<crate::pipeline::Principals>> {
         let repo = git2::Repository::open_bare(&self.mirror)?;
         let c = repo.find_commit(git2::Oid::from_str(&step.to)?)?;
-        let author = c.author();
-        if author.email().ok() != Some(self.rollout_settings.author.email.as_str())
+        if c.author().email().ok() != Some(self.rollout_settings.author.email.as_str())
+            || c.parent_count() != 1
             || c.parent_id(0).map(|p| p.to_string()).ok().as_deref() != Some(step.from.as_str())
         {
             return Ok(None);
@@ -908,110 +1115,73 @@ impl Reconciler {
                 .find(|(n, _)| n.eq_ignore_ascii_case(k))
                 .map(|(_, v)| v.trim().to_owned())
         };
-        let (kind, of, statuses) = if let Some(of) = find("Rampart-Revert-Of") {
-            (
-                crate::policy::tests::REVERT_PRINCIPAL,
-                of,
-                [Status::Reverting, Status::Reverted],
-            )
-        } else if let Some(of) = find("Rampart-Promote-Of") {
-            ("rampart[promote]", of, [Status::Promoting, Status::Promoted])
+        let Some(rollout) = find("Rampart-Rollout") else {
+            return Ok(None);
+        };
+        let (revert, of) = if let Some(of) = find("Rampart-Revert-Of") {
+            (true, of)
+        } else if let Some(v) = find("Rampart-Promote-Of") {
+            match v.split_once(' ') {
+                Some((of, r)) if r.trim() == rollout => (false, of.to_owned()),
+                _ => return Ok(None),
+            }
         } else {
             return Ok(None);
         };
-        let Ok(of_id) = git2::Oid::from_str(&of) else {
-            return Ok(None);
-        };
-        let Ok(of_commit) = repo.find_commit(of_id) else {
-            return Ok(None);
-        };
-        // rampart's records: this process's own, then the notes down to the rollout's commit
-        let recorded = self.store.targets.values().any(|t| {
-            t.active
-                .values()
-                .chain(&t.finished)
-                .any(|s| s.introduced_by == of && statuses.contains(&s.status))
-        }) || notes::rollout_reached(&repo, git2::Oid::from_str(&step.from)?, &of, &statuses, LOOKBACK);
-        if !recorded {
-            tracing::warn!(commit = %super::decide::short(&step.to), "a commit says it is rampart's, but no record of rampart's shows that rollout failing or passing: judged as any commit");
-            return Ok(None);
-        }
-        let Ok(of_parent) = of_commit.parent_id(0).map(|p| p.to_string()) else {
-            return Ok(None);
-        };
-        let changed = decide::Judge::touched(self, &step.from, &step.to)?;
-        let ok = if kind == crate::policy::tests::REVERT_PRINCIPAL {
-            // every value the rollout's commit changed is back, and nothing else changed
-            let items = decide::Judge::touched(self, &of_parent, &of)?;
-            changed.is_subset(&items) && decide::Judge::reverted(self, &items, &of_parent, &step.to)?
+        let statuses = if revert {
+            [Status::Reverting, Status::Reverted]
         } else {
-            self.promotes_only(&step.from, &step.to, &changed)?
+            [Status::Promoting, Status::Promoted]
         };
-        if !ok {
-            tracing::warn!(commit = %super::decide::short(&step.to), "a commit of rampart's changes more than its revert or promotion needs: judged as any commit");
+        let Some(state) = self
+            .store
+            .targets
+            .values()
+            .flat_map(|t| t.active.values().chain(&t.finished))
+            .find(|s| s.introduced_by == of && s.rollout == rollout && statuses.contains(&s.status))
+            .cloned()
+        else {
+            tracing::warn!(
+                commit = %decide::short(&step.to),
+                "a commit says it is rampart's, but this process's records show no such rollout failing or passing: \
+                 judged as any commit"
+            );
+            return Ok(None);
+        };
+        // the content: exactly what rampart builds for that change on this parent
+        let expected = if revert {
+            crate::rollback::tree_of(&self.mirror, &crate::rollback::Change::Revert { of: &of }, &step.from)?
+        } else {
+            let edit = match self.promote_edit(&step.from, &rollout) {
+                Ok(e) => e,
+                Err(_) => return Ok(None),
+            };
+            crate::rollback::tree_of(
+                &self.mirror,
+                &crate::rollback::Change::Promote { edit: &edit, of: &of },
+                &step.from,
+            )?
+        };
+        if expected != Some(c.tree_id().to_string()) {
+            tracing::warn!(
+                commit = %decide::short(&step.to),
+                "a commit of rampart's holds other content than its revert or promotion: judged as any commit"
+            );
             return Ok(None);
         }
-        if kind == crate::policy::tests::REVERT_PRINCIPAL {
+        if revert {
             return Ok(Some(crate::pipeline::Principals {
-                system: Some(kind),
+                system: Some(crate::policy::tests::REVERT_PRINCIPAL),
                 ..crate::pipeline::Principals::default()
             }));
         }
-        let Some(entry) = notes::read(&repo, of_id)
-            .applies
-            .into_iter()
-            .find(|e| e.author.is_some())
-        else {
-            tracing::warn!(commit = %super::decide::short(&step.to), "a promotion of rampart's, but no note says who made the rollout: judged as any commit");
+        let Some(author) = state.author.as_deref() else {
             return Ok(None);
         };
         Ok(Some(crate::pipeline::Principals::logins(
-            entry.author.as_deref(),
-            &entry.approvers,
+            Some(author),
+            &state.approvers,
         )))
-    }
-
-    /// A promotion changes only the plugin's version, artifact and signature to the
-    /// rollout's, and removes the rollout.
-    fn promotes_only(
-        &mut self,
-        from: &str,
-        to: &str,
-        changed: &std::collections::BTreeSet<String>,
-    ) -> anyhow::Result<bool> {
-        self.validate(from)?;
-        self.validate(to)?;
-        let (a, b) = (&self.validated[from].repo, &self.validated[to].repo);
-        let gone: Vec<_> = a
-            .rollouts
-            .iter()
-            .filter(|r| !b.rollouts.iter().any(|x| x.name() == r.name()))
-            .collect();
-        let [r] = gone.as_slice() else { return Ok(false) };
-        let Some(p) = b.plugins.iter().find(|p| p.name() == r.spec.plugin) else {
-            return Ok(false);
-        };
-        let plugin_file = &p.origin.file;
-        let doc = format!("/{}/spec/", p.origin.doc);
-        let allowed = |item: &String| {
-            let (file, ptr) = item.split_once('#').unwrap_or((item.as_str(), ""));
-            let file = file
-                .strip_prefix(&format!("{}/", self.cfg.path.trim_end_matches('/')))
-                .unwrap_or(file);
-            (file == r.origin.file)
-                || (file == plugin_file
-                    && ["version", "artifact", "signature"].iter().any(|f| {
-                        ptr.strip_prefix(&doc)
-                            .is_some_and(|rest| rest.split('/').next() == Some(f))
-                    }))
-        };
-        Ok(changed.iter().all(allowed)
-            && p.spec.version == r.spec.to_version
-            && r.spec
-                .artifact
-                .as_ref()
-                .is_some_and(|x| x.package == p.spec.artifact.package && x.integrity == p.spec.artifact.integrity)
-            && b.rollouts.len() + 1 == a.rollouts.len())
     }
 }
 

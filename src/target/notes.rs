@@ -196,33 +196,6 @@ pub fn rollout_state(
     best
 }
 
-/// Whether any record of a rollout introduced by `introduced_by`, on any target, has one of
-/// `statuses`, in the notes of `from` and its first parents down to `introduced_by`.
-pub fn rollout_reached(
-    repo: &Repository,
-    from: Oid,
-    introduced_by: &str,
-    statuses: &[crate::rollout::Status],
-    limit: usize,
-) -> bool {
-    let mut at = repo.find_commit(from).ok();
-    for _ in 0..limit {
-        let Some(c) = at else { return false };
-        if read(repo, c.id())
-            .rollouts
-            .iter()
-            .any(|r| r.state.introduced_by == introduced_by && statuses.contains(&r.state.status))
-        {
-            return true;
-        }
-        if c.id().to_string() == introduced_by {
-            return false;
-        }
-        at = c.parent(0).ok();
-    }
-    false
-}
-
 /// The last commit on `tip`'s first-parent line (at most `limit` back) that rampart's notes
 /// say `target` was brought to: where a target that lost its own record stood.
 pub fn last_applied(repo: &Repository, tip: Oid, target: &str, limit: usize) -> Option<String> {

@@ -435,7 +435,7 @@ fn a_promote_sets_the_plugin_and_removes_the_rollout_and_validates() {
         body: "Every step of rollout techdocs-1-13 passed its SLOs.",
         ..f.landing((PROMOTE_TRAILER, &rollout), &t)
     };
-    let Landed::Pushed { commit, .. } = rollback::land(&l, &Change::Promote { edit: &p }).unwrap() else {
+    let Landed::Pushed { commit, .. } = rollback::land(&l, &Change::Promote { edit: &p, of: &rollout }).unwrap() else {
         panic!()
     };
     assert_eq!(f.remote_git(&["rev-parse", &format!("{commit}^")]), rollout);
@@ -463,7 +463,7 @@ fn a_promote_sets_the_plugin_and_removes_the_rollout_and_validates() {
     assert_eq!(run.code, 0, "{}", transcript(&run));
     // and not promoted twice
     assert_eq!(
-        rollback::land(&l, &Change::Promote { edit: &p }).unwrap(),
+        rollback::land(&l, &Change::Promote { edit: &p, of: &rollout }).unwrap(),
         Landed::AlreadyThere { commit }
     );
 }
@@ -483,7 +483,11 @@ fn a_promote_that_cannot_be_edited_pushes_nothing() {
         rollout_doc: 0,
     };
     let t = vec![];
-    let err = rollback::land(&f.landing((PROMOTE_TRAILER, &head), &t), &Change::Promote { edit: &p }).unwrap_err();
+    let err = rollback::land(
+        &f.landing((PROMOTE_TRAILER, &head), &t),
+        &Change::Promote { edit: &p, of: &head },
+    )
+    .unwrap_err();
     assert!(format!("{err:#}").contains("is not a Plugin"), "{err:#}");
     assert_eq!(f.history(), [head]);
 }
