@@ -387,7 +387,7 @@ impl Reconciler {
         }
     }
 
-    fn source(&self, commit: &str) -> anyhow::Result<Source> {
+    pub(super) fn source(&self, commit: &str) -> anyhow::Result<Source> {
         Source::commit_in(&self.mirror, commit, &self.cfg.path)
             .with_context(|| format!("reading commit {}", short(commit)))
     }

@@ -903,6 +903,21 @@ impl Reconciler {
             return Ok(());
         }
         let edit = self.promote_edit(commit, &state.rollout)?;
+        // judged before it is written: a promotion the policies would deny would stop the
+        // target at rampart's own commit
+        if let Some(denied) = self.promotion_denied(commit, state, &edit)? {
+            state.status = Status::Paused;
+            state.reason = Some(format!(
+                "the last step passed, but the promotion would be denied: {denied} — promote by hand (set the \
+                 Plugin to the new version and artifact, remove the Rollout) with the approvals named, or remove \
+                 the rollout"
+            ));
+            state.updated = now();
+            tracing::warn!(rollout = %state.rollout, reason = %denied, "promotion would be denied: paused");
+            self.record(name, commit, state, None)?;
+            self.notify("pause", name, state, state.reason.clone().unwrap_or_default());
+            return Ok(());
+        }
         // (one commit may bring several rollouts: the key names the rollout too)
         let key = format!("{} {}", state.introduced_by, state.rollout);
         let trailers = vec![
@@ -951,6 +966,75 @@ impl Reconciler {
         );
         self.shared.trigger();
         Ok(())
+    }
+
+    /// Whether the promotion `edit` of `commit` would be denied, judged as the policies will
+    /// judge it once it is on the branch (the rollout's author and approvers, the rules of
+    /// `commit`): the denials, in one line.
+    fn promotion_denied(
+        &mut self,
+        commit: &str,
+        state: &State,
+        edit: &crate::rollback::edit::Promote,
+    ) -> anyhow::Result<Option<String>> {
+        let change = crate::rollback::Change::Promote {
+            edit,
+            of: &state.introduced_by,
+        };
+        let Some(tree) = crate::rollback::tree_of(&self.mirror, &change, commit)? else {
+            return Ok(Some("the promotion does not apply to the commit".to_owned()));
+        };
+        // a commit object no ref names (git's gc takes it): the promoted revision to judge
+        let promoted = {
+            let repo = git2::Repository::open_bare(&self.mirror)?;
+            let sig = git2::Signature::now(&self.rollout_settings.author.name, &self.rollout_settings.author.email)?;
+            let parent = repo.find_commit(git2::Oid::from_str(commit)?)?;
+            let tree = repo.find_tree(git2::Oid::from_str(&tree)?)?;
+            repo.commit(
+                None,
+                &sig,
+                &sig,
+                "rampart: promotion, judged before it is written",
+                &tree,
+                &[&parent],
+            )?
+            .to_string()
+        };
+        self.validate(commit)?;
+        self.validate(&promoted)?;
+        let (base_src, head_src) = (self.source(commit)?, self.source(&promoted)?);
+        let who = crate::pipeline::Principals::logins(state.author.as_deref(), &state.approvers);
+        let (base_v, head_v) = (&self.validated[commit], &self.validated[&promoted]);
+        if !head_v.is_valid() {
+            let problems = super::reconcile::problems(&head_v.diagnostics);
+            self.validated.remove(&promoted);
+            return Ok(Some(format!(
+                "the promoted revision is invalid: {}",
+                problems.join("; ")
+            )));
+        }
+        let a = crate::pipeline::authorize(&base_src, &head_src, base_v, head_v, &who, None)?;
+        let denied: Vec<String> = a
+            .changes
+            .iter()
+            .zip(&a.decisions)
+            .filter(|(_, d)| !d.allowed)
+            .map(|(c, d)| {
+                format!(
+                    "{} {} `{}` denied by {}",
+                    c.action.as_str(),
+                    c.subject.as_str(),
+                    c.name,
+                    if d.policies.is_empty() {
+                        "no permitting policy".to_owned()
+                    } else {
+                        d.policies.join(", ")
+                    }
+                )
+            })
+            .collect();
+        self.validated.remove(&promoted);
+        Ok((!denied.is_empty()).then(|| denied.join("; ")))
     }
 
     /// The promote edit of rollout `rollout` in `commit`: its Plugin set to the new version

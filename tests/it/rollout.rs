@@ -425,3 +425,30 @@ fn a_sigkill_in_a_step_resumes_the_same_step_from_the_state_dir_or_the_notes() {
     }
     assert_eq!(w.count("Rampart-Revert-Of") + w.count("Rampart-Promote-Of"), 0);
 }
+
+#[test]
+fn a_promotion_the_policies_would_deny_pauses_instead_of_blocking_the_branch() {
+    let mut w = World::new(50.0, 0.0);
+    let mut s = w.start("state", &[]);
+    // unsigned: fine for the rollout's own (team and free) tenants, but promoting it would make
+    // every enterprise tenant that runs techdocs run an unsigned version
+    let signed = rollout(QUICK);
+    let start = signed.find("  signature: |").unwrap();
+    let end = signed.find("  tenants:").unwrap();
+    let unsigned = format!("{}{}", &signed[..start], &signed[end..]);
+    w.added = w.fx.push(ALICE, "roll an unsigned techdocs 1.13.0 out", |p| {
+        std::fs::write(p.join(ROLLOUT), &unsigned).unwrap();
+    });
+    let added = w.added.clone();
+    s.wait_applied("dir:out", &added, Duration::from_secs(30));
+    s.wait("the rollout to pause", Duration::from_secs(40), |s| {
+        state(s)["status"] == "paused"
+    });
+    let st = state(&s);
+    let reason = st["reason"].as_str().unwrap();
+    assert!(reason.contains("promotion would be denied"), "{st}");
+    assert!(reason.contains("enterprise-tenants-run-trusted-signed-plugins"), "{st}");
+    assert_eq!(w.remote_tip(), added, "nothing was written into the branch");
+    assert_eq!(w.count("Rampart-Promote-Of"), 0);
+    assert!(s.target("dir:out")["blocked"].is_null(), "the target is not blocked");
+}
