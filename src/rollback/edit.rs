@@ -99,8 +99,22 @@ fn edit_plugin(p: &Promote, text: &str) -> Result<(String, String), String> {
     let had = doc.pointer("/spec/signature").is_some();
     match (had, &p.signature) {
         (true, Some(sig)) => {
-            let range = scalar_range(file, text, &lines, &spans, "/spec/signature")?;
-            edits.push((range, quoted(sig)));
+            let (line, indent) = key_line(file, &lines, &spans, "/spec/signature")?;
+            match block(sig, indent) {
+                // (a signature reads best as the literal block `scripts/sign-plugin` writes)
+                Some(b) => {
+                    let end = block_end(&lines, line, indent);
+                    let eol = if lines.text(end).ends_with('\r') { "\r\n" } else { "\n" };
+                    edits.push((
+                        lines.start(line)..lines.end_with_newline(end),
+                        format!("{}signature: {}", " ".repeat(indent), b.replace('\n', eol)),
+                    ));
+                }
+                None => {
+                    let range = scalar_range(file, text, &lines, &spans, "/spec/signature")?;
+                    edits.push((range, quoted(sig)));
+                }
+            }
         }
         (true, None) => {
             let (line, indent) = key_line(file, &lines, &spans, "/spec/signature")?;
@@ -113,10 +127,11 @@ fn edit_plugin(p: &Promote, text: &str) -> Result<(String, String), String> {
             let at = lines.end_with_newline(end);
             let newline = if text[..at].ends_with('\n') { "" } else { "\n" };
             let eol = if lines.text(end).ends_with('\r') { "\r\n" } else { "\n" };
-            edits.push((
-                at..at,
-                format!("{newline}{}signature: {}{eol}", " ".repeat(indent), quoted(sig)),
-            ));
+            let value = match block(sig, indent) {
+                Some(b) => format!("{}signature: {}", " ".repeat(indent), b.replace('\n', eol)),
+                None => format!("{}signature: {}{eol}", " ".repeat(indent), quoted(sig)),
+            };
+            edits.push((at..at, format!("{newline}{value}")));
         }
         (false, None) => {}
     }
@@ -230,6 +245,31 @@ fn spans_of(text: &str, doc: usize, pointers: &[&str]) -> yaml::Spans {
         .into_iter()
         .nth(doc)
         .unwrap_or_default()
+}
+
+/// A multi-line value as a YAML literal block under a key indented `indent` (`|` and its
+/// lines, each ending in a newline), when every line can be written as is: printable, not
+/// empty, no leading space. `None`: write it quoted.
+fn block(value: &str, indent: usize) -> Option<String> {
+    let (body, chomp) = match value.strip_suffix('\n') {
+        Some(b) => (b, "|"),
+        None => (value, "|-"),
+    };
+    let lines: Vec<&str> = body.split('\n').collect();
+    let plain = |l: &&str| {
+        !l.is_empty() && !l.starts_with([' ', '#']) && !l.ends_with(' ') && l.chars().all(|c| !c.is_control())
+    };
+    if lines.len() < 2 || !lines.iter().all(plain) {
+        return None;
+    }
+    let pad = " ".repeat(indent + 2);
+    let mut out = format!("{chomp}\n");
+    for l in lines {
+        out.push_str(&pad);
+        out.push_str(l);
+        out.push('\n');
+    }
+    Some(out)
 }
 
 /// A value as a YAML double-quoted scalar (JSON's escapes are YAML's).
