@@ -217,6 +217,7 @@ def main():
             runs.append({"run": i + 1, "commit_s": round(t_commit, 3), "applied_s": round(t_applied, 3)})
             print(f"run {i + 1}: revert on the remote {t_commit:.2f} s, applied {t_applied:.2f} s", file=sys.stderr)
             exporter.set(100.0, 0.0)
+            time.sleep(4)  # (the errors leave the 3 s rate window)
         reverts_before = _count_reverts(remote)
         # fault phases: no revert may come of them
         faults = []
@@ -246,7 +247,8 @@ def main():
                 wait("prometheus", lambda: _ready(f"127.0.0.1:{prom_port}"), 30, 0.2)
             # (remove the rollout by hand for the next phase)
             exporter.set(100.0, 0.0)
-            push("remove the rollout", lambda: os.remove(os.path.join(work, ROLLOUT)))
+            rollout_file = os.path.join(work, ROLLOUT)
+            push("remove the rollout", lambda: os.path.exists(rollout_file) and os.remove(rollout_file))
             reverts_before = _count_reverts(remote)
         json.dump({"for": FOR, "interval": INTERVAL, "runs": runs, "faults": faults}, sys.stdout, indent=2)
     finally:

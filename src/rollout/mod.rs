@@ -318,6 +318,15 @@ fn advance(state: &State) -> Action {
 pub fn judge(state: &mut State, spec: &RolloutSpec, phases: &[Phase], checks: Vec<Check>, now: i64) -> Action {
     state.measured = Some(now);
     state.updated = now;
+    // a violation counts only within the step: a window that starts before the step was
+    // applied measured something else (the step before, or another rollout's traffic)
+    let mut checks = checks;
+    for c in &mut checks {
+        if c.verdict == Verdict::Fail && secs(&c.window).is_none_or(|w| c.time - (w as i64) < state.since) {
+            c.verdict = Verdict::Breaching;
+            c.reason = format!("{} (the window starts before this step: not counted yet)", c.reason);
+        }
+    }
     let failed: Vec<Check> = checks.iter().filter(|c| c.verdict == Verdict::Fail).cloned().collect();
     let inconclusive = checks.iter().filter(|c| c.verdict == Verdict::Inconclusive).count();
     let breaching = checks.iter().any(|c| c.verdict == Verdict::Breaching);
@@ -537,8 +546,8 @@ mod unit {
             &mut st,
             &s,
             &ph,
-            vec![check("s0", Verdict::Fail, 0), check("s1", Verdict::Inconclusive, 0)],
-            0,
+            vec![check("s0", Verdict::Fail, 10), check("s1", Verdict::Inconclusive, 10)],
+            10,
         );
         assert!(
             matches!(&a, Action::Revert(f) if f.len() == 1 && f[0].slo == "s0"),
@@ -546,9 +555,22 @@ mod unit {
         );
         s.on_violation = "pause".into();
         let mut st = State::start("r", "c", &s, ph.len(), 0);
-        let a = judge(&mut st, &s, &ph, vec![check("s0", Verdict::Fail, 0)], 0);
+        let a = judge(&mut st, &s, &ph, vec![check("s0", Verdict::Fail, 10)], 10);
         assert!(matches!(a, Action::Pause(_)));
         assert_eq!(st.compiled_step(), 1, "a paused rollout keeps its canary");
+    }
+
+    #[test]
+    fn a_violation_counts_only_within_the_step() {
+        let s = spec("canary", 1);
+        let ph = phases(&s, 1);
+        let mut st = State::start("r", "c", &s, ph.len(), 100);
+        // the window (5s) reaches back before the step started at 100
+        let a = judge(&mut st, &s, &ph, vec![check("s0", Verdict::Fail, 103)], 103);
+        assert_eq!(a, Action::Wait(Some(105)));
+        assert_eq!(st.checks.last().unwrap().verdict, Verdict::Breaching);
+        let a = judge(&mut st, &s, &ph, vec![check("s0", Verdict::Fail, 105)], 105);
+        assert!(matches!(a, Action::Revert(_)), "{a:?}");
     }
 
     #[test]

@@ -70,7 +70,11 @@ pub struct Reconciler {
     pub(super) store: super::rollouts::Store,
     pub(super) rollout_settings: super::rollouts::Settings,
     /// When a rollout next needs a measurement or a step (unix seconds).
-    pub(super) rollout_wake: Option<i64>,
+    pub(super) rollout_wake: Option<f64>,
+    /// Rollouts whose SLOs are breaching (not yet confirmed): measured again at this time
+    /// (unix seconds), a quarter interval later, so a violation is confirmed soon after it is
+    /// one and not up to a whole interval later.
+    pub(super) breaching: HashMap<(String, String), f64>,
 }
 
 /// This process's own record of what each target was brought to, in the state directory:
@@ -143,6 +147,7 @@ impl Reconciler {
                 pulls: None,
             },
             rollout_wake: None,
+            breaching: HashMap::new(),
         })
     }
 

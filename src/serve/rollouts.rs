@@ -117,6 +117,13 @@ fn now_ceil() -> i64 {
         .map_or(0, |d| d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0))
 }
 
+/// Now, in unix seconds with the fraction.
+fn now_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -484,7 +491,7 @@ impl Reconciler {
     /// When the next rollout measurement or step is due (for the loop's wait).
     pub fn rollout_due_in(&self) -> Option<Duration> {
         let at = self.rollout_wake?;
-        Some(Duration::from_secs(at.saturating_sub(now()).max(0) as u64))
+        Some(Duration::from_secs_f64((at - now_f64()).max(0.0)))
     }
 
     /// Drive the rollouts of target `i` (what it holds): measure, advance, revert, promote.
@@ -594,21 +601,15 @@ impl Reconciler {
                 Action::Advance(state.step)
             }
             Status::Running => match rollout::due(&state, &spec, &phases, t) {
-                Action::Measure => {
-                    let checks = self.measure(&spec, t);
-                    for c in &checks {
-                        self.shared.metrics.slo_check(c.verdict);
-                    }
-                    let a = rollout::judge(&mut state, &spec, &phases, checks, t);
-                    if let Action::Wait(_) = a {
-                        // (the measurement is kept, in memory and the file; the note records
-                        // steps, pauses and ends, not every check)
-                        let mine = self.store.targets.entry(name.to_owned()).or_default();
-                        mine.active.insert(rname.to_owned(), state.clone());
-                        self.store.save(&self.cfg.state_dir)?;
-                    }
-                    a
+                // (a breach not yet confirmed is measured again sooner than the interval)
+                _ if self
+                    .breaching
+                    .get(&(name.to_owned(), rname.to_owned()))
+                    .is_some_and(|at| now_f64() >= *at) =>
+                {
+                    self.measure_and_judge(name, rname, &mut state, &spec, &phases, t)?
                 }
+                Action::Measure => self.measure_and_judge(name, rname, &mut state, &spec, &phases, t)?,
                 a => a,
             },
             _ => Action::Wait(None),
@@ -616,6 +617,10 @@ impl Reconciler {
         match action {
             Action::Wait(at) => {
                 if let Some(at) = at {
+                    let at = at as f64;
+                    self.rollout_wake = Some(self.rollout_wake.map_or(at, |w| w.min(at)));
+                }
+                if let Some(&at) = self.breaching.get(&(name.to_owned(), rname.to_owned())) {
                     self.rollout_wake = Some(self.rollout_wake.map_or(at, |w| w.min(at)));
                 }
                 Ok(false)
@@ -656,7 +661,7 @@ impl Reconciler {
                         state.measured = Some(t);
                         tracing::warn!(rollout = rname, step = to, why = %why, "a rollout step does not compile: held");
                         self.record(name, commit, &state, None)?;
-                        let at = t + rollout::interval(&spec) as i64;
+                        let at = (t + rollout::interval(&spec) as i64) as f64;
                         self.rollout_wake = Some(self.rollout_wake.map_or(at, |w| w.min(at)));
                         return Ok(false);
                     }
@@ -712,10 +717,46 @@ impl Reconciler {
         }
     }
 
+    /// One round of measurements for `rname`, judged; the state kept when it only waits.
+    fn measure_and_judge(
+        &mut self,
+        name: &str,
+        rname: &str,
+        state: &mut State,
+        spec: &crate::spec::RolloutSpec,
+        phases: &[rollout::Phase],
+        t: i64,
+    ) -> anyhow::Result<Action> {
+        // (measured at this very moment, not the whole second before it)
+        let checks = self.measure(spec, now_f64());
+        for c in &checks {
+            self.shared.metrics.slo_check(c.verdict);
+        }
+        let breaching = checks
+            .iter()
+            .any(|c| c.verdict == crate::observe::analysis::Verdict::Breaching);
+        let a = rollout::judge(state, spec, phases, checks, t);
+        let key = (name.to_owned(), rname.to_owned());
+        if breaching && matches!(a, Action::Wait(_)) {
+            let quarter = (rollout::interval(spec) as f64 / 4.0).max(0.25);
+            self.breaching.insert(key, now_f64() + quarter);
+        } else {
+            self.breaching.remove(&key);
+        }
+        if let Action::Wait(_) = a {
+            // (the measurement is kept, in memory and the file; the note records steps,
+            // pauses and ends, not every check)
+            let mine = self.store.targets.entry(name.to_owned()).or_default();
+            mine.active.insert(rname.to_owned(), state.clone());
+            self.store.save(&self.cfg.state_dir)?;
+        }
+        Ok(a)
+    }
+
     /// Measure every SLO of `spec` now (inconclusive without `--prometheus`), all at once:
     /// a round costs one query timeout, not one per SLO, so a slow Prometheus holds up the
     /// reconcile loop for at most about twice `analysis.timeout` (the range and requests queries).
-    fn measure(&self, spec: &crate::spec::RolloutSpec, t: i64) -> Vec<Check> {
+    fn measure(&self, spec: &crate::spec::RolloutSpec, t: f64) -> Vec<Check> {
         let interval = Duration::from_secs(rollout::interval(spec));
         let timeout = spec
             .analysis
@@ -730,23 +771,21 @@ impl Reconciler {
             return spec
                 .slos
                 .iter()
-                .map(|slo| {
-                    crate::observe::analysis::unmeasured(slo, t as f64, "serve runs without --prometheus".to_owned())
-                })
+                .map(|slo| crate::observe::analysis::unmeasured(slo, t, "serve runs without --prometheus".to_owned()))
                 .collect();
         };
         std::thread::scope(|scope| {
             let running: Vec<_> = spec
                 .slos
                 .iter()
-                .map(|slo| scope.spawn(move || crate::observe::measure(client, slo, t as f64, interval, timeout)))
+                .map(|slo| scope.spawn(move || crate::observe::measure(client, slo, t, interval, timeout)))
                 .collect();
             running
                 .into_iter()
                 .zip(&spec.slos)
                 .map(|(h, slo)| {
                     h.join().unwrap_or_else(|_| {
-                        crate::observe::analysis::unmeasured(slo, t as f64, "the measurement failed".to_owned())
+                        crate::observe::analysis::unmeasured(slo, t, "the measurement failed".to_owned())
                     })
                 })
                 .collect()

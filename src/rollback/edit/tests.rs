@@ -106,11 +106,28 @@ fn a_signature_is_added_after_the_artifact_block() {
     let plugin = out["plugins/techdocs.yaml"].as_deref().unwrap();
     assert!(
         plugin.contains(
-            "    integrity: \"sha256-NEWNEWNEWNEW+/=\"\n  signature: \"untrusted comment: signature\\nRUTE\\\"x\\\\y\\ntrusted comment: t\\nabc\\n\"\n\n  # what it needs\n"
+            // (as the literal block `scripts/sign-plugin` writes)
+            "    integrity: \"sha256-NEWNEWNEWNEW+/=\"\n  signature: |\n    untrusted comment: signature\n    RUTE\"x\\y\n    trusted comment: t\n    abc\n\n  # what it needs\n"
         ),
         "{plugin}"
     );
     assert_eq!(load(plugin)[0]["spec"]["signature"], SIG);
+}
+
+#[test]
+fn a_signature_that_cannot_be_a_plain_block_is_quoted() {
+    let odd = "untrusted comment: x\n  indented\n";
+    let out = run(
+        &promote_of(Some(odd)),
+        &[("plugins/techdocs.yaml", PLUGIN), ("rollouts/techdocs.yaml", ROLLOUT)],
+    )
+    .unwrap();
+    let plugin = out["plugins/techdocs.yaml"].as_deref().unwrap();
+    assert!(
+        plugin.contains("  signature: \"untrusted comment: x\\n  indented\\n\"\n"),
+        "{plugin}"
+    );
+    assert_eq!(load(plugin)[0]["spec"]["signature"], odd);
 }
 
 #[test]
@@ -127,10 +144,10 @@ fn a_block_signature_is_replaced_or_removed() {
     let plugin = out["plugins/techdocs.yaml"].as_deref().unwrap();
     assert_eq!(load(plugin)[0]["spec"]["signature"], SIG);
     assert!(
-        plugin.contains("  signature: \"untrusted comment: signature\\nRUTE"),
+        plugin.contains("  signature: |\n    untrusted comment: signature\n    RUTE"),
         "{plugin}"
     );
-    assert!(plugin.contains("abc\\n\"\n  # what it needs\n"), "{plugin}");
+    assert!(plugin.contains("    abc\n  # what it needs\n"), "{plugin}");
 
     let out = run(&promote_of(None), &files).unwrap();
     let plugin = out["plugins/techdocs.yaml"].as_deref().unwrap();
