@@ -136,7 +136,7 @@ pub fn land(l: &Landing<'_>, change: &Change<'_>) -> anyhow::Result<Landed> {
     let mut tip = fetch(l)?;
     for attempt in 1..=ATTEMPTS {
         let base = commit_on_branch(&repo, l, boundary, tip)?;
-        if let Some(found) = keyed(&repo, tip, base, l.key)? {
+        if let Some(found) = keyed(&repo, tip, base, l.key, &l.author.email, change)? {
             return Ok(Landed::AlreadyThere {
                 commit: found.to_string(),
             });
@@ -268,10 +268,19 @@ fn commit_on_branch(repo: &Repository, l: &Landing<'_>, sha: &str, tip: Oid) -> 
     Ok(id)
 }
 
-/// A commit since `base` (reachable from `tip`, not from `base`) that carries the key.
-/// Every such commit is searched, not only the first parents: a revert that went through a
-/// pull request and a merge commit counts too.
-fn keyed(repo: &Repository, tip: Oid, base: Oid, key: (&str, &str)) -> anyhow::Result<Option<Oid>> {
+/// A commit since `base` (reachable from `tip`, not from `base`) that carries the key **and is
+/// what `land` would have written**: authored by `email`, one parent, and the tree `change`
+/// gives on that parent (a commit anyone else wrote with the same trailer — a decoy — does not
+/// count). Every such commit is searched, not only the first parents: a revert that went
+/// through a pull request and a merge commit counts too.
+fn keyed(
+    repo: &Repository,
+    tip: Oid,
+    base: Oid,
+    key: (&str, &str),
+    email: &str,
+    change: &Change<'_>,
+) -> anyhow::Result<Option<Oid>> {
     let mut walk = repo.revwalk()?;
     walk.push(tip)?;
     walk.hide(base)?;
@@ -282,6 +291,10 @@ fn keyed(repo: &Repository, tip: Oid, base: Oid, key: (&str, &str)) -> anyhow::R
         if let Ok(t) = git2::message_trailers_strs(&text)
             && t.iter()
                 .any(|(k, v)| k.eq_ignore_ascii_case(key.0) && v.trim() == key.1)
+            && c.author().email().ok() == Some(email)
+            && c.parent_count() == 1
+            && let Ok(parent) = c.parent(0)
+            && matches!(build(repo, change, &parent), Ok(Built::Tree(t)) if t == c.tree_id())
         {
             return Ok(Some(id));
         }

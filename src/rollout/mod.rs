@@ -224,10 +224,16 @@ impl State {
     }
 
     /// A state read from the notes, which anyone who can push to the remote may write: no
-    /// identity, and a rollout on its way to promotion analyses its last step again.
-    pub fn from_notes(mut self) -> State {
+    /// identity, nothing landed, the step's hold from now, and a rollout on its way to
+    /// promotion analyses its last step again.
+    pub fn from_notes(mut self, now: i64) -> State {
         self.author = None;
         self.approvers = Vec::new();
+        // (nor what it landed, and the step's hold starts again: a forged note may claim any
+        // step, but not that its window passed)
+        self.landed = None;
+        self.since = self.since.max(now);
+        self.measured = None;
         if matches!(self.status, Status::Promoting | Status::Promoted) {
             self.status = Status::Running;
             self.step = self.steps.max(1);

@@ -23,7 +23,10 @@ use std::time::Duration;
 /// Ended rollouts kept per target (for `rollout status` and the circuit breaker).
 const FINISHED: usize = 50;
 /// The longest a Prometheus query may take, whatever `analysis.timeout` says.
-const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one target's rollouts may measure in one reconcile; the rest wait for the next
+/// (a slow Prometheus must not hold up applying commits).
+const ROUND_BUDGET: Duration = Duration::from_secs(20);
 /// How far back the notes and the history are searched.
 const LOOKBACK: usize = 1000;
 
@@ -55,10 +58,10 @@ pub struct TargetRollouts {
     pub applied_steps: BTreeMap<String, usize>,
     /// Rollouts that ended (reverted, promoted), oldest first.
     pub finished: Vec<State>,
-    /// Circuit breakers cleared: the clearing commit (applied by this process, made or
-    /// approved by a `platform` member) → the plugins its `Rampart-Clear-Breaker:` names.
+    /// Circuit breakers cleared: plugin → when a `Rampart-Clear-Breaker:` commit naming it,
+    /// made or approved by a `platform` member, was applied by this process (unix seconds).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub cleared: BTreeMap<String, Vec<String>>,
+    pub cleared_at: BTreeMap<String, i64>,
 }
 
 /// What the status API shows of one rollout.
@@ -176,7 +179,7 @@ impl Reconciler {
                 .cloned()
                 .or_else(|| {
                     notes::rollout_state(&repo, git2::Oid::from_str(commit).ok()?, name, &rname, &ib, LOOKBACK)
-                        .map(|e| e.state.from_notes())
+                        .map(|e| e.state.from_notes(now()))
                 });
             // (a rollout held by the breaker starts once the breaker is cleared)
             let breaker = breakers
@@ -276,12 +279,10 @@ impl Reconciler {
                 .any(|l| platform.contains(&l.to_ascii_lowercase()));
             if !plugins.is_empty() && by_platform {
                 tracing::info!(commit = %decide::short(c), plugins = ?plugins, "circuit breaker cleared");
-                self.store
-                    .targets
-                    .entry(name.to_owned())
-                    .or_default()
-                    .cleared
-                    .insert(c.clone(), plugins);
+                let mine = self.store.targets.entry(name.to_owned()).or_default();
+                for p in plugins {
+                    mine.cleared_at.insert(p, now());
+                }
             }
         }
         // who made each rollout, as this process judged its commit just now
@@ -411,81 +412,54 @@ impl Reconciler {
     }
 
     /// The plugin versions rampart reverted, keyed both (plugin, version) and (plugin,
-    /// integrity) → the revert commit, from the `Rampart-Revert-Of:` commits among the last
-    /// [`LOOKBACK`] ancestors of `commit` (every parent, not only the first: a merge cannot
-    /// hide one), less those a `platform` member cleared since: a `Rampart-Clear-Breaker:
-    /// PLUGIN` commit this process applied with a `platform` member as its author or approver
-    /// (its own record, never the notes).
-    fn breakers(&mut self, repo: &git2::Repository, commit: &str) -> BTreeMap<(String, String), String> {
+    /// integrity) → the revert commit: from this process's own records (a revert it landed),
+    /// less those a `platform` member cleared since. Not from the branch's trailers, which
+    /// anyone can write (a decoy would hold a version nobody reverted).
+    fn breakers(&mut self, _repo: &git2::Repository, _commit: &str) -> BTreeMap<(String, String), String> {
+        let mut cleared: BTreeMap<&str, i64> = BTreeMap::new();
+        for t in self.store.targets.values() {
+            for (p, at) in &t.cleared_at {
+                let e = cleared.entry(p.as_str()).or_insert(*at);
+                *e = (*e).max(*at);
+            }
+        }
         let mut open = BTreeMap::new();
-        let cleared_by: BTreeMap<String, Vec<String>> = self
+        for s in self
             .store
             .targets
             .values()
-            .flat_map(|t| t.cleared.iter().map(|(c, p)| (c.clone(), p.clone())))
-            .collect();
-        let mut cleared: Vec<String> = Vec::new();
-        let Ok(mut walk) = repo.revwalk() else { return open };
-        let _ = walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME);
-        if git2::Oid::from_str(commit).and_then(|c| walk.push(c)).is_err() {
-            return open;
-        }
-        for id in walk.take(LOOKBACK).flatten() {
-            if let Some(plugins) = cleared_by.get(&id.to_string()) {
-                cleared.extend(plugins.iter().cloned());
-            }
-            let Ok(at) = repo.find_commit(id) else { continue };
-            let message = String::from_utf8_lossy(at.message_bytes()).into_owned();
-            let trailers = trailers(&message);
-            if !trailers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("Rampart-Revert-Of"))
-            {
+            .flat_map(|t| t.active.values().chain(&t.finished))
+        {
+            let Some(landed) = &s.landed else { continue };
+            if s.status != Status::Reverted || cleared.get(s.plugin.as_str()).is_some_and(|c| *c >= s.updated) {
                 continue;
             }
-            for (k, v) in &trailers {
-                let mut words = v.split_whitespace();
-                if k.eq_ignore_ascii_case("Rampart-Plugin")
-                    && let (Some(plugin), Some(version)) = (words.next(), words.next())
-                    && !cleared.iter().any(|c| c == plugin)
-                {
-                    open.entry((plugin.to_owned(), version.to_owned()))
-                        .or_insert_with(|| id.to_string());
-                    if let Some(integrity) = words.next() {
-                        open.entry((plugin.to_owned(), integrity.to_owned()))
-                            .or_insert_with(|| id.to_string());
-                    }
-                }
+            open.insert((s.plugin.clone(), s.to_version.clone()), landed.clone());
+            if let Some(i) = &s.integrity {
+                open.insert((s.plugin.clone(), i.clone()), landed.clone());
             }
         }
         open
     }
 
-    /// What rampart last wrote into the branch for `plugin` before `commit`: `revert` or
-    /// `promote` (from the trailers of the last [`LOOKBACK`] ancestors), so a second revert in
-    /// a row is known whatever the state directory holds.
-    fn last_landed(&self, commit: &str, plugin: &str) -> Option<String> {
-        let repo = git2::Repository::open_bare(&self.mirror).ok()?;
-        let mut walk = repo.revwalk().ok()?;
-        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME).ok()?;
-        walk.push(git2::Oid::from_str(commit).ok()?).ok()?;
-        for id in walk.take(LOOKBACK).flatten() {
-            let Ok(c) = repo.find_commit(id) else { continue };
-            let t = trailers(&String::from_utf8_lossy(c.message_bytes()));
-            let about = t
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case("Rampart-Plugin") && v.split_whitespace().next() == Some(plugin));
-            if !about {
-                continue;
-            }
-            if t.iter().any(|(k, _)| k.eq_ignore_ascii_case("Rampart-Revert-Of")) {
-                return Some("revert".to_owned());
-            }
-            if t.iter().any(|(k, _)| k.eq_ignore_ascii_case("Rampart-Promote-Of")) {
-                return Some("promote".to_owned());
-            }
-        }
-        None
+    /// What rampart last landed for `plugin` (its own records): `revert` or `promote`, so a
+    /// second revert in a row is known.
+    fn last_landed(&self, _commit: &str, plugin: &str) -> Option<String> {
+        self.store
+            .targets
+            .values()
+            .flat_map(|t| t.active.values().chain(&t.finished))
+            .filter(|s| s.plugin == plugin && s.landed.is_some())
+            .filter(|s| matches!(s.status, Status::Reverted | Status::Promoted))
+            .max_by_key(|s| s.updated)
+            .map(|s| {
+                if s.status == Status::Reverted {
+                    "revert"
+                } else {
+                    "promote"
+                }
+                .to_owned()
+            })
     }
 
     /// When the next rollout measurement or step is due (for the loop's wait).
@@ -551,7 +525,15 @@ impl Reconciler {
             }
         };
         self.validate(&commit)?;
+        let started = std::time::Instant::now();
         for rname in names {
+            if started.elapsed() > ROUND_BUDGET {
+                tracing::warn!(
+                    "measuring this target's rollouts took more than {ROUND_BUDGET:?}: the rest wait for the next reconcile"
+                );
+                self.rollout_wake = Some(now_f64());
+                break;
+            }
             // (a few rounds: a step that passes may advance and be measured again at once)
             for _ in 0..3 {
                 if !self.drive_one(i, &name, &commit, &rname)? {
@@ -764,7 +746,7 @@ impl Reconciler {
             .as_deref()
             .and_then(rollout::secs)
             .map_or(Duration::from_secs(10), Duration::from_secs)
-            // (at most 30 s: any team member writes rollouts, and the reconcile loop waits for
+            // (at most 10 s: any team member writes rollouts, and the reconcile loop waits for
             // a round)
             .min(MAX_QUERY_TIMEOUT);
         let Some(client) = &self.rollout_settings.prometheus else {
@@ -1213,10 +1195,10 @@ impl Reconciler {
     }
 
     /// Whether `step.to` is rampart's own revert or promotion, verified: its author is
-    /// rampart's, its parent is what the target holds, its trailers name a rollout that this
-    /// process's own records (its state directory — never the notes, which anyone who can
-    /// push may write) show reverting or promoting, and its tree is exactly the tree rampart
-    /// builds for that revert or promotion on its parent. Who it is judged as: a revert as
+    /// rampart's, its parent is what the target holds, its trailers name a rollout in flight
+    /// whose revert or promotion this process's own records (its state directory — never the
+    /// notes, which anyone who can push may write) say it landed as this very commit, and its
+    /// tree is exactly the tree rampart builds for that revert or promotion on its parent. Who it is judged as: a revert as
     /// `rampart[revert]`; a promotion as the rollout's own author and approvers (recorded
     /// when this process applied the rollout: the promotion completes their change).
     pub(super) fn own_commit(
@@ -1256,12 +1238,19 @@ impl Reconciler {
         } else {
             [Status::Promoting, Status::Promoted]
         };
+        // (a rollout in flight on some target, whose revert or promotion this process wrote
+        // as this very commit — or found, verified, on the branch: never an old one replayed)
         let Some(state) = self
             .store
             .targets
             .values()
-            .flat_map(|t| t.active.values().chain(&t.finished))
-            .find(|s| s.introduced_by == of && s.rollout == rollout && statuses.contains(&s.status))
+            .flat_map(|t| t.active.values())
+            .find(|s| {
+                s.introduced_by == of
+                    && s.rollout == rollout
+                    && statuses.contains(&s.status)
+                    && s.landed.as_deref() == Some(step.to.as_str())
+            })
             .cloned()
         else {
             tracing::warn!(

@@ -505,3 +505,23 @@ fn a_revert_undone_by_hand_already_is_not_made_again() {
     assert_eq!(landed, Landed::AlreadyThere { commit: undone.clone() });
     assert_eq!(f.history()[0], undone);
 }
+
+/// A commit someone else wrote with the revert's trailer (a decoy: a typo fix carrying
+/// `Rampart-Revert-Of:`) is not the revert: land writes the real one.
+#[test]
+fn a_decoy_with_the_revert_trailer_does_not_stand_in_for_the_revert() {
+    let (f, rollout, _) = three_commits();
+    let decoy = f.push(
+        &format!("fix a typo\n\nRampart-Revert-Of: {rollout}"),
+        "tenants/payments.yaml",
+        "name: payments\nreplicas: 3 # three\n",
+    );
+    let t = trailers(&rollout);
+    let l = f.landing((REVERT_TRAILER, &rollout), &t);
+    let landed = rollback::land(&l, &Change::Revert { of: &rollout }).unwrap();
+    let Landed::Pushed { commit, .. } = landed else {
+        panic!("the decoy was taken for the revert: {landed:?}")
+    };
+    assert_ne!(commit, decoy);
+    assert_eq!(f.remote_git(&["show", "main:plugins/techdocs.yaml"]), PLUGIN.trim());
+}
