@@ -160,7 +160,7 @@ impl Reconciler {
         let breakers = if rollouts.is_empty() {
             BTreeMap::new()
         } else {
-            self.breakers(&repo, commit)
+            self.breakers()
         };
         let mut opts = crate::compile::Options::default();
         let mut states = BTreeMap::new();
@@ -415,7 +415,7 @@ impl Reconciler {
     /// integrity) → the revert commit: from this process's own records (a revert it landed),
     /// less those a `platform` member cleared since. Not from the branch's trailers, which
     /// anyone can write (a decoy would hold a version nobody reverted).
-    fn breakers(&mut self, _repo: &git2::Repository, _commit: &str) -> BTreeMap<(String, String), String> {
+    fn breakers(&self) -> BTreeMap<(String, String), String> {
         let mut cleared: BTreeMap<&str, i64> = BTreeMap::new();
         for t in self.store.targets.values() {
             for (p, at) in &t.cleared_at {
@@ -444,7 +444,7 @@ impl Reconciler {
 
     /// What rampart last landed for `plugin` (its own records): `revert` or `promote`, so a
     /// second revert in a row is known.
-    fn last_landed(&self, _commit: &str, plugin: &str) -> Option<String> {
+    fn last_landed(&self, plugin: &str) -> Option<String> {
         self.store
             .targets
             .values()
@@ -489,9 +489,7 @@ impl Reconciler {
             })
             .unwrap_or_default();
         if !held.is_empty() {
-            self.validate(&commit)?;
-            let repo = git2::Repository::open_bare(&self.mirror)?;
-            let open = self.breakers(&repo, &commit);
+            let open = self.breakers();
             if held.iter().any(|(plugin, version, integrity)| {
                 !open.contains_key(&(plugin.clone(), version.clone()))
                     && integrity
@@ -550,7 +548,7 @@ impl Reconciler {
         let Some(mut state) = self.store.targets.get(name).and_then(|t| t.active.get(rname)).cloned() else {
             return Ok(false);
         };
-        let Some((spec, reach, _origin)) = self.validated[commit]
+        let Some((spec, reach)) = self.validated[commit]
             .repo
             .rollouts
             .iter()
@@ -559,7 +557,6 @@ impl Reconciler {
                 (
                     r.spec.clone(),
                     crate::compile::rollout::reached(&self.validated[commit].repo, r).len(),
-                    (r.origin.file.clone(), r.origin.doc),
                 )
             })
         else {
@@ -837,7 +834,7 @@ impl Reconciler {
             trailers.push(("Rampart-SLO".to_owned(), c.slo.clone()));
             trailers.push(("Rampart-Evidence".to_owned(), evidence(c)));
         }
-        let repeated = self.last_landed(commit, &state.plugin).as_deref() == Some("revert");
+        let repeated = self.last_landed(&state.plugin).as_deref() == Some("revert");
         let subject = format!(
             "Revert rollout {} ({} {}): SLO {} violated",
             state.rollout,
