@@ -130,11 +130,6 @@ pub fn eligible(repo: &Repo, index: &TenantIndex<'_>, r: &Object<RolloutSpec>) -
         .collect()
 }
 
-/// The tenants `r` can reach (see [`eligible`]), by index into `repo.tenants`.
-pub fn reached(repo: &Repo, r: &Object<RolloutSpec>) -> Vec<usize> {
-    eligible(repo, &TenantIndex::of(repo, &|_| true), r)
-}
-
 /// The canaries of one tenant and its HTTPRoute, given the rollouts that reach it.
 pub fn for_tenant(
     repo: &Repo,

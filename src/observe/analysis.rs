@@ -81,17 +81,7 @@ pub fn judge(
     result: Result<Vec<Series>, QueryError>,
     requests: Option<Result<Vec<Series>, QueryError>>,
 ) -> Check {
-    let mut check = Check {
-        slo: slo.name.clone(),
-        verdict: Verdict::Inconclusive,
-        value: None,
-        requests: None,
-        bound: bound(slo),
-        window: slo.for_.clone(),
-        query: slo.query.clone(),
-        time: at.floor() as i64,
-        reason: String::new(),
-    };
+    let mut check = unmeasured(slo, at, String::new());
     let counted = requests.map(|r| r.map(|series| one_number(&series)));
     if let Some(Ok(Some(n))) = counted {
         check.requests = Some(n);

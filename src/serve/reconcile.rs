@@ -853,15 +853,8 @@ impl Reconciler {
             let mut ways = Vec::new();
             for (c, d) in a.changes.iter().zip(&a.decisions).filter(|(_, d)| !d.allowed) {
                 reasons.push(format!(
-                    "{} {} `{}` denied by {}{}",
-                    c.action.as_str(),
-                    c.subject.as_str(),
-                    c.name,
-                    if d.policies.is_empty() {
-                        "no permitting policy".to_owned()
-                    } else {
-                        d.policies.join(", ")
-                    },
+                    "{}{}",
+                    denial(c, d),
                     d.advice.first().map(|a| format!(": {a}")).unwrap_or_default()
                 ));
                 if let Some(w) = &d.way_out {
@@ -1125,6 +1118,21 @@ fn label(target: &str) -> super::metrics::TargetLabel {
 }
 
 /// The first problems of an invalid revision, one line each (`file:line:col R123 message`).
+/// One denied change in a line: `update Plugin `techdocs` denied by <policies>`.
+pub(super) fn denial(c: &crate::change::Change, d: &crate::policy::decide::Decision) -> String {
+    format!(
+        "{} {} `{}` denied by {}",
+        c.action.as_str(),
+        c.subject.as_str(),
+        c.name,
+        if d.policies.is_empty() {
+            "no permitting policy".to_owned()
+        } else {
+            d.policies.join(", ")
+        }
+    )
+}
+
 pub(super) fn problems(diags: &[Diagnostic]) -> Vec<String> {
     let errors: Vec<&Diagnostic> = diags.iter().filter(|d| d.is_error()).collect();
     let mut out: Vec<String> = errors

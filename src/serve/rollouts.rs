@@ -147,12 +147,12 @@ impl Reconciler {
         let mine = self.store.targets.get(name).cloned().unwrap_or_default();
         let rollouts: Vec<(String, String, crate::spec::RolloutSpec, usize)> = {
             let v = &self.validated[commit];
-            let index = crate::policy::model::TenantIndex::of(&v.repo, &|_| true);
+            let reach = reaches(&v.repo);
             v.repo
                 .rollouts
                 .iter()
                 .map(|r| {
-                    let reach = crate::compile::rollout::eligible(&v.repo, &index, r).len();
+                    let reach = reach.get(r.name()).copied().unwrap_or(0);
                     (r.name().to_owned(), r.origin.file.clone(), r.spec.clone(), reach)
                 })
                 .collect()
@@ -523,6 +523,8 @@ impl Reconciler {
             }
         };
         self.validate(&commit)?;
+        // (how many tenants each rollout reaches: one tenant index for them all)
+        let reach = reaches(&self.validated[&commit].repo);
         let started = std::time::Instant::now();
         for rname in names {
             if started.elapsed() > ROUND_BUDGET {
@@ -534,7 +536,7 @@ impl Reconciler {
             }
             // (a few rounds: a step that passes may advance and be measured again at once)
             for _ in 0..3 {
-                if !self.drive_one(i, &name, &commit, &rname)? {
+                if !self.drive_one(i, &name, &commit, &rname, reach.get(&rname).copied().unwrap_or(0))? {
                     break;
                 }
             }
@@ -544,21 +546,16 @@ impl Reconciler {
     }
 
     /// One decision for one rollout; `true` when another may follow at once.
-    fn drive_one(&mut self, i: usize, name: &str, commit: &str, rname: &str) -> anyhow::Result<bool> {
+    fn drive_one(&mut self, i: usize, name: &str, commit: &str, rname: &str, reach: usize) -> anyhow::Result<bool> {
         let Some(mut state) = self.store.targets.get(name).and_then(|t| t.active.get(rname)).cloned() else {
             return Ok(false);
         };
-        let Some((spec, reach)) = self.validated[commit]
+        let Some(spec) = self.validated[commit]
             .repo
             .rollouts
             .iter()
             .find(|r| r.name() == rname)
-            .map(|r| {
-                (
-                    r.spec.clone(),
-                    crate::compile::rollout::reached(&self.validated[commit].repo, r).len(),
-                )
-            })
+            .map(|r| r.spec.clone())
         else {
             return Ok(false);
         };
@@ -1037,19 +1034,7 @@ impl Reconciler {
             .iter()
             .zip(&a.decisions)
             .filter(|(_, d)| !d.allowed)
-            .map(|(c, d)| {
-                format!(
-                    "{} {} `{}` denied by {}",
-                    c.action.as_str(),
-                    c.subject.as_str(),
-                    c.name,
-                    if d.policies.is_empty() {
-                        "no permitting policy".to_owned()
-                    } else {
-                        d.policies.join(", ")
-                    }
-                )
-            })
+            .map(|(c, d)| super::reconcile::denial(c, d))
             .collect();
         self.validated.remove(&promoted);
         Ok((!denied.is_empty()).then(|| denied.join("; ")))
@@ -1161,6 +1146,7 @@ impl Reconciler {
             return Vec::new();
         };
         let v = self.validated.get(commit);
+        let reach = v.map(|v| reaches(&v.repo)).unwrap_or_default();
         let t = now();
         mine.active
             .values()
@@ -1168,13 +1154,13 @@ impl Reconciler {
             .map(|s| {
                 let r = v.and_then(|v| v.repo.rollouts.iter().find(|r| r.name() == s.rollout).map(|r| (v, r)));
                 let (weight, tenants, hold) = r
-                    .map(|(v, r)| {
-                        let reach = crate::compile::rollout::reached(&v.repo, r);
-                        let phases = rollout::phases(&r.spec, reach.len());
+                    .map(|(_, r)| {
+                        let reach = reach.get(r.name()).copied().unwrap_or(0);
+                        let phases = rollout::phases(&r.spec, reach);
                         let p = phases.get(s.step.wrapping_sub(1));
                         (
                             p.map_or(0, |p| p.weight),
-                            p.and_then(|p| p.first).unwrap_or(reach.len()),
+                            p.and_then(|p| p.first).unwrap_or(reach),
                             p.map(|p| p.hold),
                         )
                     })
@@ -1295,6 +1281,20 @@ impl Reconciler {
 }
 
 use super::decide;
+
+/// How many tenants each rollout of `repo` reaches (one tenant index for them all).
+fn reaches(repo: &crate::spec::Repo) -> BTreeMap<String, usize> {
+    let index = crate::policy::model::TenantIndex::of(repo, &|_| true);
+    repo.rollouts
+        .iter()
+        .map(|r| {
+            (
+                r.name().to_owned(),
+                crate::compile::rollout::eligible(repo, &index, r).len(),
+            )
+        })
+        .collect()
+}
 
 /// A commit message's trailers (`Name: value`).
 fn trailers(message: &str) -> Vec<(String, String)> {
