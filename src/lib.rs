@@ -5,9 +5,11 @@
 //! (IO) writing rampart's own reverts and promotes into the config repo; joined by
 //! `pipeline` and driven by `cli`. Everything between `source` and `apply` is pure: no IO, no
 //! clocks, no network (rayon may spread work over the cores). Rollouts add `observe` (SLOs
-//! measured in Prometheus; its `analysis` is pure) and `notify` (webhooks). See
+//! measured in Prometheus; its `analysis` is pure) and `notify` (webhooks); `audit` reads it
+//! all back from Git. See
 //! ARCHITECTURE.md for the code map and invariants.
 
+pub mod audit;
 pub mod cache;
 pub mod change;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! calls the pipeline, prints, and returns the exit code.
 
 mod apply;
+mod audit;
 mod check;
 mod ci;
 mod compile;
@@ -45,7 +46,9 @@ pub mod exit {
                   applies what is allowed to directories, deploy branches and clusters, with metrics, a status \
                   API, drift detection and records in Git, and drives rollouts step by step on their SLOs \
                   (Prometheus), writing the revert of a failing one — or the promotion of a passed one — into \
-                  Git itself; `rollout status` shows where they stand. `plugins verify` \
+                  Git itself; `rollout status` shows where they stand; `audit` reads it all back from Git for auditors (who \
+                  changed what, who approved it, whether policy allowed it, where and when it was applied, what \
+                  reverted it). `plugins verify` \
                   and `plugins tree` show the plugin supply chain (digests, signatures, trust, each tenant's \
                   plugin set); `ci` runs the whole review inside GitHub Actions (comment, check run, outputs).\n\n\
                   Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",
@@ -68,6 +71,7 @@ enum Command {
     Ci(ci::Args),
     Serve(Box<serve::Args>),
     Rollout(rollout::Args),
+    Audit(audit::Args),
 }
 
 /// The parse cache of the repository `source` is a revision of, unless `RAMPART_CACHE=off`
@@ -99,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Policy(args) => policy::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Rollout(args) => rollout::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -159,7 +159,7 @@ fn rules_engine<'a>(
     defaults: &'a mut Option<Engine>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> anyhow::Result<(&'a Engine, bool)> {
-    let (engine, d) = &rules.engine;
+    let (engine, d) = &*rules.engine;
     let mut d = d.clone();
     for x in &mut d {
         x.message = format!("base revision: {}", x.message);

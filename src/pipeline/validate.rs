@@ -24,7 +24,7 @@ pub struct Validated {
     /// The repo's own Cedar policies (`policies/**/*.cedar`, their text in `files`) with the
     /// defaults, ready to authorise (`None` when they do not validate), and the problems
     /// loading them found, unresolved.
-    pub engine: (Option<Engine>, Vec<Diagnostic>),
+    pub engine: std::sync::Arc<(Option<Engine>, Vec<Diagnostic>)>,
     /// Wall time per phase, for `--timings` and the benchmark.
     pub timings: Timings,
     /// Files taken from the parse cache: their `text` is empty, and read from git only when a
@@ -276,7 +276,7 @@ fn validate_checked(
         files,
         diagnostics: diags,
         commit: specs.commit,
-        engine,
+        engine: std::sync::Arc::new(engine),
         timings,
         unread,
         keys: chain.keys,
@@ -288,7 +288,7 @@ fn validate_checked(
 }
 
 /// Read and load the settings (`rampart.yaml`) under the default limits, with their problems.
-fn read_settings(source: &Source) -> Result<(Option<LoadedFile>, Settings, Vec<Diagnostic>), SourceError> {
+pub(super) fn read_settings(source: &Source) -> Result<(Option<LoadedFile>, Settings, Vec<Diagnostic>), SourceError> {
     // settings first: they hold the limits for everything else
     let defaults = Limits::default();
     let snap = source.read_settings(&defaults)?;
@@ -304,21 +304,21 @@ fn read_settings(source: &Source) -> Result<(Option<LoadedFile>, Settings, Vec<D
 }
 
 /// The spec files of a revision as [`read_specs`] read them.
-struct SpecsRead {
+pub(super) struct SpecsRead {
     /// The files read.
-    files: Vec<SourceFile>,
+    pub(super) files: Vec<SourceFile>,
     /// The files `table` knows, unread: (path, blob id), in walk order.
-    known: Vec<(String, git2::Oid)>,
+    pub(super) known: Vec<(String, git2::Oid)>,
     /// The blob id of every file read, by path (git only).
-    ids: std::collections::HashMap<String, git2::Oid>,
+    pub(super) ids: std::collections::HashMap<String, git2::Oid>,
     /// The blob id of every spec file, read or known, by path.
-    blobs: foldhash::HashMap<String, git2::Oid>,
+    pub(super) blobs: foldhash::HashMap<String, git2::Oid>,
     /// The commit read, when a git revision was read.
-    commit: Option<String>,
+    pub(super) commit: Option<String>,
 }
 
 /// Read the spec files (only the blob ids of those `table` knows); `Err` when the revision is empty.
-fn read_specs(
+pub(super) fn read_specs(
     source: &Source,
     limits: &Limits,
     table: Option<&Table>,
@@ -361,7 +361,7 @@ fn read_specs(
 type Parsed = (LoadedFile, Vec<Diagnostic>, validate::FileOutcome);
 
 /// Parse and schema-check every spec file in parallel, in path order (`table`'s outcome where known).
-fn parse_specs(
+pub(super) fn parse_specs(
     source: &Source,
     files: Vec<SourceFile>,
     known: &[(String, git2::Oid)],
@@ -462,14 +462,14 @@ fn check_across_objects(
 }
 
 /// What [`check_supply_chain`] read and found.
-struct SupplyChain {
-    keys: Vec<supply::Key>,
-    artifacts: std::collections::HashMap<String, Result<Vec<u8>, String>>,
-    trust: Option<std::collections::BTreeMap<String, supply::Trust>>,
+pub(super) struct SupplyChain {
+    pub(super) keys: Vec<supply::Key>,
+    pub(super) artifacts: std::collections::HashMap<String, Result<Vec<u8>, String>>,
+    pub(super) trust: Option<std::collections::BTreeMap<String, supply::Trust>>,
 }
 
 /// Read the trusted keys and plugin artifacts; unless known valid, check signatures, trust, compatibility.
-fn check_supply_chain(
+pub(super) fn check_supply_chain(
     source: &Source,
     repo: &Repo,
     limits: &Limits,
@@ -516,7 +516,7 @@ fn check_supply_chain(
 }
 
 /// Load the repo's own Cedar policies with the defaults, and check that the teams they name exist.
-fn load_policies(
+pub(super) fn load_policies(
     source: &Source,
     repo: &Repo,
     limits: &Limits,

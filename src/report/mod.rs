@@ -3,6 +3,7 @@
 //! One module per output format; each renders to a `String` so the driver decides where it
 //! goes. User-controlled text is escaped for the format it lands in.
 
+pub mod audit;
 pub mod check;
 pub mod github;
 pub mod human;

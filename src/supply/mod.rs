@@ -27,6 +27,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
 /// A trusted signing key from `keys/`: who it may sign for.
+#[derive(Clone)]
 pub struct Key {
     pub name: String,
     pub file: String,

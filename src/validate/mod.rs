@@ -95,6 +95,7 @@ pub fn keys(files: &[LoadedFile]) -> (Vec<crate::supply::KeyDoc>, Vec<Diagnostic
 pub type Definition = (Kind, String, Origin);
 
 /// One file's documents and problems.
+#[derive(Clone)]
 pub struct FileOutcome {
     parsed: Vec<(Parsed, Option<Definition>)>,
     pub diagnostics: Vec<Diagnostic>,

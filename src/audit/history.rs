@@ -1,0 +1,1084 @@
+//! Reading the history for an audit (IO): the first-parent walk, the notes (fetched from the
+//! remote when there is one), the deploy branches' trailers, the revert and promote commits,
+//! and every change re-decided with its parent's policies and teams ([`crate::pipeline::Replay`]).
+
+use super::{Applied, DecisionPair, FollowUp, Person, Report, Row, RowFacts, finding, row_findings, short};
+use crate::pipeline::{self, Principals, Replay, Validated};
+use crate::target::notes::{self, Note};
+use anyhow::{Context, bail};
+use git2::{Oid, Repository};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What to audit.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub path: PathBuf,
+    /// The revision whose first-parent history is walked (default `HEAD`).
+    pub rev: String,
+    /// Only commits after this one, or at or after this time (seconds since 1970).
+    pub since: Option<Bound>,
+    /// Only commits up to this one, or at or before this time.
+    pub until: Option<Bound>,
+    /// Only changes that can reach this tenant (its own, its plugins', settings…).
+    pub tenant: Option<String>,
+    /// Only changes of this kind (and name).
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    /// Fetch the notes and deploy branches from the remote first.
+    pub fetch: bool,
+}
+
+/// A `--since`/`--until` bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    Rev(String),
+    Time(i64),
+}
+
+impl Bound {
+    /// `2026-11-01`, `2026-11-01T12:00:00Z` (UTC), or a revision.
+    pub fn parse(s: &str) -> Bound {
+        parse_time(s).map_or_else(|| Bound::Rev(s.to_owned()), Bound::Time)
+    }
+}
+
+/// Seconds since 1970 of `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[Z]` (UTC).
+pub fn parse_time(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut secs = 0;
+    if b.len() > 10 {
+        let rest = s[10..].trim_end_matches('Z');
+        if rest.len() != 9 || !(rest.starts_with('T') || rest.starts_with(' ')) {
+            return None;
+        }
+        let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        secs = h * 3600 + mi * 60 + se;
+    }
+    // days from civil (Howard Hinnant's algorithm)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + secs)
+}
+
+/// How far the walk is: (commits done, commits in all).
+pub type Progress<'a> = &'a dyn Fn(u64, u64);
+
+/// The repository and where the config repo is in it.
+struct Opened {
+    repo: Repository,
+    git_dir: PathBuf,
+    subdir: String,
+}
+
+fn open(path: &Path) -> anyhow::Result<Opened> {
+    let repo = Repository::discover(path).with_context(|| {
+        format!(
+            "opening the git repository of `{}` to audit its history",
+            path.display()
+        )
+    })?;
+    let git_dir = repo.path().to_owned();
+    let subdir = crate::source::workdir_prefix(path);
+    Ok(Opened { repo, git_dir, subdir })
+}
+
+/// The notes ref to read: the remote's notes fetched now (with the deploy branches the notes
+/// name), or the local notes ref. A fetch that fails is said, and the local ref read.
+fn fetch_records(o: &Opened, fetch: bool, warnings: &mut Vec<String>) -> String {
+    const FETCHED: &str = "refs/rampart/audit/notes";
+    if !fetch {
+        return notes::NOTES_REF.to_owned();
+    }
+    let names = remote_names(&o.repo);
+    let remote = if names.iter().any(|r| r == "origin") {
+        "origin".to_owned()
+    } else {
+        match names.first() {
+            Some(r) => r.to_owned(),
+            None => return notes::NOTES_REF.to_owned(),
+        }
+    };
+    match git_fetch(&o.git_dir, &remote, &[format!("+{}:{FETCHED}", notes::NOTES_REF)]) {
+        Ok(()) => FETCHED.to_owned(),
+        Err(e) => {
+            warnings.push(format!(
+                "could not fetch {} from `{remote}` ({e}); reading the local notes, which may be stale",
+                notes::NOTES_REF
+            ));
+            notes::NOTES_REF.to_owned()
+        }
+    }
+}
+
+/// The repository's remotes by name.
+fn remote_names(repo: &Repository) -> Vec<String> {
+    repo.remotes()
+        .map(|r| r.iter().filter_map(|x| x.ok().flatten().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// `git fetch REMOTE REFSPECS` with the user's own git configuration (credentials), no
+/// prompt, at most two minutes.
+fn git_fetch(git_dir: &Path, remote: &str, refspecs: &[String]) -> Result<(), String> {
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(git_dir)
+        .args([
+            "fetch",
+            "--no-tags",
+            "--quiet",
+            "--no-write-fetch-head",
+            "--end-of-options",
+            remote,
+        ])
+        .args(refspecs)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("could not run git: {e}"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = s.by_ref().take(4096).read_to_string(&mut err);
+                }
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(crate::remote::redact_url(err.trim()))
+                };
+            }
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("no answer within 120 s".to_owned());
+            }
+        }
+    }
+}
+
+/// The first-parent commits from `rev`, newest first, and whether the walk stopped at a
+/// shallow clone's boundary (the first commit whose parent is missing).
+fn first_parents(repo: &Repository, head: Oid) -> anyhow::Result<(Vec<Oid>, Option<Oid>)> {
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    walk.simplify_first_parent()?;
+    let mut out = Vec::new();
+    for id in walk {
+        out.push(id.context("walking the first-parent history")?);
+    }
+    let cut = out.last().and_then(|last| {
+        let c = repo.find_commit(*last).ok()?;
+        (c.parent_count() > 0 && c.parent(0).is_err()).then_some(*last)
+    });
+    Ok((out, cut))
+}
+
+/// A note as read: parsed, or why not.
+fn read_note(repo: &Repository, notes_ref: &str, commit: Oid) -> Option<Result<Note, String>> {
+    let note = repo.find_note(Some(notes_ref), commit).ok()?;
+    Some(serde_json::from_slice::<Note>(note.message_bytes()).map_err(|e| {
+        let mut m = e.to_string();
+        m.truncate(200);
+        m
+    }))
+}
+
+/// Per deploy branch (`None`: not in the clone): source commit → every (deploy commit, tree)
+/// recording it.
+type Deploys = HashMap<String, Option<HashMap<String, Vec<(String, String)>>>>;
+
+/// The deploy branches' records: for each branch target, source commit → (deploy commit,
+/// tree) of every deploy commit naming it. `None` for a branch that is not in the clone.
+fn deploy_index(o: &Opened, branches: &HashSet<String>, fetch: bool, warnings: &mut Vec<String>) -> Deploys {
+    let mut out = HashMap::new();
+    for b in branches {
+        let fetched = format!("refs/rampart/audit/deploy/{b}");
+        let mut refs = vec![format!("refs/heads/{b}")];
+        if fetch && git_fetch(&o.git_dir, "origin", &[format!("+refs/heads/{b}:{fetched}")]).is_ok() {
+            refs.insert(0, fetched);
+        }
+        refs.extend(remote_names(&o.repo).iter().map(|r| format!("refs/remotes/{r}/{b}")));
+        let Some(tip) = refs.iter().find_map(|r| o.repo.refname_to_id(r).ok()) else {
+            warnings.push(format!(
+                "the deploy branch `{b}` is not in this clone: its records were not checked (git fetch origin {b})"
+            ));
+            out.insert(b.clone(), None);
+            continue;
+        };
+        let mut index: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        if let Ok((commits, _)) = first_parents(&o.repo, tip) {
+            for id in commits {
+                let Ok(c) = o.repo.find_commit(id) else { continue };
+                let msg = String::from_utf8_lossy(c.message_bytes()).into_owned();
+                for (k, v) in trailers(&msg) {
+                    if k == crate::target::branch::SOURCE_TRAILER {
+                        index
+                            .entry(v.clone())
+                            .or_default()
+                            .push((id.to_string(), c.tree_id().to_string()));
+                    }
+                }
+            }
+        }
+        out.insert(b.clone(), Some(index));
+    }
+    out
+}
+
+/// The trailers of a commit message (key, value).
+fn trailers(message: &str) -> Vec<(String, String)> {
+    git2::message_trailers_strs(message)
+        .map(|t| t.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        .unwrap_or_default()
+}
+
+/// The pull request a merge or squash subject names: `Merge pull request #12 from …` or
+/// `… (#12)`.
+fn pull_request_in(subject: &str) -> Option<u64> {
+    if let Some(rest) = subject.strip_prefix("Merge pull request #") {
+        return rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
+    }
+    let t = subject.trim_end();
+    let inner = t.strip_suffix(')')?;
+    let at = inner.rfind("(#")?;
+    inner[at + 2..].parse().ok()
+}
+
+/// One commit's facts used by every row of it.
+struct CommitFacts {
+    id: String,
+    time: String,
+    author: Person,
+    subject: String,
+    approved_by: Vec<String>,
+    note: Option<Note>,
+}
+
+fn commit_facts(repo: &Repository, id: Oid, note: Option<Note>) -> anyhow::Result<CommitFacts> {
+    let c = repo.find_commit(id)?;
+    let msg = String::from_utf8_lossy(c.message_bytes()).into_owned();
+    let a = c.author();
+    Ok(CommitFacts {
+        id: id.to_string(),
+        time: crate::target::rfc3339(c.time().seconds()),
+        author: Person {
+            name: String::from_utf8_lossy(a.name_bytes()).into_owned(),
+            email: String::from_utf8_lossy(a.email_bytes()).into_owned(),
+            login: None,
+        },
+        subject: crate::diagnostic::visible(msg.lines().next().unwrap_or(""), &[]),
+        approved_by: trailers(&msg)
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("approved-by"))
+            .map(|(_, v)| v)
+            .collect(),
+        note,
+    })
+}
+
+/// Who a change is re-decided as: rampart itself for its own verified commits (as recorded),
+/// the recorded pull request's author and reviewers, else the commit's author and trailers
+/// (as `check` reads them).
+fn principals(note: Option<&Note>) -> Principals {
+    let Some(e) = note.and_then(|n| {
+        n.applies
+            .iter()
+            .find(|e| e.result != "superseded" || e.author.is_some())
+    }) else {
+        return Principals::default();
+    };
+    match e.author.as_deref() {
+        Some(crate::policy::tests::REVERT_PRINCIPAL) => Principals {
+            system: Some(crate::policy::tests::REVERT_PRINCIPAL),
+            ..Principals::default()
+        },
+        Some(a) if e.pull_request.is_some() => Principals::logins(Some(a), &e.approvers),
+        _ => Principals::default(),
+    }
+}
+
+/// Revert and promote commits of the walked history, by the commit they follow up.
+fn follow_ups(repo: &Repository, commits: &[Oid]) -> HashMap<String, Vec<FollowUp>> {
+    let mut out: HashMap<String, Vec<FollowUp>> = HashMap::new();
+    for id in commits {
+        let Ok(c) = repo.find_commit(*id) else { continue };
+        let msg = String::from_utf8_lossy(c.message_bytes()).into_owned();
+        let t = trailers(&msg);
+        let evidence: BTreeMap<String, String> = t
+            .iter()
+            .filter(|(k, _)| k.starts_with("Rampart-"))
+            .map(|(k, v)| (k.clone(), crate::diagnostic::visible(v, &[])))
+            .collect();
+        let author = String::from_utf8_lossy(c.author().name_bytes()).into_owned();
+        let mut push = |kind: &'static str, of: &str| {
+            out.entry(of.to_owned()).or_default().push(FollowUp {
+                kind,
+                commit: id.to_string(),
+                time: crate::target::rfc3339(c.time().seconds()),
+                author: crate::diagnostic::visible(&author, &[]),
+                evidence: evidence.clone(),
+            });
+        };
+        let mut any = false;
+        for (k, v) in &t {
+            let of = v.split_whitespace().next().unwrap_or("");
+            if k == crate::rollback::REVERT_TRAILER {
+                push("revert", of);
+                any = true;
+            } else if k == crate::rollback::PROMOTE_TRAILER {
+                push("promote", of);
+                any = true;
+            }
+        }
+        // a plain `git revert`
+        if !any
+            && let Some(at) = msg.find("This reverts commit ")
+            && let Some(of) = msg[at + 20..].split(|c: char| !c.is_ascii_hexdigit()).next()
+            && of.len() == 40
+        {
+            push("revert", of);
+        }
+    }
+    out
+}
+
+/// Audit the history (see [`Options`]); `progress` is told how far the walk is.
+pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
+    let o = open(&opts.path)?;
+    let rev = if opts.rev.is_empty() { "HEAD" } else { opts.rev.as_str() };
+    let mut warnings = Vec::new();
+    let notes_ref = fetch_records(&o, opts.fetch, &mut warnings);
+    let head = o
+        .repo
+        .revparse_single(rev)
+        .and_then(|x| x.peel_to_commit())
+        .with_context(|| format!("resolving `{rev}` in `{}`", opts.path.display()))?
+        .id();
+    let (all, shallow_cut) = first_parents(&o.repo, head)?;
+    let on_branch: HashSet<Oid> = all.iter().copied().collect();
+
+    // the range, oldest first
+    let resolve = |r: &str| -> anyhow::Result<Oid> {
+        Ok(o.repo
+            .revparse_single(r)
+            .and_then(|x| x.peel_to_commit())
+            .with_context(|| format!("resolving `{r}`"))?
+            .id())
+    };
+    let time_of = |id: &Oid| o.repo.find_commit(*id).map(|c| c.time().seconds()).unwrap_or(0);
+    let mut range: Vec<Oid> = Vec::new();
+    let since_rev = match &opts.since {
+        Some(Bound::Rev(r)) => Some(resolve(r)?),
+        _ => None,
+    };
+    let until_rev = match &opts.until {
+        Some(Bound::Rev(r)) => Some(resolve(r)?),
+        _ => None,
+    };
+    let mut started = until_rev.is_none();
+    for id in &all {
+        if Some(*id) == until_rev {
+            started = true;
+        }
+        if !started {
+            continue;
+        }
+        if Some(*id) == since_rev {
+            break;
+        }
+        let t = time_of(id);
+        if matches!(opts.since, Some(Bound::Time(s)) if t < s) {
+            break;
+        }
+        if matches!(opts.until, Some(Bound::Time(u)) if t > u) {
+            continue;
+        }
+        range.push(*id);
+    }
+    if let Some(r) = since_rev
+        && !on_branch.contains(&r)
+    {
+        bail!(
+            "--since {}: not on the first-parent history of `{rev}`",
+            short(&r.to_string())
+        );
+    }
+    range.reverse();
+
+    let mut report = Report {
+        rampart: super::FORMAT,
+        kind: "AuditReport",
+        repository: o.repo.workdir().unwrap_or(o.repo.path()).display().to_string(),
+        subdir: o.subdir.clone(),
+        rev: rev.to_owned(),
+        head: head.to_string(),
+        notes: notes_ref.clone(),
+        commits: range.len(),
+        changing: 0,
+        rows: Vec::new(),
+        findings: Vec::new(),
+    };
+    if let Some(cut) = shallow_cut {
+        report.findings.push(finding(
+            "R709",
+            Some(&cut.to_string()),
+            None,
+            format!(
+                "this clone is shallow: the history stops at {} ({}); commits before it, their notes and what they applied are not audited",
+                short(&cut.to_string()),
+                crate::target::rfc3339(time_of(&cut))
+            ),
+            "fetch the whole history and the notes: git fetch --unshallow origin && git fetch origin refs/notes/rampart:refs/notes/rampart",
+        ));
+    }
+
+    // every note: rows read theirs; a note on a commit that is no longer on the branch is
+    // history rewritten under it
+    let mut notes_by: HashMap<Oid, Note> = HashMap::new();
+    let mut branches: HashSet<String> = HashSet::new();
+    if let Ok(iter) = o.repo.notes(Some(&notes_ref)) {
+        for (_, annotated) in iter.flatten() {
+            match read_note(&o.repo, &notes_ref, annotated) {
+                None => {}
+                Some(Err(e)) => report.findings.push(finding(
+                    "R708",
+                    Some(&annotated.to_string()),
+                    None,
+                    format!(
+                        "the note on {} under {notes_ref} does not parse: {}",
+                        short(&annotated.to_string()),
+                        crate::diagnostic::visible(&e, &[])
+                    ),
+                    "rampart writes these notes as JSON; one that does not parse was written or damaged by hand (git notes --ref rampart show <commit>)",
+                )),
+                Some(Ok(n)) => {
+                    for e in &n.applies {
+                        if let Some(b) = e.target.strip_prefix("branch:")
+                            && !b.contains('@')
+                        {
+                            branches.insert(b.to_owned());
+                        }
+                    }
+                    let applied = n.applies.iter().any(|e| e.result == "applied");
+                    if applied
+                        && !on_branch.contains(&annotated)
+                        && !o.repo.graph_descendant_of(head, annotated).unwrap_or(false)
+                        && shallow_cut.is_none()
+                    {
+                        let e = n.applies.iter().find(|e| e.result == "applied").expect("one applied");
+                        report.findings.push(finding(
+                            "R704",
+                            Some(&annotated.to_string()),
+                            None,
+                            format!(
+                                "{} was applied to {} at {}, but it is no longer in the history of `{rev}`: the branch was rewritten under it",
+                                short(&annotated.to_string()),
+                                e.target,
+                                e.time
+                            ),
+                            "find the force-push in the remote's audit log; the target may hold a change the branch no longer has",
+                        ));
+                    }
+                    notes_by.insert(annotated, n);
+                }
+            }
+        }
+    }
+    let deploys = deploy_index(
+        &o,
+        &branches,
+        opts.fetch && notes_ref != notes::NOTES_REF,
+        &mut warnings,
+    );
+    let follow = follow_ups(&o.repo, &all);
+
+    // re-decide every change, oldest first
+    let cache =
+        (std::env::var("RAMPART_CACHE").as_deref() != Ok("off")).then(|| crate::cache::ParseCache::open(&o.git_dir));
+    let mut replay = Replay::new(&o.git_dir, &o.subdir, cache);
+    let mut prev: Option<(Oid, crate::source::Source, Validated)> = None;
+    let total = range.len() as u64;
+    for (i, id) in range.iter().enumerate() {
+        if i % 64 == 0 {
+            progress(i as u64, total);
+        }
+        let c = o.repo.find_commit(*id)?;
+        let parent = c.parent_id(0).ok().filter(|p| o.repo.find_commit(*p).is_ok());
+        let note = notes_by.get(id).cloned();
+        let sub_tree = |commit: &git2::Commit| -> Option<Oid> {
+            let t = commit.tree().ok()?;
+            if o.subdir.is_empty() {
+                Some(t.id())
+            } else {
+                t.get_path(Path::new(&o.subdir)).ok().map(|e| e.id())
+            }
+        };
+        // a commit that changed nothing under the config repo has no rows
+        let parent_tree = parent
+            .and_then(|p| o.repo.find_commit(p).ok())
+            .and_then(|p| sub_tree(&p));
+        if parent.is_some() && parent_tree == sub_tree(&c) {
+            continue;
+        }
+        let facts = commit_facts(&o.repo, *id, note)?;
+        let base = match (parent, prev.take()) {
+            (Some(p), Some(x)) if x.0 == p => Some(x),
+            (Some(p), _) => {
+                let (s, v) = replay.at(p)?;
+                Some((p, s, v))
+            }
+            (None, _) => None,
+        };
+        let (head_src, head_v) = match replay.at(*id) {
+            Ok(x) => x,
+            Err(e) => {
+                // (a commit whose config repo is gone: no rows)
+                tracing::debug!(commit = %short(&id.to_string()), "not read: {e}");
+                prev = None;
+                continue;
+            }
+        };
+        report.changing += 1;
+        let mut rows = match &base {
+            None => initial_rows(&facts, &head_v, parent.is_none()),
+            Some((_, base_src, base_v)) => decided_rows(&facts, base_src, &head_src, base_v, &head_v)?,
+        };
+        for row in &mut rows {
+            row.followed_by = follow.get(&facts.id).cloned().unwrap_or_default();
+        }
+        let head_facts = |row: &Row| row_facts(row, &facts, &head_v, &deploys);
+        for row in rows {
+            let keep = wanted(opts, &row, base.as_ref().map(|b| &b.2), &head_v);
+            if !keep {
+                continue;
+            }
+            let rf = head_facts(&row);
+            report.findings.extend(row_findings(&row, &rf));
+            report.rows.push(row);
+        }
+        // a commit serve found the branch rewritten under
+        if let Some(n) = &facts.note {
+            for e in n.applies.iter().filter(|e| e.decision == "history-rewritten") {
+                report.findings.push(finding(
+                    "R704",
+                    Some(&facts.id),
+                    None,
+                    format!(
+                        "{} found the branch rewritten when it applied {}: it held {}, which the branch no longer had",
+                        e.target,
+                        short(&facts.id),
+                        e.from.as_deref().map(short).unwrap_or("an unknown commit")
+                    ),
+                    "find the force-push in the remote's audit log and review what the target held before",
+                ));
+            }
+        }
+        prev = Some((*id, head_src, head_v));
+    }
+    progress(total, total);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    report
+        .findings
+        .sort_by(|a, b| a.code.cmp(b.code).then(a.commit.cmp(&b.commit)));
+    report.findings.dedup();
+    Ok(report)
+}
+
+/// Whether the filters keep `row`.
+fn wanted(opts: &Options, row: &Row, base: Option<&Validated>, head: &Validated) -> bool {
+    if let Some(k) = &opts.kind
+        && !row.kind.eq_ignore_ascii_case(k)
+    {
+        return false;
+    }
+    if let Some(n) = &opts.name
+        && row.name != *n
+    {
+        return false;
+    }
+    let Some(t) = &opts.tenant else {
+        return true;
+    };
+    if row.kind == "Tenant" {
+        return row.name == *t;
+    }
+    // a plugin the tenant enables, a rollout that reaches it, a team that owns it, a
+    // guarded file (every tenant)
+    let reaches = |repo: &crate::spec::Repo| {
+        let Some(tenant) = repo.tenants.iter().find(|x| x.name() == t) else {
+            return false;
+        };
+        match row.kind.as_str() {
+            "Plugin" => tenant.spec.plugins.iter().any(|p| p.name == row.name),
+            "Team" => tenant.spec.owners.contains(&row.name),
+            "Rollout" => repo
+                .rollouts
+                .iter()
+                .find(|r| r.name() == row.name)
+                .is_some_and(|r| tenant.spec.plugins.iter().any(|p| p.name == r.spec.plugin)),
+            _ => true,
+        }
+    };
+    reaches(&head.repo) || base.is_some_and(|b| reaches(&b.repo))
+}
+
+/// Rows of a root commit (or one whose parent is missing): created, not decided.
+fn initial_rows(facts: &CommitFacts, head: &Validated, root: bool) -> Vec<Row> {
+    let empty = crate::spec::Repo::default();
+    let changes = crate::change::diff(&empty, &head.repo, &[], &[], &crate::change::never_same);
+    changes
+        .iter()
+        .map(|c| {
+            row(
+                facts,
+                c,
+                DecisionPair {
+                    recomputed: if root { "initial" } else { "unknown" }.to_owned(),
+                    policies: Vec::new(),
+                    reason: Some(if root {
+                        "the first commit: there is no parent whose policies could decide".to_owned()
+                    } else {
+                        "the parent commit is not in this clone (shallow)".to_owned()
+                    }),
+                    recorded: None,
+                    recorded_as: None,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Every change of the commit, re-decided with its parent's rules.
+fn decided_rows(
+    facts: &CommitFacts,
+    base_src: &crate::source::Source,
+    head_src: &crate::source::Source,
+    base_v: &Validated,
+    head_v: &Validated,
+) -> anyhow::Result<Vec<Row>> {
+    let who = principals(facts.note.as_ref());
+    let a = pipeline::authorize(base_src, head_src, base_v, head_v, &who, None)
+        .with_context(|| format!("re-deciding {}", short(&facts.id)))?;
+    let invalid = (!head_v.is_valid()).then(|| {
+        head_v
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .map(|d| crate::diagnostic::visible(&format!("{} {}", d.code.as_str(), d.message), &[]))
+            .unwrap_or_default()
+    });
+    Ok(a.changes
+        .iter()
+        .zip(&a.decisions)
+        .map(|(c, d)| {
+            let (recomputed, reason) = match &invalid {
+                Some(why) => ("invalid", Some(why.clone())),
+                None if d.allowed => ("allow", None),
+                None => (
+                    "deny",
+                    Some(crate::diagnostic::visible(
+                        &d.advice.first().cloned().unwrap_or_else(|| d.policies.join(", ")),
+                        &[],
+                    )),
+                ),
+            };
+            row(
+                facts,
+                c,
+                DecisionPair {
+                    recomputed: recomputed.to_owned(),
+                    policies: d.policies.clone(),
+                    reason,
+                    recorded: None,
+                    recorded_as: None,
+                },
+            )
+        })
+        .collect())
+}
+
+/// A row of `facts`' commit for change `c`, with what its note records.
+fn row(facts: &CommitFacts, c: &crate::change::Change, mut decision: DecisionPair) -> Row {
+    let (action, kind) = (c.action.as_str().to_owned(), c.subject.as_str().to_owned());
+    let mut applied = Vec::new();
+    let (mut pull_request, mut approvers, mut from) = (None, Vec::new(), "none");
+    let mut author = facts.author.clone();
+    if let Some(n) = &facts.note {
+        for e in &n.applies {
+            applied.push(Applied {
+                target: e.target.clone(),
+                result: e.result.clone(),
+                time: e.time.clone(),
+                applied_as: e.applied_as.clone(),
+                deploy_commit: None,
+            });
+            if let Some(rec) = e
+                .changes
+                .iter()
+                .find(|r| r.action == action && r.subject == kind && r.name == c.name)
+            {
+                decision.recorded = Some(if rec.allowed { "allow" } else { "deny" }.to_owned());
+            }
+            decision.recorded_as.get_or_insert_with(|| e.decision.clone());
+            if e.pull_request.is_some() || !e.approvers.is_empty() {
+                pull_request = pull_request.or(e.pull_request);
+                if approvers.is_empty() {
+                    approvers = e.approvers.clone();
+                }
+                from = "note";
+            }
+            if author.login.is_none() {
+                author.login = e.author.clone();
+            }
+        }
+    }
+    if from == "none" {
+        pull_request = pull_request_in(&facts.subject);
+        approvers = facts
+            .approved_by
+            .iter()
+            .map(|a| crate::diagnostic::visible(a, &[]))
+            .collect();
+        if pull_request.is_some() || !approvers.is_empty() {
+            from = "trailers";
+        }
+    }
+    Row {
+        commit: facts.id.clone(),
+        time: facts.time.clone(),
+        author: Person {
+            name: crate::diagnostic::visible(&author.name, &[]),
+            email: crate::diagnostic::visible(&author.email, &[]),
+            login: author.login.map(|l| crate::diagnostic::visible(&l, &[])),
+        },
+        subject: facts.subject.clone(),
+        pull_request,
+        approvers,
+        approvals_from: from,
+        action,
+        kind,
+        name: crate::diagnostic::visible(&c.name, &[]),
+        path: crate::diagnostic::visible(&c.file, &[]),
+        decision,
+        applied,
+        followed_by: Vec::new(),
+    }
+}
+
+/// What decides a row's findings besides the row.
+fn row_facts(row: &Row, facts: &CommitFacts, head: &Validated, deploys: &Deploys) -> RowFacts {
+    let mut out = RowFacts {
+        has_trailers: !facts.approved_by.is_empty(),
+        by_rampart: row.author.login.as_deref().is_some_and(|l| l.starts_with("rampart[")),
+        ..RowFacts::default()
+    };
+    let rendered: HashMap<(&str, &str), Option<&str>> = facts
+        .note
+        .iter()
+        .flat_map(|n| &n.applies)
+        .map(|e| ((e.target.as_str(), e.applied_as.as_str()), e.rendered.as_deref()))
+        .collect();
+    for a in row.applied.iter().filter(|a| a.result == "applied") {
+        let found = a
+            .target
+            .strip_prefix("branch:")
+            .filter(|b| !b.contains('@'))
+            .and_then(|b| {
+                let index = deploys.get(b)?.as_ref()?;
+                let tree = rendered
+                    .get(&(a.target.as_str(), a.applied_as.as_str()))
+                    .copied()
+                    .flatten();
+                Some(
+                    index
+                        .get(&a.applied_as)
+                        .is_some_and(|v| v.iter().any(|(_, t)| Some(t.as_str()) == tree)),
+                )
+            });
+        out.deploy_found.push(found);
+    }
+    let who = [
+        row.author.login.clone().unwrap_or_default(),
+        row.author.email.clone(),
+        row.author.name.clone(),
+    ];
+    for a in &row.approvers {
+        let id = crate::policy::decide::Identity::parse_trailer(a);
+        let same = [id.login, id.email, id.name]
+            .into_iter()
+            .flatten()
+            .any(|x| who.iter().any(|w| !w.is_empty() && w.eq_ignore_ascii_case(&x)));
+        if same {
+            out.self_approvals.push(a.clone());
+        }
+    }
+    // enterprise tenants the change reaches with a plugin whose signature is not verified
+    let enterprise = |t: &crate::spec::Object<crate::spec::TenantSpec>| t.spec.tier == "enterprise";
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    match row.kind.as_str() {
+        "Tenant" if row.action != "delete" => {
+            if let Some(t) = head.repo.tenants.iter().find(|t| t.name() == row.name && enterprise(t)) {
+                for p in t.spec.plugins.iter().filter(|p| !p.disabled) {
+                    pairs.push((t.name().to_owned(), p.name.clone()));
+                }
+            }
+        }
+        "Plugin" if row.action != "delete" => {
+            for t in head.repo.tenants.iter().filter(|t| enterprise(t)) {
+                if t.spec.plugins.iter().any(|p| p.name == row.name && !p.disabled) {
+                    pairs.push((t.name().to_owned(), row.name.clone()));
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut verified: HashMap<String, bool> = HashMap::new();
+    for (t, p) in pairs {
+        let ok = *verified
+            .entry(p.clone())
+            .or_insert_with(|| head.trust_of(&p).is_some_and(|x| x.signature_verified));
+        if !ok {
+            out.unverified_enterprise.push((t, p));
+        }
+    }
+    out
+}
+
+/// One version of an object in its life.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Version {
+    pub commit: String,
+    pub time: String,
+    pub author: Person,
+    pub subject: String,
+    /// `create`, `update`, `delete` or `rename` (from the previous name).
+    pub action: String,
+    /// The object's name at this version (an earlier name when it was renamed since).
+    pub name: String,
+    pub path: String,
+    /// The object as rampart reads it (YAML, comments and key order normalised); empty
+    /// when deleted.
+    pub object: String,
+    /// Unified diff from the previous version.
+    pub diff: String,
+}
+
+/// The life of one spec object, newest version first.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Life {
+    pub rampart: u32,
+    pub kind: &'static str,
+    pub object: String,
+    pub head: String,
+    pub versions: Vec<Version>,
+}
+
+/// `tenants/payments-prod`, `tenants/payments-prod.yaml` or `Tenant/payments-prod`.
+pub fn parse_object(s: &str) -> Option<(crate::spec::Kind, String)> {
+    let (k, name) = s.trim_end_matches('/').split_once('/')?;
+    let kind = crate::spec::Kind::ALL
+        .into_iter()
+        .find(|x| x.dir() == k || x.as_str().eq_ignore_ascii_case(k))?;
+    let name = name.trim_end_matches(".yaml").trim_end_matches(".yml");
+    (!name.is_empty() && !name.contains('/')).then(|| (kind, name.to_owned()))
+}
+
+/// The object as YAML (what rampart read of it).
+fn object_yaml(repo: &crate::spec::Repo, kind: crate::spec::Kind, name: &str) -> Option<String> {
+    use crate::spec::Kind;
+    fn doc<S: serde::Serialize>(kind: Kind, o: &crate::spec::Object<S>) -> String {
+        let v = serde_json::json!({
+            "apiVersion": crate::spec::API_VERSION,
+            "kind": kind.as_str(),
+            "metadata": &o.metadata,
+            "spec": &o.spec,
+        });
+        serde_saphyr::to_string(&v).unwrap_or_default()
+    }
+    match kind {
+        Kind::Team => repo.teams.iter().find(|o| o.name() == name).map(|o| doc(kind, o)),
+        Kind::Tenant => repo.tenants.iter().find(|o| o.name() == name).map(|o| doc(kind, o)),
+        Kind::Plugin => repo.plugins.iter().find(|o| o.name() == name).map(|o| doc(kind, o)),
+        Kind::Rollout => repo.rollouts.iter().find(|o| o.name() == name).map(|o| doc(kind, o)),
+    }
+}
+
+/// Every version of the object `kind`/`name` (as named at the walked revision) on the
+/// first-parent history, renames followed: a commit that deletes one object of the kind and
+/// creates this one in the same file (or deletes and creates exactly one each) renamed it.
+pub fn life(opts: &Options, kind: crate::spec::Kind, name: &str, progress: Progress<'_>) -> anyhow::Result<Life> {
+    let o = open(&opts.path)?;
+    let rev = if opts.rev.is_empty() { "HEAD" } else { opts.rev.as_str() };
+    let head = o
+        .repo
+        .revparse_single(rev)
+        .and_then(|x| x.peel_to_commit())
+        .with_context(|| format!("resolving `{rev}` in `{}`", opts.path.display()))?
+        .id();
+    let (mut all, _) = first_parents(&o.repo, head)?;
+    all.reverse();
+    // every change of the kind, oldest first: (commit, action, name, path, yaml after)
+    struct Event {
+        commit: Oid,
+        action: crate::change::Action,
+        name: String,
+        path: String,
+        yaml: Option<String>,
+    }
+    let mut events: Vec<Event> = Vec::new();
+    let cache =
+        (std::env::var("RAMPART_CACHE").as_deref() != Ok("off")).then(|| crate::cache::ParseCache::open(&o.git_dir));
+    let mut replay = Replay::new(&o.git_dir, &o.subdir, cache);
+    let mut prev: Option<(Oid, Validated)> = None;
+    let total = all.len() as u64;
+    for (i, id) in all.iter().enumerate() {
+        if i % 64 == 0 {
+            progress(i as u64, total);
+        }
+        let c = o.repo.find_commit(*id)?;
+        // only commits that touched the kind's directory (or the settings) are read
+        if let (Some(p), Some((pid, _))) = (c.parent_id(0).ok(), &prev)
+            && *pid == p
+        {
+            let sub = |commit: &git2::Commit| -> Option<Oid> {
+                let t = commit.tree().ok()?;
+                let path = if o.subdir.is_empty() {
+                    kind.dir().to_owned()
+                } else {
+                    format!("{}/{}", o.subdir, kind.dir())
+                };
+                t.get_path(Path::new(&path)).ok().map(|e| e.id())
+            };
+            if sub(&o.repo.find_commit(p)?) == sub(&c) {
+                prev = prev.map(|(_, v)| (*id, v));
+                continue;
+            }
+        }
+        let Ok((_, head_v)) = replay.at(*id) else {
+            prev = None;
+            continue;
+        };
+        let empty = crate::spec::Repo::default();
+        let base_repo = prev.as_ref().map_or(&empty, |(_, v)| &v.repo);
+        let same = |a: &crate::spec::Origin, b: &crate::spec::Origin| match &prev {
+            Some((_, bv)) => bv.same_source(&head_v, a, b),
+            None => false,
+        };
+        for ch in crate::change::diff(base_repo, &head_v.repo, &[], &[], &same) {
+            if ch.subject != crate::change::Subject::Object(kind) {
+                continue;
+            }
+            events.push(Event {
+                commit: *id,
+                action: ch.action,
+                yaml: object_yaml(&head_v.repo, kind, &ch.name),
+                name: ch.name,
+                path: ch.file,
+            });
+        }
+        prev = Some((*id, head_v));
+    }
+    progress(total, total);
+    // follow the name back through renames, newest first
+    use crate::change::Action;
+    let mut cur = name.to_owned();
+    let mut versions = Vec::new();
+    let mut i = events.len();
+    while i > 0 {
+        let commit = events[i - 1].commit;
+        let start = events[..i]
+            .iter()
+            .rposition(|e| e.commit != commit)
+            .map_or(0, |p| p + 1);
+        let group = &events[start..i];
+        i = start;
+        let Some(mine) = group.iter().find(|e| e.name == cur) else {
+            continue;
+        };
+        let mut action = mine.action.as_str().to_owned();
+        let mut before_name = cur.clone();
+        if mine.action == Action::Create {
+            let deletes: Vec<&Event> = group.iter().filter(|e| e.action == Action::Delete).collect();
+            let creates = group.iter().filter(|e| e.action == Action::Create).count();
+            let renamed = deletes
+                .iter()
+                .find(|d| d.path == mine.path)
+                .or_else(|| (deletes.len() == 1 && creates == 1).then(|| &deletes[0]));
+            if let Some(d) = renamed {
+                action = "rename".to_owned();
+                before_name = d.name.clone();
+            }
+        }
+        // the version before: the latest earlier event of the name it had then
+        let before = events[..start]
+            .iter()
+            .rev()
+            .find(|e| e.name == before_name)
+            .and_then(|e| e.yaml.clone())
+            .filter(|_| mine.action != Action::Create || action == "rename")
+            .unwrap_or_default();
+        let after = mine.yaml.clone().unwrap_or_default();
+        let diff = similar::TextDiff::from_lines(&before, &after)
+            .unified_diff()
+            .context_radius(3)
+            .header(
+                &format!("a/{}/{before_name}", kind.dir()),
+                &format!("b/{}/{}", kind.dir(), mine.name),
+            )
+            .to_string();
+        let facts = commit_facts(&o.repo, commit, None)?;
+        versions.push(Version {
+            commit: facts.id,
+            time: facts.time,
+            author: Person {
+                name: crate::diagnostic::visible(&facts.author.name, &[]),
+                email: crate::diagnostic::visible(&facts.author.email, &[]),
+                login: None,
+            },
+            subject: facts.subject,
+            action,
+            name: crate::diagnostic::visible(&mine.name, &[]),
+            path: crate::diagnostic::visible(&mine.path, &[]),
+            object: after,
+            diff: crate::diagnostic::visible(&diff, &['\n']),
+        });
+        cur = before_name;
+    }
+    Ok(Life {
+        rampart: super::FORMAT,
+        kind: "ObjectLife",
+        object: format!("{}/{name}", kind.dir()),
+        head: head.to_string(),
+        versions,
+    })
+}
