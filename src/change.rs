@@ -103,8 +103,22 @@ pub fn diff(
     head_files: &[SourceFile],
     same: Same<'_>,
 ) -> Vec<Change> {
+    diff_in(base, head, base_files, head_files, same, None)
+}
+
+/// [`diff`] of the objects defined in the files `only` (by path) — the files known to differ
+/// between `base` and `head` (an object in any other file is the same on both sides): the
+/// same changes as [`diff`], indexes into the whole repos, at the cost of the changed files.
+pub fn diff_in(
+    base: &Repo,
+    head: &Repo,
+    base_files: &[SourceFile],
+    head_files: &[SourceFile],
+    same: Same<'_>,
+    only: Option<&foldhash::HashSet<String>>,
+) -> Vec<Change> {
     let mut out = Vec::new();
-    let sides = Sides { base, head, same };
+    let sides = Sides { base, head, same, only };
     objects(&sides, &base.teams, &head.teams, Kind::Team, &mut out);
     objects(&sides, &base.tenants, &head.tenants, Kind::Tenant, &mut out);
     objects(&sides, &base.plugins, &head.plugins, Kind::Plugin, &mut out);
@@ -148,18 +162,40 @@ struct Sides<'a> {
     base: &'a Repo,
     head: &'a Repo,
     same: Same<'a>,
+    only: Option<&'a foldhash::HashSet<String>>,
+}
+
+impl Sides<'_> {
+    /// The indexes of `objects` to compare: all, or those defined in the files `only`
+    /// names. Objects are in file order (as validation and replay build them), so each
+    /// file's are found by binary search.
+    fn indexes<S>(&self, objects: &[Object<S>]) -> Box<dyn Iterator<Item = usize> + '_> {
+        match self.only {
+            None => Box::new(0..objects.len()),
+            Some(only) => {
+                debug_assert!(objects.windows(2).all(|w| w[0].origin.file <= w[1].origin.file));
+                let mut out: Vec<usize> = Vec::new();
+                for path in only {
+                    let from = objects.partition_point(|o| o.origin.file.as_str() < path.as_str());
+                    out.extend((from..objects.len()).take_while(|&i| objects[i].origin.file == *path));
+                }
+                out.sort_unstable();
+                Box::new(out.into_iter())
+            }
+        }
+    }
 }
 
 fn objects<S: PartialEq>(sides: &Sides<'_>, base: &[Object<S>], head: &[Object<S>], kind: Kind, out: &mut Vec<Change>) {
     let (base_repo, head_repo) = (sides.base, sides.head);
     // first definition wins, as in validation (a duplicate is an error of the head anyway)
-    let mut old: HashMap<&str, usize> = HashMap::with_capacity(base.len());
-    for (i, o) in base.iter().enumerate() {
-        old.entry(o.name()).or_insert(i);
+    let mut old: HashMap<&str, usize> = HashMap::new();
+    for i in sides.indexes(base) {
+        old.entry(base[i].name()).or_insert(i);
     }
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(head.len());
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     let start = out.len();
-    for (j, o) in head.iter().enumerate() {
+    for (j, o) in sides.indexes(head).map(|j| (j, &head[j])) {
         if seen.insert(o.name(), j).is_some() {
             continue;
         }
@@ -186,11 +222,25 @@ fn objects<S: PartialEq>(sides: &Sides<'_>, base: &[Object<S>], head: &[Object<S
             base_invalid,
         });
     }
-    // invalid in the base and gone from the head: a deletion that cannot be judged
+    // invalid in the base and gone from the head: a deletion that cannot be judged (when
+    // only some files are compared, `old` holds only theirs: every valid name of the base
+    // is asked for, but only when the base has a name no valid object defines)
     if let Some(names) = base_repo.names_seen.get(&kind) {
+        let all_valid: Option<std::collections::HashSet<&str>> = match sides.only {
+            None => None,
+            Some(_) if names.len() <= base.len() => Some(Default::default()),
+            Some(_) => Some(base.iter().map(|o| o.name()).collect()),
+        };
+        // (every name has a valid object when there are no more names than objects)
+        let none_invalid = sides.only.is_some() && names.len() <= base.len();
         let mut gone: Vec<&String> = names
             .iter()
-            .filter(|n| !old.contains_key(n.as_str()) && !head_repo.has(kind, n))
+            .filter(|_| !none_invalid)
+            .filter(|n| match &all_valid {
+                None => !old.contains_key(n.as_str()),
+                Some(valid) => !valid.contains(n.as_str()),
+            })
+            .filter(|n| !head_repo.has(kind, n))
             .collect();
         gone.sort();
         for name in gone {

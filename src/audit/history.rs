@@ -182,8 +182,9 @@ fn git_fetch(git_dir: &Path, remote: &str, refspecs: &[String]) -> Result<(), St
     }
 }
 
-/// The first-parent commits from `rev`, newest first, and whether the walk stopped at a
-/// shallow clone's boundary (the first commit whose parent is missing).
+/// The first-parent commits from `rev`, newest first, and the commit the walk stopped at
+/// when it is a shallow clone's boundary (its parents are not in the clone; libgit2 shows
+/// such a commit without parents).
 fn first_parents(repo: &Repository, head: Oid) -> anyhow::Result<(Vec<Oid>, Option<Oid>)> {
     let mut walk = repo.revwalk()?;
     walk.push(head)?;
@@ -192,11 +193,21 @@ fn first_parents(repo: &Repository, head: Oid) -> anyhow::Result<(Vec<Oid>, Opti
     for id in walk {
         out.push(id.context("walking the first-parent history")?);
     }
-    let cut = out.last().and_then(|last| {
-        let c = repo.find_commit(*last).ok()?;
-        (c.parent_count() > 0 && c.parent(0).is_err()).then_some(*last)
-    });
+    let shallow = shallow_commits(repo);
+    let cut = out.last().copied().filter(|last| shallow.contains(last));
     Ok((out, cut))
+}
+
+/// The commits a shallow clone cut the history at (`<git dir>/shallow`).
+fn shallow_commits(repo: &Repository) -> HashSet<Oid> {
+    if !repo.is_shallow() {
+        return HashSet::new();
+    }
+    std::fs::read_to_string(repo.path().join("shallow"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| Oid::from_str(l.trim()).ok())
+        .collect()
 }
 
 /// A note as read: parsed, or why not.
@@ -521,7 +532,7 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
     // re-decide every change, oldest first
     let cache =
         (std::env::var("RAMPART_CACHE").as_deref() != Ok("off")).then(|| crate::cache::ParseCache::open(&o.git_dir));
-    let mut replay = Replay::new(&o.git_dir, &o.subdir, cache);
+    let mut replay = Replay::new(&o.git_dir, &o.subdir, cache)?;
     let mut prev: Option<(Oid, crate::source::Source, Validated)> = None;
     let total = range.len() as u64;
     for (i, id) in range.iter().enumerate() {
@@ -530,6 +541,7 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
         }
         let c = o.repo.find_commit(*id)?;
         let parent = c.parent_id(0).ok().filter(|p| o.repo.find_commit(*p).is_ok());
+        let root = c.parent_count() == 0 && Some(*id) != shallow_cut;
         let note = notes_by.get(id).cloned();
         let sub_tree = |commit: &git2::Commit| -> Option<Oid> {
             let t = commit.tree().ok()?;
@@ -544,6 +556,12 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
             .and_then(|p| o.repo.find_commit(p).ok())
             .and_then(|p| sub_tree(&p));
         if parent.is_some() && parent_tree == sub_tree(&c) {
+            // (the same revision as its parent: it stands for it as the next one's base)
+            if let Some(x) = prev.as_mut()
+                && Some(x.0) == parent
+            {
+                x.0 = *id;
+            }
             continue;
         }
         let facts = commit_facts(&o.repo, *id, note)?;
@@ -566,8 +584,10 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
         };
         report.changing += 1;
         let mut rows = match &base {
-            None => initial_rows(&facts, &head_v, parent.is_none()),
-            Some((_, base_src, base_v)) => decided_rows(&facts, base_src, &head_src, base_v, &head_v)?,
+            None => initial_rows(&facts, &head_v, root),
+            Some((_, base_src, base_v)) => {
+                decided_rows(&facts, base_src, &head_src, base_v, &head_v, replay.changed.as_deref())?
+            }
         };
         for row in &mut rows {
             row.followed_by = follow.get(&facts.id).cloned().unwrap_or_default();
@@ -683,10 +703,41 @@ fn decided_rows(
     head_src: &crate::source::Source,
     base_v: &Validated,
     head_v: &Validated,
+    changed: Option<&[pipeline::Changed]>,
 ) -> anyhow::Result<Vec<Row>> {
     let who = principals(facts.note.as_ref());
-    let a = pipeline::authorize(base_src, head_src, base_v, head_v, &who, None)
-        .with_context(|| format!("re-deciding {}", short(&facts.id)))?;
+    let a = match changed {
+        // only the files the commit changed are compared (the guarded ones read when one of
+        // them changed)
+        Some(changed) => {
+            let paths: foldhash::HashSet<String> = changed.iter().map(|c| c.path.clone()).collect();
+            let guarded = changed.iter().any(|c| {
+                c.path == crate::config::SETTINGS_FILE
+                    || crate::source::GUARDED_DIRS
+                        .iter()
+                        .any(|d| c.path.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
+            });
+            let (bf, hf) = if guarded {
+                (
+                    base_src.read_guarded(&base_v.repo.settings.limits)?.files,
+                    head_src.read_guarded(&head_v.repo.settings.limits)?.files,
+                )
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let changes = crate::change::diff_in(
+                &base_v.repo,
+                &head_v.repo,
+                &bf,
+                &hf,
+                &crate::change::never_same,
+                Some(&paths),
+            );
+            pipeline::authorize_changes(head_src, base_v, head_v, &who, None, changes)
+        }
+        None => pipeline::authorize(base_src, head_src, base_v, head_v, &who, None),
+    }
+    .with_context(|| format!("re-deciding {}", short(&facts.id)))?;
     let invalid = (!head_v.is_valid()).then(|| {
         head_v
             .diagnostics
@@ -760,16 +811,20 @@ fn row(facts: &CommitFacts, c: &crate::change::Change, mut decision: DecisionPai
             }
         }
     }
-    if from == "none" {
+    // what the commit itself says, where the note says nothing
+    let trailers: Vec<String> = facts
+        .approved_by
+        .iter()
+        .map(|a| crate::diagnostic::visible(a, &[]))
+        .collect();
+    if pull_request.is_none() {
         pull_request = pull_request_in(&facts.subject);
-        approvers = facts
-            .approved_by
-            .iter()
-            .map(|a| crate::diagnostic::visible(a, &[]))
-            .collect();
-        if pull_request.is_some() || !approvers.is_empty() {
-            from = "trailers";
-        }
+    }
+    if approvers.is_empty() && !trailers.is_empty() {
+        approvers = trailers;
+        from = "trailers";
+    } else if from == "none" && pull_request.is_some() {
+        from = "trailers";
     }
     Row {
         commit: facts.id.clone(),
@@ -958,7 +1013,7 @@ pub fn life(opts: &Options, kind: crate::spec::Kind, name: &str, progress: Progr
     let mut events: Vec<Event> = Vec::new();
     let cache =
         (std::env::var("RAMPART_CACHE").as_deref() != Ok("off")).then(|| crate::cache::ParseCache::open(&o.git_dir));
-    let mut replay = Replay::new(&o.git_dir, &o.subdir, cache);
+    let mut replay = Replay::new(&o.git_dir, &o.subdir, cache)?;
     let mut prev: Option<(Oid, Validated)> = None;
     let total = all.len() as u64;
     for (i, id) in all.iter().enumerate() {
@@ -990,11 +1045,20 @@ pub fn life(opts: &Options, kind: crate::spec::Kind, name: &str, progress: Progr
         };
         let empty = crate::spec::Repo::default();
         let base_repo = prev.as_ref().map_or(&empty, |(_, v)| &v.repo);
-        let same = |a: &crate::spec::Origin, b: &crate::spec::Origin| match &prev {
-            Some((_, bv)) => bv.same_source(&head_v, a, b),
-            None => false,
-        };
-        for ch in crate::change::diff(base_repo, &head_v.repo, &[], &[], &same) {
+        let paths: Option<foldhash::HashSet<String>> = replay
+            .changed
+            .as_ref()
+            .filter(|_| prev.is_some())
+            .map(|c| c.iter().map(|c| c.path.clone()).collect());
+        let changes = crate::change::diff_in(
+            base_repo,
+            &head_v.repo,
+            &[],
+            &[],
+            &crate::change::never_same,
+            paths.as_ref(),
+        );
+        for ch in changes {
             if ch.subject != crate::change::Subject::Object(kind) {
                 continue;
             }
@@ -1081,4 +1145,44 @@ pub fn life(opts: &Options, kind: crate::spec::Kind, name: &str, progress: Progr
         head: head.to_string(),
         versions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_revisions_as_bounds() {
+        assert_eq!(parse_time("1970-01-01"), Some(0));
+        assert_eq!(parse_time("2026-11-29"), Some(1_795_910_400));
+        assert_eq!(parse_time("2026-11-29T01:02:03Z"), Some(1_795_910_400 + 3723));
+        assert_eq!(parse_time("2026-13-01"), None);
+        assert_eq!(parse_time("HEAD~3"), None);
+        assert_eq!(Bound::parse("v1.2"), Bound::Rev("v1.2".to_owned()));
+    }
+
+    #[test]
+    fn pull_requests_from_merge_and_squash_subjects() {
+        assert_eq!(pull_request_in("Merge pull request #42 from acme/x"), Some(42));
+        assert_eq!(pull_request_in("sandbox: more cpu (#12)"), Some(12));
+        assert_eq!(pull_request_in("sandbox: more cpu (#12"), None);
+        assert_eq!(pull_request_in("fix (#)"), None);
+        assert_eq!(pull_request_in("plain"), None);
+    }
+
+    #[test]
+    fn objects_by_directory_or_kind() {
+        use crate::spec::Kind;
+        assert_eq!(
+            parse_object("tenants/payments-prod"),
+            Some((Kind::Tenant, "payments-prod".to_owned()))
+        );
+        assert_eq!(
+            parse_object("Plugin/catalog.yaml"),
+            Some((Kind::Plugin, "catalog".to_owned()))
+        );
+        assert_eq!(parse_object("tenants"), None);
+        assert_eq!(parse_object("tenants/a/b"), None);
+        assert_eq!(parse_object("widgets/a"), None);
+    }
 }

@@ -230,7 +230,12 @@ pub fn row_findings(row: &Row, facts: &RowFacts) -> Vec<Finding> {
             "a note rampart did not write, a changed rampart version, or history rewritten under the note: compare the note's time with the rampart release then in use",
         ));
     }
-    if !applied.is_empty() && row.pull_request.is_none() && !facts.has_trailers && !facts.by_rampart {
+    if !applied.is_empty()
+        && authorised_per_commit
+        && row.pull_request.is_none()
+        && !facts.has_trailers
+        && !facts.by_rampart
+    {
         out.push(finding(
             "R703",
             commit,

@@ -109,6 +109,21 @@ pub fn authorize(
     who: &Principals,
     authority: Option<&Validated>,
 ) -> anyhow::Result<Authorized> {
+    let limits = head_v.repo.settings.limits;
+    let changes = changes(base, head, base_v, head_v, &limits)?;
+    authorize_changes(head, base_v, head_v, who, authority, changes)
+}
+
+/// [`authorize`] of `changes`, already computed (`audit` computes them from the files a
+/// commit changed: [`crate::change::diff_in`]).
+pub fn authorize_changes(
+    head: &Source,
+    base_v: &Validated,
+    head_v: &Validated,
+    who: &Principals,
+    authority: Option<&Validated>,
+    changes: Vec<Change>,
+) -> anyhow::Result<Authorized> {
     let rules = authority.unwrap_or(base_v);
     let mut checked = Authorized {
         base_commit: base_v.commit.clone(),
@@ -120,7 +135,7 @@ pub fn authorize(
         policy_time: Duration::ZERO,
     };
     let limits = head_v.repo.settings.limits;
-    checked.changes = changes(base, head, base_v, head_v, &limits)?;
+    checked.changes = changes;
 
     let t = Instant::now();
     let mut defaults = None;

@@ -11,7 +11,7 @@ mod policy_test;
 mod replay;
 mod validate;
 
-pub use check::{Authorized, CheckOutcome, Checked, Principals, authorize, check};
+pub use check::{Authorized, CheckOutcome, Checked, Principals, authorize, authorize_changes, check};
 pub use compile::{Compiled, WrittenTree, compile_into, compile_validated, compile_validated_tenants};
 pub use policy_test::{TestRun, policy_test};
 pub use replay::{Changed, Replay, changed_paths};

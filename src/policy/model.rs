@@ -222,9 +222,9 @@ pub fn build(
     let (schema, literals) = (&engine.schema, &engine.literals);
     let mut entities: Vec<Entity> = Vec::new();
     // teams and users: membership from the authority (the rules in force) only
-    let mut teams_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut teams_of: foldhash::HashMap<&str, Vec<&str>> = foldhash::HashMap::default();
     let mut teams: Vec<(String, Vec<String>)> = Vec::new();
-    let mut team_names: HashSet<&str> = HashSet::new();
+    let mut team_names: foldhash::HashSet<&str> = foldhash::HashSet::default();
     for t in &authority.teams {
         if !team_names.insert(t.name()) {
             continue;
@@ -314,7 +314,8 @@ pub fn build(
     // entity it reached — so the closure of those is exactly what a decision can see, and a
     // one-tenant change does not build 10k tenant entities. Teams are all there (they have
     // no attributes); users only when reachable (below).
-    let mut reach: HashMap<&str, HashSet<&str>> = HashMap::new();
+    // (foldhash: every object of every side is looked up here, 20k tenants on M)
+    let mut reach: foldhash::HashMap<&str, foldhash::HashSet<&str>> = foldhash::HashMap::default();
     for c in changes {
         reach.entry(c.subject.as_str()).or_default().insert(&c.name);
     }
@@ -329,10 +330,12 @@ pub fn build(
             reach.entry(kind).or_default().insert(l.id().unescaped());
         }
     }
-    let wanted = |reach: &HashMap<&str, HashSet<&str>>, kind, name| {
-        reach.get(kind).is_some_and(|n: &HashSet<&str>| n.contains(name))
+    let wanted = |reach: &foldhash::HashMap<&str, foldhash::HashSet<&str>>, kind, name| {
+        reach
+            .get(kind)
+            .is_some_and(|n: &foldhash::HashSet<&str>| n.contains(name))
     };
-    let mut seen: HashSet<&str> = HashSet::new();
+    let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
     let mut rollout_plugins: Vec<&str> = Vec::new();
     // (the authority's current values first, when it is not the base itself)
     let current = sides.current.as_ref().map(|s| s.repo);
@@ -401,8 +404,10 @@ pub fn build(
     }
     seen.clear();
     let current_tenants = current.map_or(&[][..], |a| &a.tenants[..]);
+    let empty = foldhash::HashSet::default();
+    let reach_tenants = reach.get("Tenant").unwrap_or(&empty);
     for t in current_tenants.iter().chain(&base.tenants).chain(&head.tenants) {
-        if wanted(&reach, "Tenant", t.name()) && seen.insert(t.name()) {
+        if !reach_tenants.is_empty() && reach_tenants.contains(t.name()) && seen.insert(t.name()) {
             named_teams.extend(t.spec.owners.iter().cloned());
             entities.push(tenant_entity(t)?);
         }
@@ -991,7 +996,8 @@ impl<'r> TenantIndex<'r> {
 
     /// The index of the tenants `wanted` accepts only (targets are then among them).
     pub fn of(repo: &'r Repo, wanted: &(dyn Fn(&str) -> bool + Sync)) -> TenantIndex<'r> {
-        let mut by_name = foldhash::HashMap::with_capacity_and_hasher(repo.tenants.len(), Default::default());
+        // (not sized up front: most change sets index no tenant at all)
+        let mut by_name = foldhash::HashMap::default();
         let mut by_label: foldhash::HashMap<(&str, &str), Vec<usize>> = foldhash::HashMap::default();
         for (i, t) in repo.tenants.iter().enumerate().filter(|(_, t)| wanted(t.name())) {
             by_name.entry(t.name()).or_insert(i);

@@ -367,7 +367,9 @@ pub struct Repo {
     pub tenants: Vec<Object<TenantSpec>>,
     pub plugins: Vec<Object<PluginSpec>>,
     pub rollouts: Vec<Object<RolloutSpec>>,
-    pub names_seen: BTreeMap<Kind, foldhash::HashSet<String>>,
+    /// (shared: a replayed revision that defines the same names as the one before it
+    /// shares them, see `pipeline::Replay`)
+    pub names_seen: std::sync::Arc<BTreeMap<Kind, foldhash::HashSet<String>>>,
 }
 
 impl Repo {

@@ -257,7 +257,10 @@ fn collect(outcomes: Vec<FileOutcome>, settings: Settings) -> (Repo, Vec<Diagnos
         diags.extend(diagnostics);
         for (p, def) in parsed {
             if let Some((kind, name, origin)) = def {
-                repo.names_seen.entry(kind).or_default().insert(name.clone());
+                std::sync::Arc::make_mut(&mut repo.names_seen)
+                    .entry(kind)
+                    .or_default()
+                    .insert(name.clone());
                 // salvaged names (no document) suppress follow-ons but are not definitions
                 if origin.doc != usize::MAX {
                     defs.push((kind, name, origin));

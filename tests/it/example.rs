@@ -193,6 +193,7 @@ fn architecture_invariants() {
         "src/observe/analysis",
         "src/rollout/",
         "src/rollback/edit",
+        "src/audit/mod.rs",
     ];
     let io = [
         "std::fs",
