@@ -5,6 +5,7 @@ mod apply;
 mod check;
 mod ci;
 mod compile;
+mod init;
 mod kube;
 mod plan;
 mod plugins;
@@ -47,7 +48,8 @@ pub mod exit {
                   (Prometheus), writing the revert of a failing one — or the promotion of a passed one — into \
                   Git itself; `rollout status` shows where they stand. `plugins verify` \
                   and `plugins tree` show the plugin supply chain (digests, signatures, trust, each tenant's \
-                  plugin set); `ci` runs the whole review inside GitHub Actions (comment, check run, outputs).\n\n\
+                  plugin set); `ci` runs the whole review inside GitHub Actions (comment, check run, outputs); \
+                  `init` scaffolds a new config repo.\n\n\
                   Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",
     after_help = "Docs: README.md (commands, config reference, diagnostic codes, exit codes)."
 )]
@@ -58,6 +60,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Init(init::Args),
     Validate(validate::Args),
     Check(check::Args),
     Policy(policy::Args),
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Init(args) => init::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Plugins(args) => plugins::run(args),
