@@ -286,8 +286,12 @@ fn summary(dir: &Path, files: &[(String, String)], overwritten: usize, team: &[S
     } else {
         format!(" {}", shell_word(&shown))
     };
+    let overwritten = match overwritten {
+        0 => String::new(),
+        n => format!(" ({n} overwritten)"),
+    };
     let mut out = format!(
-        "wrote {} files to `{shown}` ({overwritten} overwritten); platform team: {}\n",
+        "wrote {} files to `{shown}`{overwritten}; platform team: {}\n",
         files.len(),
         team.join(", ")
     );

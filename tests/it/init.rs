@@ -1,6 +1,7 @@
 //! `rampart init`: the scaffold validates, passes its policy tests and plans against nothing
 //! (a directory and a git root commit) straight away; it refuses to overwrite (and then
-//! writes nothing) unless --force, never writes through a link, and needs valid logins.
+//! writes nothing) unless --force, never writes through a link, and needs valid logins (from
+//! the flag, or asked for on a terminal).
 
 use crate::support::*;
 use serde_json::Value;
@@ -113,6 +114,11 @@ fn init_refuses_to_overwrite_names_the_files_and_writes_nothing() {
         Some(tmp.path()),
     );
     assert_eq!(forced.code, 0, "{}{}", forced.stdout, forced.stderr);
+    assert!(
+        forced.stdout.contains("wrote 16 files to `repo` (15 overwritten)"),
+        "{}",
+        forced.stdout
+    );
     assert!(read(&repo.join("README.md")).starts_with("# Platform config\n"));
     assert!(repo.join("tenants/sandbox.yaml").is_file());
     assert!(read(&repo.join("teams/platform.yaml")).contains("    - carol\n"));
@@ -182,4 +188,31 @@ fn init_workflow_is_valid_yaml_with_least_privilege() {
     let (_, sha) = uses.split_once('@').unwrap();
     assert!(sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit()), "{uses}");
     assert_eq!(steps[2]["run"], "echo \"rampart decided: $DECISION\"");
+}
+
+/// On a terminal (util-linux `script` gives it one), init asks until the answer holds valid
+/// logins.
+#[test]
+fn init_asks_for_logins_on_a_terminal() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let command = format!("'{}' init repo", env!("CARGO_BIN_EXE_rampart"));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not_a_login\nalice, bob\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("`not_a_login` is not a GitHub login"), "{text}");
+    assert!(read(&tmp.path().join("repo/teams/platform.yaml")).contains("  members:\n    - alice\n    - bob\n"));
 }
