@@ -295,6 +295,11 @@ fn summary(dir: &Path, files: &[(String, String)], overwritten: usize, team: &[S
         files.len(),
         team.join(", ")
     );
+    if team.len() == 1 {
+        out.push_str(
+            "note: rampart.yaml, policies/ and keys/ change only with an approval from a second platform member: add one to teams/platform.yaml\n",
+        );
+    }
     if git_init {
         out.push_str(&format!(
             "initialised a git repository in `{shown}` (it was not inside one)\n"

@@ -122,6 +122,7 @@ fn init_refuses_to_overwrite_names_the_files_and_writes_nothing() {
     assert!(read(&repo.join("README.md")).starts_with("# Platform config\n"));
     assert!(repo.join("tenants/sandbox.yaml").is_file());
     assert!(read(&repo.join("teams/platform.yaml")).contains("    - carol\n"));
+    assert!(forced.stdout.contains("a second platform member"), "{}", forced.stdout);
 }
 
 #[test]
