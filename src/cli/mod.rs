@@ -6,6 +6,7 @@ mod audit;
 mod check;
 mod ci;
 mod compile;
+mod init;
 mod kube;
 mod plan;
 mod plugins;
@@ -50,7 +51,8 @@ pub mod exit {
                   changed what, who approved it, whether policy allowed it, where and when it was applied, what \
                   reverted it). `plugins verify` \
                   and `plugins tree` show the plugin supply chain (digests, signatures, trust, each tenant's \
-                  plugin set); `ci` runs the whole review inside GitHub Actions (comment, check run, outputs).\n\n\
+                  plugin set); `ci` runs the whole review inside GitHub Actions (comment, check run, outputs); \
+                  `init` scaffolds a new config repo.\n\n\
                   Exit codes: 0 ok, 1 could not run, 2 denied by policy, 3 invalid input, 4 SLO violation.",
     after_help = "Docs: README.md (commands, config reference, diagnostic codes, exit codes)."
 )]
@@ -61,6 +63,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Init(init::Args),
     Validate(validate::Args),
     Check(check::Args),
     Policy(policy::Args),
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Init(args) => init::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Plugins(args) => plugins::run(args),

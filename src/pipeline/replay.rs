@@ -402,7 +402,14 @@ impl Replay {
         let limits = settings.limits;
         let table = self.cache.as_ref().map(|c| c.table(&limits));
         let mut diags = Vec::new();
-        let specs = validate::read_specs(source, &limits, table.as_deref(), settings_file.as_ref(), &mut diags)?;
+        let specs = validate::read_specs(
+            source,
+            &limits,
+            table.as_deref(),
+            settings_file.as_ref(),
+            validate::Checks::All,
+            &mut diags,
+        )?;
         let blobs = specs.blobs.clone();
         let noop = |_: u64, _: u64| {};
         let (loaded, _) = validate::parse_specs(

@@ -207,6 +207,8 @@ pub enum Checks {
     /// the checks across objects, signatures and compatibility are skipped: the revision is
     /// valid, its problems (warnings) are not reported, and trust is computed when asked
     /// ([`Validated::trust_of`]). For the base of a change, whose validity is all that counts.
+    /// The base may also hold no config repo at all: the change creates it (`rampart init`'s
+    /// first commit), planned and judged against nothing. A head is never allowed to be empty.
     SkipKnownValid,
 }
 
@@ -231,7 +233,14 @@ fn validate_checked(
     let table = cache
         .filter(|_| matches!(source, Source::Git { .. }))
         .map(|c| c.table(&limits));
-    let specs = read_specs(source, &limits, table.as_deref(), settings_file.as_ref(), &mut diags)?;
+    let specs = read_specs(
+        source,
+        &limits,
+        table.as_deref(),
+        settings_file.as_ref(),
+        checks,
+        &mut diags,
+    )?;
     timings.read = t.elapsed();
     let t = Instant::now();
     let (loaded, reread) = parse_specs(
@@ -317,12 +326,14 @@ pub(super) struct SpecsRead {
     pub(super) commit: Option<String>,
 }
 
-/// Read the spec files (only the blob ids of those `table` knows); `Err` when the revision is empty.
+/// Read the spec files (only the blob ids of those `table` knows); `Err` when the revision is
+/// empty, unless it is the base of a change ([`Checks::SkipKnownValid`]).
 pub(super) fn read_specs(
     source: &Source,
     limits: &Limits,
     table: Option<&Table>,
     settings_file: Option<&LoadedFile>,
+    checks: Checks,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<SpecsRead, SourceError> {
     let read = match table {
@@ -338,7 +349,8 @@ pub(super) fn read_specs(
         .chain(known.iter().map(|(p, id)| (p, id)))
         .map(|(p, id)| (p.clone(), *id))
         .collect();
-    if settings_file.is_none()
+    if checks == Checks::All
+        && settings_file.is_none()
         && snap.files.is_empty()
         && known.is_empty()
         && snap.diagnostics.is_empty()

@@ -13,6 +13,7 @@ mod git_http;
 mod github_client;
 mod github_fake;
 mod hostile;
+mod init;
 mod invalid;
 mod kube;
 mod kube_server;
