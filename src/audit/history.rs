@@ -38,9 +38,21 @@ pub enum Bound {
 }
 
 impl Bound {
-    /// `2026-11-01`, `2026-11-01T12:00:00Z` (UTC), or a revision.
-    pub fn parse(s: &str) -> Bound {
-        parse_time(s).map_or_else(|| Bound::Rev(s.to_owned()), Bound::Time)
+    /// `2026-11-01`, `2026-11-01T12:00:00Z` (UTC), or a revision; a date-only `--until`
+    /// (`end_of_day`) covers that whole day. Something shaped like a date that is not one
+    /// (`2026-13-45`) is an error, not a revision.
+    pub fn parse(s: &str, end_of_day: bool) -> Result<Bound, String> {
+        if let Some(t) = parse_time(s) {
+            return Ok(Bound::Time(if end_of_day && s.len() == 10 { t + 86_399 } else { t }));
+        }
+        let b = s.as_bytes();
+        if b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' {
+            return Err(format!(
+                "`{}` is not a date: give YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC), or a revision",
+                crate::diagnostic::visible(s, &[])
+            ));
+        }
+        Ok(Bound::Rev(s.to_owned()))
     }
 }
 
@@ -55,13 +67,16 @@ pub fn parse_time(s: &str) -> Option<i64> {
         return None;
     }
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&m) || d < 1 || d > days[(m - 1) as usize] {
         return None;
     }
     let mut secs = 0;
     if b.len() > 10 {
-        let rest = s[10..].trim_end_matches('Z');
-        if rest.len() != 9 || !(rest.starts_with('T') || rest.starts_with(' ')) {
+        // `T12:00:00`, then `Z`, `+02:00` or `-05:30` (or nothing: UTC)
+        let rest = &s[10..];
+        if rest.len() < 9 || !(rest.starts_with('T') || rest.starts_with(' ')) || b[13] != b':' || b[16] != b':' {
             return None;
         }
         let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -69,6 +84,15 @@ pub fn parse_time(s: &str) -> Option<i64> {
             return None;
         }
         secs = h * 3600 + mi * 60 + se;
+        match &s[19..] {
+            "" | "Z" => {}
+            z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) && z.as_bytes()[3] == b':' => {
+                let (oh, om) = (num(20..22)?, num(23..25)?);
+                let offset = oh * 3600 + om * 60;
+                secs -= if z.starts_with('+') { offset } else { -offset };
+            }
+            _ => return None,
+        }
     }
     // days from civil (Howard Hinnant's algorithm)
     let y = if m <= 2 { y - 1 } else { y };
@@ -103,12 +127,17 @@ fn open(path: &Path) -> anyhow::Result<Opened> {
 }
 
 /// The notes ref to read: the remote's notes fetched now (with the deploy branches the notes
-/// name), or the local notes ref. A fetch that fails is said, and the local ref read.
-fn fetch_records(o: &Opened, fetch: bool, warnings: &mut Vec<String>) -> String {
+/// name), or the local notes ref. A fetch that fails is said, and the notes an earlier audit
+/// fetched (else the local ones) are read.
+fn fetch_records(o: &Opened, fetch: bool, findings: &mut Vec<super::Finding>) -> String {
     const FETCHED: &str = "refs/rampart/audit/notes";
-    if !fetch {
-        return notes::NOTES_REF.to_owned();
-    }
+    let local = || {
+        if o.repo.refname_to_id(FETCHED).is_ok() {
+            FETCHED.to_owned()
+        } else {
+            notes::NOTES_REF.to_owned()
+        }
+    };
     let names = remote_names(&o.repo);
     let remote = if names.iter().any(|r| r == "origin") {
         "origin".to_owned()
@@ -118,14 +147,53 @@ fn fetch_records(o: &Opened, fetch: bool, warnings: &mut Vec<String>) -> String 
             None => return notes::NOTES_REF.to_owned(),
         }
     };
+    if !fetch {
+        return notes::NOTES_REF.to_owned();
+    }
+    // the remote's branches too (into rampart's own namespace): the deploy branches are
+    // found among them
+    let _ = git_fetch(
+        &o.git_dir,
+        &remote,
+        &["+refs/heads/*:refs/rampart/audit/heads/*".to_owned()],
+    );
+    let before = o.repo.refname_to_id(FETCHED).ok();
     match git_fetch(&o.git_dir, &remote, &[format!("+{}:{FETCHED}", notes::NOTES_REF)]) {
-        Ok(()) => FETCHED.to_owned(),
+        Ok(()) => {
+            // notes are only ever added to: a remote whose notes lost what an earlier audit
+            // fetched had them removed or rewritten
+            let now = o.repo.refname_to_id(FETCHED).ok();
+            if let (Some(b), Some(n)) = (before, now)
+                && b != n
+                && !o.repo.graph_descendant_of(n, b).unwrap_or(false)
+            {
+                findings.push(finding(
+                    "R711",
+                    None,
+                    None,
+                    format!(
+                        "the notes on `{remote}` were rewritten since the last audit: {} is not an ancestor of {} (records were removed or changed)",
+                        short(&b.to_string()),
+                        short(&n.to_string())
+                    ),
+                    "compare the two notes commits (git diff <old> <new>) and restore the removed records from a clone that still has them",
+                ));
+            }
+            FETCHED.to_owned()
+        }
         Err(e) => {
-            warnings.push(format!(
-                "could not fetch {} from `{remote}` ({e}); reading the local notes, which may be stale",
-                notes::NOTES_REF
+            let read = local();
+            findings.push(finding(
+                "R711",
+                None,
+                None,
+                format!(
+                    "could not fetch {} from `{remote}` ({e}); read {read} instead, which may be stale",
+                    notes::NOTES_REF
+                ),
+                "make the remote reachable (or pass --no-fetch to audit the local records on purpose)",
             ));
-            notes::NOTES_REF.to_owned()
+            read
         }
     }
 }
@@ -212,52 +280,141 @@ fn shallow_commits(repo: &Repository) -> HashSet<Oid> {
 
 /// A note as read: parsed, or why not.
 fn read_note(repo: &Repository, notes_ref: &str, commit: Oid) -> Option<Result<Note, String>> {
+    /// Far above what rampart writes (an entry per target and apply), far below what would
+    /// cost memory: a note over these is not rampart's.
+    const MAX_NOTE_BYTES: usize = 1 << 20;
+    const MAX_ENTRIES: usize = 1000;
     let note = repo.find_note(Some(notes_ref), commit).ok()?;
-    Some(serde_json::from_slice::<Note>(note.message_bytes()).map_err(|e| {
-        let mut m = e.to_string();
-        m.truncate(200);
-        m
-    }))
+    let bytes = note.message_bytes();
+    if bytes.len() > MAX_NOTE_BYTES {
+        return Some(Err(format!(
+            "{} bytes, over the {MAX_NOTE_BYTES} a note of rampart's can hold",
+            bytes.len()
+        )));
+    }
+    if repo.find_commit(commit).is_err() {
+        return Some(Err("it annotates an object that is not a commit".to_owned()));
+    }
+    Some(
+        serde_json::from_slice::<Note>(bytes)
+            .map_err(|e| {
+                let mut m = e.to_string();
+                m.truncate(200);
+                m
+            })
+            .and_then(|n| {
+                if n.applies.len() + n.rollouts.len() > MAX_ENTRIES {
+                    Err(format!(
+                        "{} entries, over the {MAX_ENTRIES} a note of rampart's can hold",
+                        n.applies.len() + n.rollouts.len()
+                    ))
+                } else {
+                    Ok(n)
+                }
+            }),
+    )
 }
 
-/// Per deploy branch (`None`: not in the clone): source commit → every (deploy commit, tree)
-/// recording it.
-type Deploys = HashMap<String, Option<HashMap<String, Vec<(String, String)>>>>;
+/// One deploy commit's record of a source commit.
+#[derive(Debug, Clone)]
+struct DeployRecord {
+    commit: String,
+    tree: String,
+    time: String,
+    decision: String,
+}
 
-/// The deploy branches' records: for each branch target, source commit → (deploy commit,
-/// tree) of every deploy commit naming it. `None` for a branch that is not in the clone.
-fn deploy_index(o: &Opened, branches: &HashSet<String>, fetch: bool, warnings: &mut Vec<String>) -> Deploys {
-    let mut out = HashMap::new();
-    for b in branches {
-        let fetched = format!("refs/rampart/audit/deploy/{b}");
-        let mut refs = vec![format!("refs/heads/{b}")];
-        if fetch && git_fetch(&o.git_dir, "origin", &[format!("+refs/heads/{b}:{fetched}")]).is_ok() {
-            refs.insert(0, fetched);
+/// Per deploy branch (`None`: named by a note but not in the clone): source commit → every
+/// deploy commit naming it.
+type Deploys = HashMap<String, Option<HashMap<String, Vec<DeployRecord>>>>;
+
+/// The deploy branches' records. A deploy branch is any branch — fetched from the remote
+/// into `refs/rampart/audit/heads/*` (never over the user's refs), local, or remote-tracking —
+/// whose tip carries a `Rampart-Source:` trailer, and any branch a note names; found
+/// without the notes, so deleting the notes cannot hide what the deploy branch records.
+fn deploy_index(o: &Opened, named: &HashSet<String>, warnings: &mut Vec<String>) -> Deploys {
+    const FETCHED: &str = "refs/rampart/audit/heads/";
+    let mut tips: BTreeMap<String, Oid> = BTreeMap::new();
+    let consider = |name: &str, id: Oid, tips: &mut BTreeMap<String, Oid>| {
+        if tips.contains_key(name) {
+            return;
         }
-        refs.extend(remote_names(&o.repo).iter().map(|r| format!("refs/remotes/{r}/{b}")));
-        let Some(tip) = refs.iter().find_map(|r| o.repo.refname_to_id(r).ok()) else {
+        let is_deploy = o.repo.find_commit(id).is_ok_and(|c| {
+            trailers(&String::from_utf8_lossy(c.message_bytes()))
+                .iter()
+                .any(|(k, _)| k == crate::target::branch::SOURCE_TRAILER)
+        });
+        if is_deploy || named.contains(name) {
+            tips.insert(name.to_owned(), id);
+        }
+    };
+    let remotes = remote_names(&o.repo);
+    if let Ok(refs) = o.repo.references() {
+        let mut all: Vec<(String, Oid)> = refs
+            .flatten()
+            .filter_map(|r| Some((r.name().ok()?.to_owned(), r.target()?)))
+            .collect();
+        // the freshly fetched remote branches first, then local, then remote-tracking
+        let rank = |n: &str| {
+            if n.starts_with(FETCHED) {
+                0
+            } else if n.starts_with("refs/heads/") {
+                1
+            } else {
+                2
+            }
+        };
+        all.sort_by_key(|(n, _)| rank(n));
+        for (name, id) in all {
+            // (the remote's branches as this or an earlier audit fetched them)
+            let short = if let Some(b) = name.strip_prefix(FETCHED) {
+                b.to_owned()
+            } else if let Some(b) = name.strip_prefix("refs/heads/") {
+                b.to_owned()
+            } else if let Some(b) = remotes
+                .iter()
+                .find_map(|r| name.strip_prefix(&format!("refs/remotes/{r}/")))
+            {
+                b.to_owned()
+            } else {
+                continue;
+            };
+            consider(&short, id, &mut tips);
+        }
+    }
+    let mut out: Deploys = HashMap::new();
+    for b in named {
+        if !tips.contains_key(b) {
             warnings.push(format!(
                 "the deploy branch `{b}` is not in this clone: its records were not checked (git fetch origin {b})"
             ));
             out.insert(b.clone(), None);
-            continue;
-        };
-        let mut index: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        }
+    }
+    for (b, tip) in tips {
+        let mut index: HashMap<String, Vec<DeployRecord>> = HashMap::new();
         if let Ok((commits, _)) = first_parents(&o.repo, tip) {
             for id in commits {
                 let Ok(c) = o.repo.find_commit(id) else { continue };
-                let msg = String::from_utf8_lossy(c.message_bytes()).into_owned();
-                for (k, v) in trailers(&msg) {
+                let t = trailers(&String::from_utf8_lossy(c.message_bytes()));
+                let decision = t
+                    .iter()
+                    .find(|(k, _)| k == crate::target::branch::DECISION_TRAILER)
+                    .map(|(_, v)| crate::diagnostic::visible(v, &[]))
+                    .unwrap_or_default();
+                for (k, v) in &t {
                     if k == crate::target::branch::SOURCE_TRAILER {
-                        index
-                            .entry(v.clone())
-                            .or_default()
-                            .push((id.to_string(), c.tree_id().to_string()));
+                        index.entry(v.clone()).or_default().push(DeployRecord {
+                            commit: id.to_string(),
+                            tree: c.tree_id().to_string(),
+                            time: crate::target::rfc3339(c.time().seconds()),
+                            decision: decision.clone(),
+                        });
                     }
                 }
             }
         }
-        out.insert(b.clone(), Some(index));
+        out.insert(b, Some(index));
     }
     out
 }
@@ -272,13 +429,20 @@ fn trailers(message: &str) -> Vec<(String, String)> {
 /// The pull request a merge or squash subject names: `Merge pull request #12 from …` or
 /// `… (#12)`.
 fn pull_request_in(subject: &str) -> Option<u64> {
+    // (digits only, not 0: `u64::from_str` also takes `+1`)
+    let number = |d: &str| -> Option<u64> {
+        (!d.is_empty() && d.len() <= 12 && d.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| d.parse().ok())
+            .flatten()
+            .filter(|n| *n > 0)
+    };
     if let Some(rest) = subject.strip_prefix("Merge pull request #") {
-        return rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
+        return number(rest.split(|c: char| !c.is_ascii_digit()).next()?);
     }
     let t = subject.trim_end();
     let inner = t.strip_suffix(')')?;
     let at = inner.rfind("(#")?;
-    inner[at + 2..].parse().ok()
+    number(&inner[at + 2..])
 }
 
 /// One commit's facts used by every row of it.
@@ -381,10 +545,28 @@ fn follow_ups(repo: &Repository, commits: &[Oid]) -> HashMap<String, Vec<FollowU
 
 /// Audit the history (see [`Options`]); `progress` is told how far the walk is.
 pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
+    if let Some(k) = &opts.kind
+        && !["Team", "Tenant", "Plugin", "Rollout", "File"]
+            .iter()
+            .any(|x| x.eq_ignore_ascii_case(k))
+    {
+        bail!(
+            "--kind {}: not a kind; give Team, Tenant, Plugin, Rollout or File",
+            crate::diagnostic::quote(k)
+        );
+    }
     let o = open(&opts.path)?;
     let rev = if opts.rev.is_empty() { "HEAD" } else { opts.rev.as_str() };
     let mut warnings = Vec::new();
-    let notes_ref = fetch_records(&o, opts.fetch, &mut warnings);
+    let mut early = Vec::new();
+    let notes_ref = fetch_records(&o, opts.fetch, &mut early);
+    if o.repo.refname_to_id(&notes_ref).is_err() {
+        warnings.push(format!(
+            "there are no notes at {notes_ref}: nothing can be shown as applied (fetch them: git fetch origin {}:{})",
+            notes::NOTES_REF,
+            notes::NOTES_REF
+        ));
+    }
     let head = o
         .repo
         .revparse_single(rev)
@@ -412,7 +594,11 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
         Some(Bound::Rev(r)) => Some(resolve(r)?),
         _ => None,
     };
+    // revisions bound by position; dates by the commits' times — but a commit's date is
+    // whatever its author wrote, so a backdated commit between two commits in range is in
+    // range, and so is one dated before its own parent just below the range (see README)
     let mut started = until_rev.is_none();
+    let mut walked: Vec<(Oid, i64)> = Vec::new();
     for id in &all {
         if Some(*id) == until_rev {
             started = true;
@@ -423,14 +609,41 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
         if Some(*id) == since_rev {
             break;
         }
-        let t = time_of(id);
-        if matches!(opts.since, Some(Bound::Time(s)) if t < s) {
-            break;
+        walked.push((*id, time_of(id)));
+    }
+    let dated = |t: i64| {
+        !matches!(opts.since, Some(Bound::Time(s)) if t < s) && !matches!(opts.until, Some(Bound::Time(u)) if t > u)
+    };
+    let first = walked.iter().position(|(_, t)| dated(*t));
+    let last = walked.iter().rposition(|(_, t)| dated(*t));
+    if let (Some(first), Some(last)) = (first, last) {
+        let mut end = last;
+        // below the range: commits dated before their parent (backdated)
+        while end + 1 < walked.len() {
+            let (id, t) = walked[end + 1];
+            let parent_time = o
+                .repo
+                .find_commit(id)
+                .ok()
+                .and_then(|c| c.parent(0).ok())
+                .map(|p| p.time().seconds());
+            if parent_time.is_some_and(|p| t < p) && matches!(opts.since, Some(Bound::Time(_))) {
+                end += 1;
+            } else {
+                break;
+            }
         }
-        if matches!(opts.until, Some(Bound::Time(u)) if t > u) {
-            continue;
+        for (i, (id, t)) in walked[first..=end].iter().enumerate() {
+            if !dated(*t) {
+                warnings.push(format!(
+                    "{} is dated {}, outside the range, but sits {} it: audited (a commit's date is its author's to write)",
+                    short(&id.to_string()),
+                    crate::target::rfc3339(*t),
+                    if first + i > last { "just below" } else { "inside" }
+                ));
+            }
+            range.push(*id);
         }
-        range.push(*id);
     }
     if let Some(r) = since_rev
         && !on_branch.contains(&r)
@@ -454,7 +667,9 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
         changing: 0,
         rows: Vec::new(),
         findings: Vec::new(),
+        warnings: Vec::new(),
     };
+    report.findings.extend(early);
     if let Some(cut) = shallow_cut {
         report.findings.push(finding(
             "R709",
@@ -473,7 +688,21 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
     // history rewritten under it
     let mut notes_by: HashMap<Oid, Note> = HashMap::new();
     let mut branches: HashSet<String> = HashSet::new();
-    if let Ok(iter) = o.repo.notes(Some(&notes_ref)) {
+    let notes_iter = match o.repo.notes(Some(&notes_ref)) {
+        Ok(i) => Some(i),
+        Err(_) if o.repo.refname_to_id(&notes_ref).is_err() => None,
+        Err(e) => {
+            report.findings.push(finding(
+                "R711",
+                None,
+                None,
+                format!("the notes ref {notes_ref} does not read as notes: {}", e.message()),
+                "a notes ref points at a commit of notes; restore it from a clone that has the notes",
+            ));
+            None
+        }
+    };
+    if let Some(iter) = notes_iter {
         for (_, annotated) in iter.flatten() {
             match read_note(&o.repo, &notes_ref, annotated) {
                 None => {}
@@ -497,21 +726,23 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
                         }
                     }
                     let applied = n.applies.iter().any(|e| e.result == "applied");
-                    if applied
-                        && !on_branch.contains(&annotated)
-                        && !o.repo.graph_descendant_of(head, annotated).unwrap_or(false)
-                        && shallow_cut.is_none()
-                    {
+                    if applied && !on_branch.contains(&annotated) && shallow_cut.is_none() {
                         let e = n.applies.iter().find(|e| e.result == "applied").expect("one applied");
+                        let merged = o.repo.graph_descendant_of(head, annotated).unwrap_or(false);
                         report.findings.push(finding(
                             "R704",
                             Some(&annotated.to_string()),
                             None,
                             format!(
-                                "{} was applied to {} at {}, but it is no longer in the history of `{rev}`: the branch was rewritten under it",
+                                "{} was applied to {} at {}, but it is {}",
                                 short(&annotated.to_string()),
-                                e.target,
-                                e.time
+                                crate::diagnostic::visible(&e.target, &[]),
+                                crate::diagnostic::visible(&e.time, &[]),
+                                if merged {
+                                    format!("not on the first-parent history of `{rev}` (serve applies only those): a note rampart did not write, or history rewritten")
+                                } else {
+                                    format!("no longer in the history of `{rev}`: the branch was rewritten under it")
+                                }
                             ),
                             "find the force-push in the remote's audit log; the target may hold a change the branch no longer has",
                         ));
@@ -521,12 +752,7 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
             }
         }
     }
-    let deploys = deploy_index(
-        &o,
-        &branches,
-        opts.fetch && notes_ref != notes::NOTES_REF,
-        &mut warnings,
-    );
+    let deploys = deploy_index(&o, &branches, &mut warnings);
     let follow = follow_ups(&o.repo, &all);
 
     // re-decide every change, oldest first
@@ -567,30 +793,92 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
         let facts = commit_facts(&o.repo, *id, note)?;
         let base = match (parent, prev.take()) {
             (Some(p), Some(x)) if x.0 == p => Some(x),
-            (Some(p), _) => {
-                let (s, v) = replay.at(p)?;
-                Some((p, s, v))
-            }
+            (Some(p), _) => replay.at(p).ok().map(|(s, v)| (p, s, v)),
             (None, _) => None,
         };
         let (head_src, head_v) = match replay.at(*id) {
             Ok(x) => x,
             Err(e) => {
-                // (a commit whose config repo is gone: no rows)
-                tracing::debug!(commit = %short(&id.to_string()), "not read: {e}");
+                // the commit removed the config repo: every object of its parent is deleted,
+                // by a revision that is not one
+                if let Some((_, _, base_v)) = &base {
+                    let empty = crate::spec::Repo::default();
+                    let gone = crate::change::diff(&base_v.repo, &empty, &[], &[], &crate::change::never_same);
+                    for c in &gone {
+                        let mut r = row(
+                            &facts,
+                            c,
+                            DecisionPair {
+                                recomputed: "invalid".to_owned(),
+                                policies: Vec::new(),
+                                reason: Some(crate::diagnostic::visible(&e.to_string(), &[])),
+                                recorded: None,
+                                recorded_as: None,
+                            },
+                        );
+                        r.followed_by = follow.get(&facts.id).cloned().unwrap_or_default();
+                        if wanted(opts, &r, Some(base_v), base_v) {
+                            report.findings.extend(row_findings(&r, &RowFacts::default()));
+                            report.rows.push(r);
+                        }
+                    }
+                    report.changing += 1;
+                }
                 prev = None;
                 continue;
             }
         };
         report.changing += 1;
         let mut rows = match &base {
-            None => initial_rows(&facts, &head_v, root),
+            // the boundary of a shallow clone: what its parent held is unknown (R709 says so),
+            // so no change can be told
+            None if Some(*id) == shallow_cut => Vec::new(),
+            None => initial_rows(&facts, &head_src, &head_v, root)?,
             Some((_, base_src, base_v)) => {
                 decided_rows(&facts, base_src, &head_src, base_v, &head_v, replay.changed.as_deref())?
             }
         };
         for row in &mut rows {
             row.followed_by = follow.get(&facts.id).cloned().unwrap_or_default();
+        }
+        for row in &mut rows {
+            for a in &mut row.applied {
+                a.deploy_commit = deploy_of(a, &facts, &deploys).flatten();
+            }
+        }
+        // what a deploy branch records of this commit with no note saying so
+        for (b, index) in &deploys {
+            let Some(recs) = index.as_ref().and_then(|i| i.get(&facts.id)) else {
+                continue;
+            };
+            let target = format!("branch:{b}");
+            if facts.note.iter().flat_map(|n| &n.applies).any(|e| e.target == target) {
+                continue;
+            }
+            let r = &recs[0];
+            for row in &mut rows {
+                row.applied.push(Applied {
+                    target: target.clone(),
+                    result: "recorded-by-deploy-branch".to_owned(),
+                    decision: r.decision.clone(),
+                    time: r.time.clone(),
+                    applied_as: facts.id.clone(),
+                    deploy_commit: Some(r.commit.clone()),
+                });
+            }
+            report.findings.push(finding(
+                "R710",
+                Some(&facts.id),
+                None,
+                format!(
+                    "the deploy branch `{}` records {} as applied (deploy commit {}, {}), but no note on it says so",
+                    crate::diagnostic::visible(b, &[]),
+                    short(&facts.id),
+                    short(&r.commit),
+                    r.time
+                ),
+                "the note was removed, or the deploy branch written by hand: compare the notes' history (git log refs/notes/rampart) with the deploy branch",
+            ));
         }
         let head_facts = |row: &Row| row_facts(row, &facts, &head_v, &deploys);
         for row in rows {
@@ -599,7 +887,12 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
                 continue;
             }
             let rf = head_facts(&row);
-            report.findings.extend(row_findings(&row, &rf));
+            report.findings.extend(row_findings(&row, &rf).into_iter().filter(|f| {
+                // (an unverified plugin of another tenant is not this tenant's finding)
+                opts.tenant
+                    .as_ref()
+                    .is_none_or(|t| f.code != "R707" || f.object.as_deref() == Some(&format!("Tenant/{t}")))
+            }));
             report.rows.push(row);
         }
         // a commit serve found the branch rewritten under
@@ -622,9 +915,7 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
         prev = Some((*id, head_src, head_v));
     }
     progress(total, total);
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
+    report.warnings = warnings;
     report
         .findings
         .sort_by(|a, b| a.code.cmp(b.code).then(a.commit.cmp(&b.commit)));
@@ -658,7 +949,8 @@ fn wanted(opts: &Options, row: &Row, base: Option<&Validated>, head: &Validated)
         };
         match row.kind.as_str() {
             "Plugin" => tenant.spec.plugins.iter().any(|p| p.name == row.name),
-            "Team" => tenant.spec.owners.contains(&row.name),
+            // (its owners, and `platform`, which the default policies let change any tenant)
+            "Team" => tenant.spec.owners.contains(&row.name) || row.name == "platform",
             "Rollout" => repo
                 .rollouts
                 .iter()
@@ -670,30 +962,37 @@ fn wanted(opts: &Options, row: &Row, base: Option<&Validated>, head: &Validated)
     reaches(&head.repo) || base.is_some_and(|b| reaches(&b.repo))
 }
 
-/// Rows of a root commit (or one whose parent is missing): created, not decided.
-fn initial_rows(facts: &CommitFacts, head: &Validated, root: bool) -> Vec<Row> {
+/// Rows of a root commit, or of the commit the config repo first appears in: created, not
+/// decided (there are no rules before it).
+fn initial_rows(
+    facts: &CommitFacts,
+    head_src: &crate::source::Source,
+    head: &Validated,
+    root: bool,
+) -> anyhow::Result<Vec<Row>> {
     let empty = crate::spec::Repo::default();
-    let changes = crate::change::diff(&empty, &head.repo, &[], &[], &crate::change::never_same);
-    changes
+    let guarded = head_src.read_guarded(&head.repo.settings.limits)?.files;
+    let changes = crate::change::diff(&empty, &head.repo, &[], &guarded, &crate::change::never_same);
+    Ok(changes
         .iter()
         .map(|c| {
             row(
                 facts,
                 c,
                 DecisionPair {
-                    recomputed: if root { "initial" } else { "unknown" }.to_owned(),
+                    recomputed: "initial".to_owned(),
                     policies: Vec::new(),
                     reason: Some(if root {
                         "the first commit: there is no parent whose policies could decide".to_owned()
                     } else {
-                        "the parent commit is not in this clone (shallow)".to_owned()
+                        "the config repo first appears in this commit: there are no rules before it".to_owned()
                     }),
                     recorded: None,
                     recorded_as: None,
                 },
             )
         })
-        .collect()
+        .collect())
 }
 
 /// Every change of the commit, re-decided with its parent's rules.
@@ -746,20 +1045,29 @@ fn decided_rows(
             .map(|d| crate::diagnostic::visible(&format!("{} {}", d.code.as_str(), d.message), &[]))
             .unwrap_or_default()
     });
-    Ok(a.changes
+    let mut rows: Vec<Row> = a
+        .changes
         .iter()
         .zip(&a.decisions)
         .map(|(c, d)| {
             let (recomputed, reason) = match &invalid {
                 Some(why) => ("invalid", Some(why.clone())),
                 None if d.allowed => ("allow", None),
-                None => (
-                    "deny",
-                    Some(crate::diagnostic::visible(
-                        &d.advice.first().cloned().unwrap_or_else(|| d.policies.join(", ")),
-                        &[],
-                    )),
-                ),
+                None => {
+                    let why = match (d.advice.first(), d.policies.is_empty()) {
+                        (Some(a), _) => a.clone(),
+                        (None, true) => "no policy permits it".to_owned(),
+                        (None, false) => d.policies.join(", "),
+                    };
+                    // (who rampart took the author to be explains most denials)
+                    let who = a
+                        .diagnostics
+                        .iter()
+                        .find(|x| x.code.as_str() == "R420")
+                        .map(|x| format!("; {}", x.message))
+                        .unwrap_or_default();
+                    ("deny", Some(crate::diagnostic::visible(&format!("{why}{who}"), &[])))
+                }
             };
             row(
                 facts,
@@ -773,7 +1081,54 @@ fn decided_rows(
                 },
             )
         })
-        .collect())
+        .collect();
+    // a file the commit broke defines no object, so no change names it: a row of its own
+    if let Some(changed) = changed.filter(|_| !head_v.is_valid()) {
+        let mut broken: BTreeMap<&str, &crate::diagnostic::Diagnostic> = BTreeMap::new();
+        for d in head_v.diagnostics.iter().filter(|d| d.is_error()) {
+            if let crate::diagnostic::Anchor::File { file }
+            | crate::diagnostic::Anchor::Node { file, .. }
+            | crate::diagnostic::Anchor::Position { file, .. } = &d.anchor
+            {
+                broken.entry(file.as_str()).or_insert(d);
+            }
+        }
+        for c in changed {
+            let Some(d) = broken.get(c.path.as_str()) else { continue };
+            if rows.iter().any(|r| r.path == c.path) {
+                continue;
+            }
+            let change = crate::change::Change {
+                action: if c.old.is_some() {
+                    crate::change::Action::Update
+                } else {
+                    crate::change::Action::Create
+                },
+                subject: crate::change::Subject::File,
+                name: c.path.clone(),
+                file: c.path.clone(),
+                doc: 0,
+                old: None,
+                new: None,
+                base_invalid: false,
+            };
+            rows.push(row(
+                facts,
+                &change,
+                DecisionPair {
+                    recomputed: "invalid".to_owned(),
+                    policies: Vec::new(),
+                    reason: Some(crate::diagnostic::visible(
+                        &format!("{} {}", d.code.as_str(), d.message),
+                        &[],
+                    )),
+                    recorded: None,
+                    recorded_as: None,
+                },
+            ));
+        }
+    }
+    Ok(rows)
 }
 
 /// A row of `facts`' commit for change `c`, with what its note records.
@@ -784,11 +1139,13 @@ fn row(facts: &CommitFacts, c: &crate::change::Change, mut decision: DecisionPai
     let mut author = facts.author.clone();
     if let Some(n) = &facts.note {
         for e in &n.applies {
+            let v = |x: &str| crate::diagnostic::visible(x, &[]);
             applied.push(Applied {
-                target: e.target.clone(),
-                result: e.result.clone(),
-                time: e.time.clone(),
-                applied_as: e.applied_as.clone(),
+                target: v(&e.target),
+                result: v(&e.result),
+                decision: v(&e.decision),
+                time: v(&e.time),
+                applied_as: v(&e.applied_as),
                 deploy_commit: None,
             });
             if let Some(rec) = e
@@ -798,16 +1155,16 @@ fn row(facts: &CommitFacts, c: &crate::change::Change, mut decision: DecisionPai
             {
                 decision.recorded = Some(if rec.allowed { "allow" } else { "deny" }.to_owned());
             }
-            decision.recorded_as.get_or_insert_with(|| e.decision.clone());
+            decision.recorded_as.get_or_insert_with(|| v(&e.decision));
             if e.pull_request.is_some() || !e.approvers.is_empty() {
                 pull_request = pull_request.or(e.pull_request);
                 if approvers.is_empty() {
-                    approvers = e.approvers.clone();
+                    approvers = e.approvers.iter().map(|a| v(a)).collect();
                 }
                 from = "note";
             }
             if author.login.is_none() {
-                author.login = e.author.clone();
+                author.login = e.author.as_deref().map(v);
             }
         }
     }
@@ -848,41 +1205,49 @@ fn row(facts: &CommitFacts, c: &crate::change::Change, mut decision: DecisionPai
     }
 }
 
+/// The deploy commit recording `a` (a branch target): `None` when it cannot be checked (not
+/// a branch target of this repository, or the branch is not in the clone), `Some(None)` when
+/// the branch has no commit with its `Rampart-Source:` holding the tree the note names.
+fn deploy_of(a: &Applied, facts: &CommitFacts, deploys: &Deploys) -> Option<Option<String>> {
+    if a.result == "recorded-by-deploy-branch" {
+        return Some(a.deploy_commit.clone());
+    }
+    let b = a.target.strip_prefix("branch:").filter(|b| !b.contains('@'))?;
+    let index = deploys.get(b)?.as_ref()?;
+    let tree = facts
+        .note
+        .iter()
+        .flat_map(|n| &n.applies)
+        .find(|e| e.target == a.target && e.applied_as == a.applied_as)
+        .and_then(|e| e.rendered.as_deref());
+    Some(
+        index
+            .get(&a.applied_as)
+            .and_then(|v| v.iter().find(|r| Some(r.tree.as_str()) == tree))
+            .map(|r| r.commit.clone()),
+    )
+}
+
 /// What decides a row's findings besides the row.
 fn row_facts(row: &Row, facts: &CommitFacts, head: &Validated, deploys: &Deploys) -> RowFacts {
+    let noted = facts.note.iter().flat_map(|n| &n.applies).find_map(|e| e.pull_request);
     let mut out = RowFacts {
+        pull_request_mismatch: noted.zip(pull_request_in(&facts.subject)).filter(|(a, b)| a != b),
         has_trailers: !facts.approved_by.is_empty(),
         by_rampart: row.author.login.as_deref().is_some_and(|l| l.starts_with("rampart[")),
         ..RowFacts::default()
     };
-    let rendered: HashMap<(&str, &str), Option<&str>> = facts
-        .note
+    for a in row
+        .applied
         .iter()
-        .flat_map(|n| &n.applies)
-        .map(|e| ((e.target.as_str(), e.applied_as.as_str()), e.rendered.as_deref()))
-        .collect();
-    for a in row.applied.iter().filter(|a| a.result == "applied") {
-        let found = a
-            .target
-            .strip_prefix("branch:")
-            .filter(|b| !b.contains('@'))
-            .and_then(|b| {
-                let index = deploys.get(b)?.as_ref()?;
-                let tree = rendered
-                    .get(&(a.target.as_str(), a.applied_as.as_str()))
-                    .copied()
-                    .flatten();
-                Some(
-                    index
-                        .get(&a.applied_as)
-                        .is_some_and(|v| v.iter().any(|(_, t)| Some(t.as_str()) == tree)),
-                )
-            });
-        out.deploy_found.push(found);
+        .filter(|a| a.result == "applied" || a.result == "recorded-by-deploy-branch")
+    {
+        out.deploy_found.push(deploy_of(a, facts, deploys).map(|c| c.is_some()));
     }
     let who = [
         row.author.login.clone().unwrap_or_default(),
         row.author.email.clone(),
+        row.author.email.split('@').next().unwrap_or_default().to_owned(),
         row.author.name.clone(),
     ];
     for a in &row.approvers {
@@ -1157,8 +1522,16 @@ mod tests {
         assert_eq!(parse_time("2026-11-29"), Some(1_795_910_400));
         assert_eq!(parse_time("2026-11-29T01:02:03Z"), Some(1_795_910_400 + 3723));
         assert_eq!(parse_time("2026-13-01"), None);
+        assert_eq!(parse_time("2026-02-31"), None);
+        assert_eq!(parse_time("2024-02-29"), Some(1_709_164_800));
+        assert_eq!(parse_time("2026-11-29T02:00:00+02:00"), Some(1_795_910_400));
         assert_eq!(parse_time("HEAD~3"), None);
-        assert_eq!(Bound::parse("v1.2"), Bound::Rev("v1.2".to_owned()));
+        assert_eq!(Bound::parse("v1.2", false), Ok(Bound::Rev("v1.2".to_owned())));
+        assert_eq!(
+            Bound::parse("2026-11-29", true),
+            Ok(Bound::Time(1_795_910_400 + 86_399))
+        );
+        assert!(Bound::parse("2026-13-45", false).is_err());
     }
 
     #[test]
@@ -1167,6 +1540,8 @@ mod tests {
         assert_eq!(pull_request_in("sandbox: more cpu (#12)"), Some(12));
         assert_eq!(pull_request_in("sandbox: more cpu (#12"), None);
         assert_eq!(pull_request_in("fix (#)"), None);
+        assert_eq!(pull_request_in("fix (#+1)"), None);
+        assert_eq!(pull_request_in("Merge pull request #0 typed"), None);
         assert_eq!(pull_request_in("plain"), None);
     }
 

@@ -33,6 +33,9 @@ pub struct Report {
     /// One row per change to a spec object or guarded file, oldest first.
     pub rows: Vec<Row>,
     pub findings: Vec<Finding>,
+    /// What the audit could not check, and why (a fetch that failed, a deploy branch not in
+    /// the clone, a filter that names nothing): also printed on stderr.
+    pub warnings: Vec<String>,
 }
 
 /// One change of one commit, with its records.
@@ -75,8 +78,7 @@ pub struct Person {
 #[serde(rename_all = "camelCase")]
 pub struct DecisionPair {
     /// `allow`, `deny`; `invalid` (the revision does not validate: nothing was decided),
-    /// `initial` (the first commit: nothing to compare with), `unknown` (the parent is not
-    /// in this clone).
+    /// `initial` (the first commit, or the first with the config repo: no rules before it).
     pub recomputed: String,
     /// The determining policies of the re-computed decision.
     pub policies: Vec<String>,
@@ -95,8 +97,12 @@ pub struct DecisionPair {
 #[serde(rename_all = "camelCase")]
 pub struct Applied {
     pub target: String,
-    /// `applied`, `unchanged` or `superseded`.
+    /// `applied`, `unchanged` or `superseded`; `recorded-by-deploy-branch` when only the
+    /// deploy branch says so (no note: R710).
     pub result: String,
+    /// How this apply was authorised (the note's `decision`: `allowed`, `fixes`,
+    /// `history-rewritten`, `first-apply`, `baseline`, `restore`).
+    pub decision: String,
     pub time: String,
     /// The source commit the target was brought to (this one or a later one).
     pub applied_as: String,
@@ -141,6 +147,8 @@ pub const CODES: &[(&str, &str)] = &[
     ("R707", "unverified plugin applied to an enterprise tenant"),
     ("R708", "note does not parse"),
     ("R709", "history incomplete (shallow clone)"),
+    ("R710", "applied per the deploy branch, with no note"),
+    ("R711", "the notes could not be read, or were rewritten"),
 ];
 
 /// A finding of `code`.
@@ -173,11 +181,14 @@ pub struct RowFacts {
     pub has_trailers: bool,
     /// rampart wrote and verified it (a revert or promotion, recorded as `rampart[…]`).
     pub by_rampart: bool,
-    /// Branch targets whose deploy branch was read, and whether each applied entry's record
-    /// was found there (`None`: the branch could not be read).
+    /// For each applied entry of the row: whether its deploy-branch record was found
+    /// (`None`: not a branch target, or its branch could not be read).
     pub deploy_found: Vec<Option<bool>>,
     /// Approvers who are the author (by login, email or name).
     pub self_approvals: Vec<String>,
+    /// The pull request the note records and the one the commit's subject names, when they
+    /// differ.
+    pub pull_request_mismatch: Option<(u64, u64)>,
     /// Plugins of an enterprise tenant the change reaches that are not signature-verified
     /// (`tenant`, `plugin`), in the applied revision.
     pub unverified_enterprise: Vec<(String, String)>,
@@ -189,9 +200,17 @@ pub fn row_findings(row: &Row, facts: &RowFacts) -> Vec<Finding> {
     let commit = Some(row.commit.as_str());
     let object = Some(format!("{}/{}", row.kind, row.name));
     let what = format!("{} {} {}", row.action, row.kind, row.name);
-    let applied: Vec<&Applied> = row.applied.iter().filter(|a| a.result == "applied").collect();
-    let authorised_per_commit = row.decision.recorded_as.as_deref().is_none_or(|d| d == "allowed");
-    if !applied.is_empty() && authorised_per_commit {
+    // applied: by a note, or by the deploy branch alone
+    let applied: Vec<&Applied> = row
+        .applied
+        .iter()
+        .filter(|a| a.result == "applied" || a.result == "recorded-by-deploy-branch")
+        .collect();
+    // a first apply (or a baseline, a restore) is the operator's start, not a judgement of
+    // this commit: it takes no direct push to task, but a change the rules deny is still
+    // one that was applied
+    let started = |a: &&Applied| matches!(a.decision.as_str(), "first-apply" | "baseline" | "restore");
+    if !applied.is_empty() {
         let targets = applied.iter().map(|a| a.target.as_str()).collect::<Vec<_>>().join(", ");
         let recorded_deny = row.decision.recorded.as_deref() == Some("deny");
         let recomputed_deny = matches!(row.decision.recomputed.as_str(), "deny" | "invalid");
@@ -230,19 +249,26 @@ pub fn row_findings(row: &Row, facts: &RowFacts) -> Vec<Finding> {
             "a note rampart did not write, a changed rampart version, or history rewritten under the note: compare the note's time with the rampart release then in use",
         ));
     }
-    if !applied.is_empty()
-        && authorised_per_commit
-        && row.pull_request.is_none()
-        && !facts.has_trailers
-        && !facts.by_rampart
-    {
+    let judged: Vec<&&Applied> = applied.iter().filter(|a| !started(a)).collect();
+    if let Some((noted, named)) = facts.pull_request_mismatch {
+        out.push(finding(
+            "R702",
+            commit,
+            object.clone(),
+            format!(
+                "{what}: the note records pull request #{noted} (its author and reviews decided), but the commit's subject names #{named}"
+            ),
+            "a note rampart did not write: check both pull requests on GitHub",
+        ));
+    }
+    if !judged.is_empty() && row.pull_request.is_none() && !facts.has_trailers && !facts.by_rampart {
         out.push(finding(
             "R703",
             commit,
             object.clone(),
             format!(
                 "{what} reached {} from a direct push: no pull request and no `Approved-by:` trailers",
-                applied.iter().map(|a| a.target.as_str()).collect::<Vec<_>>().join(", ")
+                judged.iter().map(|a| a.target.as_str()).collect::<Vec<_>>().join(", ")
             ),
             "protect the branch (require pull requests) and run serve with --github so it records who merged what",
         ));
@@ -274,10 +300,11 @@ pub fn row_findings(row: &Row, facts: &RowFacts) -> Vec<Finding> {
     }
     if !applied.is_empty() {
         for (tenant, plugin) in &facts.unverified_enterprise {
+            // (about the tenant, whichever of its plugin or itself the change was)
             out.push(finding(
                 "R707",
                 commit,
-                object.clone(),
+                Some(format!("Tenant/{tenant}")),
                 format!("plugin `{plugin}` without a verified signature was applied to the enterprise tenant `{tenant}`"),
                 "sign the plugin's artifact with a key in keys/ allowed for its publisher, or disable it for enterprise tenants",
             ));

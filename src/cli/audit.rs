@@ -27,7 +27,8 @@ pub struct Args {
     /// Only commits after REV, or at or after a date (`2026-11-01`, `2026-11-01T12:00:00Z`, UTC).
     #[arg(long, value_name = "DATE|REV")]
     since: Option<String>,
-    /// Only commits up to REV (inclusive), or at or before a date.
+    /// Only commits up to REV (inclusive), or at or before a date (a date alone: the end of
+    /// that day, UTC).
     #[arg(long, value_name = "DATE|REV")]
     until: Option<String>,
     /// Only changes that can reach this tenant: its own, its plugins' and their rollouts',
@@ -77,8 +78,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let opts = Options {
         path: args.path.clone(),
         rev: args.rev.clone(),
-        since: args.since.as_deref().map(Bound::parse),
-        until: args.until.as_deref().map(Bound::parse),
+        since: args
+            .since
+            .as_deref()
+            .map(|s| Bound::parse(s, false))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--since {e}"))?,
+        until: args
+            .until
+            .as_deref()
+            .map(|s| Bound::parse(s, true))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--until {e}"))?,
         tenant: args.tenant.clone(),
         kind: args.kind.clone(),
         name: args.name.clone(),
@@ -105,6 +116,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let report = history::audit(&opts, &progress).context(what)?;
     if let Some(b) = bar.get() {
         b.finish_and_clear();
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
     crate::cli::print(&crate::report::audit::render(args.format, &report))?;
     Ok(if report.findings.is_empty() {

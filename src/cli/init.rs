@@ -182,7 +182,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let git_init = match git2::Repository::discover(&root) {
         Ok(_) => false,
         Err(e) if e.code() == git2::ErrorCode::NotFound => {
-            git2::Repository::init(&root)
+            // on `main`, which the workflow and the README it writes name (git's own default
+            // may still be `master`)
+            git2::Repository::init_opts(&root, git2::RepositoryInitOptions::new().initial_head("main"))
                 .with_context(|| format!("initialising a git repository in `{}`", root.display()))?;
             true
         }

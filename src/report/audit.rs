@@ -38,18 +38,46 @@ fn approvals(row: &Row) -> String {
     let pr = row
         .pull_request
         .map(|n| format!("PR #{n}"))
-        .unwrap_or_else(|| "no PR".to_owned());
+        .unwrap_or_else(|| "no pull request".to_owned());
+    let local = row.author.email.split('@').next().unwrap_or_default();
+    let own = |a: &str| {
+        [
+            row.author.login.as_deref().unwrap_or(""),
+            local,
+            row.author.name.as_str(),
+        ]
+        .iter()
+        .any(|w| !w.is_empty() && w.eq_ignore_ascii_case(a))
+    };
     let by = if row.approvers.is_empty() {
         "no approvals".to_owned()
     } else {
-        format!("approved by {}", row.approvers.join(", "))
+        let list: Vec<String> = row
+            .approvers
+            .iter()
+            .map(|a| {
+                if own(a) {
+                    format!("{a} (own approval, not counted)")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        format!("approved by {}", list.join(", "))
     };
-    format!("{pr}, {by} ({})", row.approvals_from)
+    match row.approvals_from {
+        "none" => format!("{pr}, {by}"),
+        from => format!("{pr}, {by} (from {from})"),
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn decision(row: &Row) -> String {
     let d = &row.decision;
-    let mut s = format!("re-decided {}", d.recomputed);
+    let mut s = format!("policy now: {}", d.recomputed);
     if !d.policies.is_empty() {
         s.push_str(&format!(" [{}]", d.policies.join(", ")));
     }
@@ -57,10 +85,10 @@ fn decision(row: &Row) -> String {
         s.push_str(&format!(" ({r})"));
     }
     match (&d.recorded, &d.recorded_as) {
-        (Some(rec), Some(how)) => s.push_str(&format!("; recorded {rec} ({how})")),
-        (None, Some(how)) => s.push_str(&format!("; recorded {how}")),
-        (Some(rec), None) => s.push_str(&format!("; recorded {rec}")),
-        (None, None) => s.push_str("; no record"),
+        (Some(rec), Some(how)) => s.push_str(&format!("; recorded when applied: {rec} ({how})")),
+        (None, Some(how)) => s.push_str(&format!("; recorded when applied: {how}")),
+        (Some(rec), None) => s.push_str(&format!("; recorded when applied: {rec}")),
+        (None, None) => s.push_str("; no record of a decision"),
     }
     s
 }
@@ -69,7 +97,24 @@ fn applied(row: &Row) -> Vec<String> {
     row.applied
         .iter()
         .map(|a| {
-            let mut s = format!("{} {} {} (as {})", a.result, a.target, a.time, short(&a.applied_as));
+            let mut s = match a.result.as_str() {
+                "superseded" => format!(
+                    "superseded on {}: never applied on its own; {} (a later commit) was applied instead",
+                    a.target,
+                    short(&a.applied_as)
+                ),
+                "recorded-by-deploy-branch" => format!(
+                    "applied to {} at {} per its deploy branch only (no note)",
+                    a.target, a.time
+                ),
+                r => format!(
+                    "{r} to {} at {} ({}, as {})",
+                    a.target,
+                    a.time,
+                    a.decision,
+                    short(&a.applied_as)
+                ),
+            };
             if let Some(d) = &a.deploy_commit {
                 s.push_str(&format!(", deploy commit {}", short(d)));
             }
@@ -99,7 +144,7 @@ fn follow(row: &Row) -> Vec<String> {
 
 fn human(r: &Report) -> String {
     let mut out = format!(
-        "audit of {}{} at {} ({}): {} commits, {} changed the config repo, {} changes\n",
+        "audit of {}{} at {} ({}): {}, {} changed the config repo, {}\n",
         r.repository,
         if r.subdir.is_empty() {
             String::new()
@@ -108,12 +153,35 @@ fn human(r: &Report) -> String {
         },
         r.rev,
         short(&r.head),
-        r.commits,
+        plural(r.commits, "commit", "commits"),
         r.changing,
-        r.rows.len()
+        plural(r.rows.len(), "change", "changes")
     );
     out.push_str(&format!("notes read from {}\n", r.notes));
-    for row in &r.rows {
+    let mut i = 0;
+    while i < r.rows.len() {
+        let row = &r.rows[i];
+        // the commit that starts the config repo: one line, not a block per object
+        if row.decision.recomputed == "initial" {
+            let n = r.rows[i..]
+                .iter()
+                .take_while(|x| x.commit == row.commit && x.decision.recomputed == "initial")
+                .count();
+            out.push_str(&format!(
+                "\n{} {}  start of the config repo: {} created ({})\n  {} — {}\n",
+                short(&row.commit),
+                row.time,
+                plural(n, "object or file", "objects and files"),
+                row.decision.reason.as_deref().unwrap_or("initial"),
+                who(row),
+                row.subject
+            ));
+            for a in applied(row) {
+                out.push_str(&format!("  {a}\n"));
+            }
+            i += n;
+            continue;
+        }
         out.push_str(&format!(
             "\n{} {}  {} {} {}\n",
             short(&row.commit),
@@ -135,12 +203,16 @@ fn human(r: &Report) -> String {
         for f in follow(row) {
             out.push_str(&format!("  {f}\n"));
         }
+        i += 1;
     }
     out.push('\n');
+    for w in &r.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     if r.findings.is_empty() {
         out.push_str("no findings\n");
     } else {
-        out.push_str(&format!("{} finding(s):\n", r.findings.len()));
+        out.push_str(&format!("{}:\n", plural(r.findings.len(), "finding", "findings")));
         for f in &r.findings {
             out.push_str(&finding_line(f));
             out.push_str(&format!("    hint: {}\n", f.hint));
@@ -270,14 +342,17 @@ fn md(s: &str) -> String {
 
 fn markdown(r: &Report) -> String {
     let mut out = format!(
-        "## rampart audit of `{}` at `{}`\n\n{} commits, {} changed the config repo, {} changes, {} findings.\n\n",
-        short(&r.head),
+        "## rampart audit: `{}` at `{}`\n\n{}, {} changed the config repo, {}, {}.\n\n",
         md(&r.rev),
-        r.commits,
+        short(&r.head),
+        plural(r.commits, "commit", "commits"),
         r.changing,
-        r.rows.len(),
-        r.findings.len()
+        plural(r.rows.len(), "change", "changes"),
+        plural(r.findings.len(), "finding", "findings")
     );
+    for w in &r.warnings {
+        out.push_str(&format!("> warning: {}\n\n", md(w)));
+    }
     if !r.findings.is_empty() {
         out.push_str("### Findings\n\n| code | commit | object | finding |\n|---|---|---|---|\n");
         for f in &r.findings {

@@ -241,6 +241,13 @@ fn audit_reads_a_served_history_back_from_git() {
     // the forged note: applied though denied, recorded allow against a re-computed deny, no
     // deploy commit, a direct push, an unsigned plugin on an enterprise tenant
     let r5 = rows_of(&r, &c5)[0];
+    assert!(
+        r5["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a member of any team"),
+        "{r5}"
+    );
     assert_eq!(r5["decision"]["recomputed"], "deny", "{r5}");
     assert_eq!(r5["decision"]["recorded"], "allow");
     assert_eq!(codes_of(&r, &c5), ["R701", "R702", "R703", "R705", "R707"]);
@@ -410,7 +417,85 @@ fn audit_finds_history_rewritten_under_an_applied_commit_and_follows_renames() {
         .collect();
     assert_eq!(f709.len(), 1, "{r}");
     assert!(f709[0]["hint"].as_str().unwrap().contains("git fetch --unshallow"));
-    assert_eq!(r["rows"][0]["decision"]["recomputed"], "unknown", "{r}");
+    // the boundary commit's parent is unknown: no change can be told there
+    assert!(r["rows"].as_array().unwrap().is_empty(), "{r}");
+}
+
+/// Whoever can push notes cannot make an application disappear: notes removed on the
+/// remote are R711 on the next audit and R710 for the deploy commits left without one; a
+/// fetch that fails is a finding, not a silent fall-back.
+#[test]
+fn audit_notices_records_removed_and_records_it_cannot_fetch() {
+    let f = Fixture::new();
+    assert_eq!(f.once("state", &TARGETS, &[]).code, 0);
+    let c1 = f.push(ALICE, "sandbox: reword, pushed straight to main", describe("1"));
+    assert_eq!(f.once("state", &TARGETS, &[]).code, 0);
+    let work = f.work();
+    let run = audit(&work, &["--format", "json", "--since", "HEAD~1"]);
+    let r = json(&run);
+    assert_eq!(codes_of(&r, &c1), ["R703"], "{r}");
+    let deploy = r["rows"][0]["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["target"] == "branch:rendered")
+        .unwrap()["deployCommit"]
+        .clone();
+    assert!(deploy.is_string(), "the deploy commit is shown: {r}");
+    // the notes are deleted on the remote
+    let remote = f.remote();
+    git_as(&work, ALICE, &["push", "-q", &remote, ":refs/notes/rampart"]);
+    let run = audit(&work, &["--format", "json", "--since", "HEAD~1"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let r = json(&run);
+    check_schema(&r);
+    let codes = |r: &Value| -> Vec<String> {
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // (the copy an earlier audit fetched is read, and the fetch that found nothing said)
+    assert!(codes(&r).contains(&"R711".to_owned()), "{:?}", codes(&r));
+    // with no notes anywhere, the deploy branch still says the direct push was applied
+    git_as(&work, ALICE, &["update-ref", "-d", "refs/rampart/audit/notes"]);
+    git_as(&work, ALICE, &["update-ref", "-d", "refs/notes/rampart"]);
+    let run = audit(&work, &["--format", "json", "--since", "HEAD~1", "--no-fetch"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let r = json(&run);
+    check_schema(&r);
+    assert!(codes(&r).contains(&"R710".to_owned()), "{:?}", codes(&r));
+    assert!(
+        codes(&r).contains(&"R703".to_owned()),
+        "the direct push still shows: {:?}",
+        codes(&r)
+    );
+    // the remote cannot be reached
+    git_as(
+        &work,
+        ALICE,
+        &["remote", "set-url", "origin", "/nonexistent/remote.git"],
+    );
+    let run = audit(&work, &["--format", "json", "--since", "HEAD~1"]);
+    assert_eq!(run.code, 2);
+    let r = json(&run);
+    let f711: Vec<&Value> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "R711")
+        .collect();
+    assert_eq!(f711.len(), 1, "{r}");
+    assert!(f711[0]["message"].as_str().unwrap().contains("could not fetch"), "{r}");
+    // a bad date, an unknown kind: clear errors
+    let run = audit(&work, &["--since", "2026-13-45"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not a date"), "{}", run.stderr);
+    let run = audit(&work, &["--kind", "Widget"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not a kind"), "{}", run.stderr);
 }
 
 #[test]
@@ -430,4 +515,70 @@ fn audit_refuses_what_it_cannot_read_with_a_clear_error() {
     let run = audit(h.path(), &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("no findings"), "{}", run.stdout);
+}
+
+/// A repository that gained its config repo after its first commit, a broken file, and a
+/// commit whose date its author set years back: the audit starts where the config repo does,
+/// gives the broken file a row, and audits the backdated commit that sits inside the range.
+#[test]
+fn audit_starts_where_the_config_repo_does_and_sees_through_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    git_as(p, ALICE, &["init", "-q", "-b", "main"]);
+    write(&p.join("README.md"), "# infra\n");
+    commit(p, ALICE, "initial commit");
+    copy_tree(&root().join("examples/platform-config"), p);
+    commit(p, ALICE, "add the config repo");
+    let c2 = git_as(p, ALICE, &["rev-parse", "HEAD"]);
+    write(
+        &p.join("tenants/broken.yaml"),
+        "apiVersion: rampart.dev/v1\nkind: Tenant\nmetadata: {name: broken}\nspec: {tier: gold}\n",
+    );
+    git_as(p, ALICE, &["add", "-A"]);
+    let out = std::process::Command::new("git")
+        .args(["commit", "-q", "-m", "backdated"])
+        .current_dir(p)
+        .env("GIT_AUTHOR_NAME", "Eve")
+        .env("GIT_AUTHOR_EMAIL", "eve@evil.example")
+        .env("GIT_COMMITTER_NAME", "Eve")
+        .env("GIT_COMMITTER_EMAIL", "eve@evil.example")
+        .env("GIT_AUTHOR_DATE", "2020-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2020-01-01T00:00:00Z")
+        .env("HOME", p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c3 = git_as(p, ALICE, &["rev-parse", "HEAD"]);
+    std::fs::remove_file(p.join("tenants/broken.yaml")).unwrap();
+    describe("4")(p);
+    commit(p, ALICE, "sandbox: reword");
+    let c4 = git_as(p, ALICE, &["rev-parse", "HEAD"]);
+
+    let run = audit(p, &["--format", "json", "--since", "2026-11-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = json(&run);
+    check_schema(&r);
+    let first = rows_of(&r, &c2);
+    assert!(
+        !first.is_empty() && first.iter().all(|x| x["decision"]["recomputed"] == "initial"),
+        "{r}"
+    );
+    assert!(
+        first[0]["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("first appears")
+    );
+    let broken = rows_of(&r, &c3);
+    assert_eq!(broken.len(), 1, "{r}");
+    assert_eq!(broken[0]["kind"], "File");
+    assert_eq!(broken[0]["name"], "tenants/broken.yaml");
+    assert_eq!(broken[0]["decision"]["recomputed"], "invalid");
+    assert!(run.stderr.contains("dated 2020-01-01"), "{}", run.stderr);
+    let sandbox = rows_of(&r, &c4).into_iter().find(|x| x["name"] == "sandbox").unwrap();
+    assert_eq!(sandbox["decision"]["recomputed"], "allow", "{r}");
+    // the human output shows the start of the config repo as one line
+    let human = audit(p, &["--no-fetch"]);
+    assert!(human.stdout.contains("start of the config repo"), "{}", human.stdout);
+    assert_eq!(human.stdout.matches(&c2[..12]).count(), 1, "{}", human.stdout);
 }
