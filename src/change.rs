@@ -226,17 +226,16 @@ fn objects<S: PartialEq>(sides: &Sides<'_>, base: &[Object<S>], head: &[Object<S
     // only some files are compared, `old` holds only theirs: every valid name of the base
     // is asked for, but only when the base has a name no valid object defines)
     if let Some(names) = base_repo.names_seen.get(&kind) {
-        let all_valid: Option<std::collections::HashSet<&str>> = match sides.only {
-            None => None,
-            Some(_) if names.len() <= base.len() => Some(Default::default()),
-            Some(_) => Some(base.iter().map(|o| o.name()).collect()),
-        };
-        // (every name has a valid object when there are no more names than objects)
+        // (no more names than valid objects: none is invalid, nothing to look for)
         let none_invalid = sides.only.is_some() && names.len() <= base.len();
+        let valid: Option<std::collections::HashSet<&str>> = sides
+            .only
+            .filter(|_| !none_invalid)
+            .map(|_| base.iter().map(|o| o.name()).collect());
         let mut gone: Vec<&String> = names
             .iter()
             .filter(|_| !none_invalid)
-            .filter(|n| match &all_valid {
+            .filter(|n| match &valid {
                 None => !old.contains_key(n.as_str()),
                 Some(valid) => !valid.contains(n.as_str()),
             })
