@@ -258,7 +258,7 @@ fn a_good_release_is_verified_installed_cached_and_runs() {
     assert!(run.stderr.contains("signature and checksum verified"), "{}", run.stderr);
     let bin = installed(cache.path(), VERSION);
     assert_eq!(run.output, format!("bin={}\n", bin.display()));
-    let version = run_ok(&mut Command::new(&bin).arg("--version"));
+    let version = run_ok(Command::new(&bin).arg("--version"));
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("rampart "));
 
     // warm: no download (the server is gone), verified again from the cached copies
@@ -276,6 +276,15 @@ fn a_good_release_is_verified_installed_cached_and_runs() {
     assert!(run.stderr.contains("refusing to run it"), "{}", run.stderr);
 }
 
+/// Serve `release`, install it into an empty cache: it must be refused with `message`.
+fn assert_release_refused(release: &Release, message: &str) -> (support::Served, tempfile::TempDir) {
+    let server = release.serve();
+    let cache = tempfile::tempdir().unwrap();
+    let run = install(release, &server.url(), VERSION, cache.path());
+    assert_refused(&run, message, cache.path(), VERSION);
+    (server, cache)
+}
+
 #[test]
 fn a_tampered_binary_is_refused_and_never_run() {
     let release = Release::new();
@@ -283,10 +292,7 @@ fn a_tampered_binary_is_refused_and_never_run() {
     let marker = release.dir.path().join("ran");
     let asset = release.tag_dir(VERSION).join(ASSET);
     fs::write(&asset, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
-    let server = release.serve();
-    let cache = tempfile::tempdir().unwrap();
-    let run = install(&release, &server.url(), VERSION, cache.path());
-    assert_refused(&run, "but the signed SHA256SUMS says", cache.path(), VERSION);
+    assert_release_refused(&release, "but the signed SHA256SUMS says");
     assert!(!marker.exists(), "the tampered binary was executed");
 }
 
@@ -294,42 +300,22 @@ fn a_tampered_binary_is_refused_and_never_run() {
 fn sums_signed_by_another_key_are_refused() {
     let release = Release::new();
     release.sign(VERSION, &release.other_key, VERSION);
-    let server = release.serve();
-    let cache = tempfile::tempdir().unwrap();
-    let run = install(&release, &server.url(), VERSION, cache.path());
-    assert_refused(
-        &run,
-        "does not verify against the public key in action.yml",
-        cache.path(),
-        VERSION,
-    );
+    assert_release_refused(&release, "does not verify against the public key in action.yml");
 }
 
 #[test]
 fn another_releases_signed_sums_are_refused() {
     // v9.9.8's assets, validly signed for v9.9.8, served as v9.9.9 (a downgrade)
     let release = Release::new();
-    let key = release.dir.path().join("keys/release.sec");
-    release.sign(VERSION, &key, "v9.9.8");
-    let server = release.serve();
-    let cache = tempfile::tempdir().unwrap();
-    let run = install(&release, &server.url(), VERSION, cache.path());
-    assert_refused(
-        &run,
-        "is signed for `rampart v9.9.8`, not `rampart v9.9.9`",
-        cache.path(),
-        VERSION,
-    );
+    release.sign(VERSION, &release.dir.path().join("keys/release.sec"), "v9.9.8");
+    assert_release_refused(&release, "is signed for `rampart v9.9.8`, not `rampart v9.9.9`");
 }
 
 #[test]
 fn a_missing_asset_is_a_clear_error() {
     let release = Release::new();
     fs::remove_file(release.tag_dir(VERSION).join(ASSET)).unwrap();
-    let server = release.serve();
-    let cache = tempfile::tempdir().unwrap();
-    let run = install(&release, &server.url(), VERSION, cache.path());
-    assert_refused(&run, &format!("/{VERSION}/{ASSET}`: HTTP 404"), cache.path(), VERSION);
+    let (server, cache) = assert_release_refused(&release, &format!("/{VERSION}/{ASSET}`: HTTP 404"));
 
     // and a release that does not exist at all
     let run = install(&release, &server.url(), "v1.0.0", cache.path());
