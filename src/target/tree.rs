@@ -324,9 +324,12 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     use std::ffi::CString;
     let ca = CString::new(a.as_os_str().as_bytes())?;
     let cb = CString::new(b.as_os_str().as_bytes())?;
+    // The raw system call, not libc's `renameat2` wrapper: musl (the static release binaries)
+    // has no such function, and the link fails.
     // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
     let rc = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             ca.as_ptr(),
             libc::AT_FDCWD,

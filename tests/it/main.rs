@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area. Inputs are real-looking config repos in
 //! `testdata/`; expected outputs are committed snapshots (`RAMPART_BLESS=1` rewrites them).
 
+mod action;
 mod audit;
 mod cache;
 mod ci;
