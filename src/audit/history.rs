@@ -28,6 +28,8 @@ pub struct Options {
     pub name: Option<String>,
     /// Fetch the notes and deploy branches from the remote first.
     pub fetch: bool,
+    /// The deploy branches, when given (else found: see [`deploy_index`]).
+    pub deploy_branches: Vec<String>,
 }
 
 /// A `--since`/`--until` bound.
@@ -88,6 +90,9 @@ pub fn parse_time(s: &str) -> Option<i64> {
             "" | "Z" => {}
             z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) && z.as_bytes()[3] == b':' => {
                 let (oh, om) = (num(20..22)?, num(23..25)?);
+                if oh > 23 || om > 59 {
+                    return None;
+                }
                 let offset = oh * 3600 + om * 60;
                 secs -= if z.starts_with('+') { offset } else { -offset };
             }
@@ -148,7 +153,7 @@ fn fetch_records(o: &Opened, fetch: bool, findings: &mut Vec<super::Finding>) ->
         }
     };
     if !fetch {
-        return notes::NOTES_REF.to_owned();
+        return local();
     }
     // the remote's branches too (into rampart's own namespace): the deploy branches are
     // found among them
@@ -198,6 +203,67 @@ fn fetch_records(o: &Opened, fetch: bool, findings: &mut Vec<super::Finding>) ->
     }
 }
 
+/// Notes only ever gain entries (serve adds, and merges concurrent notes entry by entry): a
+/// note removed, or an entry of one removed or changed, anywhere in the notes' own history is
+/// R711 — whoever did it, by a fast-forward or not.
+fn notes_history(o: &Opened, notes_ref: &str, findings: &mut Vec<super::Finding>) {
+    const MAX_COMMITS: usize = 100_000;
+    let Ok(tip) = o.repo.refname_to_id(notes_ref) else {
+        return;
+    };
+    let Ok(mut walk) = o.repo.revwalk() else { return };
+    if walk.push(tip).is_err() {
+        return;
+    }
+    let mut trees = pipeline::Trees::default();
+    let read = |id: Oid| -> Option<Note> {
+        let size = o.repo.odb().ok()?.read_header(id).ok()?.0;
+        if size > 1 << 20 {
+            return None;
+        }
+        serde_json::from_slice(o.repo.find_blob(id).ok()?.content()).ok()
+    };
+    for id in walk.flatten().take(MAX_COMMITS) {
+        let Ok(c) = o.repo.find_commit(id) else { continue };
+        for p in c.parents() {
+            let Ok(changed) = trees.changed(&o.repo, Some(p.tree_id()), Some(c.tree_id())) else {
+                continue;
+            };
+            for ch in changed {
+                let Some((old, _)) = ch.old else { continue };
+                let annotated: String = ch.path.chars().filter(|c| *c != '/').collect();
+                let what = match ch.new {
+                    None => Some("removed".to_owned()),
+                    Some((new, _)) => match (read(old), read(new)) {
+                        (Some(a), Some(b))
+                            if a.applies.iter().all(|e| b.applies.contains(e))
+                                && a.rollouts.iter().all(|e| b.rollouts.contains(e)) =>
+                        {
+                            None
+                        }
+                        (Some(_), _) => Some("changed: entries of it were removed or altered".to_owned()),
+                        (None, _) => None,
+                    },
+                };
+                if let Some(what) = what {
+                    findings.push(finding(
+                        "R711",
+                        Some(&annotated).filter(|a| a.len() == 40).map(String::as_str),
+                        None,
+                        format!(
+                            "the note on {} was {what} by notes commit {} ({}): notes are only ever added to",
+                            short(&annotated),
+                            short(&id.to_string()),
+                            crate::target::rfc3339(c.time().seconds())
+                        ),
+                        "restore the note from the notes commit before it (git notes --ref rampart show <commit> at that revision) and find who pushed the change",
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// The repository's remotes by name.
 fn remote_names(repo: &Repository) -> Vec<String> {
     repo.remotes()
@@ -225,19 +291,31 @@ fn git_fetch(git_dir: &Path, remote: &str, refspecs: &[String]) -> Result<(), St
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("could not run git: {e}"))?;
+    // stderr is drained while git runs (a full pipe would stall it), its first 4 KiB kept
+    let stderr = child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = 4096usize.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        })
+    });
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                let mut err = String::new();
-                if let Some(mut s) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = s.by_ref().take(4096).read_to_string(&mut err);
-                }
+                let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
                 return if status.success() {
                     Ok(())
                 } else {
-                    Err(crate::remote::redact_url(err.trim()))
+                    Err(crate::diagnostic::visible(&crate::remote::redact_url(err.trim()), &[]))
                 };
             }
             Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
@@ -279,19 +357,20 @@ fn shallow_commits(repo: &Repository) -> HashSet<Oid> {
 }
 
 /// A note as read: parsed, or why not.
-fn read_note(repo: &Repository, notes_ref: &str, commit: Oid) -> Option<Result<Note, String>> {
+fn read_note(repo: &Repository, notes_ref: &str, note_blob: Oid, commit: Oid) -> Option<Result<Note, String>> {
     /// Far above what rampart writes (an entry per target and apply), far below what would
     /// cost memory: a note over these is not rampart's.
     const MAX_NOTE_BYTES: usize = 1 << 20;
     const MAX_ENTRIES: usize = 1000;
-    let note = repo.find_note(Some(notes_ref), commit).ok()?;
-    let bytes = note.message_bytes();
-    if bytes.len() > MAX_NOTE_BYTES {
+    // (the size from the object's header: a huge note is never read into memory)
+    let size = repo.odb().ok()?.read_header(note_blob).ok()?.0;
+    if size > MAX_NOTE_BYTES {
         return Some(Err(format!(
-            "{} bytes, over the {MAX_NOTE_BYTES} a note of rampart's can hold",
-            bytes.len()
+            "{size} bytes, over the {MAX_NOTE_BYTES} a note of rampart's can hold"
         )));
     }
+    let note = repo.find_note(Some(notes_ref), commit).ok()?;
+    let bytes = note.message_bytes();
     if repo.find_commit(commit).is_err() {
         return Some(Err("it annotates an object that is not a commit".to_owned()));
     }
@@ -332,19 +411,36 @@ type Deploys = HashMap<String, Option<HashMap<String, Vec<DeployRecord>>>>;
 /// into `refs/rampart/audit/heads/*` (never over the user's refs), local, or remote-tracking —
 /// whose tip carries a `Rampart-Source:` trailer, and any branch a note names; found
 /// without the notes, so deleting the notes cannot hide what the deploy branch records.
-fn deploy_index(o: &Opened, named: &HashSet<String>, warnings: &mut Vec<String>) -> Deploys {
+fn deploy_index(
+    o: &Opened,
+    named: &HashSet<String>,
+    only: &[String],
+    warnings: &mut Vec<String>,
+    findings: &mut Vec<super::Finding>,
+) -> Deploys {
     const FETCHED: &str = "refs/rampart/audit/heads/";
     let mut tips: BTreeMap<String, Oid> = BTreeMap::new();
     let consider = |name: &str, id: Oid, tips: &mut BTreeMap<String, Oid>| {
         if tips.contains_key(name) {
             return;
         }
-        let is_deploy = o.repo.find_commit(id).is_ok_and(|c| {
-            trailers(&String::from_utf8_lossy(c.message_bytes()))
-                .iter()
-                .any(|(k, _)| k == crate::target::branch::SOURCE_TRAILER)
-        });
-        if is_deploy || named.contains(name) {
+        // a deploy branch has a `Rampart-Source:` commit among its last 100 (a commit pushed
+        // on top without one does not hide it)
+        let is_deploy = || {
+            let Ok(mut walk) = o.repo.revwalk() else { return false };
+            if walk.push(id).is_err() || walk.simplify_first_parent().is_err() {
+                return false;
+            }
+            walk.flatten().take(100).any(|c| {
+                o.repo.find_commit(c).is_ok_and(|c| {
+                    trailers(&String::from_utf8_lossy(c.message_bytes()))
+                        .iter()
+                        .any(|(k, _)| k == crate::target::branch::SOURCE_TRAILER)
+                })
+            })
+        };
+        let given = !only.is_empty();
+        if (given && only.iter().any(|b| b == name)) || (!given && (named.contains(name) || is_deploy())) {
             tips.insert(name.to_owned(), id);
         }
     };
@@ -383,8 +479,23 @@ fn deploy_index(o: &Opened, named: &HashSet<String>, warnings: &mut Vec<String>)
         }
     }
     let mut out: Deploys = HashMap::new();
-    for b in named {
+    for b in only {
         if !tips.contains_key(b) {
+            findings.push(finding(
+                "R711",
+                None,
+                None,
+                format!(
+                    "the deploy branch `{}` given with --deploy-branch is not on the remote or in this clone",
+                    crate::diagnostic::visible(b, &[])
+                ),
+                "a deploy branch that disappears takes its records with it: find who deleted it",
+            ));
+        }
+    }
+    for b in named.iter().filter(|_| only.is_empty()) {
+        if !tips.contains_key(b) {
+            let b = crate::diagnostic::visible(b, &[]);
             warnings.push(format!(
                 "the deploy branch `{b}` is not in this clone: its records were not checked (git fetch origin {b})"
             ));
@@ -560,6 +671,7 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
     let mut warnings = Vec::new();
     let mut early = Vec::new();
     let notes_ref = fetch_records(&o, opts.fetch, &mut early);
+    notes_history(&o, &notes_ref, &mut early);
     if o.repo.refname_to_id(&notes_ref).is_err() {
         warnings.push(format!(
             "there are no notes at {notes_ref}: nothing can be shown as applied (fetch them: git fetch origin {}:{})",
@@ -614,7 +726,15 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
     let dated = |t: i64| {
         !matches!(opts.since, Some(Bound::Time(s)) if t < s) && !matches!(opts.until, Some(Bound::Time(u)) if t > u)
     };
-    let first = walked.iter().position(|(_, t)| dated(*t));
+    // (without a date `--until`, every commit above one in range came after it: the
+    // first-parent line is the branch's own order, whatever the dates say)
+    let first = walked.iter().position(|(_, t)| dated(*t)).map(|f| {
+        if matches!(opts.until, Some(Bound::Time(_))) {
+            f
+        } else {
+            0
+        }
+    });
     let last = walked.iter().rposition(|(_, t)| dated(*t));
     if let (Some(first), Some(last)) = (first, last) {
         let mut end = last;
@@ -639,7 +759,7 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
                     "{} is dated {}, outside the range, but sits {} it: audited (a commit's date is its author's to write)",
                     short(&id.to_string()),
                     crate::target::rfc3339(*t),
-                    if first + i > last { "just below" } else { "inside" }
+                    if first + i > last { "just below" } else { "inside or above" }
                 ));
             }
             range.push(*id);
@@ -703,8 +823,8 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
         }
     };
     if let Some(iter) = notes_iter {
-        for (_, annotated) in iter.flatten() {
-            match read_note(&o.repo, &notes_ref, annotated) {
+        for (note_blob, annotated) in iter.flatten() {
+            match read_note(&o.repo, &notes_ref, note_blob, annotated) {
                 None => {}
                 Some(Err(e)) => report.findings.push(finding(
                     "R708",
@@ -726,7 +846,9 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
                         }
                     }
                     let applied = n.applies.iter().any(|e| e.result == "applied");
-                    if applied && !on_branch.contains(&annotated) && shallow_cut.is_none() {
+                    // (a commit after the audited revision is not off its history)
+                    let later = o.repo.graph_descendant_of(annotated, head).unwrap_or(false);
+                    if applied && !on_branch.contains(&annotated) && !later && shallow_cut.is_none() {
                         let e = n.applies.iter().find(|e| e.result == "applied").expect("one applied");
                         let merged = o.repo.graph_descendant_of(head, annotated).unwrap_or(false);
                         report.findings.push(finding(
@@ -752,7 +874,22 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
             }
         }
     }
-    let deploys = deploy_index(&o, &branches, &mut warnings);
+    let mut lost = Vec::new();
+    let deploys = deploy_index(&o, &branches, &opts.deploy_branches, &mut warnings, &mut lost);
+    report.findings.extend(lost);
+    // a remote serve never wrote to (no notes, no deploy branch) is not a lost record
+    if deploys.values().all(Option::is_none) {
+        let before = report.findings.len();
+        report
+            .findings
+            .retain(|f| !(f.code == "R711" && f.message.contains("couldn't find remote ref")));
+        if report.findings.len() < before {
+            warnings.push("the remote has no rampart notes and there is no deploy branch: nothing was applied by serve, or its records are gone".to_owned());
+        }
+    }
+    // with no notes in this clone at all (--no-fetch), a deploy commit without its note says
+    // nothing
+    let no_notes_here = !opts.fetch && o.repo.refname_to_id(&notes_ref).is_err();
     let follow = follow_ups(&o.repo, &all);
 
     // re-decide every change, oldest first
@@ -847,7 +984,7 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
             }
         }
         // what a deploy branch records of this commit with no note saying so
-        for (b, index) in &deploys {
+        for (b, index) in deploys.iter().filter(|_| !no_notes_here) {
             let Some(recs) = index.as_ref().and_then(|i| i.get(&facts.id)) else {
                 continue;
             };

@@ -45,6 +45,11 @@ pub struct Args {
     /// followed (`tenants/payments-prod` or `Tenant/payments-prod`).
     #[arg(long, value_name = "DIR/NAME", conflicts_with_all = ["tenant", "kind", "name", "since", "until"])]
     object: Option<String>,
+    /// A deploy branch to check the notes against (repeatable): only these are then read.
+    /// Without it, a deploy branch is any branch with a `Rampart-Source:` commit among its
+    /// last 100, or that a note names.
+    #[arg(long = "deploy-branch", value_name = "BRANCH")]
+    deploy_branches: Vec<String>,
     /// Read the local notes only: do not fetch `refs/notes/rampart` and the deploy branches
     /// from the remote first.
     #[arg(long)]
@@ -94,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         kind: args.kind.clone(),
         name: args.name.clone(),
         fetch: !args.no_fetch,
+        deploy_branches: args.deploy_branches.clone(),
     };
     let what = format!("auditing `{}`", args.path.display());
     if let Some(obj) = &args.object {

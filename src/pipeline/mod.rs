@@ -14,5 +14,5 @@ mod validate;
 pub use check::{Authorized, CheckOutcome, Checked, Principals, authorize, authorize_changes, check};
 pub use compile::{Compiled, WrittenTree, compile_into, compile_validated, compile_validated_tenants};
 pub use policy_test::{TestRun, policy_test};
-pub use replay::{Changed, Replay, changed_paths};
+pub use replay::{Changed, Replay, Trees, changed_paths};
 pub use validate::{Checks, Pair, Progress, Timings, Unread, Validated, validate, validate_cached, validate_pair};

@@ -462,11 +462,35 @@ fn audit_notices_records_removed_and_records_it_cannot_fetch() {
     // with no notes anywhere, the deploy branch still says the direct push was applied
     git_as(&work, ALICE, &["update-ref", "-d", "refs/rampart/audit/notes"]);
     git_as(&work, ALICE, &["update-ref", "-d", "refs/notes/rampart"]);
-    let run = audit(&work, &["--format", "json", "--since", "HEAD~1", "--no-fetch"]);
+    let run = audit(&work, &["--format", "json", "--since", "HEAD~1"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
     let r = json(&run);
     check_schema(&r);
     assert!(codes(&r).contains(&"R710".to_owned()), "{:?}", codes(&r));
+    assert!(codes(&r).contains(&"R711".to_owned()), "{:?}", codes(&r));
+    // a note removed by a fast-forward of the notes (git notes remove) is seen in the notes'
+    // own history
+    let f2 = Fixture::new();
+    assert_eq!(f2.once("state", &TARGETS, &[]).code, 0);
+    let d1 = f2.push(ALICE, "sandbox: reword, pushed straight to main", describe("1"));
+    assert_eq!(f2.once("state", &TARGETS, &[]).code, 0);
+    let w2 = f2.work();
+    git_as(
+        &w2,
+        ALICE,
+        &["fetch", "-q", "origin", "+refs/notes/rampart:refs/notes/rampart"],
+    );
+    git_as(&w2, ALICE, &["notes", "--ref", "rampart", "remove", &d1]);
+    git_as(&w2, ALICE, &["push", "-q", "origin", "refs/notes/rampart"]);
+    let r2 = json(&audit(&w2, &["--format", "json"]));
+    let removed: Vec<&Value> = r2["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "R711" && f["commit"] == d1.as_str())
+        .collect();
+    assert_eq!(removed.len(), 1, "{r2}");
+    assert!(removed[0]["message"].as_str().unwrap().contains("removed"), "{r2}");
     assert!(
         codes(&r).contains(&"R703".to_owned()),
         "the direct push still shows: {:?}",
