@@ -588,10 +588,37 @@ fn commit_facts(repo: &Repository, id: Oid, note: Option<Note>) -> anyhow::Resul
     })
 }
 
-/// Who a change is re-decided as: rampart itself for its own verified commits (as recorded),
-/// the recorded pull request's author and reviewers, else the commit's author and trailers
-/// (as `check` reads them).
-fn principals(note: Option<&Note>) -> Principals {
+/// Whether the commit is exactly rampart's revert: it names what it reverts
+/// (`Rampart-Revert-Of:`), and its tree is that revert on its parent, as `serve` verifies its
+/// own. A note saying `rampart[revert]` proves nothing by itself.
+fn is_rampart_revert(repo: &Repository, git_dir: &Path, id: Oid) -> bool {
+    let Ok(c) = repo.find_commit(id) else {
+        return false;
+    };
+    let Ok(parent) = c.parent_id(0) else {
+        return false;
+    };
+    let message = String::from_utf8_lossy(c.message_bytes()).into_owned();
+    let Some(of) = trailers(&message)
+        .into_iter()
+        .find(|(k, _)| k == crate::rollback::REVERT_TRAILER)
+        .map(|(_, v)| v)
+    else {
+        return false;
+    };
+    let expected = crate::rollback::tree_of(
+        git_dir,
+        &crate::rollback::Change::Revert { of: of.trim() },
+        &parent.to_string(),
+    );
+    matches!(expected, Ok(Some(t)) if t == c.tree_id().to_string())
+}
+
+/// Who a change is re-decided as: rampart itself for its own reverts — when the note says so
+/// and `is_rampart_revert` confirms the commit is exactly rampart's revert (a note alone
+/// proves nothing) — the recorded pull request's author and reviewers, else the commit's
+/// author and trailers (as `check` reads them).
+fn principals(note: Option<&Note>, is_rampart_revert: impl FnOnce() -> bool) -> Principals {
     let Some(e) = note.and_then(|n| {
         n.applies
             .iter()
@@ -600,10 +627,11 @@ fn principals(note: Option<&Note>) -> Principals {
         return Principals::default();
     };
     match e.author.as_deref() {
-        Some(crate::policy::tests::REVERT_PRINCIPAL) => Principals {
+        Some(crate::policy::tests::REVERT_PRINCIPAL) if is_rampart_revert() => Principals {
             system: Some(crate::policy::tests::REVERT_PRINCIPAL),
             ..Principals::default()
         },
+        Some(crate::policy::tests::REVERT_PRINCIPAL) => Principals::default(),
         Some(a) if e.pull_request.is_some() => Principals::logins(Some(a), &e.approvers),
         _ => Principals::default(),
     }
@@ -966,14 +994,26 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
             }
         };
         report.changing += 1;
+        let by_rampart_note = facts
+            .note
+            .iter()
+            .flat_map(|n| &n.applies)
+            .any(|e| e.author.as_deref() == Some(crate::policy::tests::REVERT_PRINCIPAL));
+        let rampart_revert = by_rampart_note && is_rampart_revert(&o.repo, &o.git_dir, *id);
         let mut rows = match &base {
             // the boundary of a shallow clone: what its parent held is unknown (R709 says so),
             // so no change can be told
             None if Some(*id) == shallow_cut => Vec::new(),
             None => initial_rows(&facts, &head_src, &head_v, root)?,
-            Some((_, base_src, base_v)) => {
-                decided_rows(&facts, base_src, &head_src, base_v, &head_v, replay.changed.as_deref())?
-            }
+            Some((_, base_src, base_v)) => decided_rows(
+                &facts,
+                base_src,
+                &head_src,
+                base_v,
+                &head_v,
+                replay.changed.as_deref(),
+                rampart_revert,
+            )?,
         };
         for row in &mut rows {
             row.followed_by = follow.get(&facts.id).cloned().unwrap_or_default();
@@ -1017,7 +1057,11 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
                 "the note was removed, or the deploy branch written by hand: compare the notes' history (git log refs/notes/rampart) with the deploy branch",
             ));
         }
-        let head_facts = |row: &Row| row_facts(row, &facts, &head_v, &deploys);
+        let head_facts = |row: &Row| {
+            let mut f = row_facts(row, &facts, &head_v, &deploys);
+            f.by_rampart = rampart_revert;
+            f
+        };
         for row in rows {
             let keep = wanted(opts, &row, base.as_ref().map(|b| &b.2), &head_v);
             if !keep {
@@ -1140,8 +1184,9 @@ fn decided_rows(
     base_v: &Validated,
     head_v: &Validated,
     changed: Option<&[pipeline::Changed]>,
+    rampart_revert: bool,
 ) -> anyhow::Result<Vec<Row>> {
-    let who = principals(facts.note.as_ref());
+    let who = principals(facts.note.as_ref(), || rampart_revert);
     let a = match changed {
         // only the files the commit changed are compared (the guarded ones read when one of
         // them changed)
@@ -1371,7 +1416,6 @@ fn row_facts(row: &Row, facts: &CommitFacts, head: &Validated, deploys: &Deploys
     let mut out = RowFacts {
         pull_request_mismatch: noted.zip(pull_request_in(&facts.subject)).filter(|(a, b)| a != b),
         has_trailers: !facts.approved_by.is_empty(),
-        by_rampart: row.author.login.as_deref().is_some_and(|l| l.starts_with("rampart[")),
         ..RowFacts::default()
     };
     for a in row

@@ -87,8 +87,9 @@ pub struct DecisionPair {
     pub reason: Option<String>,
     /// `allow` or `deny` as recorded in the note, when rampart judged this change.
     pub recorded: Option<String>,
-    /// How the apply was authorised (`allowed`, `first-apply`, `history-rewritten`,
-    /// `baseline`, `restore`), from the note.
+    /// How the apply was authorised, from the note's first entry (`allowed`, `fixes`,
+    /// `history-rewritten`, `first-apply`, `baseline`, `restore`; `denied` for a blocked
+    /// commit); each apply's own is in [`Applied::decision`].
     pub recorded_as: Option<String>,
 }
 
@@ -179,7 +180,7 @@ pub fn finding(
 pub struct RowFacts {
     /// The commit carries `Approved-by:` trailers.
     pub has_trailers: bool,
-    /// rampart wrote and verified it (a revert or promotion, recorded as `rampart[…]`).
+    /// rampart wrote it: recorded as `rampart[revert]`, and its tree is exactly that revert.
     pub by_rampart: bool,
     /// For each applied entry of the row: whether its deploy-branch record was found
     /// (`None`: not a branch target, or its branch could not be read).
@@ -207,8 +208,8 @@ pub fn row_findings(row: &Row, facts: &RowFacts) -> Vec<Finding> {
         .filter(|a| a.result == "applied" || a.result == "recorded-by-deploy-branch")
         .collect();
     // a first apply (or a baseline, a restore) is the operator's start, not a judgement of
-    // this commit: it takes no direct push to task, but a change the rules deny is still
-    // one that was applied
+    // this commit: it is not a direct push, but a change the rules deny that it applied was
+    // applied all the same
     let started = |a: &&Applied| matches!(a.decision.as_str(), "first-apply" | "baseline" | "restore");
     if !applied.is_empty() {
         let targets = applied.iter().map(|a| a.target.as_str()).collect::<Vec<_>>().join(", ");
@@ -221,13 +222,14 @@ pub fn row_findings(row: &Row, facts: &RowFacts) -> Vec<Finding> {
                 object.clone(),
                 format!(
                     "{what} was applied to {targets}, but {}",
-                    match (recorded_deny, recomputed_deny) {
-                        (true, _) => "its note records a denial".to_owned(),
-                        (false, _) => format!(
+                    if recorded_deny {
+                        "its note records a denial".to_owned()
+                    } else {
+                        format!(
                             "the policies of its parent decide `{}`{}",
                             row.decision.recomputed,
                             row.decision.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
-                        ),
+                        )
                     }
                 ),
                 "find who applied it (the note's target and time, the deploy commit) and revert it through a reviewed pull request",

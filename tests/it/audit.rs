@@ -153,7 +153,7 @@ fn audit_reads_a_served_history_back_from_git() {
         "rampart": 1,
         "applies": [{
             "target": "branch:rendered", "result": "applied", "decision": "allowed",
-            "author": "eve", "approvers": [], "pullRequest": null,
+            "author": "rampart[revert]", "approvers": [], "pullRequest": null,
             "changes": [{"action": "update", "subject": "Tenant", "name": "payments-prod", "allowed": true}],
             "appliedAs": c5, "from": c4, "rendered": "0000000000000000000000000000000000000000",
             "time": "2026-11-20T10:05:00Z"
