@@ -875,8 +875,12 @@ pub fn audit(opts: &Options, progress: Progress<'_>) -> anyhow::Result<Report> {
                     }
                     let applied = n.applies.iter().any(|e| e.result == "applied");
                     // (a commit after the audited revision is not off its history)
-                    let later = o.repo.graph_descendant_of(annotated, head).unwrap_or(false);
-                    if applied && !on_branch.contains(&annotated) && !later && shallow_cut.is_none() {
+                    // (asked only off the branch: it walks the history)
+                    if applied
+                        && !on_branch.contains(&annotated)
+                        && shallow_cut.is_none()
+                        && !o.repo.graph_descendant_of(annotated, head).unwrap_or(false)
+                    {
                         let e = n.applies.iter().find(|e| e.result == "applied").expect("one applied");
                         let merged = o.repo.graph_descendant_of(head, annotated).unwrap_or(false);
                         report.findings.push(finding(
