@@ -99,14 +99,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
             _ => return None,
         }
     }
-    // days from civil (Howard Hinnant's algorithm)
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + secs)
+    Some(crate::supply::days_from_civil(y, m, d) * 86_400 + secs)
 }
 
 /// How far the walk is: (commits done, commits in all).

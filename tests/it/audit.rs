@@ -5,7 +5,7 @@
 //! the JSON is checked against `schemas/audit-report.schema.json`, the CSV with Python's csv
 //! module.
 
-use crate::serve::Fixture;
+use crate::serve::{Fixture, describe};
 use crate::support::*;
 use serde_json::Value;
 use std::path::Path;
@@ -14,26 +14,6 @@ const ALICE: &str = "Alice <alice@example.com>";
 const BOB: &str = "Bob <bob@example.com>";
 const EVE: &str = "Eve <eve@evil.example>";
 const TARGETS: [&str; 4] = ["--target", "dir:out", "--target", "branch:rendered"];
-
-/// Set the sandbox's description to revision `n` (a change a platform member may make alone).
-fn describe(n: &str) -> impl FnOnce(&Path) {
-    let n = n.to_owned();
-    move |p: &Path| {
-        let file = p.join("tenants/sandbox.yaml");
-        let text = std::fs::read_to_string(&file).unwrap();
-        let text: Vec<String> = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("  description:") {
-                    format!("  description: Throwaway portal, revision {n}.")
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect();
-        write(&file, text.join("\n") + "\n");
-    }
-}
 
 fn audit(dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["audit", dir.to_str().unwrap()];
@@ -107,17 +87,17 @@ fn audit_reads_a_served_history_back_from_git() {
         edit(p, "tenants/sandbox.yaml", "cpu: 1", "cpu: 2")
     });
     // a direct push: no pull request, no trailers
-    let c2 = f.push(ALICE, "sandbox: reword, pushed straight to main", describe("2"));
+    let c2 = f.push(ALICE, "sandbox: reword, pushed straight to main", describe(2));
     // approved by its own author; the subject has a comma, quotes and control characters
     let c3 = f.push(
         ALICE,
         "sandbox: \"quoted\", comma \u{1b}[31mred\u{202e}\n\nApproved-by: alice",
-        describe("3"),
+        describe(3),
     );
     // a pull request merged with a merge commit
     let work = f.work();
     git_as(&work, BOB, &["checkout", "-q", "-b", "feature"]);
-    describe("4")(&work);
+    describe(4)(&work);
     commit(&work, BOB, "sandbox: reword again");
     git_as(&work, ALICE, &["checkout", "-q", "main"]);
     git_as(
@@ -428,7 +408,7 @@ fn audit_finds_history_rewritten_under_an_applied_commit_and_follows_renames() {
 fn audit_notices_records_removed_and_records_it_cannot_fetch() {
     let f = Fixture::new();
     assert_eq!(f.once("state", &TARGETS, &[]).code, 0);
-    let c1 = f.push(ALICE, "sandbox: reword, pushed straight to main", describe("1"));
+    let c1 = f.push(ALICE, "sandbox: reword, pushed straight to main", describe(1));
     assert_eq!(f.once("state", &TARGETS, &[]).code, 0);
     let work = f.work();
     let run = audit(&work, &["--format", "json", "--since", "HEAD~1"]);
@@ -472,7 +452,7 @@ fn audit_notices_records_removed_and_records_it_cannot_fetch() {
     // own history
     let f2 = Fixture::new();
     assert_eq!(f2.once("state", &TARGETS, &[]).code, 0);
-    let d1 = f2.push(ALICE, "sandbox: reword, pushed straight to main", describe("1"));
+    let d1 = f2.push(ALICE, "sandbox: reword, pushed straight to main", describe(1));
     assert_eq!(f2.once("state", &TARGETS, &[]).code, 0);
     let w2 = f2.work();
     git_as(
@@ -574,7 +554,7 @@ fn audit_starts_where_the_config_repo_does_and_sees_through_dates() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let c3 = git_as(p, ALICE, &["rev-parse", "HEAD"]);
     std::fs::remove_file(p.join("tenants/broken.yaml")).unwrap();
-    describe("4")(p);
+    describe(4)(p);
     commit(p, ALICE, "sandbox: reword");
     let c4 = git_as(p, ALICE, &["rev-parse", "HEAD"]);
 

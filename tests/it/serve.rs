@@ -168,7 +168,7 @@ impl Fixture {
 }
 
 /// Edit the sandbox's description (an allowed change for a platform member).
-fn describe(n: usize) -> impl FnOnce(&Path) {
+pub(crate) fn describe(n: usize) -> impl FnOnce(&Path) {
     move |p: &Path| {
         let file = p.join("tenants/sandbox.yaml");
         let text = std::fs::read_to_string(&file).unwrap();
