@@ -226,7 +226,9 @@ pub fn compute(
         None
     };
     let total_tenants = head_v.repo.tenants.len().max(base_v.repo.tenants.len());
+    // (a change that can touch no tenant — policies, teams, keys — needs no such note)
     if let Some(a) = &affected
+        && !a.is_empty()
         && a.len() < total_tenants
     {
         notes.push(format!(
@@ -292,7 +294,19 @@ pub fn compute(
             streamed = plan::stream::plan(None, &head_v.repo, affected.as_ref(), opts);
         }
     }
-    let plan = streamed.value;
+    let mut plan = streamed.value;
+    // guarded files compile to nothing: their own diffs, and deletes + creates that are renames
+    if changes.iter().any(|c| c.subject == crate::change::Subject::File) {
+        let paths: Vec<String> = changes
+            .iter()
+            .filter(|c| c.subject == crate::change::Subject::File)
+            .map(|c| c.name.clone())
+            .collect();
+        let old = base.read_paths(&paths, &base_v.repo.settings.limits)?;
+        let new = head.read_paths(&paths, &head_v.repo.settings.limits)?;
+        plan.files = plan::file_changes(&changes, &old, &new);
+    }
+    plan.renames = plan::likely_renames(&changes, &base_v.repo, &head_v.repo);
     let t_diff = start.elapsed();
     let report = PlanReport {
         plan: &plan,

@@ -43,6 +43,9 @@ pub struct Risk {
     pub tenant: String,
     pub path: String,
     pub detail: String,
+    /// A network widening whose new peers are all in the tenant's own namespace.
+    #[serde(skip)]
+    pub within_tenant: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -106,6 +109,161 @@ pub struct Plan {
     pub by_tenant: BTreeMap<String, Counts>,
     pub by_kind: BTreeMap<String, Counts>,
     pub risks: Vec<Risk>,
+    /// The guarded files the change touches, with their own diffs ([`file_changes`]).
+    pub files: Vec<FileChange>,
+    /// Deleted + created objects with equal specs ([`likely_renames`]).
+    pub renames: Vec<Rename>,
+}
+
+/// A unified diff of one file or object (`a/<path>` → `b/<path>`, `/dev/null` for a side that
+/// does not exist), with the lines it adds and removes.
+pub fn unified(path: &str, a: Option<&str>, b: Option<&str>) -> (String, usize, usize) {
+    let diff = similar::TextDiff::configure()
+        .algorithm(similar::Algorithm::Myers)
+        .timeout(DIFF_DEADLINE)
+        .diff_lines(a.unwrap_or_default(), b.unwrap_or_default());
+    let (mut added, mut removed) = (0, 0);
+    for op in diff.ops() {
+        for change in diff.iter_changes(op) {
+            match change.tag() {
+                similar::ChangeTag::Insert => added += 1,
+                similar::ChangeTag::Delete => removed += 1,
+                similar::ChangeTag::Equal => {}
+            }
+        }
+    }
+    let side = |exists: bool, prefix: &str| {
+        if exists {
+            format!("{prefix}/{path}")
+        } else {
+            "/dev/null".into()
+        }
+    };
+    let unified = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&side(a.is_some(), "a"), &side(b.is_some(), "b"))
+        .to_string();
+    (unified, added, removed)
+}
+
+/// A guarded file (`rampart.yaml`, `policies/**`, `keys/**`) the change adds, edits or
+/// removes: it compiles to nothing, so the reviewer reads its own diff.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileChange {
+    pub action: Action,
+    pub path: String,
+    /// Unified diff of the text, or a one-line summary of a file that is not UTF-8 text, is
+    /// over [`FILE_DIFF_BYTES`] or could not be read (a link, a submodule: the reason).
+    pub diff: String,
+    pub lines_added: usize,
+    pub lines_removed: usize,
+}
+
+/// Guarded files larger than this are summarised, not diffed.
+pub const FILE_DIFF_BYTES: usize = 256 * 1024;
+
+/// What one side of a guarded file read as: its bytes, or why it could not be read.
+pub type FileRead = std::collections::HashMap<String, Result<Vec<u8>, String>>;
+
+/// The diffs of the guarded files that `changes` names (`File` changes: the name is the
+/// path), from what each side read of them.
+pub fn file_changes(changes: &[crate::change::Change], base: &FileRead, head: &FileRead) -> Vec<FileChange> {
+    let mut out = Vec::new();
+    for c in changes.iter().filter(|c| c.subject == crate::change::Subject::File) {
+        let path = c.name.as_str();
+        let side = |read: &FileRead, exists: bool| -> Result<Option<String>, String> {
+            if !exists {
+                return Ok(None);
+            }
+            match read.get(path) {
+                Some(Ok(b)) if b.len() > FILE_DIFF_BYTES => Err(format!("{} bytes", b.len())),
+                Some(Ok(b)) => match std::str::from_utf8(b) {
+                    Ok(t) => Ok(Some(t.to_owned())),
+                    Err(_) => Err(format!("{} bytes, not UTF-8 text", b.len())),
+                },
+                Some(Err(why)) => Err(why.clone()),
+                None => Err("not read".to_owned()),
+            }
+        };
+        let (a, b) = (
+            side(base, c.action != Action::Create),
+            side(head, c.action != Action::Delete),
+        );
+        let (diff, lines_added, lines_removed) = match (a, b) {
+            (Ok(a), Ok(b)) => unified(path, a.as_deref(), b.as_deref()),
+            (a, b) => {
+                let what = |s: Result<Option<String>, String>| match s {
+                    Ok(None) => "nothing".to_owned(),
+                    Ok(Some(t)) => format!("{} bytes", t.len()),
+                    Err(why) => why,
+                };
+                (format!("--- {path}: not shown ({} → {})\n", what(a), what(b)), 0, 0)
+            }
+        };
+        out.push(FileChange {
+            action: c.action,
+            path: path.to_owned(),
+            diff,
+            lines_added,
+            lines_removed,
+        });
+    }
+    out
+}
+
+/// An object deleted and one of the same kind created with an equal spec in the same
+/// change: most likely a rename (Kubernetes sees a delete and a create).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rename {
+    pub kind: &'static str,
+    pub from: String,
+    pub to: String,
+}
+
+/// The deleted + created pairs of `changes` whose specs are equal (each object in at most
+/// one pair, in name order).
+pub fn likely_renames(
+    changes: &[crate::change::Change],
+    base: &crate::spec::Repo,
+    head: &crate::spec::Repo,
+) -> Vec<Rename> {
+    use crate::change::Subject;
+    use crate::spec::Kind;
+    fn same<S: PartialEq>(a: &[crate::spec::Object<S>], b: &[crate::spec::Object<S>], i: usize, j: usize) -> bool {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.spec == y.spec,
+            _ => false,
+        }
+    }
+    let mut out = Vec::new();
+    let mut taken = BTreeSet::new();
+    for d in changes.iter().filter(|c| c.action == Action::Delete) {
+        let Subject::Object(kind) = d.subject else { continue };
+        let Some(i) = d.old else { continue };
+        let found = changes.iter().enumerate().find(|(n, c)| {
+            c.action == Action::Create
+                && c.subject == d.subject
+                && !taken.contains(n)
+                && c.new.is_some_and(|j| match kind {
+                    Kind::Team => same(&base.teams, &head.teams, i, j),
+                    Kind::Tenant => same(&base.tenants, &head.tenants, i, j),
+                    Kind::Plugin => same(&base.plugins, &head.plugins, i, j),
+                    Kind::Rollout => same(&base.rollouts, &head.rollouts, i, j),
+                })
+        });
+        if let Some((n, c)) = found {
+            taken.insert(n);
+            out.push(Rename {
+                kind: kind.as_str(),
+                from: d.name.clone(),
+                to: c.name.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// Diff two compiled revisions.
@@ -144,36 +302,7 @@ impl Plan {
             a.map(|m| m.yaml()).unwrap_or_default(),
             b.map(|m| m.yaml()).unwrap_or_default(),
         );
-        let diff = similar::TextDiff::configure()
-            .algorithm(similar::Algorithm::Myers)
-            .timeout(DIFF_DEADLINE)
-            .diff_lines(&a_text, &b_text);
-        let (mut added, mut removed) = (0, 0);
-        for op in diff.ops() {
-            for change in diff.iter_changes(op) {
-                match change.tag() {
-                    similar::ChangeTag::Insert => added += 1,
-                    similar::ChangeTag::Delete => removed += 1,
-                    similar::ChangeTag::Equal => {}
-                }
-            }
-        }
-        let unified = diff
-            .unified_diff()
-            .context_radius(3)
-            .header(
-                &if a.is_some() {
-                    format!("a/{path}")
-                } else {
-                    "/dev/null".into()
-                },
-                &if b.is_some() {
-                    format!("b/{path}")
-                } else {
-                    "/dev/null".into()
-                },
-            )
-            .to_string();
+        let (unified, added, removed) = unified(path, a.map(|_| a_text.as_str()), b.map(|_| b_text.as_str()));
         risks(a, b, path, &mut self.risks);
         self.totals.add(action);
         self.by_tenant.entry(m.tenant.clone()).or_default().add(action);
@@ -216,8 +345,21 @@ impl Plan {
             .filter(|r| r.kind == RiskKind::Deletion && r.path.starts_with("_cluster/namespace-"))
             .map(|r| r.tenant.clone())
             .collect();
-        self.risks.retain(|r| {
-            !(r.kind == RiskKind::Deletion && gone.contains(&r.tenant) && !r.path.starts_with("_cluster/"))
+        // a new tenant: the namespace created with it
+        let born: BTreeSet<String> = self
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Create && c.path.starts_with("_cluster/namespace-"))
+            .map(|c| c.tenant.clone())
+            .collect();
+        self.risks.retain(|r| match r.kind {
+            // the objects of a removed tenant go with it; its RoleBindings with them
+            RiskKind::Deletion => !(gone.contains(&r.tenant) && !r.path.starts_with("_cluster/")),
+            RiskKind::RbacChange => !gone.contains(&r.tenant),
+            // a new tenant's own policies open nothing that was closed before, unless they
+            // admit another tenant or an address block (then the detail names it)
+            RiskKind::NetworkWidening => !(born.contains(&r.tenant) && r.within_tenant),
+            _ => true,
         });
         self.risks.sort();
     }
@@ -229,12 +371,13 @@ fn rank(order: &[&str], v: &str) -> usize {
 
 fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<Risk>) {
     let m = b.or(a).expect("one side exists");
-    let mut flag = |kind: RiskKind, detail: String| {
+    let mut flag = |kind: RiskKind, detail: String, within: bool| {
         out.push(Risk {
             kind,
             tenant: m.tenant.clone(),
             path: path.to_owned(),
             detail,
+            within_tenant: within,
         })
     };
     if b.is_none() {
@@ -243,7 +386,7 @@ fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<R
         } else {
             format!("{} `{}` is removed", m.kind, m.name)
         };
-        flag(RiskKind::Deletion, what);
+        flag(RiskKind::Deletion, what, false);
     }
     match m.kind.as_str() {
         "ResourceQuota" => {
@@ -263,7 +406,7 @@ fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<R
                     if let Some(o) = old.get(k)
                         && n.nanos > o.nanos
                     {
-                        flag(RiskKind::QuotaIncrease, format!("`{k}` {} → {}", o.text, n.text));
+                        flag(RiskKind::QuotaIncrease, format!("`{k}` {} → {}", o.text, n.text), false);
                     }
                 }
             }
@@ -291,12 +434,21 @@ fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<R
                             .map(str::to_owned)
                     })
                     .collect();
-                let detail = if tenants.is_empty() {
-                    format!("NetworkPolicy `{}` admits new traffic", m.name)
-                } else {
+                // a bare `podSelector` peer is a pod of the policy's own namespace
+                let within_tenant = added.iter().all(|p| {
+                    serde_json::from_str::<Value>(p)
+                        .ok()
+                        .and_then(|v| v.as_object().map(|o| o.keys().all(|k| k == "podSelector")))
+                        .unwrap_or(false)
+                });
+                let detail = if !tenants.is_empty() {
                     format!("traffic now allowed from {}", tenants.join(", "))
+                } else if within_tenant {
+                    format!("NetworkPolicy `{}` admits new traffic from within the tenant", m.name)
+                } else {
+                    format!("NetworkPolicy `{}` admits new traffic", m.name)
                 };
-                flag(RiskKind::NetworkWidening, detail);
+                flag(RiskKind::NetworkWidening, detail, within_tenant);
             }
         }
         "RoleBinding" => {
@@ -312,7 +464,7 @@ fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<R
                     (_, None) => format!("group `{who}` loses admin in `{}`", m.tenant),
                     _ => format!("RoleBinding `{}` changes its subjects", m.name),
                 };
-                flag(RiskKind::RbacChange, what);
+                flag(RiskKind::RbacChange, what, false);
             }
         }
         "Namespace" => {
@@ -325,7 +477,7 @@ fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<R
             if let (Some(o), Some(n)) = (iso(a), iso(b))
                 && rank(&ORDER, &n) < rank(&ORDER, &o)
             {
-                flag(RiskKind::IsolationDowngrade, format!("isolation {o} → {n}"));
+                flag(RiskKind::IsolationDowngrade, format!("isolation {o} → {n}"), false);
             }
         }
         _ => {}

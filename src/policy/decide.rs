@@ -91,9 +91,20 @@ impl Need {
             [] => "one approval".to_owned(),
         };
         if self.plus_anyone {
-            text.push_str(" and one more approval");
+            text.push_str(" plus one more approval from anyone in a team");
         }
         text
+    }
+}
+
+impl Need {
+    /// Whether `self` asks strictly less than `other`: one approval from a team `other` asks
+    /// for, plus one from anyone, where `other` asks for two named ones.
+    fn weaker_than(&self, other: &Need) -> bool {
+        match (&self.approvals[..], &other.approvals[..]) {
+            ([a], [b, c]) if self.plus_anyone && !other.plus_anyone => a.team == b.team || a.team == c.team,
+            _ => false,
+        }
     }
 }
 
@@ -315,8 +326,9 @@ struct Hypothesis {
 /// start with `?` and hold a `:`, which neither a login nor a team name can, so they never
 /// meet a real user or each other.
 struct Hypotheses {
-    /// Cheapest first: one approval per team, two from one team, one from each of two teams
-    /// (when there are few enough teams), one from a team plus one from anyone.
+    /// Cheapest first: one approval per team; then every way to get two — two from one team,
+    /// one from each of two teams (when there are few enough teams), one from a team plus one
+    /// from anyone — tried together so the weakest sufficient ones are found.
     tiers: Vec<Vec<Hypothesis>>,
     /// Whether every pair of teams was tried (else "not found" instead of "none").
     exhaustive: bool,
@@ -462,7 +474,7 @@ impl Hypotheses {
             Ok(e) => {
                 model.entities = e;
                 Some(Hypotheses {
-                    tiers: vec![one, two, pairs, plus],
+                    tiers: vec![one, two.into_iter().chain(pairs).chain(plus).collect()],
                     exhaustive,
                     authors,
                 })
@@ -474,15 +486,23 @@ impl Hypotheses {
         }
     }
 
-    /// The approvals that would let `principal` make the change, cheapest tier first.
+    /// The approvals that would let `principal` make the change: the options of the
+    /// cheapest tier that has any, each one minimal — an option is dropped when a weaker one
+    /// of the same tier suffices (one member of `platform` plus anyone is weaker than two
+    /// members of `platform`, or than one of `platform` and one of `security`).
     fn approvals(&self, q: &Query<'_>, principal: &EntityUid, budget: &mut usize) -> Option<Vec<Need>> {
         for tier in &self.tiers {
             let allowed = q.each_allowed(tier.iter().map(|h| (principal, &h.change)), budget)?;
-            let options: Vec<Need> = tier
+            let found: Vec<&Need> = tier
                 .iter()
                 .zip(allowed)
                 .filter(|(_, a)| *a)
-                .map(|(h, _)| h.need.clone())
+                .map(|(h, _)| &h.need)
+                .collect();
+            let options: Vec<Need> = found
+                .iter()
+                .filter(|n| !found.iter().any(|m| m.weaker_than(n)))
+                .map(|n| (*n).clone())
                 .collect();
             if !options.is_empty() {
                 return Some(options);

@@ -45,10 +45,7 @@ fn short(commit: Option<&str>) -> &str {
 }
 
 fn author(r: &CheckReport<'_>) -> String {
-    match r.author.strip_prefix("?unknown:") {
-        Some(who) => format!("{who} (not a team member)"),
-        None => r.author.to_owned(),
-    }
+    super::author_text(r.author)
 }
 
 pub fn render(format: CheckFormat, r: &CheckReport<'_>, color: bool) -> String {

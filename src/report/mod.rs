@@ -96,8 +96,58 @@ pub fn markdown_escape(s: &str) -> String {
     out
 }
 
+/// A resolved author as a reviewer reads it: a login, or the commit's identity marked as
+/// matching no team member (`resolve_who` keeps it as `?unknown:<identity>`).
+pub fn author_text(author: &str) -> String {
+    match author.strip_prefix("?unknown:") {
+        Some(who) => format!("{who} (not a team member)"),
+        None => author.to_owned(),
+    }
+}
+
+/// Text rampart wrote, with user values inside its own `code spans`: the spans render as
+/// code (their content made inert: no line break, no pipe that ends a table cell, no control
+/// or bidirectional character), everything else is escaped as [`markdown_escape`]. Text with
+/// an odd number of backticks has no spans it can trust and is escaped whole.
+pub fn markdown_text(s: &str) -> String {
+    if s.matches('`').count() % 2 == 1 {
+        return markdown_escape(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, part) in s.split('`').enumerate() {
+        if i % 2 == 0 {
+            out.push_str(&markdown_escape(part));
+        } else {
+            let inert: String = part
+                .chars()
+                .map(|c| match c {
+                    '\n' | '\r' => ' ',
+                    c if crate::diagnostic::is_hidden(c) => '\u{fffd}',
+                    c => c,
+                })
+                .collect();
+            out.push('`');
+            out.push_str(&inert.replace('|', "\\|"));
+            out.push('`');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn code_spans_stay_code_and_the_rest_is_escaped() {
+        assert_eq!(
+            super::markdown_text("quota `limits.cpu` 6 → 14 in <b>"),
+            "quota `limits.cpu` 6 → 14 in &lt;b&gt;"
+        );
+        assert_eq!(super::markdown_text("`a|b` @x"), "`a\\|b` &#64;x");
+        // an odd backtick: nothing is trusted
+        assert_eq!(super::markdown_text("a ` b"), "a \\` b");
+        assert!(!super::markdown_text("`a\nb`").contains('\n'));
+    }
+
     #[test]
     fn markdown_escape_breaks_out_of_nothing() {
         let s = super::markdown_escape("<img src=x onerror=alert(1)> @org/team #1 | `x` [a](b)\n# h");

@@ -2,7 +2,7 @@
 //! unified diff per object, as `text`, `markdown` (the PR comment: collapsible per tenant,
 //! user text escaped, at most [`MARKDOWN_LIMIT`] characters) or `json` (pure).
 
-use super::markdown_escape;
+use super::{markdown_escape, markdown_text};
 use crate::change::Change;
 use crate::diagnostic::{Diagnostic, visible};
 use crate::plan::{Counts, Plan};
@@ -64,47 +64,110 @@ fn denied(v: &Verdicts<'_>) -> usize {
     v.decisions.iter().filter(|d| !d.allowed).count()
 }
 
+/// `1 object changes`, `2 objects change`.
+fn things(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one} changes")
+    } else {
+        format!("{n} {many} change")
+    }
+}
+
+/// What the plan changes, for its headline: objects, and guarded files when there are any.
+fn headline(p: &Plan) -> String {
+    let objects = things(p.totals.total(), "object", "objects");
+    if p.files.is_empty() {
+        objects
+    } else {
+        format!("{objects}; {}", things(p.files.len(), "guarded file", "guarded files"))
+    }
+}
+
+/// The author as a reviewer reads it.
+fn author(v: &Verdicts<'_>) -> String {
+    super::author_text(v.author)
+}
+
+/// Allowed changes listed one line each in the text plan before the rest are counted.
+const ALLOWED_LINES: usize = 50;
+
 fn text(r: &PlanReport<'_>) -> String {
     let p = r.plan;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "plan {} → {}: {} objects change ({} added, {} changed, {} removed), {} unchanged",
+        "plan {} → {}: {} ({} added, {} changed, {} removed), {} unchanged{}",
         r.base,
         r.head,
-        p.totals.total(),
+        things(p.totals.total(), "object", "objects"),
         p.totals.added,
         p.totals.changed,
         p.totals.removed,
-        p.unchanged
+        p.unchanged,
+        if p.files.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", things(p.files.len(), "guarded file", "guarded files"))
+        }
     );
+    for f in &p.files {
+        let _ = writeln!(out, "guarded file {}: {}", f.action.as_str(), f.path);
+    }
+    for n in &p.renames {
+        let _ = writeln!(
+            out,
+            "likely rename: {} {} → {} (deleted and created with equal specs)",
+            n.kind, n.from, n.to
+        );
+    }
     for n in r.notes {
         let _ = writeln!(out, "note: {n}");
     }
     match &r.verdicts {
         Some(v) => {
+            let approvals = if v.approvers.is_empty() {
+                "no approvals".to_owned()
+            } else {
+                format!("approved by {}", v.approvers.join(", "))
+            };
             let _ = writeln!(
                 out,
-                "policy: {} ({} of {} changes denied; author {})",
+                "policy: {}, {} of {} change{} denied (author {}, {approvals})",
                 if denied(v) > 0 { "denied" } else { "allowed" },
                 denied(v),
                 v.changes.len(),
-                v.author
+                if v.changes.len() == 1 { "" } else { "s" },
+                author(v),
             );
-            for (c, d) in v.changes.iter().zip(v.decisions).filter(|(_, d)| !d.allowed) {
-                // the way out, or (when none was searched) the errors that denied it
-                let why = match &d.way_out {
-                    Some(w) => w.describe(),
-                    None => d.errors.join("; "),
-                };
-                let _ = writeln!(
-                    out,
-                    "  deny {} {} {} [{}] — {why}",
-                    c.action.as_str(),
-                    c.subject.as_str(),
-                    c.name,
+            let mut allowed_shown = 0;
+            for (c, d) in v.changes.iter().zip(v.decisions) {
+                let what = format!("{} {} {}", c.action.as_str(), c.subject.as_str(), c.name);
+                let policies = if d.policies.is_empty() {
+                    "no policy permits it".to_owned()
+                } else {
                     d.policies.join(", ")
-                );
+                };
+                if d.allowed {
+                    allowed_shown += 1;
+                    if allowed_shown <= ALLOWED_LINES {
+                        let _ = writeln!(out, "  allow {what} (by {policies})");
+                    }
+                    continue;
+                }
+                let _ = writeln!(out, "  deny  {what}");
+                let _ = writeln!(out, "        policies: {policies}");
+                for a in &d.advice {
+                    let _ = writeln!(out, "        why: {a}");
+                }
+                for e in &d.errors {
+                    let _ = writeln!(out, "        policy error (denies): {e}");
+                }
+                if let Some(w) = &d.way_out {
+                    let _ = writeln!(out, "        way out: {}", w.describe());
+                }
+            }
+            if allowed_shown > ALLOWED_LINES {
+                let _ = writeln!(out, "  … and {} more allowed", allowed_shown - ALLOWED_LINES);
             }
         }
         None => {
@@ -129,6 +192,10 @@ fn text(r: &PlanReport<'_>) -> String {
         for (k, c) in &p.by_kind {
             let _ = writeln!(out, "  {k}: {}", counts(c));
         }
+    }
+    for f in &p.files {
+        out.push('\n');
+        out.push_str(&f.diff);
     }
     for c in &p.changes {
         out.push('\n');
@@ -163,12 +230,7 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
         Some(_) => "✅ allowed by policy",
         None => "policy not checked",
     };
-    let _ = writeln!(
-        out,
-        "### rampart plan: {} object{} change · {verdict}\n",
-        p.totals.total(),
-        if p.totals.total() == 1 { "" } else { "s" }
-    );
+    let _ = writeln!(out, "### rampart plan: {} · {verdict}\n", headline(p));
     let _ = writeln!(
         out,
         "{} → {} · **{}** added · **{}** changed · **{}** removed · {} unchanged\n",
@@ -187,10 +249,11 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "**Policy:** {} of {} changes denied · author {} · approvals: {approvers}\n",
+            "**Policy:** {} of {} change{} denied · author {} · approvals: {approvers}\n",
             denied(v),
             v.changes.len(),
-            markdown_escape(v.author.strip_prefix("?unknown:").unwrap_or(v.author))
+            if v.changes.len() == 1 { "" } else { "s" },
+            markdown_escape(&author(v))
         );
         let denials: Vec<_> = v.changes.iter().zip(v.decisions).filter(|(_, d)| !d.allowed).collect();
         if !denials.is_empty() {
@@ -200,9 +263,14 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
                     let _ = writeln!(out, "| … {} more denials | | |", denials.len() - 20);
                     break;
                 }
-                let mut todo: Vec<String> = d.advice.iter().map(|a| markdown_escape(a)).collect();
+                let mut todo: Vec<String> = d.advice.iter().map(|a| markdown_text(a)).collect();
+                todo.extend(
+                    d.errors
+                        .iter()
+                        .map(|e| format!("policy error (denies): {}", markdown_escape(e))),
+                );
                 if let Some(w) = &d.way_out {
-                    todo.push(format!("**{}**", markdown_escape(&w.describe())));
+                    todo.push(format!("**{}**", markdown_text(&w.describe())));
                 }
                 let policies = if d.policies.is_empty() {
                     "(no policy permits it)".to_owned()
@@ -233,7 +301,18 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
                 "- ⚠️ **{}** in {}: {}",
                 risk.kind.as_str(),
                 markdown_escape(&risk.tenant),
-                markdown_escape(&risk.detail)
+                markdown_text(&risk.detail)
+            );
+        }
+        out.push('\n');
+    }
+    if !p.renames.is_empty() {
+        out.push_str("**Likely renames** (deleted and created with equal specs)\n\n");
+        for n in p.renames.iter().take(30) {
+            let _ = writeln!(
+                out,
+                "- {}",
+                markdown_text(&format!("{} `{}` → `{}`", n.kind, n.from, n.to))
             );
         }
         out.push('\n');
@@ -282,7 +361,7 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
             );
             break;
         }
-        let _ = writeln!(out, "> {}\n", markdown_escape(n));
+        let _ = writeln!(out, "> {}\n", markdown_text(n));
     }
     // the summary must fit whatever happens; the diffs take what is left
     let mut by_tenant: BTreeMap<&str, Vec<&crate::plan::ObjectChange>> = BTreeMap::new();
@@ -292,6 +371,31 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
     let reserve = 300;
     let mut left_out = 0usize;
     let mut left_chars = 0usize;
+    // the guarded files first: a policy or key change compiles to nothing, its diff is the change
+    if !p.files.is_empty() {
+        let mut section = format!(
+            "<details open><summary>guarded files — {} file{}</summary>\n\n",
+            p.files.len(),
+            if p.files.len() == 1 { "" } else { "s" }
+        );
+        let mut shown = 0;
+        for f in &p.files {
+            let diff = visible(&f.diff, &['\n', '\t']);
+            let fe = fence(&diff);
+            let block = format!("{fe}diff\n{diff}{fe}\n\n");
+            if out.len() + section.len() + block.len() + reserve + 20 > limit {
+                left_out += 1;
+                left_chars += f.diff.len();
+                continue;
+            }
+            section.push_str(&block);
+            shown += 1;
+        }
+        if shown > 0 {
+            section.push_str("</details>\n\n");
+            out.push_str(&section);
+        }
+    }
     for (tenant, changes) in by_tenant {
         let mut section = format!(
             "<details><summary>{} — {} object{}</summary>\n\n",
@@ -358,16 +462,34 @@ struct JsonPolicy<'a> {
     decision: &'static str,
     author: &'a str,
     approvers: &'a [String],
-    denied: Vec<JsonDenial<'a>>,
+    /// The denied changes (also in `decisions`).
+    denied: Vec<JsonDecision<'a>>,
+    /// Every change with its decision, allowed ones too.
+    decisions: Vec<JsonDecision<'a>>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct JsonDenial<'a> {
+struct JsonDecision<'a> {
     #[serde(flatten)]
     change: &'a Change,
+    /// `allow` or `deny`.
+    decision: &'static str,
     #[serde(flatten)]
-    decision: &'a Decision,
+    detail: &'a Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    way_out_text: Option<String>,
+}
+
+impl<'a> JsonDecision<'a> {
+    fn new(change: &'a Change, detail: &'a Decision) -> JsonDecision<'a> {
+        JsonDecision {
+            change,
+            decision: if detail.allowed { "allow" } else { "deny" },
+            detail,
+            way_out_text: detail.way_out.as_ref().map(crate::policy::decide::WayOut::describe),
+        }
+    }
 }
 
 fn json(r: &PlanReport<'_>) -> String {
@@ -380,7 +502,13 @@ fn json(r: &PlanReport<'_>) -> String {
             .iter()
             .zip(v.decisions)
             .filter(|(_, d)| !d.allowed)
-            .map(|(change, decision)| JsonDenial { change, decision })
+            .map(|(c, d)| JsonDecision::new(c, d))
+            .collect(),
+        decisions: v
+            .changes
+            .iter()
+            .zip(v.decisions)
+            .map(|(c, d)| JsonDecision::new(c, d))
             .collect(),
     });
     let mut out = serde_json::to_string_pretty(&JsonPlan {
