@@ -6,7 +6,7 @@
 //! (`policies/rampart.cedarschema`) documents every attribute.
 
 use crate::change::{Action, Change, Subject};
-use crate::spec::{Kind, Object, PluginSpec, Repo, RolloutSpec, TenantSpec};
+use crate::spec::{Kind, Object, PluginSpec, Quota, Repo, RolloutSpec, TenantSpec};
 use crate::units::Quantity;
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression as Rx, Schema,
@@ -685,11 +685,26 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
             Some(c) if rank(&TIERS, &c.spec.tier) > rank(&TIERS, &after.spec.tier) => &c.spec.tier,
             _ => &after.spec.tier,
         };
-        let (min_trust, signed) = match runs {
-            None => (100, true),
+        let (min_trust, signed, weakest_run) = match runs {
+            None => (100, true, String::new()),
             Some(r) => {
                 let f = facts(r.facts);
-                (f.trust_score, f.signature_verified)
+                // what the tenant would run: the plugin's new version, or the rollout's
+                let head = sides.head.repo;
+                let (plugin, version) = match r.facts {
+                    FactsOf::Plugin(p) => (
+                        p,
+                        head.plugins
+                            .iter()
+                            .find(|x| x.name() == p)
+                            .map(|x| x.spec.version.as_str()),
+                    ),
+                    FactsOf::Rollout(n) => match head.rollouts.iter().find(|x| x.name() == n) {
+                        Some(x) => (x.spec.plugin.as_str(), Some(x.spec.to_version.as_str())),
+                        None => (n, None),
+                    },
+                };
+                (f.trust_score, f.signature_verified, weakest(&[(plugin, version, f)]))
             }
         };
         let key = if sides.literals.contains(&uid("Tenant", name)) {
@@ -717,6 +732,7 @@ fn reaches<'a>(sides: &Revisions<'a>, c: &'a Change, facts: Facts<'_>) -> Vec<Re
                 record(vec![
                     ("minTrustScore", Rx::new_long(min_trust)),
                     ("allSignaturesVerified", Rx::new_bool(signed)),
+                    ("weakest", s(&weakest_run)),
                 ]),
             ),
         ];
@@ -771,7 +787,7 @@ fn context(sides: &Revisions<'_>, c: &Change, facts: Facts<'_>) -> Vec<(String, 
     let pairs: Vec<(&str, Rx)> = match c.subject {
         Subject::Object(Kind::Tenant) => {
             let (old, new) = sides_of(&base.tenants, &head.tenants, c);
-            tenant_facts(&old.spec, &new.spec, c.action, facts)
+            tenant_facts(&old.spec, &new.spec, c.action, facts, head)
         }
         Subject::Object(Kind::Plugin) => {
             let (old, new) = sides_of(&base.plugins, &head.plugins, c);
@@ -883,7 +899,56 @@ fn quota_percent(old: &serde_json::Value, new: &serde_json::Value) -> i64 {
     }
 }
 
-fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: Facts<'_>) -> Vec<(&'a str, Rx)> {
+/// `name version: trust N (signed | not signed)` of the plugin that most fails the bar
+/// (unsigned first, then the lowest score): what the advice of a denial names.
+fn weakest(plugins: &[(&str, Option<&str>, PluginFacts)]) -> String {
+    plugins
+        .iter()
+        .min_by_key(|(name, _, f)| (f.signature_verified, f.trust_score, *name))
+        .map(|(name, version, f)| {
+            format!(
+                "{name}{}: trust {}, {}",
+                version.map(|v| format!(" {v}")).unwrap_or_default(),
+                f.trust_score,
+                if f.signature_verified {
+                    "signature verified"
+                } else {
+                    "no verified signature"
+                }
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The resource whose quota grows the most, for advice: `quotaChange`.
+fn quota_change(old: &Quota, new: &Quota, percents: [i64; 4], created: bool) -> Rx {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let sides = [
+        ("cpu", text(&old.cpu), text(&new.cpu)),
+        ("memory", text(&old.memory), text(&new.memory)),
+        ("pods", old.pods.to_string(), new.pods.to_string()),
+        ("storage", text(&old.storage), text(&new.storage)),
+    ];
+    let at = (0..4).max_by_key(|&i| (percents[i], std::cmp::Reverse(i))).unwrap_or(0);
+    let (resource, o, n) = &sides[at];
+    record(vec![
+        ("resource", s(resource)),
+        ("old", s(if created { "0" } else { o })),
+        ("new", s(n)),
+        ("percent", Rx::new_long(percents[at])),
+    ])
+}
+
+fn tenant_facts<'a>(
+    old: &TenantSpec,
+    new: &TenantSpec,
+    action: Action,
+    facts: Facts<'_>,
+    head: &Repo,
+) -> Vec<(&'a str, Rx)> {
     // a created tenant is judged like one raised from nothing: every resource it asks for
     // grows from zero, and any tier above free is a raise
     let created = action == Action::Create;
@@ -934,6 +999,17 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
     let added_facts: Vec<PluginFacts> = judged.iter().map(|p| facts(FactsOf::Plugin(p))).collect();
     let min_trust = added_facts.iter().map(|f| f.trust_score).min().unwrap_or(100);
     let all_signed = added_facts.iter().all(|f| f.signature_verified);
+    let version = |name: &str| {
+        head.plugins
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| p.spec.version.as_str())
+    };
+    let described: Vec<(&str, Option<&str>, PluginFacts)> = judged
+        .iter()
+        .zip(&added_facts)
+        .map(|(n, f)| (n.as_str(), version(n), *f))
+        .collect();
     let allow_added: Vec<&str> = if action == Action::Create {
         new.network.allow_from.iter().map(String::as_str).collect()
     } else {
@@ -965,6 +1041,10 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
                 ("max", Rx::new_long(max)),
             ]),
         ),
+        (
+            "quotaChange",
+            quota_change(&old.quota, &new.quota, [cpu, memory, pods, storage], created),
+        ),
         ("newOwners", set_of("Team", new.owners.iter().map(String::as_str))),
         ("ownersChanged", Rx::new_bool(old.owners != new.owners)),
         ("ownersAdded", set_of("Team", owners_added)),
@@ -977,6 +1057,7 @@ fn tenant_facts<'a>(old: &TenantSpec, new: &TenantSpec, action: Action, facts: F
             record(vec![
                 ("minTrustScore", Rx::new_long(min_trust)),
                 ("allSignaturesVerified", Rx::new_bool(all_signed)),
+                ("weakest", s(&weakest(&described))),
             ]),
         ),
     ]
