@@ -272,6 +272,81 @@ fn objects<S: PartialEq>(sides: &Sides<'_>, base: &[Object<S>], head: &[Object<S
     out[start..].sort_by(|a, b| a.name.cmp(&b.name));
 }
 
+/// Where a change shows in the head: the JSON pointer (into its document) of the first field
+/// an update changes, `/metadata/name` for a created object, `None` for a deletion or a file.
+/// Found on the typed objects, so a field that only defaults may name a node the YAML does
+/// not spell out: callers fall back to its parents.
+pub fn changed_pointer(base: &Repo, head: &Repo, c: &Change) -> Option<String> {
+    fn first_diff(a: &serde_json::Value, b: &serde_json::Value, at: &mut String) -> bool {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for (k, v) in y {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    match x.get(k) {
+                        Some(u) if u == v => {}
+                        Some(u) => {
+                            first_diff(u, v, at);
+                            return true;
+                        }
+                        None => return true,
+                    }
+                    at.truncate(len);
+                }
+                // only removals: the object that lost them
+                x != y
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                for (i, v) in y.iter().enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    match x.get(i) {
+                        Some(u) if u == v => {}
+                        Some(u) => {
+                            first_diff(u, v, at);
+                            return true;
+                        }
+                        None => return true,
+                    }
+                    at.truncate(len);
+                }
+                x != y
+            }
+            _ => a != b,
+        }
+    }
+    fn of<S: serde::Serialize>(
+        a: &[crate::spec::Object<S>],
+        b: &[crate::spec::Object<S>],
+        c: &Change,
+    ) -> Option<String> {
+        let new = b.get(c.new?)?;
+        let Some(old) = c.old.and_then(|i| a.get(i)) else {
+            return Some("/metadata/name".to_owned());
+        };
+        let doc = |o: &crate::spec::Object<S>| {
+            serde_json::json!({
+                "metadata": serde_json::to_value(&o.metadata).ok(),
+                "spec": serde_json::to_value(&o.spec).ok(),
+            })
+        };
+        let mut at = String::new();
+        first_diff(&doc(old), &doc(new), &mut at).then_some(at)
+    }
+    if c.action == Action::Delete {
+        return None;
+    }
+    match c.subject {
+        Subject::Object(Kind::Team) => of(&base.teams, &head.teams, c),
+        Subject::Object(Kind::Tenant) => of(&base.tenants, &head.tenants, c),
+        Subject::Object(Kind::Plugin) => of(&base.plugins, &head.plugins, c),
+        Subject::Object(Kind::Rollout) => of(&base.rollouts, &head.rollouts, c),
+        Subject::File => None,
+    }
+}
+
 /// Counts by action, for summaries.
 pub fn counts(changes: &[Change]) -> [usize; 3] {
     let mut c = [0; 3];

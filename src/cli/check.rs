@@ -66,6 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         CheckOutcome::Decided => None,
         CheckOutcome::HeadInvalid => Some("the head revision is invalid; fix the errors above first"),
     };
+    let lines = match args.format {
+        CheckFormat::Github => field_lines(v, &checked),
+        _ => Vec::new(),
+    };
     let report = CheckReport {
         validation: v.summary(&v.diagnostics, &prefix),
         base: checked.auth.base_commit.as_deref(),
@@ -75,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         decisions: &checked.auth.decisions,
         diagnostics: &checked.auth.diagnostics,
         blocked,
+        lines: &lines,
     };
     let color =
         args.format == CheckFormat::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -84,4 +89,46 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         CheckOutcome::Decided if checked.auth.denied() > 0 => exit::DENIED,
         CheckOutcome::Decided => exit::OK,
     })
+}
+
+/// The line each change's first changed field is on in the head (0: only the file is known),
+/// its pointer's nearest ancestor the YAML spells out when the field itself only defaults.
+fn field_lines(v: &pipeline::Validated, checked: &pipeline::Checked) -> Vec<u32> {
+    use crate::diagnostic::{Anchor, Code, Diagnostic};
+    let mut asks: Vec<Diagnostic> = Vec::new();
+    for (i, (c, field)) in checked.auth.changes.iter().zip(&checked.fields).enumerate() {
+        let Some(pointer) = field else { continue };
+        let mut p = pointer.as_str();
+        loop {
+            asks.push(Diagnostic::new(
+                Code::ALL[0],
+                Anchor::Node {
+                    file: c.file.clone(),
+                    doc: c.doc,
+                    pointer: p.to_owned(),
+                },
+                format!("{i} {}", p.len()),
+            ));
+            match p.rfind('/') {
+                Some(at) if at > 0 => p = &p[..at],
+                _ => break,
+            }
+        }
+    }
+    v.resolve(&mut asks);
+    let mut lines = vec![0u32; checked.auth.changes.len()];
+    let mut depth = vec![0usize; checked.auth.changes.len()];
+    for d in &asks {
+        let (Some(l), Some((i, len))) = (&d.location, d.message.split_once(' ')) else {
+            continue;
+        };
+        let (Ok(i), Ok(len)) = (i.parse::<usize>(), len.parse::<usize>()) else {
+            continue;
+        };
+        if l.line > 0 && len > depth[i] {
+            lines[i] = l.line;
+            depth[i] = len;
+        }
+    }
+    lines
 }

@@ -52,6 +52,10 @@ pub enum CheckOutcome {
 /// The result of [`check`]: the head's validation and, when it is valid, the verdicts.
 pub struct Checked {
     pub head: Validated,
+    /// Where in the head each change shows: the JSON pointer of the first field it changes
+    /// (`/metadata/name` of a created object; none for a deletion or a file), so an
+    /// annotation lands on that line.
+    pub fields: Vec<Option<String>>,
     /// `outcome` is `HeadInvalid` (and the rest empty) when the head is invalid.
     pub auth: Authorized,
 }
@@ -63,6 +67,7 @@ pub fn check(base: &Source, head: &Source, who: &Principals, cache: Option<&Pars
     if !head_v.is_valid() {
         return Ok(Checked {
             head: head_v,
+            fields: Vec::new(),
             auth: Authorized {
                 // (the base it knows, even when the head blocks the rest)
                 base_commit: base_v.as_ref().ok().and_then(|b| b.commit.clone()),
@@ -75,8 +80,18 @@ pub fn check(base: &Source, head: &Source, who: &Principals, cache: Option<&Pars
             },
         });
     }
-    let auth = authorize(base, head, &base_v?, &head_v, who, None)?;
-    Ok(Checked { head: head_v, auth })
+    let base_v = base_v?;
+    let auth = authorize(base, head, &base_v, &head_v, who, None)?;
+    let fields = auth
+        .changes
+        .iter()
+        .map(|c| crate::change::changed_pointer(&base_v.repo, &head_v.repo, c))
+        .collect();
+    Ok(Checked {
+        head: head_v,
+        fields,
+        auth,
+    })
 }
 
 /// The policy verdicts on the change from `base_v` to `head_v` (both already validated; the

@@ -34,6 +34,8 @@ pub struct CheckReport<'a> {
     pub diagnostics: &'a [Diagnostic],
     /// Why no decision was made, when none was.
     pub blocked: Option<&'a str>,
+    /// For `github`: the line of each change's first changed field (0 or absent: the file).
+    pub lines: &'a [u32],
 }
 
 fn verdict(d: &Decision) -> &'static str {
@@ -228,7 +230,7 @@ fn render_github(r: &CheckReport<'_>) -> String {
         let _ = writeln!(out, "::error title=rampart check::{}", github::data(why));
         return out;
     }
-    for (c, d) in r.changes.iter().zip(r.decisions) {
+    for (i, (c, d)) in r.changes.iter().zip(r.decisions).enumerate() {
         if d.allowed {
             continue;
         }
@@ -246,9 +248,13 @@ fn render_github(r: &CheckReport<'_>) -> String {
             let _ = write!(msg, "\nway out: {}", w.describe());
         }
         let file = r.validation.path(&c.file);
+        let line = match r.lines.get(i) {
+            Some(&l) if l > 0 => format!(",line={l}"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "::error file={},title={}::{}",
+            "::error file={}{line},title={}::{}",
             github::property(&file),
             github::property("rampart policy"),
             github::data(&msg)
