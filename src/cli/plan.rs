@@ -336,7 +336,8 @@ pub fn compute(
         ms(t_diff - t_policy),
         ms(start.elapsed() - t_diff)
     );
-    let changed = plan.totals.total() > 0;
+    // (a guarded file is a change too: the reviewer has its diff to read)
+    let changed = plan.totals.total() > 0 || !plan.files.is_empty();
     // freeing the models and the parse cache object by object costs more than the process exit
     std::mem::forget(head_v);
     std::mem::forget(base_v);

@@ -43,13 +43,63 @@ fn change(p: &Path, case: &str) {
             );
             commit(p, "Peggy <peggy@example.com>", "techdocs: start at 20%");
         }
+        // a new signing key: compiles to nothing, shows its own diff
+        "new-key" => {
+            std::fs::write(
+                p.join("keys/backstage-2027.yaml"),
+                "apiVersion: rampart.dev/v1\nkind: SigningKey\nmetadata:\n  name: backstage-2027\nspec:\n  \
+                 publicKey: RWRcd9f9j1HtDOBY573G+iak+4JO2zF8DasFSsBxc0a6zh+8dHFGCHln\n  publishers: [backstage]\n",
+            )
+            .unwrap();
+            commit(
+                p,
+                "Bob <bob@example.com>",
+                "keys: backstage's 2027 key\n\nApproved-by: alice\n",
+            );
+        }
+        // the same tenant under a new name: a delete and a create Kubernetes sees, one rename
+        "rename" => {
+            let text = std::fs::read_to_string(p.join("tenants/data-notebooks.yaml")).unwrap();
+            std::fs::remove_file(p.join("tenants/data-notebooks.yaml")).unwrap();
+            std::fs::write(
+                p.join("tenants/notebooks.yaml"),
+                text.replacen("name: data-notebooks", "name: notebooks", 1),
+            )
+            .unwrap();
+            commit(
+                p,
+                "Niaj <niaj@example.com>",
+                "notebooks: a shorter name\n\nApproved-by: olivia-w\n",
+            );
+        }
+        // a new tenant with its own same-tenant NetworkPolicy: no network widening
+        "new-tenant" => {
+            let text = std::fs::read_to_string(p.join("tenants/sandbox.yaml")).unwrap();
+            std::fs::write(
+                p.join("tenants/sandbox-2.yaml"),
+                text.replacen("name: sandbox", "name: sandbox-2", 1),
+            )
+            .unwrap();
+            commit(p, "Alice <alice@example.com>", "a second sandbox\n\nApproved-by: bob\n");
+        }
         _ => unreachable!(),
     }
 }
 
+/// Every case of [`change`].
+const CASES: [&str; 7] = [
+    "quota-raise",
+    "tenant-delete",
+    "plugin-enable",
+    "rollout-step",
+    "new-key",
+    "rename",
+    "new-tenant",
+];
+
 #[test]
 fn plans_of_the_reviewed_changes() {
-    for case in ["quota-raise", "tenant-delete", "plugin-enable", "rollout-step"] {
+    for case in CASES {
         let repo = example_history();
         let p = repo.path();
         change(p, case);
@@ -72,12 +122,21 @@ fn plans_of_the_reviewed_changes() {
             Some(p),
         );
         assert_eq!(json.code, 2, "{case}: changes with --detailed-exitcode");
+        snapshot(&format!("plan/{case}.json"), &json.stdout).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
         assert!(
             v["totals"]["added"].as_u64().unwrap()
                 + v["totals"]["changed"].as_u64().unwrap()
                 + v["totals"]["removed"].as_u64().unwrap()
+                + v["files"].as_array().unwrap().len() as u64
                 > 0
+        );
+        // every decision is listed, allowed ones too
+        let policy = &v["policy"];
+        assert_eq!(
+            policy["decisions"].as_array().unwrap().len(),
+            text.stdout.matches("\n  allow ").count() + text.stdout.matches("\n  deny ").count(),
+            "{case}"
         );
     }
 }
@@ -95,10 +154,8 @@ fn plan_flags_risks_and_hides_secrets() {
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
-    assert!(
-        kinds.contains(&"deletion") && kinds.contains(&"rbac-change"),
-        "{kinds:?}"
-    );
+    // (the removed tenant's RoleBindings go with it: one deletion, not also an RBAC risk)
+    assert_eq!(kinds, ["deletion"], "{kinds:?}");
     assert_eq!(v["policy"]["decision"], "deny", "a delete needs a platform approval");
 
     // a secret in a plugin config shows as a digest, and a changed secret as a changed digest
