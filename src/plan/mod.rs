@@ -354,7 +354,7 @@ impl Plan {
             .collect();
         self.risks.retain(|r| match r.kind {
             // the objects of a removed tenant go with it; its RoleBindings with them
-            RiskKind::Deletion => !(gone.contains(&r.tenant) && !r.path.starts_with("_cluster/")),
+            RiskKind::Deletion => !gone.contains(&r.tenant) || r.path.starts_with("_cluster/"),
             // a new tenant's owners getting admin in it is what creating it means
             RiskKind::RbacChange => !gone.contains(&r.tenant) && !born.contains(&r.tenant),
             // a new tenant's own policies open nothing that was closed before, unless they

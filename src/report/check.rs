@@ -1,7 +1,7 @@
 //! The report of `rampart check`: one line per change with its verdict, in `human`, `json`,
 //! `github` (workflow commands) or `markdown` (pure).
 
-use super::{Summary, github, human, json, markdown_escape};
+use super::{Summary, github, human, json, markdown_escape, markdown_text};
 use crate::change::Change;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::policy::decide::{Decision, WayOut};
@@ -327,10 +327,10 @@ fn render_markdown(r: &CheckReport<'_>) -> String {
     }
     out.push_str("| | change | policies | what to do |\n|---|---|---|---|\n");
     for (c, d) in r.changes.iter().zip(r.decisions) {
-        let mut todo: Vec<String> = d.advice.iter().map(|a| markdown_escape(a)).collect();
+        let mut todo: Vec<String> = d.advice.iter().map(|a| markdown_text(a)).collect();
         todo.extend(d.errors.iter().map(|e| format!("policy error: {}", markdown_escape(e))));
         if let Some(w) = &d.way_out {
-            todo.push(format!("**{}**", markdown_escape(&w.describe())));
+            todo.push(format!("**{}**", markdown_text(&w.describe())));
         }
         if !d.allowed && d.policies.is_empty() && d.errors.is_empty() {
             todo.insert(0, "no policy permits this change".into());
