@@ -70,6 +70,12 @@ pub enum SourceError {
     NotADirectory(PathBuf),
     #[error("git repository for `{path}` could not be opened: {message}")]
     GitOpen { path: PathBuf, message: String },
+    #[error("`{0}` does not exist")]
+    Missing(PathBuf),
+    #[error("`{0}` is not inside a git repository (nor is any directory above it)")]
+    NotARepo(PathBuf),
+    #[error("revision `{rev}` not found in `{repo}`")]
+    RevNotFound { rev: String, repo: PathBuf },
     #[error("revision `{rev}` could not be resolved: {message}")]
     GitRev { rev: String, message: String },
     #[error("`{path}` is not a directory in revision `{rev}`")]
@@ -105,11 +111,7 @@ impl Source {
     /// A revision of the git repository containing `path`; when `path` is a subdirectory of
     /// the work tree, the config repo is that subdirectory of the revision's tree.
     pub fn git(path: &Path, rev: &str) -> Result<Source, SourceError> {
-        let git_err = |e: git2::Error| SourceError::GitOpen {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
-        };
-        let repo = git2::Repository::discover(path).map_err(git_err)?;
+        let repo = discover(path)?;
         let (tree, commit) = resolve_tree(&repo, path, rev)?;
         Ok(Source::Git {
             repo,
@@ -415,9 +417,15 @@ impl Source {
 
 /// The tree (and commit) of `rev`, narrowed to `path`'s subdirectory of the work tree.
 fn resolve_tree(repo: &git2::Repository, path: &Path, rev: &str) -> Result<(git2::Oid, git2::Oid), SourceError> {
-    let rev_err = |e: git2::Error| SourceError::GitRev {
-        rev: rev.to_owned(),
-        message: e.message().to_owned(),
+    let rev_err = |e: git2::Error| match e.code() {
+        git2::ErrorCode::NotFound => SourceError::RevNotFound {
+            rev: rev.to_owned(),
+            repo: repo.workdir().unwrap_or(repo.path()).to_owned(),
+        },
+        _ => SourceError::GitRev {
+            rev: rev.to_owned(),
+            message: git_reason(&e),
+        },
     };
     let commit = repo
         .revparse_single(rev)
@@ -1030,6 +1038,66 @@ fn io_reason(e: &std::io::Error) -> String {
         Some(i) => s[..i].to_lowercase(),
         None => s.to_lowercase(),
     }
+}
+
+/// The git repository containing `path`, with errors that say what is wrong in plain words
+/// (libgit2's own text names its internals: `class=Os (2); code=NotFound (-3)`).
+pub fn discover(path: &Path) -> Result<git2::Repository, SourceError> {
+    if fs::symlink_metadata(path).is_err() {
+        return Err(SourceError::Missing(path.to_owned()));
+    }
+    git2::Repository::discover(path).map_err(|e| match e.code() {
+        git2::ErrorCode::NotFound => SourceError::NotARepo(path.to_owned()),
+        _ => SourceError::GitOpen {
+            path: path.to_owned(),
+            message: git_reason(&e),
+        },
+    })
+}
+
+/// A libgit2 error as a sentence: the message alone for the codes a user can act on.
+fn git_reason(e: &git2::Error) -> String {
+    match e.code() {
+        git2::ErrorCode::UnbornBranch => "the branch has no commit yet".to_owned(),
+        git2::ErrorCode::Ambiguous => "it names more than one object (give more of the commit id)".to_owned(),
+        git2::ErrorCode::InvalidSpec => "it is not a valid revision".to_owned(),
+        git2::ErrorCode::Locked => "the repository is locked by another git process".to_owned(),
+        _ => e.message().to_owned(),
+    }
+}
+
+/// How many config files (the settings file and everything under the kind, policy and key
+/// directories) of the config repo at `path` differ in the work tree from `HEAD`, or are
+/// new and not ignored: what a command reading `HEAD` does not see. `0` outside a work tree.
+pub fn uncommitted_config_files(path: &Path) -> usize {
+    let Ok(repo) = git2::Repository::discover(path) else {
+        return 0;
+    };
+    if repo.is_bare() {
+        return 0;
+    }
+    let prefix = workdir_prefix(path);
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let under = |p: &str| {
+        if prefix.is_empty() {
+            p.to_owned()
+        } else {
+            format!("{prefix}/{p}")
+        }
+    };
+    opts.pathspec(under(SETTINGS_FILE));
+    for dir in KIND_DIRS.iter().chain(GUARDED_DIRS.iter()) {
+        opts.pathspec(under(dir));
+    }
+    repo.statuses(Some(&mut opts)).map_or(0, |s| {
+        s.iter()
+            .filter(|e| !e.status().is_empty() && !e.status().is_ignored())
+            .count()
+    })
 }
 
 /// Where `path` sits inside its git work tree (`""` at the top or outside any repo), so

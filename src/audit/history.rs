@@ -113,7 +113,7 @@ struct Opened {
 }
 
 fn open(path: &Path) -> anyhow::Result<Opened> {
-    let repo = Repository::discover(path).with_context(|| {
+    let repo = crate::source::discover(path).with_context(|| {
         format!(
             "opening the git repository of `{}` to audit its history",
             path.display()

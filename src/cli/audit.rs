@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// The config repo (a directory in a git work tree; its subdirectory when the config
     /// repo is one).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", value_parser = super::repo::repo_arg)]
     path: PathBuf,
     /// The revision whose first-parent history is audited.
     #[arg(long, default_value = "HEAD", value_name = "REV")]

@@ -1,9 +1,10 @@
 //! `rampart check --base REV [--head REV] [--author LOGIN] [--approved-by LOGIN]…`.
 
 use super::exit;
+use super::repo::{self, Instead};
 use crate::pipeline::{self, CheckOutcome, Principals};
 use crate::report::check::{CheckFormat, CheckReport, render};
-use crate::source::{self, Source};
+use crate::source;
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 pub struct Args {
     /// Any path inside the git repository (the config repo's directory when it is a
     /// subdirectory of the work tree).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", value_parser = super::repo::repo_arg)]
     path: PathBuf,
     /// The revision the change starts from (e.g. the pull request's base branch).
     #[arg(long, value_name = "REV")]
@@ -45,8 +46,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let ctx = || format!("checking `{}` from {} to {}", args.path.display(), args.base, args.head);
-    let base = Source::git(&args.path, &args.base).with_context(ctx)?;
-    let head = Source::git(&args.path, &args.head).with_context(ctx)?;
+    let base = repo::git_revision(&args.path, &args.base, Instead::Check).with_context(ctx)?;
+    let head = repo::git_revision(&args.path, &args.head, Instead::Check).with_context(ctx)?;
+    if args.head == "HEAD" {
+        repo::warn_uncommitted(&args.path, "check");
+    }
     let who = Principals::logins(args.author.as_deref(), &args.approved_by);
     let cache = super::parse_cache(&head);
     let checked = pipeline::check(&base, &head, &who, cache.as_ref()).with_context(ctx)?;
@@ -81,8 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         blocked,
         lines: &lines,
     };
-    let color =
-        args.format == CheckFormat::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = args.format == CheckFormat::Human && std::io::stdout().is_terminal() && !super::no_color();
     super::print(&render(args.format, &report, color))?;
     Ok(match checked.auth.outcome {
         CheckOutcome::HeadInvalid => exit::INVALID,

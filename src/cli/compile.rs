@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// The config repo (a directory; with --rev, any path inside the git repository).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", value_parser = super::repo::repo_arg)]
     pub path: PathBuf,
     /// Compile this git revision without checking it out.
     #[arg(long, value_name = "REV")]

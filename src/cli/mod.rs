@@ -11,11 +11,13 @@ mod kube;
 mod plan;
 mod plugins;
 mod policy;
+mod repo;
 mod rollout;
 mod serve;
+mod shell;
 mod validate;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Exit codes, stable and documented in the README.
@@ -75,6 +77,19 @@ enum Command {
     Serve(Box<serve::Args>),
     Rollout(rollout::Args),
     Audit(audit::Args),
+    Completions(shell::CompletionsArgs),
+    Man(shell::ManArgs),
+}
+
+/// The whole command line as `clap` sees it: for completions, the man page and tests.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Whether `NO_COLOR` asks for no colour: set *and* non-empty (no-color.org; an empty
+/// value is how many tools unset it).
+pub(crate) fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
 /// The parse cache of the repository `source` is a revision of, unless `RAMPART_CACHE=off`
@@ -108,6 +123,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Rollout(args) => rollout::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -127,5 +144,44 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand, flag and positional says what it is for in `--help` (and so in the
+    /// man page and the completions' descriptions).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    let name = match arg.get_long() {
+                        Some(long) => format!("--{long}"),
+                        None => format!("<{}>", id.to_uppercase()),
+                    };
+                    missing.push(format!("`{path} {name}`"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("`{sub_path}` (the command itself)"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::command(), "rampart", &mut missing);
+        assert!(missing.is_empty(), "no help text for: {}", missing.join(", "));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::command().debug_assert();
     }
 }

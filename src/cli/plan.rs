@@ -2,6 +2,7 @@
 
 use super::compile::{options, parse_step, print_problems};
 use super::exit;
+use super::repo::{self, Instead};
 use crate::pipeline::{self, Principals};
 use crate::plan;
 use crate::report::plan::{MARKDOWN_LIMIT, PlanFormat, PlanReport, Verdicts, render};
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 pub struct Args {
     /// Any path inside the git repository (the config repo's directory when it is a
     /// subdirectory of the work tree).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", value_parser = super::repo::repo_arg)]
     path: PathBuf,
     /// The revision the change starts from.
     #[arg(long, value_name = "REV", conflicts_with_all = ["base_path", "head_path"])]
@@ -84,9 +85,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let (base, head, base_name, head_name) = match (&args.base, &args.base_path, &args.head_path) {
         (Some(b), _, _) => {
             let ctx = || format!("planning `{}` from {b} to {}", args.path.display(), args.head);
+            if args.head == "HEAD" {
+                repo::warn_uncommitted(&args.path, "plan");
+            }
             (
-                Source::git(&args.path, b).with_context(ctx)?,
-                Source::git(&args.path, &args.head).with_context(ctx)?,
+                repo::git_revision(&args.path, b, Instead::Plan).with_context(ctx)?,
+                repo::git_revision(&args.path, &args.head, Instead::Plan).with_context(ctx)?,
                 b.clone(),
                 args.head.clone(),
             )

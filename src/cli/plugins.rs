@@ -29,7 +29,7 @@ enum Command {
 #[derive(clap::Args)]
 struct VerifyArgs {
     /// The config repo (a directory; with --rev, any path inside the git repository).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", value_parser = super::repo::repo_arg)]
     path: PathBuf,
     /// Verify this git revision without checking it out.
     #[arg(long, value_name = "REV")]
@@ -53,8 +53,9 @@ struct TreeArgs {
     /// The tenant.
     tenant: String,
     /// The config repo (a directory; with --rev, any path inside the git repository).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", value_parser = super::repo::repo_arg)]
     path: PathBuf,
+    /// Show the plugin set at this git revision (commit, branch, tag) without checking it out.
     #[arg(long, value_name = "REV")]
     rev: Option<String>,
     /// Output format.

@@ -27,7 +27,7 @@ enum PolicyCommand {
 #[derive(clap::Args)]
 struct TestArgs {
     /// The config repo (a directory; with --rev, any path inside the git repository).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", value_parser = super::repo::repo_arg)]
     path: PathBuf,
     /// Test this git revision without checking it out.
     #[arg(long, value_name = "REV")]
@@ -53,8 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         diagnostics: &run.diagnostics,
         test_files: run.test_files,
     };
-    let color =
-        args.format == TestFormat::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = args.format == TestFormat::Human && std::io::stdout().is_terminal() && !super::no_color();
     super::print(&render(args.format, &report, color))?;
     Ok(if !v.is_valid() || run.diagnostics.iter().any(|d| d.is_error()) {
         exit::INVALID

@@ -4,6 +4,7 @@
 use crate::serve::rollouts::{Store, now};
 use std::path::PathBuf;
 
+/// Rollouts in flight: where each stands, read from a `rampart serve`'s state.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]

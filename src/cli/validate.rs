@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct Args {
     /// The config repo (a directory; with --rev, any path inside the git repository).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", value_parser = super::repo::repo_arg)]
     path: PathBuf,
     /// Validate this git revision (commit, branch, tag) without checking it out.
     #[arg(long, value_name = "REV")]
@@ -78,8 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         trust: Some(&trust),
         ..validated.summary(&validated.diagnostics, &prefix)
     };
-    let color =
-        args.format == Format::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = args.format == Format::Human && std::io::stdout().is_terminal() && !super::no_color();
     super::print(&report::render(args.format, &summary, color))?;
     let code = if validated.is_valid() { exit::OK } else { exit::INVALID };
     // the process ends here: freeing a large repo's documents one by one only costs time

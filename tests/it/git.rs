@@ -142,7 +142,7 @@ fn an_unknown_revision_cannot_run() {
     let run = rampart(&["validate", ".", "--rev", "no-such-branch"], Some(repo.path()));
     assert_eq!(run.code, 1);
     assert!(
-        run.stderr.contains("revision `no-such-branch` could not be resolved"),
+        run.stderr.contains("revision `no-such-branch` not found"),
         "{}",
         run.stderr
     );

@@ -5,6 +5,7 @@ mod action;
 mod audit;
 mod cache;
 mod ci;
+mod cli;
 mod compile;
 mod example;
 mod formats;
