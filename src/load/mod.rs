@@ -287,7 +287,9 @@ pub fn resolve<'f>(diags: &mut [Diagnostic], files: impl IntoIterator<Item = &'f
                 let end = starts.get(line as usize).map_or(f.text.len(), |&e| e - 1);
                 let text = f.text[start..end.max(start)].trim_end_matches('\r');
                 let (snippet, col) = crop(text, column);
-                d.snippet = Some(snippet);
+                // a tab shows as `→` (one character, so the caret stays aligned): a tab is
+                // often the mistake, and as white space it would be invisible
+                d.snippet = Some(snippet.replace('\t', "→"));
                 d.snippet_column = col;
             }
         }

@@ -97,15 +97,71 @@ fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Ve
     for ev in Parser::new_from_str_with_options(text, options) {
         let (ev, span) = ev.map_err(|e| {
             let here = (e.marker().line() as u32, e.marker().col() as u32 + 1);
-            if matches!(e.kind(), granit_parser::ErrorKind::RecursionLimitExceeded) {
-                too_deep(limits, here)
-            } else {
-                err(Code::YamlSyntax, here, e.info(), "fix the YAML syntax at this position")
+            use granit_parser::ErrorKind as E;
+            match e.kind() {
+                E::RecursionLimitExceeded => too_deep(limits, here),
+                E::TabNotAllowed | E::TabInBlockIndentation | E::TabInPlainScalar => tab(text, here)
+                    .unwrap_or_else(|| err(Code::YamlSyntax, here, e.info(), "fix the YAML syntax at this position")),
+                E::ExpectedBlockMappingKey | E::ExpectedBlockSequenceEntry | E::InvalidIndentation => {
+                    indentation(text, here, &e.info())
+                }
+                _ => err(Code::YamlSyntax, here, e.info(), "fix the YAML syntax at this position"),
             }
         })?;
         b.event(ev, span)?;
     }
     Ok(b.out)
+}
+
+/// A tab where the parser refused one, reported at the tab itself: the parser notices some
+/// tabs only at the end of the line before (a plain scalar might have continued), so the
+/// tab is looked for from the start of the error's line through the next line.
+fn tab(text: &str, here: (u32, u32)) -> Option<YamlError> {
+    let first = here.0.max(1) as usize - 1;
+    for (n, line) in text.split('\n').enumerate().skip(first).take(2) {
+        let Some(i) = line.find('\t') else { continue };
+        let column = line[..i].chars().count() as u32 + 1;
+        let indenting = line[..i].bytes().all(|b| b == b' ' || b == b'\t');
+        let message = if indenting {
+            "tab used for indentation"
+        } else {
+            "tab where YAML does not allow one"
+        };
+        return Some(err(
+            Code::YamlSyntax,
+            (n as u32 + 1, column),
+            message,
+            "YAML does not allow tabs for indentation; use spaces",
+        ));
+    }
+    None
+}
+
+/// A block the parser could not continue: almost always a line indented less (or more) than
+/// its siblings. A dedented line says so, at the line's first character.
+fn indentation(text: &str, here: (u32, u32), info: &str) -> YamlError {
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let content = |l: &str| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let lines: Vec<&str> = text.split('\n').take(here.0 as usize).collect();
+    let hint = "check the indentation of this line and the one above";
+    let (Some(line), Some(above)) = (
+        lines.last().filter(|l| content(l)),
+        lines.iter().rev().skip(1).find(|l| content(l)),
+    ) else {
+        return err(Code::YamlSyntax, here, info, hint);
+    };
+    let (n, m) = (indent(line), indent(above));
+    if n < m {
+        let message = format!(
+            "this line is indented by {n} space{}, less than the line above ({m}) but matching none of the blocks it is in",
+            if n == 1 { "" } else { "s" }
+        );
+        return err(Code::YamlSyntax, (here.0, n as u32 + 1), message, hint);
+    }
+    err(Code::YamlSyntax, here, info, hint)
 }
 
 /// What a node costs: nodes, bytes of text, and height (0 for a scalar).
@@ -950,6 +1006,36 @@ mod tests {
         nested.push_str(&vec!["1"; 10_000].join(","));
         nested.push_str(&"]".repeat(60));
         assert_eq!(code(&nested), Code::BudgetExceeded);
+    }
+
+    /// A tab after a plain scalar was reported at the end of the line before it.
+    #[test]
+    fn tabs_are_reported_at_the_tab() {
+        for (src, at) in [
+            ("a:\n\tb: 1\n", (2, 1)),
+            ("a:\n  b: x\n\tc: 1\n", (3, 1)),
+            ("a:\n  - x\n  \t- y\n", (3, 3)),
+        ] {
+            let e = parse(src, &Limits::default()).unwrap_err();
+            assert_eq!((e.line, e.column), at, "{src:?}");
+            assert_eq!(e.message, "tab used for indentation");
+            assert_eq!(e.hint, "YAML does not allow tabs for indentation; use spaces");
+        }
+    }
+
+    #[test]
+    fn a_dedented_line_is_reported_at_that_line() {
+        let e = parse("a:\n  b:\n    c: 1\n   d: 2\n", &Limits::default()).unwrap_err();
+        assert_eq!((e.line, e.column), (4, 4));
+        assert!(
+            e.message.starts_with("this line is indented by 3 spaces"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.hint, "check the indentation of this line and the one above");
+        // a comment or a blank line between does not count as the line above
+        let e = parse("a:\n  - x: 1\n\n    # note\n   y: 2\n", &Limits::default()).unwrap_err();
+        assert_eq!(e.line, 5);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::diagnostic::{Code, Diagnostic, edit_distance, quote};
 use crate::load::escape_pointer;
 use jsonschema::error::{TypeKind, ValidationErrorKind as K};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::OnceLock;
 
 const BASE: &str = "https://rampart.dev/schemas/v1/";
@@ -142,9 +142,47 @@ pub fn check(target: Target, value: &Value, file: &str, doc: usize, diags: &mut 
         return true;
     }
     let before = diags.len();
-    for e in validator.iter_errors(value) {
+    let errors: Vec<_> = validator.iter_errors(value).collect();
+    // a misspelled required field is one mistake, not two: the unknown key's "did you mean"
+    // names the required field, and "missing required field" is not said as well
+    let mut missing: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for e in &errors {
+        if let K::Required { property } = e.kind() {
+            let name = property.as_str().unwrap_or_default().to_owned();
+            missing
+                .entry(e.instance_path().as_str().to_owned())
+                .or_default()
+                .insert(name);
+        }
+    }
+    let mut misspelled: HashSet<(String, String)> = HashSet::new();
+    for e in &errors {
+        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = e.kind()
+            && let Some(names) = missing.get(e.instance_path().as_str())
+        {
+            for key in unexpected {
+                if let Some(f) = closest(key, names) {
+                    misspelled.insert((e.instance_path().as_str().to_owned(), f.to_owned()));
+                }
+            }
+        }
+    }
+    for e in &errors {
         let ptr = e.instance_path().as_str().to_owned();
-        diags.extend(describe(e.kind(), e.instance().as_ref(), &ptr, file, doc, &c.fields));
+        if let K::Required { property } = e.kind()
+            && misspelled.contains(&(ptr.clone(), property.as_str().unwrap_or_default().to_owned()))
+        {
+            continue;
+        }
+        let fields = missing.get(&ptr).filter(|m| !m.is_empty()).map(|m| (m, &c.fields));
+        diags.extend(describe(
+            e.kind(),
+            e.instance().as_ref(),
+            &ptr,
+            file,
+            doc,
+            fields.unwrap_or((&c.fields, &c.fields)),
+        ));
     }
     // `oneOf` failures repeat what the branches said; keep them only when alone
     let added = diags.len() - before;
@@ -166,7 +204,8 @@ fn describe(
     ptr: &str,
     file: &str,
     doc: usize,
-    fields: &BTreeSet<String>,
+    // the fields to suggest for a typo: those missing here first, then every known field
+    (missing, fields): (&BTreeSet<String>, &BTreeSet<String>),
 ) -> Vec<Diagnostic> {
     let at = |code: Code, p: &str, msg: String| Diagnostic::at_node(code, file, doc, p, msg);
     let field = field_name(ptr);
@@ -180,7 +219,7 @@ fn describe(
                         &format!("{ptr}/{}#key", escape_pointer(key)),
                         format!("unknown field {} in {}", quote(key), where_(ptr)),
                     );
-                    d.hint = Some(match closest(key, fields) {
+                    d.hint = Some(match closest(key, missing).or_else(|| closest(key, fields)) {
                         Some(s) if s == key => format!(
                             "`{key}` is a field of another object here: check its indentation"
                         ),
