@@ -89,6 +89,7 @@ codes! {
     NotAllowed = "R213", Error, "value not allowed";
     BadFormat = "R214", Error, "value does not match the expected format";
     OutOfRange = "R215", Error, "value out of range";
+    Yaml11Scalar = "R216", Warning, "plugin config value that YAML 1.1 tools read differently";
     SchemaViolation = "R219", Error, "schema violation";
     // semantics
     DuplicateName = "R300", Error, "duplicate name";
@@ -111,6 +112,7 @@ codes! {
     RolloutPackageMismatch = "R322", Error, "rollout artifact does not name its toVersion";
     MinRequestsWithoutRequests = "R323", Error, "SLO sets minRequests without a requests query";
     PromqlMalformed = "R324", Error, "SLO query does not parse as PromQL";
+    SecretLiteral = "R325", Error, "secret written as a literal in plugin config";
     // policy: Cedar policies, who made and approved a change, policy tests
     PolicySyntax = "R400", Error, "Cedar policy does not parse";
     PolicyInvalid = "R401", Error, "Cedar policy does not match the schema";

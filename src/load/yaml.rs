@@ -17,6 +17,7 @@
 //!
 //! Empty documents (a bare `---`, a file of comments) are skipped and not numbered.
 
+use super::escape_pointer;
 use crate::config::Limits;
 use crate::diagnostic::{Code, quote};
 use granit_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -42,7 +43,89 @@ pub struct YamlError {
 
 /// Parse every document of `text`.
 pub fn parse(text: &str, limits: &Limits) -> Result<Vec<Value>, YamlError> {
+    run(text, limits, None).map(|(docs, _)| docs)
+}
+
+/// A plain scalar that is text here (YAML 1.2) but something else to a YAML 1.1 tool, by
+/// document index and JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Yaml11Note {
+    pub doc: usize,
+    pub pointer: String,
+    pub text: String,
+    pub reading: Yaml11,
+}
+
+/// [`parse`], and the plain scalars YAML 1.1 tools would read differently (see [`yaml11`]).
+/// Quoted scalars are not noted: quoting is how a value says it is text.
+pub fn parse_noting(text: &str, limits: &Limits) -> Result<(Vec<Value>, Vec<Yaml11Note>), YamlError> {
     run(text, limits, None)
+}
+
+/// What a YAML 1.1 tool reads a plain scalar as, where rampart (YAML 1.2) reads text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Yaml11 {
+    /// `yes`, `no`, `on`, `off`, `y`, `n` in any of their spellings
+    Boolean(bool),
+    /// `0755` (octal), `1_000`, `0b101`, `1:30` (base 60); `None` when it does not fit 64 bits
+    Integer(Option<i64>),
+}
+
+/// The hint for a YAML 1.1 boolean spelling where rampart wants a boolean.
+pub const BOOLEAN_HINT: &str =
+    "write `true` or `false`; YAML 1.1 spellings such as `yes`, `no`, `on` and `off` are text in rampart";
+/// The hint for a number YAML 1.2 reads as text where rampart wants a number.
+pub const NUMBER_HINT: &str = "zero-padded, underscored or quoted numbers are text in YAML 1.2; write the plain number";
+
+/// How YAML 1.1 reads `s`, when that differs from YAML 1.2's text (its bool and int
+/// resolvers; YAML 1.2 already reads the rest alike).
+pub fn yaml11(s: &str) -> Option<Yaml11> {
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(Yaml11::Boolean(true)),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(Yaml11::Boolean(false)),
+        _ => {}
+    }
+    let (negative, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let digits = |t: &str, radix: u32| -> Option<Option<i64>> {
+        let t: String = t.chars().filter(|&c| c != '_').collect();
+        (!t.is_empty() && t.chars().all(|c| c.is_digit(radix))).then(|| {
+            i64::from_str_radix(&t, radix)
+                .ok()
+                .map(|n| if negative { -n } else { n })
+        })
+    };
+    let read = if let Some(b) = body.strip_prefix("0b") {
+        digits(b, 2)
+    } else if body.len() > 1 && body.starts_with('0') && !body.starts_with("0x") && !body.starts_with("0o") {
+        digits(&body[1..], 8)
+    } else if body.contains(':') {
+        // base 60: `1:30` is 90; the first part starts with 1-9, the rest are 0-59
+        let mut parts = body.split(':');
+        let first = parts.next()?;
+        let ok = first.starts_with(|c: char| ('1'..='9').contains(&c))
+            && first.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+            && parts.clone().all(|p| {
+                (1..=2).contains(&p.len())
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && p.parse::<u8>().is_ok_and(|n| n < 60)
+            });
+        ok.then(|| {
+            body.split(':')
+                .try_fold(0i64, |acc, p| {
+                    acc.checked_mul(60)?.checked_add(p.replace('_', "").parse().ok()?)
+                })
+                .map(|n| if negative { -n } else { n })
+        })
+    } else if body.contains('_') && body.starts_with(|c: char| c.is_ascii_digit()) {
+        digits(body, 10)
+    } else {
+        None
+    };
+    read.map(Yaml11::Integer)
 }
 
 /// The positions of the nodes on the way to `wanted` pointers, per document index. Cost is
@@ -75,7 +158,9 @@ pub fn locate(spans: &Spans, pointer: &str, key: bool) -> Option<(u32, u32)> {
     }
 }
 
-fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Vec<Value>, YamlError> {
+type Parsed = (Vec<Value>, Vec<Yaml11Note>);
+
+fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Parsed, YamlError> {
     let mut b = Builder {
         limits,
         max_bytes: limits.max_file_bytes.saturating_mul(2),
@@ -86,6 +171,7 @@ fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Ve
         aliases: 0,
         documents: 0,
         out: Vec::new(),
+        notes: Vec::new(),
         rec,
     };
     let mut options = granit_parser::Options::default();
@@ -110,7 +196,7 @@ fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Ve
         })?;
         b.event(ev, span)?;
     }
-    Ok(b.out)
+    Ok((b.out, b.notes))
 }
 
 /// A tab where the parser refused one, reported at the tab itself: the parser notices some
@@ -235,6 +321,7 @@ struct Builder<'a, 'r> {
     aliases: u64,
     documents: u64,
     out: Vec<Value>,
+    notes: Vec<Yaml11Note>,
     rec: Option<&'a mut Recorder<'r>>,
 }
 
@@ -310,6 +397,18 @@ impl Builder<'_, '_> {
                     return self.key(&text, style, tag.as_deref(), anchor, cost, here);
                 }
                 let value = scalar(&text, style, tag.as_deref()).map_err(|(code, m, h)| err(code, here, m, h))?;
+                if matches!(style, ScalarStyle::Plain)
+                    && tag.is_none()
+                    && value.is_string()
+                    && let Some(reading) = yaml11(&text)
+                {
+                    self.notes.push(Yaml11Note {
+                        doc: self.out.len(),
+                        pointer: self.pointer(),
+                        text: text.to_string(),
+                        reading,
+                    });
+                }
                 self.record_node(here);
                 self.complete(value, anchor, cost, here)?;
             }
@@ -444,6 +543,20 @@ impl Builder<'_, '_> {
             ));
         }
         Ok(())
+    }
+
+    /// The JSON pointer of the value being built (only asked for the rare noted scalar: the
+    /// fast path keeps no pointers).
+    fn pointer(&self) -> String {
+        let mut p = String::new();
+        for f in &self.stack {
+            p.push('/');
+            match f {
+                Frame::Seq { items, .. } => p.push_str(&items.len().to_string()),
+                Frame::Map { key, .. } => p.push_str(&key.as_ref().map_or(String::new(), |k| escape_pointer(&k.text))),
+            }
+        }
+        p
     }
 
     fn is_key_position(&self) -> bool {
@@ -1006,6 +1119,35 @@ mod tests {
         nested.push_str(&vec!["1"; 10_000].join(","));
         nested.push_str(&"]".repeat(60));
         assert_eq!(code(&nested), Code::BudgetExceeded);
+    }
+
+    #[test]
+    fn yaml11_readings() {
+        use Yaml11::*;
+        for (s, want) in [
+            ("on", Some(Boolean(true))),
+            ("NO", Some(Boolean(false))),
+            ("0755", Some(Integer(Some(493)))),
+            ("-0_17", Some(Integer(Some(-15)))),
+            ("1_000", Some(Integer(Some(1000)))),
+            ("0b101", Some(Integer(Some(5)))),
+            ("1:30", Some(Integer(Some(90)))),
+            ("1:09:00", Some(Integer(Some(4140)))),
+            ("0", None),
+            ("089", None),
+            ("1:60", None),
+            ("12:5x", None),
+            ("0x1F", None),
+            ("true", None),
+            ("none", None),
+            ("10.0.0.1", None),
+        ] {
+            assert_eq!(yaml11(s), want, "{s}");
+        }
+        // only plain scalars are noted, each at its pointer
+        let (_, notes) = parse_noting("a: [on, 'on', 7]\nb:\n  c: 0755\n  d: !!str no\n", &Limits::default()).unwrap();
+        let at: Vec<_> = notes.iter().map(|n| (n.pointer.as_str(), n.text.as_str())).collect();
+        assert_eq!(at, [("/a/0", "on"), ("/b/c", "0755")]);
     }
 
     /// A tab after a plain scalar was reported at the end of the line before it.

@@ -5,7 +5,7 @@
 //! the linear-time `regex` engine.
 
 use crate::diagnostic::{Code, Diagnostic, edit_distance, quote};
-use crate::load::escape_pointer;
+use crate::load::{escape_pointer, yaml};
 use jsonschema::error::{TypeKind, ValidationErrorKind as K};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -249,9 +249,9 @@ fn describe(
             let hint = if expected.contains("string") && (instance.is_number() || instance.is_boolean()) {
                 format!("quote the value (`\"{}\"`) if it is meant as text", instance)
             } else if expected == "boolean" && instance.is_string() {
-                "write `true` or `false`; YAML 1.1 spellings such as `yes`, `no`, `on` and `off` are text in rampart".to_owned()
+                yaml::BOOLEAN_HINT.to_owned()
             } else if (expected == "integer" || expected == "number") && numeric_text {
-                "zero-padded, underscored or quoted numbers are text in YAML 1.2; write the plain number".to_owned()
+                yaml::NUMBER_HINT.to_owned()
             } else if expected.contains("integer") && instance.is_number() {
                 "write a whole number".to_owned()
             } else {
