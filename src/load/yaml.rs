@@ -242,7 +242,7 @@ fn indentation(text: &str, here: (u32, u32), info: &str) -> YamlError {
     let (n, m) = (indent(line), indent(above));
     if n < m {
         let message = format!(
-            "this line is indented by {n} space{}, less than the line above ({m}) but matching none of the blocks it is in",
+            "line indented by {n} space{} after a line indented by {m}: the block above cannot continue here",
             if n == 1 { "" } else { "s" }
         );
         return err(Code::YamlSyntax, (here.0, n as u32 + 1), message, hint);
@@ -1170,7 +1170,8 @@ mod tests {
         let e = parse("a:\n  b:\n    c: 1\n   d: 2\n", &Limits::default()).unwrap_err();
         assert_eq!((e.line, e.column), (4, 4));
         assert!(
-            e.message.starts_with("this line is indented by 3 spaces"),
+            e.message
+                .starts_with("line indented by 3 spaces after a line indented by 4"),
             "{}",
             e.message
         );

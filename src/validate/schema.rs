@@ -245,7 +245,9 @@ fn describe(
                 TypeKind::Single(t) => name(format!("{t}")),
                 TypeKind::Multiple(ts) => ts.iter().map(|t| name(format!("{t}"))).collect::<Vec<_>>().join(" or "),
             };
-            let numeric_text = instance.as_str().is_some_and(|s| !s.is_empty() && s.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit() || b == b'_' || b == b'.'));
+            let numeric_text = instance.as_str().is_some_and(|s| !s.is_empty() && s.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit() || b == b'_' || b == b'.'))
+                // (`1:30` too: base 60 to YAML 1.1, text here)
+                || instance.as_str().and_then(yaml::yaml11).is_some_and(|r| matches!(r, yaml::Yaml11::Integer(_)));
             let hint = if expected.contains("string") && (instance.is_number() || instance.is_boolean()) {
                 format!("quote the value (`\"{}\"`) if it is meant as text", instance)
             } else if expected == "boolean" && instance.is_string() {
