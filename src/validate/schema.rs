@@ -279,6 +279,12 @@ fn describe(
             format!("{field} must be {}, found {}", short(expected_value), short(instance)),
         )
         .with_hint(format!("write {}", short(expected_value))),
+        K::Pattern { .. } if ptr.ends_with("/secretKeyRef/name") => at(
+            Code::BadFormat,
+            ptr,
+            format!("{field} {} is not a valid Secret name", short(instance)),
+        )
+        .with_hint("Secret names are DNS subdomains: lowercase letters, digits, `-` and `.`, at most 253 characters"),
         K::Pattern { .. } | K::Format { .. } | K::MinLength { .. } if is_name_like(ptr) => at(
             Code::BadFormat,
             ptr,
@@ -437,6 +443,27 @@ mod tests {
         assert_eq!(field_name("/spec/quota/cpu"), "`spec.quota.cpu`");
         assert_eq!(field_name("/spec/plugins/2/name"), "`spec.plugins[2].name`");
         assert_eq!(field_name(""), "the document");
+    }
+
+    /// `ownrs:` for `owners:` was reported twice: unknown `ownrs`, and missing `owners`.
+    #[test]
+    fn a_misspelled_required_field_is_one_error() {
+        let doc = serde_json::json!({
+            "apiVersion": "rampart.dev/v1", "kind": "Tenant", "metadata": {"name": "shop"},
+            "spec": {"ownrs": ["platform"], "tier": "free", "isolation": "shared",
+                     "quota": {"cpu": "1", "memory": "1Gi", "pods": 1, "storage": "1Gi"}}
+        });
+        let mut diags = Vec::new();
+        assert!(!check(Target::Tenant, &doc, "t.yaml", 0, &mut diags));
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].code, Code::UnknownField);
+        assert!(diags[0].hint.as_deref().unwrap().starts_with("did you mean `owners`?"));
+        // a missing field with no look-alike is still reported
+        let mut doc = doc;
+        doc["spec"].as_object_mut().unwrap().remove("ownrs");
+        let mut diags = Vec::new();
+        check(Target::Tenant, &doc, "t.yaml", 0, &mut diags);
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), [Code::MissingField]);
     }
 
     #[test]
