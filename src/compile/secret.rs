@@ -57,6 +57,15 @@ pub fn words(key: &str) -> Vec<String> {
 /// two are one of [`SECRET_PAIRS`] (`apiKey`, `clientSecret`, `GITHUB_TOKEN`, `privateKey`),
 /// so a key *about* a secret (`tokenTtl`, `passwordPolicy`, `secretName`) is not one.
 pub fn is_secret_key(key: &str) -> bool {
+    // most keys name no secret: rule them out without splitting
+    let has = |stem: &str| {
+        key.as_bytes()
+            .windows(stem.len())
+            .any(|w| w.eq_ignore_ascii_case(stem.as_bytes()))
+    };
+    if !["pass", "secret", "token", "credential", "key"].into_iter().any(has) {
+        return false;
+    }
     let w = words(key);
     match w.as_slice() {
         [] => false,

@@ -80,6 +80,12 @@ pub const NUMBER_HINT: &str = "zero-padded, underscored or quoted numbers are te
 /// How YAML 1.1 reads `s`, when that differs from YAML 1.2's text (its bool and int
 /// resolvers; YAML 1.2 already reads the rest alike).
 pub fn yaml11(s: &str) -> Option<Yaml11> {
+    // called on every plain string scalar: most are words, ruled out by their first byte
+    match s.as_bytes().first()? {
+        b'y' | b'Y' | b'n' | b'N' | b'o' | b'O' if s.len() <= 3 => {}
+        b'0'..=b'9' | b'-' | b'+' => {}
+        _ => return None,
+    }
     match s {
         "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(Yaml11::Boolean(true)),
         "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(Yaml11::Boolean(false)),
