@@ -78,6 +78,7 @@ codes! {
     ScalarTooLarge = "R119", Error, "scalar too large";
     NonFiniteNumber = "R120", Error, "non-finite number";
     InexactNumber = "R121", Error, "number cannot be held exactly";
+    Yaml11Scalar = "R122", Warning, "plugin config value that YAML 1.1 tools read differently";
     // schema
     UnknownApiVersion = "R200", Error, "unknown apiVersion";
     UnknownKind = "R201", Error, "unknown kind";
@@ -89,7 +90,6 @@ codes! {
     NotAllowed = "R213", Error, "value not allowed";
     BadFormat = "R214", Error, "value does not match the expected format";
     OutOfRange = "R215", Error, "value out of range";
-    Yaml11Scalar = "R216", Warning, "plugin config value that YAML 1.1 tools read differently";
     SchemaViolation = "R219", Error, "schema violation";
     // semantics
     DuplicateName = "R300", Error, "duplicate name";

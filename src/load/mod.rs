@@ -126,7 +126,7 @@ pub fn load_file(file: SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnost
 
 /// A plugin's `config` (`/spec/plugins/N/config/…` of a Tenant) goes to a tool rampart does
 /// not control, and YAML 1.1 tools read some plain scalars there differently from rampart:
-/// each gets a warning saying how (R216), and quoting the value says it is text.
+/// each gets a warning saying how (R122), and quoting the value says it is text.
 fn yaml11_in_plugin_config(docs: &[Value], notes: &[yaml::Yaml11Note], file: &str, diags: &mut Vec<Diagnostic>) {
     for n in notes {
         let in_config = n
