@@ -418,10 +418,10 @@ pub fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagno
 
 /// A key that names a secret (see [`crate::compile::secret::is_secret_key`]) holding a
 /// literal string is an error: the secret would sit in git and in the rendered ConfigMap.
-/// Numbers and booleans (`tokenTtl: 3600`), empty strings, `${ENV}` references and Secret
-/// references are fine.
+/// Numbers and booleans (`tokenTtl: 3600`), empty strings, strings with a `${ENV}`
+/// substitution and Secret references are fine.
 fn literal_secrets(v: &Value, ptr: &mut String, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) {
-    use crate::compile::secret::{REF_FIELD, is_env_reference, is_secret_key};
+    use crate::compile::secret::{REF_FIELD, is_secret_key};
     match v {
         Value::Object(m) => {
             for (k, x) in m {
@@ -429,7 +429,8 @@ fn literal_secrets(v: &Value, ptr: &mut String, file: &str, doc: usize, diags: &
                 ptr.push('/');
                 ptr.push_str(&crate::load::escape_pointer(k));
                 match x {
-                    Value::String(s) if is_secret_key(k) && !s.trim().is_empty() && !is_env_reference(s) => {
+                    // (`Bearer ${TOKEN}` substitutes a secret rather than holding one)
+                    Value::String(s) if is_secret_key(k) && !s.trim().is_empty() && !s.contains("${") => {
                         diags.push(
                             Diagnostic::at_node(
                                 Code::SecretLiteral,
