@@ -78,6 +78,7 @@ codes! {
     ScalarTooLarge = "R119", Error, "scalar too large";
     NonFiniteNumber = "R120", Error, "non-finite number";
     InexactNumber = "R121", Error, "number cannot be held exactly";
+    Yaml11Scalar = "R122", Warning, "plugin config value that YAML 1.1 tools read differently";
     // schema
     UnknownApiVersion = "R200", Error, "unknown apiVersion";
     UnknownKind = "R201", Error, "unknown kind";
@@ -111,6 +112,7 @@ codes! {
     RolloutPackageMismatch = "R322", Error, "rollout artifact does not name its toVersion";
     MinRequestsWithoutRequests = "R323", Error, "SLO sets minRequests without a requests query";
     PromqlMalformed = "R324", Error, "SLO query does not parse as PromQL";
+    SecretLiteral = "R325", Error, "secret written as a literal in plugin config";
     // policy: Cedar policies, who made and approved a change, policy tests
     PolicySyntax = "R400", Error, "Cedar policy does not parse";
     PolicyInvalid = "R401", Error, "Cedar policy does not match the schema";

@@ -11,6 +11,7 @@
 
 mod portal;
 pub mod rollout;
+pub mod secret;
 mod tenant;
 
 pub use rollout::package_version;
@@ -75,7 +76,9 @@ pub fn redact(value: &Value) -> Value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| {
-                    let v = if secret_key(k) && !v.is_null() {
+                    // (a Secret reference's placeholder is no secret: reviewers see it)
+                    let placeholder = v.as_str().is_some_and(secret::is_env_reference);
+                    let v = if secret_key(k) && !v.is_null() && !placeholder {
                         let digest = Sha256::digest(v.to_string().as_bytes());
                         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
                         Value::String(format!("(secret sha256:{hex})"))

@@ -7,8 +7,8 @@ use crate::spec::{EnabledPlugin, Object, PluginSpec, TenantSpec};
 use crate::units::Quantity as Q;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, ResourceRequirements,
-    Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -33,7 +33,8 @@ pub fn plugin_entry(p: &EnabledPlugin, package: &str, integrity: Option<&str>, r
     }
     entry.insert("disabled".into(), json!(p.disabled));
     if let Some(c) = &p.config {
-        let v = c.value();
+        // Secret references become `${ENV}` placeholders; the env vars are the Deployment's
+        let (v, _) = super::secret::substitute(&p.name, &c.value());
         entry.insert("pluginConfig".into(), if redact { super::redact(&v) } else { v });
     }
     Value::Object(entry)
@@ -58,6 +59,33 @@ fn requests(t: &TenantSpec, plugins: &Plugins<'_>) -> (i128, i128) {
         }
     }
     (cpu, memory)
+}
+
+/// The env vars of the Secret references in a tenant's plugin configs, by name.
+fn secret_env(t: &TenantSpec) -> Option<Vec<EnvVar>> {
+    let mut envs: Vec<_> = t
+        .plugins
+        .iter()
+        .filter_map(|p| Some(super::secret::substitute(&p.name, &p.config.as_ref()?.value()).1))
+        .flatten()
+        .collect();
+    envs.sort();
+    let vars: Vec<EnvVar> = envs
+        .into_iter()
+        .map(|e| EnvVar {
+            name: e.env,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: e.secret,
+                    key: e.key,
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect();
+    (!vars.is_empty()).then_some(vars)
 }
 
 /// The portal Deployment of a tenant, stable or canary.
@@ -114,6 +142,7 @@ pub fn deployment(
                     containers: vec![Container {
                         name: "backstage".to_owned(),
                         image: Some(format!("{PORTAL_IMAGE}:{version}")),
+                        env: secret_env(&t.spec),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".to_owned()),
                             container_port: PORTAL_PORT,

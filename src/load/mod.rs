@@ -11,7 +11,7 @@
 pub mod yaml;
 
 use crate::config::Limits;
-use crate::diagnostic::{Anchor, Code, Diagnostic, Location};
+use crate::diagnostic::{Anchor, Code, Diagnostic, Location, quote};
 use crate::source::SourceFile;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -96,14 +96,15 @@ pub fn load_file(file: SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnost
         );
         return (out, diags);
     }
-    match yaml::parse(text, limits) {
-        Ok(docs) => {
+    match yaml::parse_noting(text, limits) {
+        Ok((docs, notes)) => {
             let mut docs = docs;
             for (doc, value) in docs.iter_mut().enumerate() {
                 check_value(value, path, doc, &mut String::new(), &mut diags);
             }
+            yaml11_in_plugin_config(&docs, &notes, path, &mut diags);
             out.doc_count = docs.len();
-            if diags.is_empty() {
+            if !diags.iter().any(Diagnostic::is_error) {
                 out.docs = docs;
             }
         }
@@ -121,6 +122,41 @@ pub fn load_file(file: SourceFile, limits: &Limits) -> (LoadedFile, Vec<Diagnost
         ),
     }
     (out, diags)
+}
+
+/// A plugin's `config` (`/spec/plugins/N/config/…` of a Tenant) goes to a tool rampart does
+/// not control, and YAML 1.1 tools read some plain scalars there differently from rampart:
+/// each gets a warning saying how (R122), and quoting the value says it is text.
+fn yaml11_in_plugin_config(docs: &[Value], notes: &[yaml::Yaml11Note], file: &str, diags: &mut Vec<Diagnostic>) {
+    for n in notes {
+        let in_config = n
+            .pointer
+            .strip_prefix("/spec/plugins/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(i, rest)| i.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with("config/"));
+        if !in_config || docs.get(n.doc).and_then(|d| d.get("kind")).and_then(Value::as_str) != Some("Tenant") {
+            continue;
+        }
+        let shown = quote(&n.text);
+        let (reading, hint) = match n.reading {
+            yaml::Yaml11::Boolean(b) => (format!("the boolean `{b}`"), yaml::BOOLEAN_HINT),
+            yaml::Yaml11::Integer(Some(i)) => (format!("the number `{i}`"), yaml::NUMBER_HINT),
+            yaml::Yaml11::Integer(None) => ("a number".to_owned(), yaml::NUMBER_HINT),
+        };
+        diags.push(
+            Diagnostic::at_node(
+                Code::Yaml11Scalar,
+                file,
+                n.doc,
+                &n.pointer,
+                format!("{shown} is the text {shown} to rampart, but YAML 1.1 tools read it as {reading}"),
+            )
+            .with_hint(format!(
+                "{hint}; quote it (`\"{}\"`) if the plugin should get the text",
+                n.text
+            )),
+        );
+    }
 }
 
 /// Keys equal but for case are errors. Integral floats (`1e3`) become integers, as JSON
@@ -287,6 +323,17 @@ pub fn resolve<'f>(diags: &mut [Diagnostic], files: impl IntoIterator<Item = &'f
                 let end = starts.get(line as usize).map_or(f.text.len(), |&e| e - 1);
                 let text = f.text[start..end.max(start)].trim_end_matches('\r');
                 let (snippet, col) = crop(text, column);
+                // a tab shows as `→` (one character, so the caret stays aligned): a tab is
+                // often the mistake, and as white space it would be invisible
+                let mut snippet = snippet.replace('\t', "→");
+                if d.code == Code::SecretLiteral {
+                    // the secret is in git already; the report does not copy it further
+                    snippet = snippet
+                        .chars()
+                        .take(col.max(1) as usize - 1)
+                        .chain("********".chars())
+                        .collect();
+                }
                 d.snippet = Some(snippet);
                 d.snippet_column = col;
             }

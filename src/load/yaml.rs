@@ -17,6 +17,7 @@
 //!
 //! Empty documents (a bare `---`, a file of comments) are skipped and not numbered.
 
+use super::escape_pointer;
 use crate::config::Limits;
 use crate::diagnostic::{Code, quote};
 use granit_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -42,7 +43,95 @@ pub struct YamlError {
 
 /// Parse every document of `text`.
 pub fn parse(text: &str, limits: &Limits) -> Result<Vec<Value>, YamlError> {
+    run(text, limits, None).map(|(docs, _)| docs)
+}
+
+/// A plain scalar that is text here (YAML 1.2) but something else to a YAML 1.1 tool, by
+/// document index and JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Yaml11Note {
+    pub doc: usize,
+    pub pointer: String,
+    pub text: String,
+    pub reading: Yaml11,
+}
+
+/// [`parse`], and the plain scalars YAML 1.1 tools would read differently (see [`yaml11`]).
+/// Quoted scalars are not noted: quoting is how a value says it is text.
+pub fn parse_noting(text: &str, limits: &Limits) -> Result<(Vec<Value>, Vec<Yaml11Note>), YamlError> {
     run(text, limits, None)
+}
+
+/// What a YAML 1.1 tool reads a plain scalar as, where rampart (YAML 1.2) reads text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Yaml11 {
+    /// `yes`, `no`, `on`, `off`, `y`, `n` in any of their spellings
+    Boolean(bool),
+    /// `0755` (octal), `1_000`, `0b101`, `1:30` (base 60); `None` when it does not fit 64 bits
+    Integer(Option<i64>),
+}
+
+/// The hint for a YAML 1.1 boolean spelling where rampart wants a boolean.
+pub const BOOLEAN_HINT: &str =
+    "write `true` or `false`; YAML 1.1 spellings such as `yes`, `no`, `on` and `off` are text in rampart";
+/// The hint for a number YAML 1.2 reads as text where rampart wants a number.
+pub const NUMBER_HINT: &str = "zero-padded, underscored or quoted numbers are text in YAML 1.2; write the plain number";
+
+/// How YAML 1.1 reads `s`, when that differs from YAML 1.2's text (its bool and int
+/// resolvers; YAML 1.2 already reads the rest alike).
+pub fn yaml11(s: &str) -> Option<Yaml11> {
+    // called on every plain string scalar: most are words, ruled out by their first byte
+    match s.as_bytes().first()? {
+        b'y' | b'Y' | b'n' | b'N' | b'o' | b'O' if s.len() <= 3 => {}
+        b'0'..=b'9' | b'-' | b'+' => {}
+        _ => return None,
+    }
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(Yaml11::Boolean(true)),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(Yaml11::Boolean(false)),
+        _ => {}
+    }
+    let (negative, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let digits = |t: &str, radix: u32| -> Option<Option<i64>> {
+        let t: String = t.chars().filter(|&c| c != '_').collect();
+        (!t.is_empty() && t.chars().all(|c| c.is_digit(radix))).then(|| {
+            i64::from_str_radix(&t, radix)
+                .ok()
+                .map(|n| if negative { -n } else { n })
+        })
+    };
+    let read = if let Some(b) = body.strip_prefix("0b") {
+        digits(b, 2)
+    } else if body.len() > 1 && body.starts_with('0') && !body.starts_with("0x") && !body.starts_with("0o") {
+        digits(&body[1..], 8)
+    } else if body.contains(':') {
+        // base 60: `1:30` is 90; the first part starts with 1-9, the rest are 0-59
+        let mut parts = body.split(':');
+        let first = parts.next()?;
+        let ok = first.starts_with(|c: char| ('1'..='9').contains(&c))
+            && first.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+            && parts.clone().all(|p| {
+                (1..=2).contains(&p.len())
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && p.parse::<u8>().is_ok_and(|n| n < 60)
+            });
+        ok.then(|| {
+            body.split(':')
+                .try_fold(0i64, |acc, p| {
+                    acc.checked_mul(60)?.checked_add(p.replace('_', "").parse().ok()?)
+                })
+                .map(|n| if negative { -n } else { n })
+        })
+    } else if body.contains('_') && body.starts_with(|c: char| c.is_ascii_digit()) {
+        digits(body, 10)
+    } else {
+        None
+    };
+    read.map(Yaml11::Integer)
 }
 
 /// The positions of the nodes on the way to `wanted` pointers, per document index. Cost is
@@ -75,7 +164,9 @@ pub fn locate(spans: &Spans, pointer: &str, key: bool) -> Option<(u32, u32)> {
     }
 }
 
-fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Vec<Value>, YamlError> {
+type Parsed = (Vec<Value>, Vec<Yaml11Note>);
+
+fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Parsed, YamlError> {
     let mut b = Builder {
         limits,
         max_bytes: limits.max_file_bytes.saturating_mul(2),
@@ -86,6 +177,7 @@ fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Ve
         aliases: 0,
         documents: 0,
         out: Vec::new(),
+        notes: Vec::new(),
         rec,
     };
     let mut options = granit_parser::Options::default();
@@ -97,15 +189,71 @@ fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Ve
     for ev in Parser::new_from_str_with_options(text, options) {
         let (ev, span) = ev.map_err(|e| {
             let here = (e.marker().line() as u32, e.marker().col() as u32 + 1);
-            if matches!(e.kind(), granit_parser::ErrorKind::RecursionLimitExceeded) {
-                too_deep(limits, here)
-            } else {
-                err(Code::YamlSyntax, here, e.info(), "fix the YAML syntax at this position")
+            use granit_parser::ErrorKind as E;
+            match e.kind() {
+                E::RecursionLimitExceeded => too_deep(limits, here),
+                E::TabNotAllowed | E::TabInBlockIndentation | E::TabInPlainScalar => tab(text, here)
+                    .unwrap_or_else(|| err(Code::YamlSyntax, here, e.info(), "fix the YAML syntax at this position")),
+                E::ExpectedBlockMappingKey | E::ExpectedBlockSequenceEntry | E::InvalidIndentation => {
+                    indentation(text, here, &e.info())
+                }
+                _ => err(Code::YamlSyntax, here, e.info(), "fix the YAML syntax at this position"),
             }
         })?;
         b.event(ev, span)?;
     }
-    Ok(b.out)
+    Ok((b.out, b.notes))
+}
+
+/// A tab where the parser refused one, reported at the tab itself: the parser notices some
+/// tabs only at the end of the line before (a plain scalar might have continued), so the
+/// tab is looked for from the start of the error's line through the next line.
+fn tab(text: &str, here: (u32, u32)) -> Option<YamlError> {
+    let first = here.0.max(1) as usize - 1;
+    for (n, line) in text.split('\n').enumerate().skip(first).take(2) {
+        let Some(i) = line.find('\t') else { continue };
+        let column = line[..i].chars().count() as u32 + 1;
+        let indenting = line[..i].bytes().all(|b| b == b' ' || b == b'\t');
+        let message = if indenting {
+            "tab used for indentation"
+        } else {
+            "tab where YAML does not allow one"
+        };
+        return Some(err(
+            Code::YamlSyntax,
+            (n as u32 + 1, column),
+            message,
+            "YAML does not allow tabs for indentation; use spaces",
+        ));
+    }
+    None
+}
+
+/// A block the parser could not continue: almost always a line indented less (or more) than
+/// its siblings. A dedented line says so, at the line's first character.
+fn indentation(text: &str, here: (u32, u32), info: &str) -> YamlError {
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let content = |l: &str| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let lines: Vec<&str> = text.split('\n').take(here.0 as usize).collect();
+    let hint = "check the indentation of this line and the one above";
+    let (Some(line), Some(above)) = (
+        lines.last().filter(|l| content(l)),
+        lines.iter().rev().skip(1).find(|l| content(l)),
+    ) else {
+        return err(Code::YamlSyntax, here, info, hint);
+    };
+    let (n, m) = (indent(line), indent(above));
+    if n < m {
+        let message = format!(
+            "line indented by {n} space{} after a line indented by {m}: the block above cannot continue here",
+            if n == 1 { "" } else { "s" }
+        );
+        return err(Code::YamlSyntax, (here.0, n as u32 + 1), message, hint);
+    }
+    err(Code::YamlSyntax, here, info, hint)
 }
 
 /// What a node costs: nodes, bytes of text, and height (0 for a scalar).
@@ -179,6 +327,7 @@ struct Builder<'a, 'r> {
     aliases: u64,
     documents: u64,
     out: Vec<Value>,
+    notes: Vec<Yaml11Note>,
     rec: Option<&'a mut Recorder<'r>>,
 }
 
@@ -254,6 +403,18 @@ impl Builder<'_, '_> {
                     return self.key(&text, style, tag.as_deref(), anchor, cost, here);
                 }
                 let value = scalar(&text, style, tag.as_deref()).map_err(|(code, m, h)| err(code, here, m, h))?;
+                if matches!(style, ScalarStyle::Plain)
+                    && tag.is_none()
+                    && value.is_string()
+                    && let Some(reading) = yaml11(&text)
+                {
+                    self.notes.push(Yaml11Note {
+                        doc: self.out.len(),
+                        pointer: self.pointer(),
+                        text: text.to_string(),
+                        reading,
+                    });
+                }
                 self.record_node(here);
                 self.complete(value, anchor, cost, here)?;
             }
@@ -388,6 +549,20 @@ impl Builder<'_, '_> {
             ));
         }
         Ok(())
+    }
+
+    /// The JSON pointer of the value being built (only asked for the rare noted scalar: the
+    /// fast path keeps no pointers).
+    fn pointer(&self) -> String {
+        let mut p = String::new();
+        for f in &self.stack {
+            p.push('/');
+            match f {
+                Frame::Seq { items, .. } => p.push_str(&items.len().to_string()),
+                Frame::Map { key, .. } => p.push_str(&key.as_ref().map_or(String::new(), |k| escape_pointer(&k.text))),
+            }
+        }
+        p
     }
 
     fn is_key_position(&self) -> bool {
@@ -950,6 +1125,66 @@ mod tests {
         nested.push_str(&vec!["1"; 10_000].join(","));
         nested.push_str(&"]".repeat(60));
         assert_eq!(code(&nested), Code::BudgetExceeded);
+    }
+
+    #[test]
+    fn yaml11_readings() {
+        use Yaml11::*;
+        for (s, want) in [
+            ("on", Some(Boolean(true))),
+            ("NO", Some(Boolean(false))),
+            ("0755", Some(Integer(Some(493)))),
+            ("-0_17", Some(Integer(Some(-15)))),
+            ("1_000", Some(Integer(Some(1000)))),
+            ("0b101", Some(Integer(Some(5)))),
+            ("1:30", Some(Integer(Some(90)))),
+            ("1:09:00", Some(Integer(Some(4140)))),
+            ("0", None),
+            ("089", None),
+            ("1:60", None),
+            ("12:5x", None),
+            ("0x1F", None),
+            ("true", None),
+            ("none", None),
+            ("10.0.0.1", None),
+        ] {
+            assert_eq!(yaml11(s), want, "{s}");
+        }
+        // only plain scalars are noted, each at its pointer
+        let (_, notes) = parse_noting("a: [on, 'on', 7]\nb:\n  c: 0755\n  d: !!str no\n", &Limits::default()).unwrap();
+        let at: Vec<_> = notes.iter().map(|n| (n.pointer.as_str(), n.text.as_str())).collect();
+        assert_eq!(at, [("/a/0", "on"), ("/b/c", "0755")]);
+    }
+
+    /// A tab after a plain scalar was reported at the end of the line before it.
+    #[test]
+    fn tabs_are_reported_at_the_tab() {
+        for (src, at) in [
+            ("a:\n\tb: 1\n", (2, 1)),
+            ("a:\n  b: x\n\tc: 1\n", (3, 1)),
+            ("a:\n  - x\n  \t- y\n", (3, 3)),
+        ] {
+            let e = parse(src, &Limits::default()).unwrap_err();
+            assert_eq!((e.line, e.column), at, "{src:?}");
+            assert_eq!(e.message, "tab used for indentation");
+            assert_eq!(e.hint, "YAML does not allow tabs for indentation; use spaces");
+        }
+    }
+
+    #[test]
+    fn a_dedented_line_is_reported_at_that_line() {
+        let e = parse("a:\n  b:\n    c: 1\n   d: 2\n", &Limits::default()).unwrap_err();
+        assert_eq!((e.line, e.column), (4, 4));
+        assert!(
+            e.message
+                .starts_with("line indented by 3 spaces after a line indented by 4"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.hint, "check the indentation of this line and the one above");
+        // a comment or a blank line between does not count as the line above
+        let e = parse("a:\n  - x: 1\n\n    # note\n   y: 2\n", &Limits::default()).unwrap_err();
+        assert_eq!(e.line, 5);
     }
 
     #[test]

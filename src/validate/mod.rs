@@ -398,6 +398,11 @@ pub fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagno
                     .collect(),
                 _ => Vec::new(),
             };
+            for (i, c) in configs.iter().enumerate() {
+                if let Some(c) = c {
+                    literal_secrets(c, &mut format!("/spec/plugins/{i}/config"), file, doc, diags);
+                }
+            }
             typed_with(&mut value, origin, diags, |spec: &mut crate::spec::TenantSpec| {
                 for (p, c) in spec.plugins.iter_mut().zip(configs) {
                     p.config = c.as_ref().map(crate::spec::PluginConfig::new);
@@ -409,6 +414,51 @@ pub fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagno
         Kind::Rollout => typed(&mut value, origin, diags).map(Parsed::Rollout),
     };
     (parsed.unwrap_or(Parsed::Invalid), def)
+}
+
+/// A key that names a secret (see [`crate::compile::secret::is_secret_key`]) holding a
+/// literal string is an error: the secret would sit in git and in the rendered ConfigMap.
+/// Numbers and booleans (`tokenTtl: 3600`), empty strings, strings with a `${ENV}`
+/// substitution and Secret references are fine.
+fn literal_secrets(v: &Value, ptr: &mut String, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) {
+    use crate::compile::secret::{REF_FIELD, is_secret_key};
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let len = ptr.len();
+                ptr.push('/');
+                ptr.push_str(&crate::load::escape_pointer(k));
+                match x {
+                    // (`Bearer ${TOKEN}` substitutes a secret rather than holding one)
+                    Value::String(s) if is_secret_key(k) && !s.trim().is_empty() && !s.contains("${") => {
+                        diags.push(
+                            Diagnostic::at_node(
+                                Code::SecretLiteral,
+                                file,
+                                doc,
+                                ptr,
+                                format!("{} holds a secret written as a literal", quote(k)),
+                            )
+                            .with_hint(format!(
+                                "keep secrets out of git: reference a Kubernetes Secret, `{k}: {{{REF_FIELD}: {{name: SECRET, key: KEY}}}}`; the portal gets it as an env var"
+                            )),
+                        );
+                    }
+                    _ => literal_secrets(x, ptr, file, doc, diags),
+                }
+                ptr.truncate(len);
+            }
+        }
+        Value::Array(xs) => {
+            for (i, x) in xs.iter().enumerate() {
+                let len = ptr.len();
+                ptr.push_str(&format!("/{i}"));
+                literal_secrets(x, ptr, file, doc, diags);
+                ptr.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Deserialize a schema-valid document. A failure here means the schema and the model

@@ -5,10 +5,10 @@
 //! the linear-time `regex` engine.
 
 use crate::diagnostic::{Code, Diagnostic, edit_distance, quote};
-use crate::load::escape_pointer;
+use crate::load::{escape_pointer, yaml};
 use jsonschema::error::{TypeKind, ValidationErrorKind as K};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::OnceLock;
 
 const BASE: &str = "https://rampart.dev/schemas/v1/";
@@ -142,9 +142,47 @@ pub fn check(target: Target, value: &Value, file: &str, doc: usize, diags: &mut 
         return true;
     }
     let before = diags.len();
-    for e in validator.iter_errors(value) {
+    let errors: Vec<_> = validator.iter_errors(value).collect();
+    // a misspelled required field is one mistake, not two: the unknown key's "did you mean"
+    // names the required field, and "missing required field" is not said as well
+    let mut missing: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for e in &errors {
+        if let K::Required { property } = e.kind() {
+            let name = property.as_str().unwrap_or_default().to_owned();
+            missing
+                .entry(e.instance_path().as_str().to_owned())
+                .or_default()
+                .insert(name);
+        }
+    }
+    let mut misspelled: HashSet<(String, String)> = HashSet::new();
+    for e in &errors {
+        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = e.kind()
+            && let Some(names) = missing.get(e.instance_path().as_str())
+        {
+            for key in unexpected {
+                if let Some(f) = closest(key, names) {
+                    misspelled.insert((e.instance_path().as_str().to_owned(), f.to_owned()));
+                }
+            }
+        }
+    }
+    for e in &errors {
         let ptr = e.instance_path().as_str().to_owned();
-        diags.extend(describe(e.kind(), e.instance().as_ref(), &ptr, file, doc, &c.fields));
+        if let K::Required { property } = e.kind()
+            && misspelled.contains(&(ptr.clone(), property.as_str().unwrap_or_default().to_owned()))
+        {
+            continue;
+        }
+        let fields = missing.get(&ptr).filter(|m| !m.is_empty()).map(|m| (m, &c.fields));
+        diags.extend(describe(
+            e.kind(),
+            e.instance().as_ref(),
+            &ptr,
+            file,
+            doc,
+            fields.unwrap_or((&c.fields, &c.fields)),
+        ));
     }
     // `oneOf` failures repeat what the branches said; keep them only when alone
     let added = diags.len() - before;
@@ -166,7 +204,8 @@ fn describe(
     ptr: &str,
     file: &str,
     doc: usize,
-    fields: &BTreeSet<String>,
+    // the fields to suggest for a typo: those missing here first, then every known field
+    (missing, fields): (&BTreeSet<String>, &BTreeSet<String>),
 ) -> Vec<Diagnostic> {
     let at = |code: Code, p: &str, msg: String| Diagnostic::at_node(code, file, doc, p, msg);
     let field = field_name(ptr);
@@ -180,7 +219,7 @@ fn describe(
                         &format!("{ptr}/{}#key", escape_pointer(key)),
                         format!("unknown field {} in {}", quote(key), where_(ptr)),
                     );
-                    d.hint = Some(match closest(key, fields) {
+                    d.hint = Some(match closest(key, missing).or_else(|| closest(key, fields)) {
                         Some(s) if s == key => format!(
                             "`{key}` is a field of another object here: check its indentation"
                         ),
@@ -206,13 +245,15 @@ fn describe(
                 TypeKind::Single(t) => name(format!("{t}")),
                 TypeKind::Multiple(ts) => ts.iter().map(|t| name(format!("{t}"))).collect::<Vec<_>>().join(" or "),
             };
-            let numeric_text = instance.as_str().is_some_and(|s| !s.is_empty() && s.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit() || b == b'_' || b == b'.'));
+            let numeric_text = instance.as_str().is_some_and(|s| !s.is_empty() && s.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit() || b == b'_' || b == b'.'))
+                // (`1:30` too: base 60 to YAML 1.1, text here)
+                || instance.as_str().and_then(yaml::yaml11).is_some_and(|r| matches!(r, yaml::Yaml11::Integer(_)));
             let hint = if expected.contains("string") && (instance.is_number() || instance.is_boolean()) {
                 format!("quote the value (`\"{}\"`) if it is meant as text", instance)
             } else if expected == "boolean" && instance.is_string() {
-                "write `true` or `false`; YAML 1.1 spellings such as `yes`, `no`, `on` and `off` are text in rampart".to_owned()
+                yaml::BOOLEAN_HINT.to_owned()
             } else if (expected == "integer" || expected == "number") && numeric_text {
-                "zero-padded, underscored or quoted numbers are text in YAML 1.2; write the plain number".to_owned()
+                yaml::NUMBER_HINT.to_owned()
             } else if expected.contains("integer") && instance.is_number() {
                 "write a whole number".to_owned()
             } else {
@@ -238,6 +279,12 @@ fn describe(
             format!("{field} must be {}, found {}", short(expected_value), short(instance)),
         )
         .with_hint(format!("write {}", short(expected_value))),
+        K::Pattern { .. } if ptr.ends_with("/secretKeyRef/name") => at(
+            Code::BadFormat,
+            ptr,
+            format!("{field} {} is not a valid Secret name", short(instance)),
+        )
+        .with_hint("Secret names are DNS subdomains: lowercase letters, digits, `-` and `.`, at most 253 characters"),
         K::Pattern { .. } | K::Format { .. } | K::MinLength { .. } if is_name_like(ptr) => at(
             Code::BadFormat,
             ptr,
@@ -396,6 +443,27 @@ mod tests {
         assert_eq!(field_name("/spec/quota/cpu"), "`spec.quota.cpu`");
         assert_eq!(field_name("/spec/plugins/2/name"), "`spec.plugins[2].name`");
         assert_eq!(field_name(""), "the document");
+    }
+
+    /// `ownrs:` for `owners:` was reported twice: unknown `ownrs`, and missing `owners`.
+    #[test]
+    fn a_misspelled_required_field_is_one_error() {
+        let doc = serde_json::json!({
+            "apiVersion": "rampart.dev/v1", "kind": "Tenant", "metadata": {"name": "shop"},
+            "spec": {"ownrs": ["platform"], "tier": "free", "isolation": "shared",
+                     "quota": {"cpu": "1", "memory": "1Gi", "pods": 1, "storage": "1Gi"}}
+        });
+        let mut diags = Vec::new();
+        assert!(!check(Target::Tenant, &doc, "t.yaml", 0, &mut diags));
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].code, Code::UnknownField);
+        assert!(diags[0].hint.as_deref().unwrap().starts_with("did you mean `owners`?"));
+        // a missing field with no look-alike is still reported
+        let mut doc = doc;
+        doc["spec"].as_object_mut().unwrap().remove("ownrs");
+        let mut diags = Vec::new();
+        check(Target::Tenant, &doc, "t.yaml", 0, &mut diags);
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), [Code::MissingField]);
     }
 
     #[test]

@@ -351,3 +351,47 @@ fn strategies_compile_to_their_phases() {
     assert_eq!(run_with("rolling", "3").0, [Some(100); 3]);
     assert_eq!(run_with("canary", "2").0, [Some(25); 3]);
 }
+
+/// A Secret reference in a plugin's config becomes an env var of the portal container (from
+/// the Secret, `valueFrom.secretKeyRef`) and a `${…}` placeholder in `pluginConfig`.
+#[test]
+fn secret_references_render_as_env_vars() {
+    let repo = repo_with(None);
+    write(
+        &repo.path().join("tenants/shop.yaml"),
+        "apiVersion: rampart.dev/v1\nkind: Tenant\nmetadata:\n  name: shop\nspec:\n  owners: [platform]\n  tier: free\n  \
+         isolation: shared\n  quota: {cpu: 500m, memory: 1Gi, pods: 10, storage: 1Gi}\n  plugins:\n    - name: catalog\n      \
+         config:\n        catalog:\n          providers:\n            github:\n              \
+         apiKey: {secretKeyRef: {name: github-creds, key: api-key}}\n              \
+         clientSecret: {secretKeyRef: {name: github-creds, key: client-secret}}\n              organization: larkspur\n",
+    );
+    let out = repo.path().join("out");
+    let run = rampart(&["compile", ".", "--out", out.to_str().unwrap()], Some(repo.path()));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let read = |t: &str, f: &str| std::fs::read_to_string(out.join(t).join(f)).unwrap();
+    let deployment = read("shop", "deployment-portal.yaml");
+    let config_map = read("shop", "configmap-dynamic-plugins.yaml");
+    let d: Value = serde_saphyr::from_str(&deployment).unwrap();
+    let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env[0]["name"],
+        "RAMPART_PLUGIN_CATALOG_CATALOG_PROVIDERS_GITHUB_API_KEY"
+    );
+    assert_eq!(
+        env[0]["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "github-creds", "key": "api-key"})
+    );
+    let cm: Value = serde_saphyr::from_str(&config_map).unwrap();
+    let plugins: Value = serde_saphyr::from_str(cm["data"]["dynamic-plugins.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        plugins["plugins"][0]["pluginConfig"]["catalog"]["providers"]["github"]["apiKey"],
+        "${RAMPART_PLUGIN_CATALOG_CATALOG_PROVIDERS_GITHUB_API_KEY}"
+    );
+    // the base tenants' portals have no env: nothing changes for configs without references
+    assert!(!read("web", "deployment-portal.yaml").contains("env:"));
+    snapshot(
+        "compile/secret-references.yaml",
+        &format!("# deployment-portal.yaml\n{deployment}# configmap-dynamic-plugins.yaml\n{config_map}"),
+    )
+    .unwrap();
+}

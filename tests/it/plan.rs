@@ -158,7 +158,7 @@ fn plan_flags_risks_and_hides_secrets() {
     assert_eq!(kinds, ["deletion"], "{kinds:?}");
     assert_eq!(v["policy"]["decision"], "deny", "a delete needs a platform approval");
 
-    // a secret in a plugin config shows as a digest, and a changed secret as a changed digest
+    // a literal secret in a plugin config is refused (R325), and no format repeats it
     edit(
         p,
         "tenants/storefront.yaml",
@@ -166,17 +166,28 @@ fn plan_flags_risks_and_hides_secrets() {
         "    - name: techdocs\n      config:\n        techdocs:\n          builder: local\n          githubToken: ghp_SUPERSECRETVALUE123\n",
     );
     commit(p, "Rupert <rupert@example.com>", "token");
+    for format in ["text", "markdown", "json"] {
+        let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", format], Some(p));
+        assert_eq!(run.code, 3, "{format}: {}", run.stdout);
+        assert!(run.stdout.contains("R325"), "{format}: {}", run.stdout);
+        assert!(!run.stdout.contains("SUPERSECRET"), "{format}: leaked\n{}", run.stdout);
+    }
+    // the way out, a Secret reference, is shown and applied as its placeholder: no value
     edit(
         p,
         "tenants/storefront.yaml",
         "ghp_SUPERSECRETVALUE123",
-        "ghp_ROTATEDVALUE456",
+        "{secretKeyRef: {name: github, key: token}}",
     );
-    commit(p, "Rupert <rupert@example.com>", "rotate");
-    hides(p, "HEAD~2", &["SUPERSECRET", "ROTATED"]);
-    let run = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
-    assert!(run.stdout.contains("githubToken: (secret sha256:"), "{}", run.stdout);
-    // apply writes the real value
+    commit(p, "Rupert <rupert@example.com>", "reference");
+    hides(p, "HEAD~2", &["SUPERSECRET"]);
+    let run = rampart(&["plan", ".", "--base", "HEAD~2"], Some(p));
+    let placeholder = "${RAMPART_PLUGIN_TECHDOCS_TECHDOCS_GITHUB_TOKEN}";
+    assert!(
+        run.stdout.contains(&format!("githubToken: {placeholder}")),
+        "{}",
+        run.stdout
+    );
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("out");
     let run = rampart(
@@ -185,7 +196,7 @@ fn plan_flags_risks_and_hides_secrets() {
     );
     assert_eq!(run.code, 0, "{}", run.stdout);
     let cm = std::fs::read_to_string(target.join("storefront/configmap-dynamic-plugins.yaml")).unwrap();
-    assert!(cm.contains("ghp_ROTATEDVALUE456"));
+    assert!(cm.contains(placeholder), "{cm}");
 }
 
 /// A change to every tenant still makes a comment GitHub accepts: summary first, diffs while
