@@ -134,13 +134,21 @@ fn walk(plugin: &str, v: &Value, path: &mut Vec<String>, envs: &mut Vec<SecretEn
     }
     match v {
         Value::Object(m) => {
+            // (visited in sorted order for the names; written in the order the user wrote
+            // them, as the rest of the plugin config is)
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let mut out = Map::new();
+            let mut done: std::collections::HashMap<&String, Value> = std::collections::HashMap::new();
             for k in keys {
                 path.push(k.clone());
-                out.insert(k.clone(), walk(plugin, &m[k], path, envs));
+                done.insert(k, walk(plugin, &m[k], path, envs));
                 path.pop();
+            }
+            let mut out = Map::new();
+            for k in m.keys() {
+                if let Some(v) = done.remove(k) {
+                    out.insert(k.clone(), v);
+                }
             }
             Value::Object(out)
         }
