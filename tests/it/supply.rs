@@ -231,7 +231,7 @@ fn the_plan_shows_what_a_change_does_to_trust() {
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert!(
             run.stdout.contains(
-                "plugin \\`catalog\\`: 2.3.1 trust 100 \\(signed by backstage-release\\) → 2.3.1 trust 94 \\(signed by backstage-release\\)"
+                "plugin `catalog`: 2.3.1 trust 100 \\(signed by backstage-release\\) → 2.3.1 trust 94 \\(signed by backstage-release\\)"
             ),
             "{}",
             run.stdout
