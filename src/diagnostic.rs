@@ -300,7 +300,15 @@ pub fn counts(diags: &[Diagnostic]) -> Counts {
 /// shows text in another order than it is (Trojan Source, CVE-2021-42574).
 pub fn is_hidden(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 /// `s` with every hidden character (see [`is_hidden`]) but those in `keep` written as its

@@ -523,6 +523,24 @@ fn guarded_entries(repo: &git2::Repository, tree: git2::Oid, limits: &Limits) ->
     Ok(snap)
 }
 
+/// A file name no report could show as it is: a control, bidirectional or invisible
+/// character (a tab, a newline, U+202E), or a backslash, which escaping uses — `ev\til` and
+/// `ev<TAB>il` would read the same. Refused like a non-UTF-8 name, so every file rampart
+/// reads has a name a reviewer sees exactly.
+fn odd_name(dir: &str, name: &str) -> Option<Diagnostic> {
+    if !name.chars().any(|c| crate::diagnostic::is_hidden(c) || c == '\\') {
+        return None;
+    }
+    Some(
+        Diagnostic::at_file(
+            Code::BadPath,
+            &format!("{dir}/{name}"),
+            "file name holds a control, invisible or backslash character; not read",
+        )
+        .with_hint("rename the file with visible characters only"),
+    )
+}
+
 fn read_err(rev: &str, e: git2::Error) -> SourceError {
     SourceError::GitRead {
         rev: rev.to_owned(),
@@ -771,6 +789,10 @@ impl<'l> Walk<'l> {
                     );
                     continue;
                 };
+                if let Some(d) = odd_name(&dir, name) {
+                    self.refuse(d);
+                    continue;
+                }
                 let rel = format!("{dir}/{name}");
                 self.dir_entry(&rel, ft, &mut stack);
             }
@@ -839,6 +861,10 @@ impl<'l> Walk<'l> {
                         );
                         continue;
                     };
+                    if let Some(d) = odd_name(rel, child) {
+                        self.refuse(d);
+                        continue;
+                    }
                     children.push((format!("{rel}/{child}"), entry.id(), entry.filemode()));
                 }
                 children.reverse();

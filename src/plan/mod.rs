@@ -192,6 +192,11 @@ pub fn file_changes(changes: &[crate::change::Change], base: &FileRead, head: &F
             side(head, c.action != Action::Delete),
         );
         let (diff, lines_added, lines_removed) = match (a, b) {
+            (Ok(Some(a)), Ok(Some(b))) if a == b => (
+                format!("--- {path}: same content; its mode or type changed (e.g. made executable)\n"),
+                0,
+                0,
+            ),
             (Ok(a), Ok(b)) => unified(path, a.as_deref(), b.as_deref()),
             (a, b) => {
                 let what = |s: Result<Option<String>, String>| match s {
@@ -213,8 +218,8 @@ pub fn file_changes(changes: &[crate::change::Change], base: &FileRead, head: &F
     out
 }
 
-/// An object deleted and one of the same kind created with an equal spec in the same
-/// change: most likely a rename (Kubernetes sees a delete and a create).
+/// An object deleted and one of the same kind created with an equal spec and equal labels in
+/// the same change: most likely a rename (Kubernetes sees a delete and a create).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rename {
@@ -234,7 +239,8 @@ pub fn likely_renames(
     use crate::spec::Kind;
     fn same<S: PartialEq>(a: &[crate::spec::Object<S>], b: &[crate::spec::Object<S>], i: usize, j: usize) -> bool {
         match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) => x.spec == y.spec,
+            // (labels too: policies select on them, a rename that drops one is not "equal")
+            (Some(x), Some(y)) => x.spec == y.spec && x.metadata.labels == y.metadata.labels,
             _ => false,
         }
     }

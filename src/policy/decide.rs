@@ -40,8 +40,8 @@ pub enum WayOut {
     /// No approval helps this author; the change made by a member of one of these teams
     /// would be allowed, with these approvals (none when `needs` is empty).
     Author { teams: Vec<String>, needs: Vec<Need> },
-    /// The search was exhaustive: neither approvals nor another author help; the change
-    /// itself must change.
+    /// Every one or two approvals and every other author were tried and none helps: the
+    /// change itself must change (a policy that wants three approvals also lands here).
     None,
     /// Nothing found, but the search was not exhaustive (too many teams to try every pair).
     NotFound,
@@ -128,7 +128,9 @@ impl WayOut {
                 };
                 format!("no approval can help: only a member of {who} may make this change{then}")
             }
-            WayOut::None => "no approval can help: the change itself must change".into(),
+            WayOut::None => {
+                "neither one or two approvals nor another author can help: the change itself must change".into()
+            }
             WayOut::NotFound => "no single approval or pair of approvals from the same team helps; \
                                  too many teams to try every pair"
                 .into(),
@@ -202,15 +204,27 @@ pub fn evaluate(engine: &Engine, authorizer: &Authorizer, req: &Request, model: 
     let set = req.action().map_or(&engine.policies, |a| engine.policies_for(a));
     let response = authorizer.is_authorized(req, set, &model.entities);
     let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
-    let mut policies: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
-    policies.sort();
     let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
+    // a denial by an evaluation error is the erroring policies' (with the forbids that
+    // matched, if any) — not the permits Cedar allowed with
+    let erroring = response.diagnostics().errors().map(|e| match e {
+        cedar_policy::AuthorizationError::PolicyEvaluationError(p) => p.policy_id(),
+    });
+    let deciding: Vec<&cedar_policy::PolicyId> = if !allowed && response.decision() == CedarDecision::Allow {
+        erroring.collect()
+    } else if !allowed {
+        response.diagnostics().reason().chain(erroring).collect()
+    } else {
+        response.diagnostics().reason().collect()
+    };
+    let mut policies: Vec<String> = deciding.iter().map(|id| id.to_string()).collect();
+    policies.sort();
+    policies.dedup();
     let advice = if allowed {
         Vec::new()
     } else {
-        let mut a: Vec<String> = response
-            .diagnostics()
-            .reason()
+        let mut a: Vec<String> = deciding
+            .iter()
             .filter_map(|id| engine.advice(id).map(|t| render_advice(t, req, &model.entities)))
             .collect();
         a.sort();
@@ -249,7 +263,11 @@ pub fn render_advice(template: &str, req: &Request, entities: &cedar_policy::Ent
         use cedar_policy::EvalResult as V;
         match v {
             V::String(s) => s.clone(),
-            V::EntityUid(u) => u.id().unescaped().to_owned(),
+            // (an author who matches no member is `?unknown:<identity>`)
+            V::EntityUid(u) => {
+                let id = u.id().unescaped();
+                id.strip_prefix("?unknown:").unwrap_or(id).to_owned()
+            }
             V::Set(set) => {
                 let items: Vec<String> = set.iter().map(show).collect();
                 if items.is_empty() {
@@ -266,9 +284,12 @@ pub fn render_advice(template: &str, req: &Request, entities: &cedar_policy::Ent
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let filled = after
-            .find('}')
-            .filter(|&close| close <= PLACEHOLDER && path(after[..close].trim()))
+        // (looked for only within a placeholder's length: a template of many `{` stays linear)
+        let window = &after.as_bytes()[..after.len().min(PLACEHOLDER + 1)];
+        let filled = window
+            .iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| path(after[..close].trim()))
             .and_then(|close| {
                 let expr = cedar_policy::Expression::from_str(after[..close].trim()).ok()?;
                 let v = cedar_policy::eval_expression(req, entities, &expr).ok()?;
@@ -276,6 +297,8 @@ pub fn render_advice(template: &str, req: &Request, entities: &cedar_policy::Ent
             });
         match filled {
             Some((text, close)) => {
+                // a value is data: it cannot open or close a code span, or hide characters
+                let text = crate::diagnostic::visible(&text.replace('`', "'"), &[]);
                 out.push_str(&text);
                 rest = &after[close + 1..];
             }
@@ -286,8 +309,15 @@ pub fn render_advice(template: &str, req: &Request, entities: &cedar_policy::Ent
         }
     }
     out.push_str(rest);
+    if out.len() > ADVICE_CHARS {
+        out.truncate(out.floor_char_boundary(ADVICE_CHARS));
+        out.push('…');
+    }
     out
 }
+
+/// Longest rendered advice: a denial's reason is a sentence, not a document.
+const ADVICE_CHARS: usize = 1024;
 
 fn schema_mismatch(e: String) -> Decision {
     request_failed(format!("the request does not match rampart's Cedar schema: {e}"))
@@ -374,7 +404,12 @@ fn request_failed(e: String) -> Decision {
 }
 
 fn allowed(engine: &Engine, authorizer: &Authorizer, req: Result<Request, String>, model: &Model) -> bool {
-    req.is_ok_and(|r| evaluate(engine, authorizer, &r, model).allowed)
+    // (only the verdict: no advice is rendered for the way-out search's hypotheses)
+    req.is_ok_and(|r| {
+        let set = r.action().map_or(&engine.policies, |a| engine.policies_for(a));
+        let response = authorizer.is_authorized(&r, set, &model.entities);
+        response.decision() == CedarDecision::Allow && response.diagnostics().errors().next().is_none()
+    })
 }
 
 /// Teams up to which every pair of teams is tried (pairs cost teams² entities).
@@ -557,11 +592,22 @@ impl Hypotheses {
     fn approvals(&self, q: &Query<'_>, principal: &EntityUid, budget: &mut usize) -> Option<Vec<Need>> {
         for tier in &self.tiers {
             let allowed = q.each_allowed(tier.iter().map(|h| (principal, &h.change)), budget)?;
-            let found: Vec<&Need> = tier
+            let results: Vec<(&Need, bool)> = tier.iter().map(|h| &h.need).zip(allowed).collect();
+            // "plus anyone" holds only if no second approval breaks it: every two-approval
+            // option with the same team that was tried (two of it, it and each other team)
+            // must allow too — a policy may refuse an approval from some team
+            let sound = |n: &Need| {
+                !n.plus_anyone
+                    || results.iter().all(|(m, ok)| {
+                        *ok || m.plus_anyone
+                            || m.approvals.len() < 2
+                            || !m.approvals.iter().any(|a| a.team == n.approvals[0].team)
+                    })
+            };
+            let found: Vec<&Need> = results
                 .iter()
-                .zip(allowed)
-                .filter(|(_, a)| *a)
-                .map(|(h, _)| &h.need)
+                .filter(|(n, ok)| *ok && sound(n))
+                .map(|(n, _)| *n)
                 .collect();
             let options: Vec<Need> = found
                 .iter()

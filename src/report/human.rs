@@ -87,7 +87,8 @@ fn one(out: &mut String, d: &Diagnostic, s: &Summary<'_>, p: &Paint) {
         p.wrap("1", &d.message)
     );
     if let Some(loc) = &d.location {
-        let file = visible(&s.path(&loc.file));
+        // (a name with a tab or a newline is shown escaped: it must read as exactly one name)
+        let file = crate::diagnostic::visible(&s.path(&loc.file), &[]);
         let place = if loc.line > 0 {
             format!("{file}:{}:{}", loc.line, loc.column)
         } else {

@@ -108,9 +108,11 @@ pub fn author_text(author: &str) -> String {
 /// Text rampart wrote, with user values inside its own `code spans`: the spans render as
 /// code (their content made inert: no line break, no pipe that ends a table cell, no control
 /// or bidirectional character), everything else is escaped as [`markdown_escape`]. Text with
-/// an odd number of backticks has no spans it can trust and is escaped whole.
+/// an odd number of backticks, or a run of two or more, has no spans it can trust and is
+/// escaped whole.
 pub fn markdown_text(s: &str) -> String {
-    if s.matches('`').count() % 2 == 1 {
+    // (CommonMark pairs backtick runs of equal length: only single ones are trusted)
+    if s.matches('`').count() % 2 == 1 || s.contains("``") {
         return markdown_escape(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -146,6 +148,8 @@ mod tests {
         // an odd backtick: nothing is trusted
         assert_eq!(super::markdown_text("a ` b"), "a \\` b");
         assert!(!super::markdown_text("`a\nb`").contains('\n'));
+        // a run of backticks pairs only with a run of the same length: nothing is trusted
+        assert!(!super::markdown_text("`x` and `y<img>```").contains('<'));
     }
 
     #[test]

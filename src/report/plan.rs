@@ -425,7 +425,7 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
     if left_out > 0 {
         let _ = writeln!(
             out,
-            "> {left_out} object diff{} ({left_chars} characters) left out to stay within GitHub's \
+            "> {left_out} diff{} ({left_chars} characters) left out to stay within GitHub's \
              {MARKDOWN_LIMIT}-character comment limit; run `rampart plan` locally or see the job log \
              for the full plan.",
             if left_out == 1 { "" } else { "s" }

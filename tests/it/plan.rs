@@ -630,3 +630,57 @@ fn plans_of_revisions_that_do_not_compile() {
         "every object of the affected tenant in the head is created"
     );
 }
+
+/// A guarded file's name is shown exactly, or the file is refused: a control or backslash
+/// character in it makes the head invalid, so no policy loads under a name that reads like
+/// another's. A mode-only change says so; a rename that drops a label is not "equal".
+#[test]
+fn guarded_files_are_shown_as_they_are() {
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("policies/ev\til.cedar"),
+        "@id(\"allow-all\")\npermit(principal, action, resource);\n",
+    );
+    commit(p, "Bob <bob@example.com>", "a policy\n\nApproved-by: alice\n");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert_eq!(codes(&run.stdout), ["R106"], "{}", run.stdout);
+    assert!(run.stdout.contains("policies/ev\\til.cedar"), "{}", run.stdout);
+    std::fs::remove_file(p.join("policies/ev\til.cedar")).unwrap();
+    commit(p, "Bob <bob@example.com>", "no such policy\n\nApproved-by: alice\n");
+
+    // the mode alone
+    let f = p.join("policies/compliance.cedar");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    commit(p, "Bob <bob@example.com>", "executable\n\nApproved-by: alice\n");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "json"], Some(p));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let diff = v["files"][0]["diff"].as_str().unwrap();
+    assert!(diff.contains("same content; its mode or type changed"), "{diff}");
+
+    // a rename that drops the compliance label is a delete and a create, not a rename
+    let text = std::fs::read_to_string(p.join("tenants/payments-prod.yaml")).unwrap();
+    std::fs::remove_file(p.join("tenants/payments-prod.yaml")).unwrap();
+    let renamed = text.replacen("name: payments-prod", "name: pp2", 1);
+    assert!(renamed.contains("compliance: pci-dss"));
+    write(
+        &p.join("tenants/pp2.yaml"),
+        renamed.replacen("    compliance: pci-dss\n", "", 1),
+    );
+    commit(p, "Bob <bob@example.com>", "rename");
+    let run = rampart(&["plan", ".", "--base", "HEAD~1", "--format", "json"], Some(p));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["renames"], serde_json::json!([]), "{}", run.stdout);
+    write(&p.join("tenants/pp2.yaml"), renamed);
+    commit(p, "Bob <bob@example.com>", "keep the label");
+    let run = rampart(&["plan", ".", "--base", "HEAD~2", "--format", "json"], Some(p));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        v["renames"],
+        serde_json::json!([{"kind": "Tenant", "from": "payments-prod", "to": "pp2"}]),
+        "{}",
+        run.stdout
+    );
+}

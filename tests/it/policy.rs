@@ -754,3 +754,90 @@ fn reach_follows_what_is_compiled() {
     let run = check(p, &["--author", "peggy"]);
     assert!(!run.stdout.contains("data-lake"), "{}", run.stdout);
 }
+
+/// An `@advice` names the facts of the denied request; what cannot be filled stays as
+/// written; values cannot break out of the markdown; a template of many braces stays fast
+/// (the search for a closing brace is bounded), and a rendered advice is bounded.
+#[test]
+fn advice_templates_fill_in_facts_and_stay_inert() {
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("policies/templates.cedar"),
+        format!(
+            "@id(\"sandbox-pods\")\n\
+             @advice(\"{{resource}} pods: {{context.quotaPercent.pods}} %, owners {{context.newOwners}}, \
+             unknown {{context.nope}}, not a path {{ oops }}, by {{principal}}\")\n\
+             forbid (principal, action == Rampart::Action::\"updateTenant\", resource)\n\
+             when {{ resource == Rampart::Tenant::\"sandbox\" && context.quotaPercent.pods > 100 }};\n\
+             @id(\"new-keys\")\n\
+             @advice(\"key file {{resource.path}} needs a look\")\n\
+             forbid (principal, action == Rampart::Action::\"createFile\", resource)\n\
+             when {{ resource.path like \"keys/*.txt\" }};\n\
+             @id(\"braces\")\n\
+             @advice(\"zz {}\")\n\
+             forbid (principal, action == Rampart::Action::\"updateTenant\", resource)\n\
+             when {{ resource == Rampart::Tenant::\"sandbox\" && context.quotaPercent.pods > 100 }};\n",
+            "{".repeat(60_000)
+        ),
+    );
+    commit(p, "Alice <alice@example.com>", "policies\n\nApproved-by: bob\n");
+    edit(p, "tenants/sandbox.yaml", "pods: 10", "pods: 11");
+    write(&p.join("keys/z`<img src=x>@carol-ng```.txt"), "hi\n");
+    commit(p, "Alice <alice@example.com>", "more pods");
+    let run = check(p, &["--author", "alice"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("sandbox pods: 110 %, owners platform, unknown {context.nope}, not a path { oops }, by alice"),
+        "{}",
+        run.stdout
+    );
+    // bounded: the 60,000 braces are cut
+    assert!(run.stdout.len() < 20_000, "{}", run.stdout.len());
+    let md = check(p, &["--author", "alice", "--format", "markdown"]);
+    assert!(md.stdout.contains("key file keys/z"), "{}", md.stdout);
+    for bad in ["<img", "@carol"] {
+        assert!(!md.stdout.contains(bad), "{bad} in\n{}", md.stdout);
+    }
+    // (the diffs show the name as it is, inside their fences)
+    let plan = rampart(
+        &[
+            "plan", ".", "--base", "HEAD~1", "--author", "alice", "--format", "markdown",
+        ],
+        Some(p),
+    );
+    for line in plan.stdout.lines().filter(|l| l.starts_with(['|', '-', '>', '#', '*'])) {
+        for bad in ["<img", "@carol"] {
+            assert!(!line.contains(bad) || line.starts_with("+++"), "{bad} in {line}");
+        }
+    }
+}
+
+/// An evaluation error denies in the name of the erroring policy, with its advice — not the
+/// permits Cedar allowed with.
+#[test]
+fn an_erroring_policy_is_named_with_its_advice() {
+    let repo = example_history();
+    let p = repo.path();
+    write(
+        &p.join("policies/overflow.cedar"),
+        "@id(\"overflowing\")\n@advice(\"This policy overflows.\")\n\
+         forbid (principal, action == Rampart::Action::\"updateTenant\", resource)\n\
+         when { context.quotaPercent.max * 9223372036854775807 > 1 };\n",
+    );
+    commit(p, "Alice <alice@example.com>", "policies\n\nApproved-by: bob\n");
+    edit(p, "tenants/sandbox.yaml", "pods: 10", "pods: 11");
+    commit(p, "Alice <alice@example.com>", "more pods");
+    let run = check(p, &["--author", "alice", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let c = &v["changes"][0];
+    assert_eq!(c["decision"], "deny", "{}", run.stdout);
+    assert_eq!(c["policies"], serde_json::json!(["overflowing"]), "{}", run.stdout);
+    assert_eq!(
+        c["advice"],
+        serde_json::json!(["This policy overflows."]),
+        "{}",
+        run.stdout
+    );
+}
