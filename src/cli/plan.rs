@@ -198,6 +198,11 @@ pub fn compute(
         )?),
         _ => None,
     };
+    // what the change's own policies and teams decide differently (only when it changes them)
+    let impact = match &verdicts {
+        Some(a) => pipeline::impact(base, head, &base_v, &head_v, &a.changes)?,
+        None => None,
+    };
     let t_policy = start.elapsed();
     // a base invalid only because of its Cedar policies still compiles: the plan shows the
     // real diff (the policy fix), and the verdicts say why they are break-glass
@@ -292,7 +297,20 @@ pub fn compute(
             streamed = plan::stream::plan(None, &head_v.repo, affected.as_ref(), opts);
         }
     }
-    let plan = streamed.value;
+    let mut plan = streamed.value;
+    if let Some(i) = impact.as_ref().map(|i| &i.impact).filter(|i| i.widening > 0) {
+        plan.risks.push(plan::Risk {
+            kind: plan::RiskKind::PolicyWidening,
+            tenant: "the rules".into(),
+            path: String::new(),
+            detail: format!(
+                "{} decision{} that the base's policies and teams deny the head's allow (see the policy impact)",
+                i.widening,
+                if i.widening == 1 { "" } else { "s" }
+            ),
+        });
+        plan.risks.sort();
+    }
     let t_diff = start.elapsed();
     let report = PlanReport {
         plan: &plan,
@@ -306,6 +324,7 @@ pub fn compute(
             author: &a.who.author,
             approvers: &a.who.approvers,
         }),
+        impact: impact.as_ref().map(|i| &i.impact),
     };
     let rendered = formats
         .iter()
@@ -315,13 +334,22 @@ pub fn compute(
         })
         .collect();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let timings = format!(
+    let mut timings = format!(
         "timings: read+validate {:.1} ms, policy {:.1} ms, compile+diff {:.1} ms, render {:.1} ms",
         ms(t_read),
         ms(t_policy - t_read),
         ms(t_diff - t_policy),
         ms(start.elapsed() - t_diff)
     );
+    if let Some(i) = &impact {
+        // (part of the policy phase)
+        timings.push_str(&format!(
+            "; impact {:.1} ms ({} questions, {} decided under both rules)",
+            ms(i.time),
+            i.impact.questions,
+            i.impact.evaluated
+        ));
+    }
     let changed = plan.totals.total() > 0;
     // freeing the models and the parse cache object by object costs more than the process exit
     std::mem::forget(head_v);

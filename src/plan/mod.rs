@@ -53,6 +53,8 @@ pub enum RiskKind {
     NetworkWidening,
     RbacChange,
     IsolationDowngrade,
+    /// The change's policies or teams allow something the base's denied.
+    PolicyWidening,
 }
 
 impl RiskKind {
@@ -63,6 +65,7 @@ impl RiskKind {
             RiskKind::NetworkWidening => "network widening",
             RiskKind::RbacChange => "RBAC change",
             RiskKind::IsolationDowngrade => "isolation downgrade",
+            RiskKind::PolicyWidening => "policy widening",
         }
     }
 }
