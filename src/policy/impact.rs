@@ -69,8 +69,8 @@ pub struct Inputs<'a> {
 pub struct Flip {
     /// deny → allow (someone may now do something they could not).
     pub widening: bool,
-    /// The changed policies among the determining ones of either side (all the determining
-    /// ones that differ when none changed: a membership change).
+    /// The forbids that deny on the denying side; when none does (no permit applies there),
+    /// the permits that allow on the other.
     pub policies: Vec<String>,
     /// Who asks, as a class ("a member of `platform`", "a non-member", "`alice`"…).
     pub asker: String,
@@ -398,7 +398,6 @@ fn changed_ids(base: &Engine, head: &Engine) -> Vec<String> {
 /// The changed policies of both sides, permits and forbids apart (a satisfied permit does not
 /// show in a response that a forbid decides).
 struct Changed {
-    ids: BTreeSet<String>,
     permits: PolicySet,
     forbids: PolicySet,
     /// The actions some changed policy applies to.
@@ -433,7 +432,6 @@ impl Changed {
             }
         }
         Changed {
-            ids,
             permits,
             forbids,
             actions,
@@ -661,18 +659,14 @@ impl Sides<'_> {
             if before.0 == after.0 {
                 continue;
             }
-            let mut policies: Vec<String> = before
-                .1
-                .iter()
-                .chain(&after.1)
-                .filter(|id| self.changed.ids.contains(*id))
-                .cloned()
-                .collect();
-            if policies.is_empty() {
-                policies = before.1.symmetric_difference(&after.1).cloned().collect();
-            }
-            policies.sort();
-            policies.dedup();
+            // what denies on the denying side (its forbids), or, when nothing forbids there
+            // (no permit applies), what permits on the other
+            let (denying, allowing) = if after.0 { (&before, &after) } else { (&after, &before) };
+            let policies: Vec<String> = if denying.1.is_empty() {
+                allowing.1.iter().cloned().collect()
+            } else {
+                denying.1.iter().cloned().collect()
+            };
             flips.push(Flip {
                 widening: after.0,
                 policies,

@@ -42,10 +42,14 @@ fn direction(g: &Group) -> &'static str {
     }
 }
 
+/// Example lines of the text impact in all.
+const TEXT_EXAMPLES: usize = 100;
+
 /// The text lines of the impact.
 pub fn text(i: &Impact) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "policy impact: {}", headline(i));
+    let mut budget = TEXT_EXAMPLES;
     for g in &i.groups {
         let _ = writeln!(
             out,
@@ -55,11 +59,13 @@ pub fn text(i: &Impact) -> String {
             g.policies.join(", "),
             g.asker
         );
-        for e in &g.examples {
+        let shown = g.examples.len().min(budget);
+        budget -= shown;
+        for e in &g.examples[..shown] {
             let _ = writeln!(out, "    {e}");
         }
-        if g.count > g.examples.len() {
-            let _ = writeln!(out, "    … and {} more", g.count - g.examples.len());
+        if g.count > shown {
+            let _ = writeln!(out, "    … and {} more", g.count - shown);
         }
     }
     if i.more_groups > 0 {
@@ -80,10 +86,11 @@ pub fn text(i: &Impact) -> String {
 
 /// `text` as a code span when it is plain (a policy id, a team, a name), else escaped.
 fn code(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text
+    // (nothing is markup inside a code span: only what ends it, a table cell or a line)
+    let plain = !text.trim().is_empty()
+        && !text
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | ' '));
+            .any(|c| matches!(c, '`' | '|' | '\n' | '\r') || crate::diagnostic::is_hidden(c));
     if plain {
         format!("`{text}`")
     } else {
@@ -107,7 +114,8 @@ pub fn markdown(i: &Impact) -> String {
         out.push_str("| | decisions | policies | asked by | for example |\n|---|---:|---|---|---|\n");
         for (n, g) in i.groups.iter().enumerate() {
             if n == MARKDOWN_GROUPS {
-                let rest: usize = i.groups[n..].iter().map(|g| g.count).sum();
+                let shown: usize = i.groups[..n].iter().map(|g| g.count).sum();
+                let rest = i.widening + i.narrowing - shown;
                 let _ = writeln!(
                     out,
                     "| … {} more groups | {rest} | | | |",
