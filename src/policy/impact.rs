@@ -17,8 +17,9 @@
 //!   non-member, (d) each login whose membership differs between base and head, as itself —
 //!   each of these alone, with no approval; and the object's natural author (a member of its
 //!   first owner team, or of the team itself; a member of another team for plugins, rollouts
-//!   and files) approved by a member of each team that matters, by each login of (d), and by
-//!   either of these plus one more approval from anyone.
+//!   and files) approved by a member of each team that matters and by each login of (d) —
+//!   and, when a policy that applies to the question reads `approvals`, by either of these
+//!   plus one more approval from anyone.
 //!
 //! Synthetic askers have the same membership on both sides, so only the rules differ.
 //! [`Mode::Reduced`] skips questions that cannot flip: when neither the changed policies
@@ -126,7 +127,9 @@ impl Impact {
 
 /// The impact: flips grouped, counts first, bounded.
 pub fn impact(inputs: &Inputs<'_>, mode: Mode) -> Result<Impact, String> {
-    let (flips, questions, evaluated) = flips(inputs, mode)?;
+    let (mut flips, questions, evaluated) = flips(inputs, mode)?;
+    // (askers of one class, e.g. members of two owner teams, read as one flip)
+    flips.dedup();
     let mut out = Impact {
         questions,
         evaluated,
@@ -224,14 +227,18 @@ pub fn flips(inputs: &Inputs<'_>, mode: Mode) -> Result<(Vec<Flip>, usize, usize
             || (matches!(subject, Subject::Object(Kind::Plugin | Kind::Rollout))
                 && changed.applies(&uid("Action", "reachTenant")))
     };
+    let plus_for: HashMap<(Subject, Action), bool> = Subject::ALL
+        .into_iter()
+        .flat_map(|s| Action::ALL.map(|a| ((s, a), reads_approvals(inputs, s, a))))
+        .collect();
     // the questions, unit by unit (one object and action, many askers)
     let mut units: Vec<Unit> = Vec::new();
     let mut questions = 0usize;
     let mut add = |subject: Subject, name: &str, index: Option<usize>, teams: Vec<String>, natural: Author| {
-        let askers = askers(&teams, &literal_teams, natural, &logins);
         for action in Action::ALL {
-            questions += askers.len();
-            let mut kept: Vec<Asker> = askers.clone();
+            let plus = plus_for[&(subject, action)];
+            let mut kept = askers(&teams, &literal_teams, &natural, &logins, plus);
+            questions += kept.len();
             if mode == Mode::Reduced && !needs(subject, action) {
                 kept.retain(Asker::is_login);
             }
@@ -323,7 +330,7 @@ pub fn flips(inputs: &Inputs<'_>, mode: Mode) -> Result<(Vec<Flip>, usize, usize
     let (base_entities, head_entities) = entities(model.entities, &units, base, head, &literal_users, schema)?;
     let sides = Sides {
         base: (inputs.base_engine, &base_entities),
-        head: (inputs.head_engine, &head_entities),
+        head: (inputs.head_engine, head_entities.as_ref().unwrap_or(&base_entities)),
         changed: &changed,
         schema,
         literal_teams: &literal_teams,
@@ -477,7 +484,31 @@ impl Asker {
     }
 }
 
-fn askers(teams: &[String], literal: &BTreeSet<String>, natural: Author, logins: &BTreeSet<String>) -> Vec<Asker> {
+/// Whether a policy of either side that applies to the question's requests reads how many
+/// approvals a change has (else "and one more approval" asks nothing new).
+fn reads_approvals(inputs: &Inputs<'_>, subject: Subject, action: Action) -> bool {
+    let mut actions = vec![uid("Action", &format!("{}{}", action.as_str(), subject.as_str()))];
+    match subject {
+        Subject::Object(Kind::Tenant) => actions.push(uid("Action", "changeOwners")),
+        Subject::Object(Kind::Plugin | Kind::Rollout) => actions.push(uid("Action", "reachTenant")),
+        _ => {}
+    }
+    [inputs.base_engine, inputs.head_engine].iter().any(|e| {
+        actions.iter().any(|a| {
+            e.policies_for(a)
+                .policies()
+                .any(|p| p.to_string().contains("approvals"))
+        })
+    })
+}
+
+fn askers(
+    teams: &[String],
+    literal: &BTreeSet<String>,
+    natural: &Author,
+    logins: &BTreeSet<String>,
+    plus_anyone: bool,
+) -> Vec<Asker> {
     let matter: BTreeSet<&String> = teams.iter().chain(literal).collect();
     let alone = |author| Asker {
         author,
@@ -487,7 +518,7 @@ fn askers(teams: &[String], literal: &BTreeSet<String>, natural: Author, logins:
     out.push(alone(Author::Other));
     out.push(alone(Author::Nobody));
     out.extend(logins.iter().map(|l| alone(Author::Login(l.clone()))));
-    for plus in [false, true] {
+    for plus in [false, true].into_iter().filter(|p| !p || plus_anyone) {
         for t in &matter {
             out.push(Asker {
                 author: natural.clone(),
@@ -526,7 +557,7 @@ struct Unit {
 }
 
 /// The model's entities with the askers added: with the base's membership, and with the
-/// head's (only the logins whose membership changes, and the users policies name, differ).
+/// head's when a login's membership differs (only those logins' users differ; `None`: the same).
 fn entities(
     model: Entities,
     units: &[Unit],
@@ -534,7 +565,7 @@ fn entities(
     head: &Repo,
     literal_users: &BTreeSet<String>,
     schema: &cedar_policy::Schema,
-) -> Result<(Entities, Entities), String> {
+) -> Result<(Entities, Option<Entities>), String> {
     let user = |id: EntityUid, member: bool, teams: Vec<EntityUid>| {
         Entity::new_with_tags(
             id,
@@ -617,12 +648,20 @@ fn entities(
     }
     let check = model::checked(schema);
     let base_entities = model.upsert_entities(extra, check).map_err(|e| e.to_string())?;
-    let head_users: Vec<Entity> = logins.iter().map(|l| real(&h, l)).collect::<Result<_, _>>()?;
+    // (the same entities when no login's membership differs)
+    let head_users: Vec<Entity> = logins
+        .iter()
+        .filter(|l| b.get(**l) != h.get(**l))
+        .map(|l| real(&h, l))
+        .collect::<Result<_, _>>()?;
+    if head_users.is_empty() {
+        return Ok((base_entities, None));
+    }
     let head_entities = base_entities
         .clone()
         .upsert_entities(head_users, check)
         .map_err(|e| e.to_string())?;
-    Ok((base_entities, head_entities))
+    Ok((base_entities, Some(head_entities)))
 }
 
 /// Both rules, and the changed policies, ready to decide.
@@ -686,10 +725,13 @@ impl Sides<'_> {
     fn touched(&self, authorizer: &Authorizer, requests: &[cedar_policy::Request]) -> bool {
         let entities = self.base.1;
         requests.iter().any(|r| {
-            [&self.changed.permits, &self.changed.forbids].into_iter().any(|set| {
-                let response = authorizer.is_authorized(r, set, entities);
-                response.diagnostics().reason().next().is_some() || response.diagnostics().errors().next().is_some()
-            })
+            [&self.changed.permits, &self.changed.forbids]
+                .into_iter()
+                .filter(|set| !set.is_empty())
+                .any(|set| {
+                    let response = authorizer.is_authorized(r, set, entities);
+                    response.diagnostics().reason().next().is_some() || response.diagnostics().errors().next().is_some()
+                })
         })
     }
 
