@@ -34,7 +34,10 @@ use super::Engine;
 use super::model::{self, Facts, Prepared, Who, uid};
 use crate::change::{Action, Change, Subject};
 use crate::spec::{Kind, Object, Repo};
-use cedar_policy::{Authorizer, Decision as CedarDecision, Effect, Entities, Entity, EntityUid, PolicySet};
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityUid, PolicySet,
+    RestrictedExpression as Rx,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -308,6 +311,9 @@ pub fn flips(inputs: &Inputs<'_>, mode: Mode) -> Result<(Vec<Flip>, usize, usize
     for f in inputs.files {
         add(Subject::File, f, None, Vec::new(), Author::Other);
     }
+    let shared = ![inputs.base_engine, inputs.head_engine]
+        .iter()
+        .any(|e| e.policies.policies().any(|p| reads_author(&p.to_string())));
     let authority = Repo {
         teams: base.teams.clone(),
         ..Repo::default()
@@ -327,8 +333,9 @@ pub fn flips(inputs: &Inputs<'_>, mode: Mode) -> Result<(Vec<Flip>, usize, usize
         inputs.base_engine,
     )?;
     let schema = &inputs.base_engine.schema;
-    let (base_entities, head_entities) = entities(model.entities, &units, base, head, &literal_users, schema)?;
+    let (base_entities, head_entities) = entities(model.entities, &units, base, head, &literal_users, schema, shared)?;
     let sides = Sides {
+        shared,
         base: (inputs.base_engine, &base_entities),
         head: (inputs.head_engine, head_entities.as_ref().unwrap_or(&base_entities)),
         changed: &changed,
@@ -484,6 +491,12 @@ impl Asker {
     }
 }
 
+/// Whether a policy's text can read a change's `author` (`.author`, `["author"]`,
+/// `has author`; conservative: a comment or an annotation that says so counts too).
+fn reads_author(text: &str) -> bool {
+    text.contains(".author") || text.contains("\"author\"") || text.contains("has author")
+}
+
 /// Whether a policy of either side that applies to the question's requests reads how many
 /// approvals a change has (else "and one more approval" asks nothing new).
 fn reads_approvals(inputs: &Inputs<'_>, subject: Subject, action: Action) -> bool {
@@ -544,8 +557,15 @@ fn author_uid(a: &Author) -> EntityUid {
     }
 }
 
-fn change_uid(a: &Asker) -> EntityUid {
-    uid("Change", &format!("?change:{:?}|{:?}", a.author, a.approval))
+/// The `Change` entity of an asker: one per author and approvals, or, when no policy reads
+/// `context.change.author` (`shared`), one per approvals (so the askers of a question that
+/// share approvals share its contexts: a context costs more to build than a decision).
+fn change_uid(a: &Asker, shared: bool) -> EntityUid {
+    if shared {
+        uid("Change", &format!("?change:{:?}", a.approval))
+    } else {
+        uid("Change", &format!("?change:{:?}|{:?}", a.author, a.approval))
+    }
 }
 
 /// One object and action, asked by many.
@@ -565,6 +585,7 @@ fn entities(
     head: &Repo,
     literal_users: &BTreeSet<String>,
     schema: &cedar_policy::Schema,
+    shared: bool,
 ) -> Result<(Entities, Option<Entities>), String> {
     let user = |id: EntityUid, member: bool, teams: Vec<EntityUid>| {
         Entity::new_with_tags(
@@ -601,7 +622,7 @@ fn entities(
                     }
                 }
             }
-            let change = change_uid(a);
+            let change = change_uid(a, shared);
             if !made.insert(change.clone()) {
                 continue;
             }
@@ -629,7 +650,12 @@ fn entities(
                     [
                         (
                             "author".to_owned(),
-                            cedar_policy::RestrictedExpression::new_entity_uid(author),
+                            // (shared: no policy reads it)
+                            cedar_policy::RestrictedExpression::new_entity_uid(if shared {
+                                anyone.clone()
+                            } else {
+                                author
+                            }),
                         ),
                         (
                             "approvals".to_owned(),
@@ -666,6 +692,8 @@ fn entities(
 
 /// Both rules, and the changed policies, ready to decide.
 struct Sides<'a> {
+    /// Askers share `Change` entities by approvals (see [`change_uid`]).
+    shared: bool,
     base: (&'a Engine, &'a Entities),
     head: (&'a Engine, &'a Entities),
     changed: &'a Changed,
@@ -682,9 +710,17 @@ impl Sides<'_> {
         let authorizer = Authorizer::new();
         let mut flips = Vec::new();
         let mut evaluated = 0;
+        let mut contexts: HashMap<EntityUid, Result<Vec<Context>, String>> = HashMap::new();
         for a in &u.askers {
-            let (principal, change) = (author_uid(&a.author), change_uid(a));
-            let requests = match requests(p, &principal, &change, self.schema) {
+            let (principal, change) = (author_uid(&a.author), change_uid(a, self.shared));
+            let contexts = contexts
+                .entry(change)
+                .or_insert_with_key(|change| unit_contexts(p, change));
+            let requests = match contexts
+                .as_ref()
+                .map_err(String::clone)
+                .and_then(|c| requests(p, &principal, c, self.schema))
+            {
                 Ok(r) => r,
                 // (the same requests on both sides: both fail to build alike)
                 Err(_) => continue,
@@ -761,19 +797,38 @@ impl Sides<'_> {
     }
 }
 
-/// The requests of a question: the object's own and each one it reaches.
+/// The contexts of a question's requests (its own, then each one it reaches) with `change`.
+fn unit_contexts(p: &Prepared, change: &EntityUid) -> Result<Vec<Context>, String> {
+    std::iter::once(&p.facts)
+        .chain(p.reach.iter().map(|r| &r.facts))
+        .map(|facts| {
+            let mut pairs = facts.clone();
+            pairs.push(("change".to_owned(), Rx::new_entity_uid(change.clone())));
+            Context::from_pairs(pairs).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// The requests of a question by `principal`, with its contexts.
 fn requests(
     p: &Prepared,
     principal: &EntityUid,
-    change: &EntityUid,
+    contexts: &[Context],
     schema: &cedar_policy::Schema,
 ) -> Result<Vec<cedar_policy::Request>, String> {
-    std::iter::once(model::ask(principal, &p.action, &p.resource, &p.facts, change, schema))
-        .chain(
-            p.reach
-                .iter()
-                .map(|r| model::ask(principal, &r.action, &r.resource, &r.facts, change, schema)),
-        )
+    std::iter::once((&p.action, &p.resource))
+        .chain(p.reach.iter().map(|r| (&r.action, &r.resource)))
+        .zip(contexts)
+        .map(|((action, resource), c)| {
+            cedar_policy::Request::new(
+                principal.clone(),
+                action.clone(),
+                resource.clone(),
+                c.clone(),
+                model::checked(schema),
+            )
+            .map_err(|e| e.to_string())
+        })
         .collect()
 }
 
