@@ -416,6 +416,9 @@ struct Changed {
     forbids: PolicySet,
     /// The actions some changed policy applies to.
     actions: HashSet<EntityUid>,
+    /// No changed policy reads the principal (its scope is any principal, and its text names
+    /// `principal` only there).
+    principal_free: bool,
 }
 
 impl Changed {
@@ -423,6 +426,7 @@ impl Changed {
         let ids: BTreeSet<String> = changed_ids(base, head).into_iter().collect();
         let (mut permits, mut forbids) = (PolicySet::new(), PolicySet::new());
         let mut actions = HashSet::new();
+        let mut principal_free = true;
         let all_actions: Vec<EntityUid> = base
             .schema
             .action_entities()
@@ -430,6 +434,8 @@ impl Changed {
             .unwrap_or_default();
         for (side, e) in [("base", base), ("head", head)] {
             for p in e.policies.policies().filter(|p| ids.contains(&p.id().to_string())) {
+                principal_free &= p.principal_constraint() == cedar_policy::PrincipalConstraint::Any
+                    && p.to_string().matches("principal").count() == 1;
                 let renamed = p.new_id(cedar_policy::PolicyId::new(format!("{side}:{}", p.id())));
                 let set = if p.effect() == Effect::Forbid {
                     &mut forbids
@@ -446,6 +452,7 @@ impl Changed {
             }
         }
         Changed {
+            principal_free,
             permits,
             forbids,
             actions,
@@ -711,6 +718,7 @@ impl Sides<'_> {
         let mut flips = Vec::new();
         let mut evaluated = 0;
         let mut contexts: HashMap<EntityUid, Result<Vec<Context>, String>> = HashMap::new();
+        let mut touched: HashMap<(EntityUid, Option<EntityUid>), bool> = HashMap::new();
         for a in &u.askers {
             let (principal, change) = (author_uid(&a.author), change_uid(a, self.shared));
             let contexts = contexts
@@ -725,8 +733,16 @@ impl Sides<'_> {
                 // (the same requests on both sides: both fail to build alike)
                 Err(_) => continue,
             };
-            if mode == Mode::Reduced && !a.is_login() && !self.touched(&authorizer, &requests) {
-                continue;
+            if mode == Mode::Reduced && !a.is_login() {
+                // (a changed policy that never reads the principal says the same to every
+                // asker with these approvals)
+                let key = (!self.changed.principal_free).then_some(&principal);
+                let touched = *touched
+                    .entry((change_uid(a, self.shared), key.cloned()))
+                    .or_insert_with(|| self.touched(&authorizer, &requests));
+                if !touched {
+                    continue;
+                }
             }
             evaluated += 1;
             let before = verdict(&authorizer, self.base, &requests);
