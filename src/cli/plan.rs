@@ -198,11 +198,6 @@ pub fn compute(
         )?),
         _ => None,
     };
-    // what the change's own policies and teams decide differently (only when it changes them)
-    let impact = match &verdicts {
-        Some(a) => pipeline::impact(base, head, &base_v, &head_v, &a.changes)?,
-        None => None,
-    };
     let t_policy = start.elapsed();
     // a base invalid only because of its Cedar policies still compiles: the plan shows the
     // real diff (the policy fix), and the verdicts say why they are break-glass
@@ -225,6 +220,9 @@ pub fn compute(
             crate::change::diff(&base_v.repo, &head_v.repo, &bg.files, &hg.files, &same)
         }
     };
+    // what the change's own policies and teams decide differently (only when it changes them;
+    // directories too: the questions need no author)
+    let impact = pipeline::impact(base, head, &base_v, &head_v, &changes)?;
     let affected = if base_valid {
         plan::affected(&changes, &base_v.repo, &head_v.repo)
     } else {
@@ -342,7 +340,7 @@ pub fn compute(
         ms(start.elapsed() - t_diff)
     );
     if let Some(i) = &impact {
-        // (part of the policy phase)
+        // (part of the compile+diff phase)
         timings.push_str(&format!(
             "; impact {:.1} ms ({} questions, {} decided under both rules)",
             ms(i.time),

@@ -197,3 +197,18 @@ fn reduced_question_set_finds_the_brute_force_flips() {
         }
     }
 }
+
+/// Two directories have no authors, but the questions need none: their plan has the impact too.
+#[test]
+fn directories_get_the_impact_too() {
+    let (base, head) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copy_tree(&root().join("examples/platform-config"), base.path());
+    copy_tree(&root().join("examples/platform-config"), head.path());
+    edit_rules(head.path(), "widen");
+    let (b, h) = (base.path().to_str().unwrap(), head.path().to_str().unwrap());
+    let json = rampart(&["plan", "--base-path", b, "--head-path", h, "--format", "json"], None);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(v["policy"].is_null(), "no verdicts without authors");
+    assert_eq!(v["impact"]["widening"], 2, "{v}");
+}
