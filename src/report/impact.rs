@@ -10,6 +10,8 @@ use std::fmt::Write;
 const MARKDOWN_GROUPS: usize = 15;
 /// Examples per group in the comment.
 const MARKDOWN_EXAMPLES: usize = 5;
+/// Policy tests listed (text and comment); the rest are counted.
+const TESTS: usize = 20;
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -71,7 +73,7 @@ pub fn text(i: &Impact) -> String {
     if i.more_groups > 0 {
         let _ = writeln!(out, "  … and {} more groups", i.more_groups);
     }
-    for t in &i.tests {
+    for t in i.tests.iter().take(TESTS) {
         let _ = writeln!(
             out,
             "  policy test {} `{}` ({}): {}",
@@ -80,6 +82,9 @@ pub fn text(i: &Impact) -> String {
             t.file,
             if t.widening { "deny → allow" } else { "allow → deny" }
         );
+    }
+    if i.tests.len() > TESTS {
+        let _ = writeln!(out, "  … and {} more policy tests", i.tests.len() - TESTS);
     }
     out
 }
@@ -143,7 +148,7 @@ pub fn markdown(i: &Impact) -> String {
         }
         out.push('\n');
     }
-    for t in &i.tests {
+    for t in i.tests.iter().take(TESTS) {
         let _ = writeln!(
             out,
             "- policy test {} ({}) {}",
@@ -156,8 +161,40 @@ pub fn markdown(i: &Impact) -> String {
             }
         );
     }
+    if i.tests.len() > TESTS {
+        let _ = writeln!(out, "- … and {} more policy tests", i.tests.len() - TESTS);
+    }
     if !i.tests.is_empty() {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use crate::policy::impact::TestFlip;
+
+    #[test]
+    fn policy_tests_are_bounded_and_user_text_stays_text() {
+        let tests = (0..30)
+            .map(|n| TestFlip {
+                file: "policies/tests/a.yaml".into(),
+                name: format!("case `{n}` | <b>"),
+                widening: n % 2 == 0,
+            })
+            .collect();
+        let i = Impact {
+            tests,
+            ..Impact::default()
+        };
+        let md = markdown(&i);
+        assert!(md.contains("- … and 10 more policy tests"), "{md}");
+        assert_eq!(md.matches("- policy test").count(), TESTS);
+        // (a name that could end a code span, a cell or open HTML is escaped, not spanned)
+        assert!(md.contains("case \\`0\\` &#124; &lt;b&gt;"), "{md}");
+        assert!(md.contains("`policies/tests/a.yaml`"), "{md}");
+        assert!(text(&i).contains("  … and 10 more policy tests"));
+        assert!(text(&i).starts_with("policy impact: no decision flips: 0 questions"));
+    }
 }
