@@ -224,6 +224,9 @@ pub fn compute(
             crate::change::diff(&base_v.repo, &head_v.repo, &bg.files, &hg.files, &same)
         }
     };
+    // what the change's own policies and teams decide differently (only when it changes them;
+    // directories too: the questions need no author)
+    let impact = pipeline::impact(base, head, &base_v, &head_v, &changes)?;
     let affected = if base_valid {
         plan::affected(&changes, &base_v.repo, &head_v.repo)
     } else {
@@ -311,6 +314,20 @@ pub fn compute(
         plan.files = plan::file_changes(&changes, &old, &new);
     }
     plan.renames = plan::likely_renames(&changes, &base_v.repo, &head_v.repo);
+    if let Some(i) = impact.as_ref().map(|i| &i.impact).filter(|i| i.widening > 0) {
+        plan.risks.push(plan::Risk {
+            kind: plan::RiskKind::PolicyWidening,
+            tenant: "the rules".into(),
+            path: String::new(),
+            within_tenant: false,
+            detail: format!(
+                "{} decision{} that the base's policies and teams deny the head's allow (see the policy impact)",
+                i.widening,
+                if i.widening == 1 { "" } else { "s" }
+            ),
+        });
+        plan.risks.sort();
+    }
     let t_diff = start.elapsed();
     let report = PlanReport {
         plan: &plan,
@@ -324,6 +341,7 @@ pub fn compute(
             author: &a.who.author,
             approvers: &a.who.approvers,
         }),
+        impact: impact.as_ref().map(|i| &i.impact),
     };
     let rendered = formats
         .iter()
@@ -333,13 +351,22 @@ pub fn compute(
         })
         .collect();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let timings = format!(
+    let mut timings = format!(
         "timings: read+validate {:.1} ms, policy {:.1} ms, compile+diff {:.1} ms, render {:.1} ms",
         ms(t_read),
         ms(t_policy - t_read),
         ms(t_diff - t_policy),
         ms(start.elapsed() - t_diff)
     );
+    if let Some(i) = &impact {
+        // (part of the compile+diff phase)
+        timings.push_str(&format!(
+            "; impact {:.1} ms ({} questions, {} decided under both rules)",
+            ms(i.time),
+            i.impact.questions,
+            i.impact.evaluated
+        ));
+    }
     // (a guarded file is a change too: the reviewer has its diff to read)
     let changed = plan.totals.total() > 0 || !plan.files.is_empty();
     // freeing the models and the parse cache object by object costs more than the process exit

@@ -304,7 +304,7 @@ fn who_made_it(
 
 /// The facts the policies read of the head's plugins and of its rollouts' new versions
 /// (trust score, signature), computed on demand.
-fn plugin_facts<'a>(
+pub(super) fn plugin_facts<'a>(
     rules: &'a Validated,
     base_v: &'a Validated,
     head_v: &'a Validated,

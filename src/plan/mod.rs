@@ -56,6 +56,8 @@ pub enum RiskKind {
     NetworkWidening,
     RbacChange,
     IsolationDowngrade,
+    /// The change's policies or teams allow something the base's denied.
+    PolicyWidening,
 }
 
 impl RiskKind {
@@ -66,6 +68,7 @@ impl RiskKind {
             RiskKind::NetworkWidening => "network widening",
             RiskKind::RbacChange => "RBAC change",
             RiskKind::IsolationDowngrade => "isolation downgrade",
+            RiskKind::PolicyWidening => "policy widening",
         }
     }
 }

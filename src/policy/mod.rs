@@ -8,6 +8,7 @@
 //! for each denial, which approvals would allow it.
 
 pub mod decide;
+pub mod impact;
 pub mod model;
 pub mod tests;
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod check;
 pub mod github;
 pub mod human;
+pub mod impact;
 pub mod json;
 pub mod plan;
 pub mod policy_test;

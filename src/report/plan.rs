@@ -46,6 +46,8 @@ pub struct PlanReport<'a> {
     /// Notes on how the plan was made (e.g. "the base is invalid: diffed against nothing").
     pub notes: &'a [String],
     pub verdicts: Option<Verdicts<'a>>,
+    /// What the change's new policies and teams decide differently (when it changes them).
+    pub impact: Option<&'a crate::policy::impact::Impact>,
 }
 
 pub fn render(format: PlanFormat, r: &PlanReport<'_>) -> String {
@@ -177,6 +179,9 @@ fn text(r: &PlanReport<'_>) -> String {
             );
         }
     }
+    if let Some(i) = r.impact {
+        out.push_str(&super::impact::text(i));
+    }
     if !p.risks.is_empty() {
         let _ = writeln!(out, "risks:");
         for risk in &p.risks {
@@ -288,6 +293,9 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
             }
             out.push('\n');
         }
+    }
+    if let Some(i) = r.impact {
+        out.push_str(&super::impact::markdown(i));
     }
     if !p.risks.is_empty() {
         out.push_str("**Risks**\n\n");
@@ -454,6 +462,8 @@ struct JsonPlan<'a> {
     #[serde(flatten)]
     plan: &'a Plan,
     policy: Option<JsonPolicy<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impact: Option<&'a crate::policy::impact::Impact>,
 }
 
 #[derive(Serialize)]
@@ -521,6 +531,7 @@ fn json(r: &PlanReport<'_>) -> String {
         notes: r.notes,
         plan: r.plan,
         policy,
+        impact: r.impact,
     })
     .expect("plan serializes");
     out.push('\n');

@@ -15,6 +15,7 @@ mod git_http;
 mod github_client;
 mod github_fake;
 mod hostile;
+mod impact;
 mod init;
 mod invalid;
 mod kube;

@@ -1,0 +1,200 @@
+//! The policy-change impact in the plan: counts first, then the groups of flipped decisions
+//! with a few examples each, as `text` lines and a `markdown` section (the JSON plan embeds
+//! [`crate::policy::impact::Impact`] as it is) (pure).
+
+use super::markdown_escape;
+use crate::policy::impact::{Group, Impact};
+use std::fmt::Write;
+
+/// Groups shown in the pull-request comment (the text plan shows all the impact kept).
+const MARKDOWN_GROUPS: usize = 15;
+/// Examples per group in the comment.
+const MARKDOWN_EXAMPLES: usize = 5;
+/// Policy tests listed (text and comment); the rest are counted.
+const TESTS: usize = 20;
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "3 decisions flip (1 widens, 2 narrow) over 1,140 questions (96 decided under both rules)".
+fn headline(i: &Impact) -> String {
+    let flips = i.widening + i.narrowing;
+    let counts = format!(
+        "{} asked under the base's and the head's rules ({} decided under both; the rest cannot flip)",
+        plural(i.questions, "question", "questions"),
+        i.evaluated
+    );
+    if flips == 0 {
+        return format!("no decision flips: {counts}");
+    }
+    format!(
+        "{} ({} deny → allow, {} allow → deny): {counts}",
+        plural(flips, "decision flips", "decisions flip"),
+        i.widening,
+        i.narrowing
+    )
+}
+
+fn direction(g: &Group) -> &'static str {
+    if g.direction == "widens" {
+        "widens (deny → allow)"
+    } else {
+        "narrows (allow → deny)"
+    }
+}
+
+/// Example lines of the text impact in all.
+const TEXT_EXAMPLES: usize = 100;
+
+/// The text lines of the impact.
+pub fn text(i: &Impact) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "policy impact: {}", headline(i));
+    let mut budget = TEXT_EXAMPLES;
+    for g in &i.groups {
+        let _ = writeln!(
+            out,
+            "  {} {} [{}] asked by {}:",
+            direction(g),
+            plural(g.count, "decision", "decisions"),
+            g.policies.join(", "),
+            g.asker
+        );
+        let shown = g.examples.len().min(budget);
+        budget -= shown;
+        for e in &g.examples[..shown] {
+            let _ = writeln!(out, "    {e}");
+        }
+        if g.count > shown {
+            let _ = writeln!(out, "    … and {} more", g.count - shown);
+        }
+    }
+    if i.more_groups > 0 {
+        let _ = writeln!(out, "  … and {} more groups", i.more_groups);
+    }
+    for t in i.tests.iter().take(TESTS) {
+        let _ = writeln!(
+            out,
+            "  policy test {} `{}` ({}): {}",
+            if t.widening { "widens" } else { "narrows" },
+            t.name,
+            t.file,
+            if t.widening { "deny → allow" } else { "allow → deny" }
+        );
+    }
+    if i.tests.len() > TESTS {
+        let _ = writeln!(out, "  … and {} more policy tests", i.tests.len() - TESTS);
+    }
+    out
+}
+
+/// `text` as a code span when it is plain (a policy id, a team, a name), else escaped.
+fn code(text: &str) -> String {
+    // (nothing is markup inside a code span: only what ends it, a table cell or a line)
+    let plain = !text.trim().is_empty()
+        && !text
+            .chars()
+            .any(|c| matches!(c, '`' | '|' | '\n' | '\r') || crate::diagnostic::is_hidden(c));
+    if plain {
+        format!("`{text}`")
+    } else {
+        markdown_escape(text)
+    }
+}
+
+/// rampart's own text with `…` spans around user text: the spans as code, the rest escaped.
+fn spans(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(n, part)| if n % 2 == 1 { code(part) } else { markdown_escape(part) })
+        .collect()
+}
+
+/// The markdown section of the impact, bounded.
+pub fn markdown(i: &Impact) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "**Policy impact:** {}\n", markdown_escape(&headline(i)));
+    if !i.groups.is_empty() {
+        out.push_str("| | decisions | policies | asked by | for example |\n|---|---:|---|---|---|\n");
+        for (n, g) in i.groups.iter().enumerate() {
+            if n == MARKDOWN_GROUPS {
+                let shown: usize = i.groups[..n].iter().map(|g| g.count).sum();
+                let rest = i.widening + i.narrowing - shown;
+                let _ = writeln!(
+                    out,
+                    "| … {} more groups | {rest} | | | |",
+                    i.groups.len() - n + i.more_groups
+                );
+                break;
+            }
+            let mut examples: Vec<String> = g.examples.iter().take(MARKDOWN_EXAMPLES).map(|e| spans(e)).collect();
+            if g.count > examples.len() {
+                examples.push(format!("… and {} more", g.count - examples.len()));
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                if g.direction == "widens" {
+                    "⚠️ widens"
+                } else {
+                    "narrows"
+                },
+                g.count,
+                g.policies.iter().map(|p| code(p)).collect::<Vec<_>>().join(", "),
+                spans(&g.asker),
+                examples.join("<br>")
+            );
+        }
+        out.push('\n');
+    }
+    for t in i.tests.iter().take(TESTS) {
+        let _ = writeln!(
+            out,
+            "- policy test {} ({}) {}",
+            code(&t.name),
+            code(&t.file),
+            if t.widening {
+                "now allows (deny → allow)"
+            } else {
+                "now denies (allow → deny)"
+            }
+        );
+    }
+    if i.tests.len() > TESTS {
+        let _ = writeln!(out, "- … and {} more policy tests", i.tests.len() - TESTS);
+    }
+    if !i.tests.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use crate::policy::impact::TestFlip;
+
+    #[test]
+    fn policy_tests_are_bounded_and_user_text_stays_text() {
+        let tests = (0..30)
+            .map(|n| TestFlip {
+                file: "policies/tests/a.yaml".into(),
+                name: format!("case `{n}` | <b>"),
+                widening: n % 2 == 0,
+            })
+            .collect();
+        let i = Impact {
+            tests,
+            ..Impact::default()
+        };
+        let md = markdown(&i);
+        assert!(md.contains("- … and 10 more policy tests"), "{md}");
+        assert_eq!(md.matches("- policy test").count(), TESTS);
+        // (a name that could end a code span, a cell or open HTML is escaped, not spanned)
+        assert!(md.contains("case \\`0\\` &#124; &lt;b&gt;"), "{md}");
+        assert!(md.contains("`policies/tests/a.yaml`"), "{md}");
+        assert!(text(&i).contains("  … and 10 more policy tests"));
+        assert!(text(&i).starts_with("policy impact: no decision flips: 0 questions"));
+    }
+}
