@@ -667,7 +667,8 @@ fn many_new_plugins_do_not_push_the_verdict_out() {
         assert!(text.contains("| payments-prod |"), "{what}: {text}");
         assert!(text.contains("> … 1281 more notes"), "{what}: {text}");
         assert!(
-            text.find("network widening") < text.find("> plugin \\`bulk-0000\\` \\(new\\)"),
+            text.find("> plugin `bulk-0000` \\(new\\)")
+                .is_some_and(|note| text.find("network widening").is_some_and(|w| w < note)),
             "{what}: notes come after\n{}",
             &text[..3000]
         );
