@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Audit the config repo's history: one row per change (author, pull request, approvers, the
 /// policy decision re-computed with its parent's rules next to the recorded one, where and when
 /// it was applied, the revert or promotion that followed), and findings with stable codes
-/// (R701–R709; exit 2 when there is any). `--object` shows one object's life instead.
+/// (R701–R711; exit 2 when there is any). `--object` shows one object's life instead.
 #[derive(clap::Args)]
 pub struct Args {
     /// The config repo (a directory in a git work tree; its subdirectory when the config
