@@ -314,16 +314,20 @@ pub fn compute(
         plan.files = plan::file_changes(&changes, &old, &new);
     }
     plan.renames = plan::likely_renames(&changes, &base_v.repo, &head_v.repo);
+    plan.teams = plan::team_changes(&changes, &base_v.repo, &head_v.repo);
+    plan.risks.extend(plan::key_risks(&plan.files));
+    plan.risks.sort();
     if let Some(i) = impact.as_ref().map(|i| &i.impact).filter(|i| i.widening > 0) {
         plan.risks.push(plan::Risk {
             kind: plan::RiskKind::PolicyWidening,
-            tenant: "the rules".into(),
+            tenant: String::new(),
             path: String::new(),
             within_tenant: false,
             detail: format!(
-                "{} decision{} that the base's policies and teams deny the head's allow (see the policy impact)",
+                "{} decision{} the base's policies and teams deny {} allowed by the head's (see the policy impact)",
                 i.widening,
-                if i.widening == 1 { "" } else { "s" }
+                if i.widening == 1 { "" } else { "s" },
+                if i.widening == 1 { "is" } else { "are" }
             ),
         });
         plan.risks.sort();
@@ -368,7 +372,7 @@ pub fn compute(
         ));
     }
     // (a guarded file is a change too: the reviewer has its diff to read)
-    let changed = plan.totals.total() > 0 || !plan.files.is_empty();
+    let changed = plan.totals.total() > 0 || !plan.files.is_empty() || !plan.teams.is_empty();
     // freeing the models and the parse cache object by object costs more than the process exit
     std::mem::forget(head_v);
     std::mem::forget(base_v);

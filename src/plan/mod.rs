@@ -56,6 +56,7 @@ pub enum RiskKind {
     NetworkWidening,
     RbacChange,
     IsolationDowngrade,
+    SigningKey,
     /// The change's policies or teams allow something the base's denied.
     PolicyWidening,
 }
@@ -68,6 +69,7 @@ impl RiskKind {
             RiskKind::NetworkWidening => "network widening",
             RiskKind::RbacChange => "RBAC change",
             RiskKind::IsolationDowngrade => "isolation downgrade",
+            RiskKind::SigningKey => "signing key",
             RiskKind::PolicyWidening => "policy widening",
         }
     }
@@ -116,6 +118,8 @@ pub struct Plan {
     pub files: Vec<FileChange>,
     /// Deleted + created objects with equal specs ([`likely_renames`]).
     pub renames: Vec<Rename>,
+    /// Teams whose membership the change sets ([`team_changes`]).
+    pub teams: Vec<TeamChange>,
 }
 
 /// A unified diff of one file or object (`a/<path>` → `b/<path>`, `/dev/null` for a side that
@@ -219,6 +223,66 @@ pub fn file_changes(changes: &[crate::change::Change], base: &FileRead, head: &F
         });
     }
     out
+}
+
+/// A signing key added or edited widens what counts as signed: one risk per such file.
+pub fn key_risks(files: &[FileChange]) -> Vec<Risk> {
+    files
+        .iter()
+        .filter(|f| f.path.starts_with("keys/") && f.action != Action::Delete)
+        .map(|f| Risk {
+            kind: RiskKind::SigningKey,
+            tenant: String::new(),
+            path: f.path.clone(),
+            detail: format!(
+                "`{}` is {}: plugins it signs count as verified for the publishers it names",
+                f.path,
+                if f.action == Action::Create { "added" } else { "changed" }
+            ),
+            within_tenant: false,
+        })
+        .collect()
+}
+
+/// A team the change creates, edits or deletes, by membership: teams compile to nothing, but
+/// who is in one decides who may approve what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamChange {
+    pub action: Action,
+    pub name: String,
+    /// Logins that join (every member of a created team), in order.
+    pub added: Vec<String>,
+    /// Logins that leave (every member of a deleted team), in order.
+    pub removed: Vec<String>,
+}
+
+/// The membership changes of the teams `changes` names.
+pub fn team_changes(
+    changes: &[crate::change::Change],
+    base: &crate::spec::Repo,
+    head: &crate::spec::Repo,
+) -> Vec<TeamChange> {
+    use crate::change::Subject;
+    use crate::spec::Kind;
+    let members = |repo: &crate::spec::Repo, i: Option<usize>| -> BTreeSet<String> {
+        i.and_then(|i| repo.teams.get(i))
+            .map(|t| t.spec.members.iter().map(|m| m.to_ascii_lowercase()).collect())
+            .unwrap_or_default()
+    };
+    changes
+        .iter()
+        .filter(|c| c.subject == Subject::Object(Kind::Team))
+        .map(|c| {
+            let (old, new) = (members(base, c.old), members(head, c.new));
+            TeamChange {
+                action: c.action,
+                name: c.name.clone(),
+                added: new.difference(&old).cloned().collect(),
+                removed: old.difference(&new).cloned().collect(),
+            }
+        })
+        .collect()
 }
 
 /// An object deleted and one of the same kind created with an equal spec and equal labels in

@@ -55,7 +55,8 @@ pub enum WayOut {
 pub struct Need {
     /// One entry per approval (the same team twice: two approvals from its members).
     pub approvals: Vec<TeamApproval>,
-    /// Plus one approval from anyone in a team.
+    /// Plus one approval from anyone in a team (with no `approvals`: one approval from
+    /// anyone in a team is all it needs).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub plus_anyone: bool,
 }
@@ -89,6 +90,7 @@ impl Need {
                 }
                 t
             }
+            [] if self.plus_anyone => return "one more approval from anyone in a team".to_owned(),
             [] => "one approval".to_owned(),
         };
         if self.plus_anyone {
@@ -609,6 +611,16 @@ impl Hypotheses {
                 .filter(|(n, ok)| *ok && sound(n))
                 .map(|(n, _)| *n)
                 .collect();
+            // one approval from any team at all: say so instead of listing every team
+            if found.len() > 1
+                && found.len() == tier.len()
+                && found.iter().all(|n| n.approvals.len() == 1 && !n.plus_anyone)
+            {
+                return Some(vec![Need {
+                    approvals: Vec::new(),
+                    plus_anyone: true,
+                }]);
+            }
             let options: Vec<Need> = found
                 .iter()
                 .filter(|n| !found.iter().any(|m| m.weaker_than(n)))

@@ -298,10 +298,10 @@ fn render_markdown(r: &CheckReport<'_>) -> String {
             "- **{}** {}{}{}",
             d.code,
             at,
-            markdown_escape(&d.message),
+            markdown_text(&d.message),
             d.hint
                 .as_ref()
-                .map(|h| format!(" — {}", markdown_escape(h)))
+                .map(|h| format!(" — {}", markdown_text(h)))
                 .unwrap_or_default()
         );
     }
@@ -342,7 +342,11 @@ fn render_markdown(r: &CheckReport<'_>) -> String {
             c.action.as_str(),
             c.subject.as_str(),
             markdown_escape(&c.name),
-            markdown_escape(&d.policies.join(", ")),
+            if d.policies.is_empty() {
+                "(no policy)".to_owned()
+            } else {
+                markdown_escape(&d.policies.join(", "))
+            },
             todo.join("<br>")
         );
     }

@@ -85,6 +85,40 @@ fn headline(p: &Plan) -> String {
     }
 }
 
+/// `+peggy +quentin-l -bob`, or `members unchanged`.
+fn members(t: &crate::plan::TeamChange) -> String {
+    let all: Vec<String> = t
+        .added
+        .iter()
+        .map(|m| format!("+{m}"))
+        .chain(t.removed.iter().map(|m| format!("-{m}")))
+        .collect();
+    if all.is_empty() {
+        "members unchanged".to_owned()
+    } else {
+        all.join(" ")
+    }
+}
+
+/// `allowed, 1 change` or `denied, 2 of 3 changes`.
+fn verdict_counts(v: &Verdicts<'_>) -> String {
+    let n = v.changes.len();
+    let s = if n == 1 { "" } else { "s" };
+    match denied(v) {
+        0 => format!("allowed, {n} change{s}"),
+        d => format!("denied, {d} of {n} change{s}"),
+    }
+}
+
+/// Where a risk is: ` in <tenant>`, or nothing for one about the rules themselves.
+fn risk_place(r: &crate::plan::Risk) -> String {
+    if r.tenant.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", r.tenant)
+    }
+}
+
 /// The author as a reviewer reads it.
 fn author(v: &Verdicts<'_>) -> String {
     super::author_text(v.author)
@@ -122,6 +156,9 @@ fn text(r: &PlanReport<'_>) -> String {
             n.kind, n.from, n.to
         );
     }
+    for t in &p.teams {
+        let _ = writeln!(out, "team {} {}: {}", t.action.as_str(), t.name, members(t));
+    }
     for n in r.notes {
         let _ = writeln!(out, "note: {n}");
     }
@@ -132,15 +169,7 @@ fn text(r: &PlanReport<'_>) -> String {
             } else {
                 format!("approved by {}", v.approvers.join(", "))
             };
-            let _ = writeln!(
-                out,
-                "policy: {}, {} of {} change{} denied (author {}, {approvals})",
-                if denied(v) > 0 { "denied" } else { "allowed" },
-                denied(v),
-                v.changes.len(),
-                if v.changes.len() == 1 { "" } else { "s" },
-                author(v),
-            );
+            let _ = writeln!(out, "policy: {} (author {}, {approvals})", verdict_counts(v), author(v));
             let mut allowed_shown = 0;
             for (c, d) in v.changes.iter().zip(v.decisions) {
                 let what = format!("{} {} {}", c.action.as_str(), c.subject.as_str(), c.name);
@@ -185,7 +214,7 @@ fn text(r: &PlanReport<'_>) -> String {
     if !p.risks.is_empty() {
         let _ = writeln!(out, "risks:");
         for risk in &p.risks {
-            let _ = writeln!(out, "  {} in {}: {}", risk.kind.as_str(), risk.tenant, risk.detail);
+            let _ = writeln!(out, "  {}{}: {}", risk.kind.as_str(), risk_place(risk), risk.detail);
         }
     }
     if !p.by_tenant.is_empty() {
@@ -254,10 +283,8 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "**Policy:** {} of {} change{} denied · author {} · approvals: {approvers}\n",
-            denied(v),
-            v.changes.len(),
-            if v.changes.len() == 1 { "" } else { "s" },
+            "**Policy:** {} · author {} · approvals: {approvers}\n",
+            verdict_counts(v),
             markdown_escape(&author(v))
         );
         let denials: Vec<_> = v.changes.iter().zip(v.decisions).filter(|(_, d)| !d.allowed).collect();
@@ -306,11 +333,22 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
             }
             let _ = writeln!(
                 out,
-                "- ⚠️ **{}** in {}: {}",
+                "- ⚠️ **{}**{}: {}",
                 risk.kind.as_str(),
-                markdown_escape(&risk.tenant),
+                markdown_escape(&risk_place(risk)),
                 markdown_text(&risk.detail)
             );
+        }
+        out.push('\n');
+    }
+    if !p.teams.is_empty() {
+        out.push_str("**Teams**\n\n");
+        for t in p.teams.iter().take(30) {
+            let line = format!("{} `{}`: {}", t.action.as_str(), t.name, members(t));
+            let _ = writeln!(out, "- {}", markdown_text(&line));
+        }
+        if p.teams.len() > 30 {
+            let _ = writeln!(out, "- … {} more teams", p.teams.len() - 30);
         }
         out.push('\n');
     }
