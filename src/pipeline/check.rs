@@ -323,9 +323,20 @@ pub(super) fn plugin_facts<'a>(
         trust_score: t.trust_score,
         signature_verified: t.signature_verified,
     };
-    let lower = |f: &mut model::PluginFacts, b: model::PluginFacts| {
-        f.trust_score = f.trust_score.min(b.trust_score);
-        f.signature_verified &= b.signature_verified;
+    // the self-reported factors (advisories, maintainers, quality, release date) count with
+    // the lower of the two revisions; the publisher factor and the signature are the head's,
+    // verified with the keys in force — a proof, not a claim, so signing a plugin that an
+    // enterprise tenant already runs raises its trust in the change that signs it
+    let lower = |h: &supply::Trust, b: &supply::Trust| {
+        let (hf, bf) = (&h.factors, &b.factors);
+        model::PluginFacts {
+            trust_score: hf.publisher
+                + hf.security.min(bf.security)
+                + hf.community.min(bf.community)
+                + hf.quality.min(bf.quality)
+                + hf.freshness.min(bf.freshness),
+            signature_verified: h.signature_verified,
+        }
     };
     move |key: model::FactsOf<'_>| {
         let (is_rollout, name) = match key {
@@ -339,30 +350,29 @@ pub(super) fn plugin_facts<'a>(
         let f = if is_rollout {
             let scored = |repo: &crate::spec::Repo, r: &crate::spec::Object<crate::spec::RolloutSpec>| {
                 let p = repo.plugins.iter().find(|p| p.name() == r.spec.plugin)?;
-                Some(of(&supply::rollout(r, &p.spec, &inputs)?.0.1))
+                Some(supply::rollout(r, &p.spec, &inputs)?.0.1)
             };
             match head_v.repo.rollouts.iter().find(|r| r.name() == name) {
                 None => model::PluginFacts::default(),
                 Some(r) => match scored(&head_v.repo, r) {
                     None => model::PluginFacts::default(),
-                    Some(mut f) => {
-                        if base_v.repo.plugins.iter().any(|p| p.name() == r.spec.plugin) {
-                            lower(&mut f, scored(&base_v.repo, r).unwrap_or_default());
+                    Some(h) if base_v.repo.plugins.iter().any(|p| p.name() == r.spec.plugin) => {
+                        match scored(&base_v.repo, r) {
+                            Some(b) => lower(&h, &b),
+                            // (scored with the base's plugin it does not verify: nothing)
+                            None => model::PluginFacts::default(),
                         }
-                        f
                     }
+                    Some(h) => of(&h),
                 },
             }
         } else {
             match supply::trust_of(&head_v.repo, name, &inputs) {
                 None => model::PluginFacts::default(),
-                Some(t) => {
-                    let mut f = of(&t);
-                    if let Some(b) = base_v.trust_of(name) {
-                        lower(&mut f, of(&b));
-                    }
-                    f
-                }
+                Some(t) => match base_v.trust_of(name) {
+                    Some(b) => lower(&t, &b),
+                    None => of(&t),
+                },
             }
         };
         memo.lock().expect("not poisoned").insert(memo_key, f);

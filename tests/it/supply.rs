@@ -351,3 +351,25 @@ fn a_signed_canary_may_reach_an_enterprise_tenant() {
         2
     );
 }
+
+/// Signing a plugin an enterprise tenant already runs is the fix the denial asks for: the
+/// signature (verified with a key already merged) counts in the change that adds it, while
+/// the self-reported factors still count with the lower of the two revisions.
+#[test]
+fn signing_a_running_plugin_raises_its_trust_in_the_same_change() {
+    let repo = example_history();
+    let p = repo.path();
+    let Some(key) = trusted_key(p, "community-vetted", "backstage-community") else {
+        return;
+    };
+    commit(
+        p,
+        "Alice <alice@example.com>",
+        "trust the community key\n\nApproved-by: bob\n",
+    );
+    sign(&key.path().join("k.key"), &p.join("plugins/tech-radar.yaml"));
+    commit(p, "Alice <alice@example.com>", "sign tech-radar\n\nApproved-by: bob\n");
+    let run = check(p, &["--author", "alice", "--approved-by", "bob"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    // (that the self-reported factors cannot rise: a_change_cannot_raise_a_plugins_trust_for_itself)
+}
