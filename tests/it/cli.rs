@@ -345,3 +345,32 @@ fn another_json_schema_tool_resolves_the_schemas_by_their_ids() {
     let (ok, text) = ajv_run("validate", &schemas.join("tenant.schema.json"), &[bad]);
     assert!(!ok && text.contains("pattern"), "{text}");
 }
+
+/// `rampart init`'s schema copies are for editors that resolve `$ref`s next to the file
+/// (yaml-language-server fetched `https://rampart.dev/schemas/v1/common.schema.json` and
+/// failed): no absolute `$id`, every `$ref` relative, and the file each names is there.
+#[test]
+fn init_schema_copies_resolve_their_refs_locally() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = rampart(&["init", "repo", "--platform-team", "alice"], Some(tmp.path()));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let dir = tmp.path().join("repo/.rampart/schemas");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(v.get("$id").is_none(), "{}: has an $id", path.display());
+        for r in text.split("\"$ref\": \"").skip(1).map(|r| &r[..r.find('"').unwrap()]) {
+            assert!(!r.contains("://"), "{}: absolute $ref {r}", path.display());
+            let file = r.split('#').next().unwrap();
+            assert!(
+                file.is_empty() || dir.join(file).exists(),
+                "{}: $ref {r} names no sibling",
+                path.display()
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen >= 5, "{seen} schemas");
+}
