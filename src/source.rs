@@ -184,13 +184,19 @@ impl Source {
         let mut walk = Walk::new(limits);
         match self {
             Source::Dir(root) => {
-                walk.dir_file(root, SETTINGS_FILE);
+                if fs::symlink_metadata(root.join(SETTINGS_FILE)).is_ok_and(|m| m.is_dir()) {
+                    walk.refuse(settings_not_a_file());
+                } else {
+                    walk.dir_file(root, SETTINGS_FILE);
+                }
                 let pending = std::mem::take(&mut walk.pending);
                 read_pending(root, pending, limits, &mut walk.snapshot);
             }
             Source::Git { repo, tree, rev, .. } => {
                 let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
-                if let Some(entry) = tree.get_name(SETTINGS_FILE) {
+                if tree.get_name(SETTINGS_FILE).is_some_and(|e| e.filemode() == GIT_TREE) {
+                    walk.refuse(settings_not_a_file());
+                } else if let Some(entry) = tree.get_name(SETTINGS_FILE) {
                     walk.git_entry(repo, SETTINGS_FILE, entry.id(), entry.filemode(), &mut Vec::new())
                         .map_err(|e| read_err(rev, e))?;
                 }
@@ -950,6 +956,19 @@ fn read_pending(root: &Path, pending: Vec<String>, limits: &Limits, snapshot: &m
         // which files fit depends on thread timing: validate none rather than a random part
         snapshot.files.clear();
     }
+}
+
+/// A `rampart.yaml` that is a directory: silently ignored, the repo would run on default
+/// settings (limits, approvals) without anyone noticing.
+fn settings_not_a_file() -> Diagnostic {
+    Diagnostic::at_file(
+        Code::NotRegularFile,
+        SETTINGS_FILE,
+        "is a directory, not the settings file; not read",
+    )
+    .with_hint(format!(
+        "`{SETTINGS_FILE}` must be a plain file at the repo's root; rename the directory"
+    ))
 }
 
 fn not_regular(rel: &str) -> Diagnostic {

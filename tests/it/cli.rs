@@ -374,3 +374,25 @@ fn init_schema_copies_resolve_their_refs_locally() {
     }
     assert!(seen >= 5, "{seen} schemas");
 }
+
+/// A `rampart.yaml` that is a directory was ignored: validate said ok, on default settings.
+#[test]
+fn a_settings_file_that_is_a_directory_is_refused() {
+    let repo = repo_with(None);
+    let p = repo.path();
+    std::fs::remove_file(p.join("rampart.yaml")).unwrap();
+    write(&p.join("rampart.yaml/limits.yaml"), "maxFiles: 1\n");
+    let run = rampart(&["validate", "."], Some(p));
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("error[R105]") && run.stdout.contains("rampart.yaml"),
+        "{}",
+        run.stdout
+    );
+    // the same from a commit, where it is a tree
+    git_as(p, ALICE, &["init", "-q", "-b", "main"]);
+    commit(p, ALICE, "settings as a directory");
+    let run = rampart(&["validate", ".", "--rev", "HEAD"], Some(p));
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("error[R105]"), "{}", run.stdout);
+}
