@@ -236,6 +236,32 @@ fn the_man_pages_render_every_subcommand() {
     assert!(plan.contains("head\\-path"), "{plan}");
 }
 
+/// `man --out` wrote through a link planted at `DIR/rampart.1`, overwriting its target, and
+/// said only "File exists (os error 17)" when `--out` was a file or a dangling link.
+#[test]
+fn man_out_writes_no_page_through_a_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, victim) = (tmp.path().join("man1"), tmp.path().join("victim"));
+    std::fs::create_dir(&dir).unwrap();
+    write(&victim, "keep me\n");
+    std::os::unix::fs::symlink(&victim, dir.join("rampart.1")).unwrap();
+    let run = rampart(&["man", "--out", dir.to_str().unwrap()], None);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("is a symbolic link"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    // `--out` that is a file, or a link to nothing
+    let file = tmp.path().join("file");
+    write(&file, "x");
+    let dangling = tmp.path().join("dangling");
+    std::os::unix::fs::symlink(tmp.path().join("nothing"), &dangling).unwrap();
+    for out in [file, dangling] {
+        let run = rampart(&["man", "--out", out.to_str().unwrap()], None);
+        assert_ne!(run.code, 0, "{}", run.stderr);
+        assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
+        assert!(!run.stderr.contains("os error"), "{}", run.stderr);
+    }
+}
+
 /// no-color.org: `NO_COLOR` counts when it is set and not empty. Colour needs a terminal:
 /// util-linux `script` gives the command one.
 #[test]
