@@ -92,6 +92,9 @@ pub enum Source {
         tree: git2::Oid,
         commit: git2::Oid,
         rev: String,
+        /// The config repo's directory, for messages (the subdirectory of the work tree it
+        /// is, not the work tree's root).
+        dir: PathBuf,
     },
 }
 
@@ -118,6 +121,7 @@ impl Source {
             tree,
             commit,
             rev: rev.to_owned(),
+            dir: path.canonicalize().unwrap_or_else(|_| path.to_owned()),
         })
     }
 
@@ -153,6 +157,7 @@ impl Source {
             tree,
             commit: commit_id,
             rev: commit.to_owned(),
+            dir: git_dir.join(subdir.trim_matches('/')),
         })
     }
 
@@ -166,6 +171,7 @@ impl Source {
                 tree,
                 commit,
                 rev,
+                dir,
             } => Ok(Source::Git {
                 repo: git2::Repository::open(repo.path()).map_err(|e| SourceError::GitOpen {
                     path: repo.path().to_owned(),
@@ -174,6 +180,7 @@ impl Source {
                 tree: *tree,
                 commit: *commit,
                 rev: rev.clone(),
+                dir: dir.clone(),
             }),
         }
     }
@@ -402,13 +409,12 @@ impl Source {
         })
     }
 
-    /// Where the repo is, for messages.
+    /// Where the repo is, for messages: the directory, or `<directory> at <rev>` for a
+    /// revision (the config repo's own directory, a subdirectory of the work tree or not).
     pub fn path(&self) -> PathBuf {
         match self {
             Source::Dir(p) => p.clone(),
-            Source::Git { repo, rev, .. } => {
-                PathBuf::from(format!("{}@{rev}", repo.workdir().unwrap_or(repo.path()).display()))
-            }
+            Source::Git { dir, rev, .. } => PathBuf::from(format!("{} at {rev}", dir.display())),
         }
     }
 

@@ -170,6 +170,13 @@ fn uncommitted_config_edits_are_warned_about_on_stderr_only() {
         }
     }
 
+    // from a subdirectory the hint names the config repo as found, so its command works there
+    let run = rampart(
+        &["plan", "--base", "HEAD", "--format", "json"],
+        Some(&p.join("tenants")),
+    );
+    assert!(run.stderr.contains("--head-path ..`"), "{}", run.stderr);
+
     // a head other than HEAD is not the work tree's business
     let run = rampart(
         &["plan", "--base", "HEAD", "--head", "main", "--format", "json"],
@@ -421,4 +428,26 @@ fn a_settings_file_that_is_a_directory_is_refused() {
     let run = rampart(&["validate", ".", "--rev", "HEAD"], Some(p));
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("error[R105]"), "{}", run.stdout);
+}
+
+/// A revision is named as `<directory> at <rev>` — the config repo's own directory — not
+/// `<work tree>/@HEAD`, which named neither the directory nor the revision plainly.
+#[test]
+fn a_revision_is_named_in_plain_words() {
+    let work = tempfile::tempdir().unwrap();
+    let p = work.path();
+    crate::support::copy_tree(&root().join("testdata/base"), &p.join("config"));
+    write(&p.join("README.md"), "not config\n");
+    git_as(p, ALICE, &["init", "-q", "-b", "main"]);
+    commit(p, ALICE, "import");
+    let run = rampart(&["check", ".", "--base", "HEAD"], Some(p));
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let shown = p.canonicalize().unwrap();
+    assert!(
+        run.stderr
+            .contains(&format!("`{} at HEAD` holds no config repo", shown.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("@HEAD"), "{}", run.stderr);
 }
