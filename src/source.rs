@@ -92,6 +92,9 @@ pub enum Source {
         tree: git2::Oid,
         commit: git2::Oid,
         rev: String,
+        /// The config repo's directory, for messages (the subdirectory of the work tree it
+        /// is, not the work tree's root).
+        dir: PathBuf,
     },
 }
 
@@ -118,6 +121,7 @@ impl Source {
             tree,
             commit,
             rev: rev.to_owned(),
+            dir: path.canonicalize().unwrap_or_else(|_| path.to_owned()),
         })
     }
 
@@ -153,6 +157,7 @@ impl Source {
             tree,
             commit: commit_id,
             rev: commit.to_owned(),
+            dir: git_dir.join(subdir.trim_matches('/')),
         })
     }
 
@@ -166,6 +171,7 @@ impl Source {
                 tree,
                 commit,
                 rev,
+                dir,
             } => Ok(Source::Git {
                 repo: git2::Repository::open(repo.path()).map_err(|e| SourceError::GitOpen {
                     path: repo.path().to_owned(),
@@ -174,6 +180,7 @@ impl Source {
                 tree: *tree,
                 commit: *commit,
                 rev: rev.clone(),
+                dir: dir.clone(),
             }),
         }
     }
@@ -184,13 +191,19 @@ impl Source {
         let mut walk = Walk::new(limits);
         match self {
             Source::Dir(root) => {
-                walk.dir_file(root, SETTINGS_FILE);
+                if fs::symlink_metadata(root.join(SETTINGS_FILE)).is_ok_and(|m| m.is_dir()) {
+                    walk.refuse(settings_not_a_file());
+                } else {
+                    walk.dir_file(root, SETTINGS_FILE);
+                }
                 let pending = std::mem::take(&mut walk.pending);
                 read_pending(root, pending, limits, &mut walk.snapshot);
             }
             Source::Git { repo, tree, rev, .. } => {
                 let tree = repo.find_tree(*tree).map_err(|e| read_err(rev, e))?;
-                if let Some(entry) = tree.get_name(SETTINGS_FILE) {
+                if tree.get_name(SETTINGS_FILE).is_some_and(|e| e.filemode() == GIT_TREE) {
+                    walk.refuse(settings_not_a_file());
+                } else if let Some(entry) = tree.get_name(SETTINGS_FILE) {
                     walk.git_entry(repo, SETTINGS_FILE, entry.id(), entry.filemode(), &mut Vec::new())
                         .map_err(|e| read_err(rev, e))?;
                 }
@@ -396,13 +409,12 @@ impl Source {
         })
     }
 
-    /// Where the repo is, for messages.
+    /// Where the repo is, for messages: the directory, or `<directory> at <rev>` for a
+    /// revision (the config repo's own directory, a subdirectory of the work tree or not).
     pub fn path(&self) -> PathBuf {
         match self {
             Source::Dir(p) => p.clone(),
-            Source::Git { repo, rev, .. } => {
-                PathBuf::from(format!("{}@{rev}", repo.workdir().unwrap_or(repo.path()).display()))
-            }
+            Source::Git { dir, rev, .. } => PathBuf::from(format!("{} at {rev}", dir.display())),
         }
     }
 
@@ -976,6 +988,19 @@ fn read_pending(root: &Path, pending: Vec<String>, limits: &Limits, snapshot: &m
         // which files fit depends on thread timing: validate none rather than a random part
         snapshot.files.clear();
     }
+}
+
+/// A `rampart.yaml` that is a directory: silently ignored, the repo would run on default
+/// settings (limits, approvals) without anyone noticing.
+fn settings_not_a_file() -> Diagnostic {
+    Diagnostic::at_file(
+        Code::NotRegularFile,
+        SETTINGS_FILE,
+        "is a directory, not the settings file; not read",
+    )
+    .with_hint(format!(
+        "`{SETTINGS_FILE}` must be a plain file at the repo's root; rename the directory"
+    ))
 }
 
 fn not_regular(rel: &str) -> Diagnostic {

@@ -87,9 +87,21 @@ pub fn scaffold(opts: &Options<'_>) -> Vec<(String, String)> {
     files.extend(
         crate::validate::schema::SCHEMAS
             .iter()
-            .map(|(name, text)| (format!("{SCHEMA_DIR}/{name}"), (*text).to_owned())),
+            .map(|(name, text)| (format!("{SCHEMA_DIR}/{name}"), local_schema(text))),
     );
     files
+}
+
+/// A schema as the repo's editors get it: without its absolute `$id`, so its relative
+/// `$ref`s (`common.schema.json#/$defs/…`) resolve next to the file. With the id, an editor
+/// that does not map ids to local files (yaml-language-server) fetches
+/// `https://rampart.dev/schemas/v1/…` and fails; tools that load schemas by id (ajv,
+/// check-jsonschema) use `schemas/` from rampart's source, which keeps them.
+fn local_schema(text: &str) -> String {
+    text.lines()
+        .filter(|l| !(l.starts_with("  \"$id\": ") && l.contains("https://")))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// A login as a YAML scalar: quoted where a plain scalar would read as a number or a boolean

@@ -93,11 +93,14 @@ pub fn warn_uncommitted(path: &Path, command: &str) {
     } else {
         &format!("{n} config files have")
     };
+    // (`path` is the config repo as found: `..` from `tenants/`, so the hint's command works
+    // where it is read)
     eprintln!(
         "warning: {files} uncommitted changes that `rampart {command}` does not see: it reads the \
          committed revision `HEAD`\nhint: commit them to include them (`git status` lists them); \
          `rampart validate` reads the work tree as it is, and `rampart plan --base-path DIR \
-         --head-path .` plans it against a checkout of the base in DIR"
+         --head-path {}` plans it against a checkout of the base in DIR",
+        path.display()
     );
 }
 

@@ -43,30 +43,6 @@ pub struct Options {
     pub redact: bool,
 }
 
-/// Keys whose values are secrets: shown in plans only as a digest.
-pub fn secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "apikey",
-        "api_key",
-        "api-key",
-        "privatekey",
-        "private_key",
-        "credential",
-        "clientsecret",
-        "bearer",
-        "authorization",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-        // (`auth` alone, not `author`)
-        || k == "auth"
-}
-
 /// `value` with every secret-like key's value replaced by `(secret sha256:…)`, so a reviewer
 /// sees that it changed, never what it is. A list or map under such a key is replaced whole
 /// (`apiTokens: [ghp_…]`, `credentials: {bearer: …}`): every part of it is as secret.
@@ -78,7 +54,7 @@ pub fn redact(value: &Value) -> Value {
                 .map(|(k, v)| {
                     // (a Secret reference's placeholder is no secret: reviewers see it)
                     let placeholder = v.as_str().is_some_and(secret::is_env_reference);
-                    let v = if secret_key(k) && !v.is_null() && !placeholder {
+                    let v = if secret::is_secret_key(k) && !v.is_null() && !placeholder {
                         let digest = Sha256::digest(v.to_string().as_bytes());
                         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
                         Value::String(format!("(secret sha256:{hex})"))
@@ -332,5 +308,22 @@ mod unit {
         assert_eq!(super::quantity(64 * (1 << 30) * n), "64Gi");
         assert_eq!(super::quantity(1500 * n), "1500");
         assert_eq!(super::quantity(3 * (1 << 40) * n), "3Ti");
+    }
+
+    #[test]
+    fn secret_lists_and_maps_are_redacted_whole() {
+        let v = serde_json::json!({"techdocs": {
+            "apiTokens": ["ghp_LISTED1", "ghp_LISTED2"],
+            "auth": {"bearer": "MAPPED"},
+            "privateKey": {"pem": "NESTED"},
+            "token": "${RAMPART_PLUGIN_X}",
+            "builder": "local"
+        }});
+        let out = super::redact(&v).to_string();
+        for secret in ["LISTED", "MAPPED", "NESTED"] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert!(out.contains("\"apiTokens\":\"(secret sha256:"), "{out}");
+        assert!(out.contains("${RAMPART_PLUGIN_X}") && out.contains("local"), "{out}");
     }
 }

@@ -24,17 +24,23 @@ const BASE_MEMORY: i128 = 512 * (1 << 20) * 1_000_000_000;
 
 pub type Plugins<'a> = BTreeMap<&'a str, &'a Object<PluginSpec>>;
 
-/// One `plugins:` entry of `dynamic-plugins.yaml`.
-pub fn plugin_entry(p: &EnabledPlugin, package: &str, integrity: Option<&str>, redact: bool) -> Value {
+/// One `plugins:` entry of `dynamic-plugins.yaml`; `config` is the plugin's config with its
+/// Secret references already `${ENV}` placeholders ([`super::secret::substitute_tenant`]:
+/// the env vars are the Deployment's, named across the tenant).
+pub fn plugin_entry(
+    p: &EnabledPlugin,
+    config: Option<Value>,
+    package: &str,
+    integrity: Option<&str>,
+    redact: bool,
+) -> Value {
     let mut entry = serde_json::Map::new();
     entry.insert("package".into(), json!(package));
     if let Some(i) = integrity {
         entry.insert("integrity".into(), json!(i));
     }
     entry.insert("disabled".into(), json!(p.disabled));
-    if let Some(c) = &p.config {
-        // Secret references become `${ENV}` placeholders; the env vars are the Deployment's
-        let (v, _) = super::secret::substitute(&p.name, &c.value());
+    if let Some(v) = config {
         entry.insert("pluginConfig".into(), if redact { super::redact(&v) } else { v });
     }
     Value::Object(entry)
@@ -61,16 +67,9 @@ fn requests(t: &TenantSpec, plugins: &Plugins<'_>) -> (i128, i128) {
     (cpu, memory)
 }
 
-/// The env vars of the Secret references in a tenant's plugin configs, by name.
+/// The env vars of the Secret references in a tenant's enabled plugins' configs, by name.
 fn secret_env(t: &TenantSpec) -> Option<Vec<EnvVar>> {
-    let mut envs: Vec<_> = t
-        .plugins
-        .iter()
-        .filter_map(|p| Some(super::secret::substitute(&p.name, &p.config.as_ref()?.value()).1))
-        .flatten()
-        .collect();
-    envs.sort();
-    let vars: Vec<EnvVar> = envs
+    let vars: Vec<EnvVar> = super::secret::enabled_env(&t.plugins)
         .into_iter()
         .map(|e| EnvVar {
             name: e.env,
@@ -223,10 +222,12 @@ pub fn objects(t: &Object<TenantSpec>, plugins: &Plugins<'_>, version: &str, red
         .spec
         .plugins
         .iter()
-        .filter_map(|p| {
+        .zip(super::secret::substitute_tenant(&t.spec.plugins))
+        .filter_map(|(p, config)| {
             let spec = &plugins.get(p.name.as_str())?.spec;
             Some(plugin_entry(
                 p,
+                config.map(|c| c.0),
                 &spec.artifact.package,
                 Some(&spec.artifact.integrity),
                 redact,

@@ -158,12 +158,26 @@ pub fn for_tenant(
             .spec
             .plugins
             .iter()
-            .filter_map(|p| {
+            .zip(super::secret::substitute_tenant(&t.spec.plugins))
+            .filter_map(|(p, config)| {
                 let spec = &plugins.get(p.name.as_str())?.spec;
+                let config = config.map(|c| c.0);
                 Some(if p.name == r.spec.plugin {
-                    plugin_entry(p, &new_package.0, new_package.1.map(String::as_str), opts.redact)
+                    plugin_entry(
+                        p,
+                        config,
+                        &new_package.0,
+                        new_package.1.map(String::as_str),
+                        opts.redact,
+                    )
                 } else {
-                    plugin_entry(p, &spec.artifact.package, Some(&spec.artifact.integrity), opts.redact)
+                    plugin_entry(
+                        p,
+                        config,
+                        &spec.artifact.package,
+                        Some(&spec.artifact.integrity),
+                        opts.redact,
+                    )
                 })
             })
             .collect();

@@ -8,6 +8,7 @@
 //! On top of the YAML rules of [`yaml`], keys that differ only in case are errors, and
 //! integral floats (`1e3`) become integers, as JSON Schema counts them.
 
+mod mask;
 pub mod yaml;
 
 use crate::config::Limits;
@@ -319,21 +320,14 @@ pub fn resolve<'f>(diags: &mut [Diagnostic], files: impl IntoIterator<Item = &'f
             && let Some((path, f)) = by_path.get_key_value(file.as_str())
         {
             let starts = lines.entry(path).or_insert_with(|| line_starts(&f.text));
-            if let Some(&start) = starts.get(line as usize - 1) {
-                let end = starts.get(line as usize).map_or(f.text.len(), |&e| e - 1);
-                let text = f.text[start..end.max(start)].trim_end_matches('\r');
-                let (snippet, col) = crop(text, column);
+            if starts.get(line as usize - 1).is_some() {
+                // a secret is in git already; no report copies it further, whatever the code
+                let lines = mask::Lines { text: &f.text, starts };
+                let (text, column) = mask::mask_line(&lines, line as usize - 1, column);
+                let (snippet, col) = crop(&text, column);
                 // a tab shows as `→` (one character, so the caret stays aligned): a tab is
                 // often the mistake, and as white space it would be invisible
-                let mut snippet = snippet.replace('\t', "→");
-                if d.code == Code::SecretLiteral {
-                    // the secret is in git already; the report does not copy it further
-                    snippet = snippet
-                        .chars()
-                        .take(col.max(1) as usize - 1)
-                        .chain("********".chars())
-                        .collect();
-                }
+                let snippet = snippet.replace('\t', "→");
                 d.snippet = Some(snippet);
                 d.snippet_column = col;
             }

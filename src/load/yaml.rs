@@ -194,6 +194,9 @@ fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Pa
                 E::RecursionLimitExceeded => too_deep(limits, here),
                 E::TabNotAllowed | E::TabInBlockIndentation | E::TabInPlainScalar => tab(text, here)
                     .unwrap_or_else(|| err(Code::YamlSyntax, here, e.info(), "fix the YAML syntax at this position")),
+                // a tab in the indentation at or before the error is its likely cause, though the
+                // parser may read it as content and stumble only lines later
+                _ if let Some(t) = indentation_tab_before(text, here) => t,
                 E::ExpectedBlockMappingKey | E::ExpectedBlockSequenceEntry | E::InvalidIndentation => {
                     indentation(text, here, &e.info())
                 }
@@ -207,26 +210,65 @@ fn run(text: &str, limits: &Limits, rec: Option<&mut Recorder<'_>>) -> Result<Pa
 
 /// A tab where the parser refused one, reported at the tab itself: the parser notices some
 /// tabs only at the end of the line before (a plain scalar might have continued), so the
-/// tab is looked for from the start of the error's line through the next line.
+/// tab is looked for on the error's line and the next. A tab in a line's indentation is the
+/// one meant — a tab inside a value earlier on the line (`description: a<TAB>b`) is legal —
+/// and only without one is the first tab taken.
 fn tab(text: &str, here: (u32, u32)) -> Option<YamlError> {
     let first = here.0.max(1) as usize - 1;
-    for (n, line) in text.split('\n').enumerate().skip(first).take(2) {
-        let Some(i) = line.find('\t') else { continue };
-        let column = line[..i].chars().count() as u32 + 1;
-        let indenting = line[..i].bytes().all(|b| b == b' ' || b == b'\t');
-        let message = if indenting {
-            "tab used for indentation"
-        } else {
-            "tab where YAML does not allow one"
-        };
-        return Some(err(
-            Code::YamlSyntax,
-            (n as u32 + 1, column),
-            message,
-            "YAML does not allow tabs for indentation; use spaces",
-        ));
+    let lines = || text.split('\n').enumerate().skip(first).take(2);
+    if let Some((n, column)) = lines().find_map(|(n, l)| Some((n, indentation_tab(l)?))) {
+        return Some(tab_error(n, column, true));
+    }
+    let (n, line, i) = lines().find_map(|(n, l)| Some((n, l, l.find('\t')?)))?;
+    let indenting = line[..i].bytes().all(|b| b == b' ' || b == b'\t');
+    Some(tab_error(n, line[..i].chars().count() as u32 + 1, indenting))
+}
+
+/// The error for a tab at 0-based line `n`, 1-based `column`.
+fn tab_error(n: usize, column: u32, indenting: bool) -> YamlError {
+    let message = if indenting {
+        "tab used for indentation"
+    } else {
+        "tab where YAML does not allow one"
+    };
+    err(
+        Code::YamlSyntax,
+        (n as u32 + 1, column),
+        message,
+        "YAML does not allow tabs for indentation; use spaces",
+    )
+}
+
+/// The 1-based column of a tab in `line`'s indentation: its leading blanks and the block
+/// indicators among them (`-<TAB>- a`, `? `, `: `). A line of only blanks or a comment has
+/// none (a tab there is allowed).
+fn indentation_tab(line: &str) -> Option<u32> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut tab = None;
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\t' => tab = tab.or(Some(i as u32 + 1)),
+            ' ' => {}
+            '-' | '?' | ':' if chars.get(i + 1).is_some_and(|n| *n == ' ' || *n == '\t') => {}
+            '#' => return None,
+            '\r' if i + 1 == chars.len() => return None,
+            _ => return tab,
+        }
+        i += 1;
     }
     None
+}
+
+/// The nearest tab in the indentation of a line at or before the error's, as a tab error.
+fn indentation_tab_before(text: &str, here: (u32, u32)) -> Option<YamlError> {
+    let lines: Vec<&str> = text.split('\n').take(here.0.max(1) as usize).collect();
+    let (n, column) = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(n, l)| Some((n, indentation_tab(l)?)))?;
+    Some(tab_error(n, column, true))
 }
 
 /// A block the parser could not continue: almost always a line indented less (or more) than
@@ -1163,6 +1205,15 @@ mod tests {
             ("a:\n\tb: 1\n", (2, 1)),
             ("a:\n  b: x\n\tc: 1\n", (3, 1)),
             ("a:\n  - x\n  \t- y\n", (3, 3)),
+            // a legal tab earlier on the line before is not the one blamed
+            ("a:\n  description: pl\tain\n\tcontinued: 1\n", (3, 1)),
+            ("a:\n  b: x\t\n\tc: 1\n", (3, 1)),
+            // a tab on the first line, before a comment too
+            ("\tapiVersion: rampart.dev/v1\nkind: Tenant\n", (1, 1)),
+            ("# c\n\tapiVersion: rampart.dev/v1\nkind: Tenant\n", (2, 1)),
+            // spaces then a tab, and a tab after a dash
+            ("spec:\n  \ttier: free\n  owners: [a]\n", (2, 3)),
+            ("a:\n-\t- a\n", (2, 2)),
         ] {
             let e = parse(src, &Limits::default()).unwrap_err();
             assert_eq!((e.line, e.column), at, "{src:?}");

@@ -416,44 +416,60 @@ pub fn document(file: &str, doc: usize, mut value: Value, diags: &mut Vec<Diagno
     (parsed.unwrap_or(Parsed::Invalid), def)
 }
 
-/// A key that names a secret (see [`crate::compile::secret::is_secret_key`]) holding a
-/// literal string is an error: the secret would sit in git and in the rendered ConfigMap.
-/// Numbers and booleans (`tokenTtl: 3600`), empty strings, strings with a `${ENV}`
-/// substitution and Secret references are fine.
+/// A key that names a secret (see [`crate::compile::secret::is_secret_key`], the rule the
+/// plan's redaction uses too) holding a literal is an error: the secret would sit in git and
+/// in the rendered ConfigMap. Under such a key every literal counts, in a list or map too
+/// (`tokens: [ghp_…]`, `token: {value: …}`), each reported where it is. Booleans, empty
+/// strings, strings with a `${NAME}` substitution and Secret references are fine.
 fn literal_secrets(v: &Value, ptr: &mut String, file: &str, doc: usize, diags: &mut Vec<Diagnostic>) {
-    use crate::compile::secret::{REF_FIELD, is_secret_key};
-    match v {
+    walk_secrets(None, v, ptr, file, doc, diags);
+}
+
+/// [`literal_secrets`] of `x` at `ptr`; `secret` is the secret key `x` is under, if any.
+fn walk_secrets(
+    secret: Option<&str>,
+    x: &Value,
+    ptr: &mut String,
+    file: &str,
+    doc: usize,
+    diags: &mut Vec<Diagnostic>,
+) {
+    use crate::compile::secret::{REF_FIELD, is_literal_secret, is_reference, is_secret_key};
+    if let Some(key) = secret {
+        if is_reference(x) {
+            return;
+        }
+        if is_literal_secret(x) {
+            diags.push(
+                Diagnostic::at_node(
+                    Code::SecretLiteral,
+                    file,
+                    doc,
+                    ptr,
+                    format!("{} holds a secret written as a literal", quote(key)),
+                )
+                .with_hint(format!(
+                    "keep secrets out of git: reference a Kubernetes Secret, `{key}: {{{REF_FIELD}: {{name: SECRET, key: KEY}}}}`; the portal gets it as an env var"
+                )),
+            );
+            return;
+        }
+    }
+    let len = ptr.len();
+    match x {
         Value::Object(m) => {
-            for (k, x) in m {
-                let len = ptr.len();
+            for (k, y) in m {
                 ptr.push('/');
                 ptr.push_str(&crate::load::escape_pointer(k));
-                match x {
-                    // (`Bearer ${TOKEN}` substitutes a secret rather than holding one)
-                    Value::String(s) if is_secret_key(k) && !s.trim().is_empty() && !s.contains("${") => {
-                        diags.push(
-                            Diagnostic::at_node(
-                                Code::SecretLiteral,
-                                file,
-                                doc,
-                                ptr,
-                                format!("{} holds a secret written as a literal", quote(k)),
-                            )
-                            .with_hint(format!(
-                                "keep secrets out of git: reference a Kubernetes Secret, `{k}: {{{REF_FIELD}: {{name: SECRET, key: KEY}}}}`; the portal gets it as an env var"
-                            )),
-                        );
-                    }
-                    _ => literal_secrets(x, ptr, file, doc, diags),
-                }
+                let under = secret.or_else(|| is_secret_key(k).then_some(k.as_str()));
+                walk_secrets(under, y, ptr, file, doc, diags);
                 ptr.truncate(len);
             }
         }
-        Value::Array(xs) => {
-            for (i, x) in xs.iter().enumerate() {
-                let len = ptr.len();
+        Value::Array(ys) => {
+            for (i, y) in ys.iter().enumerate() {
                 ptr.push_str(&format!("/{i}"));
-                literal_secrets(x, ptr, file, doc, diags);
+                walk_secrets(secret, y, ptr, file, doc, diags);
                 ptr.truncate(len);
             }
         }

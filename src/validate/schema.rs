@@ -175,9 +175,20 @@ pub fn check(target: Target, value: &Value, file: &str, doc: usize, diags: &mut 
             continue;
         }
         let fields = missing.get(&ptr).filter(|m| !m.is_empty()).map(|m| (m, &c.fields));
+        // a value under a secret key is never quoted in a message (the snippet masks it too)
+        let hidden = ptr
+            .split('/')
+            .any(|seg| crate::compile::secret::hides_value(&seg.replace("~1", "/").replace("~0", "~")));
+        let masked;
+        let instance: &Value = if hidden {
+            masked = mask(e.instance().as_ref());
+            &masked
+        } else {
+            e.instance().as_ref()
+        };
         diags.extend(describe(
             e.kind(),
-            e.instance().as_ref(),
+            instance,
             &ptr,
             file,
             doc,
@@ -196,6 +207,16 @@ pub fn check(target: Target, value: &Value, file: &str, doc: usize, diags: &mut 
         ));
     }
     false
+}
+
+/// `v` with every string replaced by the mask reports use for secrets.
+fn mask(v: &Value) -> Value {
+    match v {
+        Value::String(_) => Value::String("********".to_owned()),
+        Value::Array(xs) => Value::Array(xs.iter().map(mask).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), mask(x))).collect()),
+        other => other.clone(),
+    }
 }
 
 fn describe(
@@ -285,6 +306,12 @@ fn describe(
             format!("{field} {} is not a valid Secret name", short(instance)),
         )
         .with_hint("Secret names are DNS subdomains: lowercase letters, digits, `-` and `.`, at most 253 characters"),
+        K::Pattern { .. } | K::Not { .. } if ptr.ends_with("/secretKeyRef/key") => at(
+            Code::BadFormat,
+            ptr,
+            format!("{field} {} is not a valid key of a Secret", short(instance)),
+        )
+        .with_hint("a Secret's keys are letters, digits, `-`, `_` and `.`, and not `.` or `..`"),
         K::Pattern { .. } | K::Format { .. } | K::MinLength { .. } if is_name_like(ptr) => at(
             Code::BadFormat,
             ptr,

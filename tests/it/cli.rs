@@ -170,6 +170,13 @@ fn uncommitted_config_edits_are_warned_about_on_stderr_only() {
         }
     }
 
+    // from a subdirectory the hint names the config repo as found, so its command works there
+    let run = rampart(
+        &["plan", "--base", "HEAD", "--format", "json"],
+        Some(&p.join("tenants")),
+    );
+    assert!(run.stderr.contains("--head-path ..`"), "{}", run.stderr);
+
     // a head other than HEAD is not the work tree's business
     let run = rampart(
         &["plan", "--base", "HEAD", "--head", "main", "--format", "json"],
@@ -234,6 +241,32 @@ fn the_man_pages_render_every_subcommand() {
     }
     let plan = std::fs::read_to_string(dir.join("rampart-plan.1")).unwrap();
     assert!(plan.contains("head\\-path"), "{plan}");
+}
+
+/// `man --out` wrote through a link planted at `DIR/rampart.1`, overwriting its target, and
+/// said only "File exists (os error 17)" when `--out` was a file or a dangling link.
+#[test]
+fn man_out_writes_no_page_through_a_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, victim) = (tmp.path().join("man1"), tmp.path().join("victim"));
+    std::fs::create_dir(&dir).unwrap();
+    write(&victim, "keep me\n");
+    std::os::unix::fs::symlink(&victim, dir.join("rampart.1")).unwrap();
+    let run = rampart(&["man", "--out", dir.to_str().unwrap()], None);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("is a symbolic link"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    // `--out` that is a file, or a link to nothing
+    let file = tmp.path().join("file");
+    write(&file, "x");
+    let dangling = tmp.path().join("dangling");
+    std::os::unix::fs::symlink(tmp.path().join("nothing"), &dangling).unwrap();
+    for out in [file, dangling] {
+        let run = rampart(&["man", "--out", out.to_str().unwrap()], None);
+        assert_ne!(run.code, 0, "{}", run.stderr);
+        assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
+        assert!(!run.stderr.contains("os error"), "{}", run.stderr);
+    }
 }
 
 /// no-color.org: `NO_COLOR` counts when it is set and not empty. Colour needs a terminal:
@@ -344,4 +377,77 @@ fn another_json_schema_tool_resolves_the_schemas_by_their_ids() {
     write(&bad, tenant.replacen("name: sandbox", "name: Not_A_Label", 1));
     let (ok, text) = ajv_run("validate", &schemas.join("tenant.schema.json"), &[bad]);
     assert!(!ok && text.contains("pattern"), "{text}");
+}
+
+/// `rampart init`'s schema copies are for editors that resolve `$ref`s next to the file
+/// (yaml-language-server fetched `https://rampart.dev/schemas/v1/common.schema.json` and
+/// failed): no absolute `$id`, every `$ref` relative, and the file each names is there.
+#[test]
+fn init_schema_copies_resolve_their_refs_locally() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = rampart(&["init", "repo", "--platform-team", "alice"], Some(tmp.path()));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let dir = tmp.path().join("repo/.rampart/schemas");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(v.get("$id").is_none(), "{}: has an $id", path.display());
+        for r in text.split("\"$ref\": \"").skip(1).map(|r| &r[..r.find('"').unwrap()]) {
+            assert!(!r.contains("://"), "{}: absolute $ref {r}", path.display());
+            let file = r.split('#').next().unwrap();
+            assert!(
+                file.is_empty() || dir.join(file).exists(),
+                "{}: $ref {r} names no sibling",
+                path.display()
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen >= 5, "{seen} schemas");
+}
+
+/// A `rampart.yaml` that is a directory was ignored: validate said ok, on default settings.
+#[test]
+fn a_settings_file_that_is_a_directory_is_refused() {
+    let repo = repo_with(None);
+    let p = repo.path();
+    std::fs::remove_file(p.join("rampart.yaml")).unwrap();
+    write(&p.join("rampart.yaml/limits.yaml"), "maxFiles: 1\n");
+    let run = rampart(&["validate", "."], Some(p));
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("error[R105]") && run.stdout.contains("rampart.yaml"),
+        "{}",
+        run.stdout
+    );
+    // the same from a commit, where it is a tree
+    git_as(p, ALICE, &["init", "-q", "-b", "main"]);
+    commit(p, ALICE, "settings as a directory");
+    let run = rampart(&["validate", ".", "--rev", "HEAD"], Some(p));
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("error[R105]"), "{}", run.stdout);
+}
+
+/// A revision is named as `<directory> at <rev>` — the config repo's own directory — not
+/// `<work tree>/@HEAD`, which named neither the directory nor the revision plainly.
+#[test]
+fn a_revision_is_named_in_plain_words() {
+    let work = tempfile::tempdir().unwrap();
+    let p = work.path();
+    crate::support::copy_tree(&root().join("testdata/base"), &p.join("config"));
+    write(&p.join("README.md"), "not config\n");
+    git_as(p, ALICE, &["init", "-q", "-b", "main"]);
+    commit(p, ALICE, "import");
+    let run = rampart(&["check", ".", "--base", "HEAD"], Some(p));
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let shown = p.canonicalize().unwrap();
+    assert!(
+        run.stderr
+            .contains(&format!("`{} at HEAD` holds no config repo", shown.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("@HEAD"), "{}", run.stderr);
 }

@@ -395,3 +395,52 @@ fn secret_references_render_as_env_vars() {
     )
     .unwrap();
 }
+
+/// Env var names are unique across the portal container: `tech-radar` + `x` and `tech` +
+/// `radar.x` both spell `RAMPART_PLUGIN_TECH_RADAR_X`, and one plugin read the other's
+/// Secret. A disabled plugin's reference puts no env var on the container.
+#[test]
+fn secret_env_names_are_unique_across_plugins() {
+    let repo = repo_with(None);
+    let catalog = std::fs::read_to_string(repo.path().join("plugins/catalog.yaml")).unwrap();
+    for name in ["tech", "tech-radar"] {
+        write(
+            &repo.path().join(format!("plugins/{name}.yaml")),
+            catalog.replace("name: catalog", &format!("name: {name}")),
+        );
+    }
+    write(
+        &repo.path().join("tenants/shop.yaml"),
+        "apiVersion: rampart.dev/v1\nkind: Tenant\nmetadata:\n  name: shop\nspec:\n  owners: [platform]\n  tier: free\n  \
+         isolation: shared\n  quota: {cpu: 2, memory: 4Gi, pods: 10, storage: 1Gi}\n  plugins:\n    \
+         - name: tech-radar\n      config:\n        x: {secretKeyRef: {name: radar-secret, key: k}}\n    \
+         - name: tech\n      config:\n        radar:\n          x: {secretKeyRef: {name: tech-secret, key: k}}\n    \
+         - name: catalog\n      disabled: true\n      config:\n        token: {secretKeyRef: {name: off-secret, key: k}}\n",
+    );
+    let out = repo.path().join("out");
+    let run = rampart(&["compile", ".", "--out", out.to_str().unwrap()], Some(repo.path()));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let read = |f: &str| std::fs::read_to_string(out.join("shop").join(f)).unwrap();
+    let d: Value = serde_saphyr::from_str(&read("deployment-portal.yaml")).unwrap();
+    let env: Vec<(String, String)> = d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |v: &Value| v.as_str().unwrap().to_owned();
+            (s(&e["name"]), s(&e["valueFrom"]["secretKeyRef"]["name"]))
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("RAMPART_PLUGIN_TECH_RADAR_X".to_owned(), "radar-secret".to_owned()),
+            ("RAMPART_PLUGIN_TECH_RADAR_X_2".to_owned(), "tech-secret".to_owned()),
+        ]
+    );
+    let cm: Value = serde_saphyr::from_str(&read("configmap-dynamic-plugins.yaml")).unwrap();
+    let plugins: Value = serde_saphyr::from_str(cm["data"]["dynamic-plugins.yaml"].as_str().unwrap()).unwrap();
+    let config = |i: usize| plugins["plugins"][i]["pluginConfig"].clone();
+    assert_eq!(config(0)["x"], "${RAMPART_PLUGIN_TECH_RADAR_X}");
+    assert_eq!(config(1)["radar"]["x"], "${RAMPART_PLUGIN_TECH_RADAR_X_2}");
+}
