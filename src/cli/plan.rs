@@ -227,6 +227,13 @@ pub fn compute(
     // what the change's own policies and teams decide differently (only when it changes them;
     // directories too: the questions need no author)
     let impact = pipeline::impact(base, head, &base_v, &head_v, &changes)?;
+    if impact.is_none() && pipeline::touches_rules(&changes) {
+        notes.push(
+            "no policy-change impact: one side's policies do not validate, so there is nothing to compare \
+             the other with — read the policy diff by hand"
+                .to_owned(),
+        );
+    }
     let affected = if base_valid {
         plan::affected(&changes, &base_v.repo, &head_v.repo)
     } else {

@@ -189,7 +189,7 @@ pub fn test_flips(base: &[super::tests::CaseResult], head: &[super::tests::CaseR
 /// both rules.
 pub fn flips(inputs: &Inputs<'_>, mode: Mode) -> Result<(Vec<Flip>, usize, usize), String> {
     let (base, head) = (inputs.base, inputs.head);
-    let logins = changed_logins(base, head);
+    let members_changed = changed_logins(base, head);
     let literal_users: BTreeSet<String> = [inputs.base_engine, inputs.head_engine]
         .iter()
         .flat_map(|e| e.literals.iter())
@@ -197,12 +197,16 @@ pub fn flips(inputs: &Inputs<'_>, mode: Mode) -> Result<(Vec<Flip>, usize, usize
         .map(|l| l.id().unescaped().to_owned())
         .collect();
     // a policy that reads a changed login's membership can flip any question
-    let mode = if logins.iter().any(|l| literal_users.contains(l)) {
+    let mode = if members_changed.iter().any(|l| literal_users.contains(l)) {
         Mode::BruteForce
     } else {
         mode
     };
     let changed = Changed::of(inputs.base_engine, inputs.head_engine);
+    // the logins asked as themselves: those whose membership changes, and those a changed
+    // policy names (`principal == User::"mallory"`: she is the one it widens for)
+    let mut logins = members_changed;
+    logins.extend(changed.named_users.iter().cloned());
     let universe = universe(base, head);
     let universe = universe.as_ref().unwrap_or(head);
     let literal_teams: BTreeSet<String> = [inputs.base_engine, inputs.head_engine]
@@ -323,14 +327,23 @@ pub fn flips(inputs: &Inputs<'_>, mode: Mode) -> Result<(Vec<Flip>, usize, usize
         approvers: Vec::new(),
     };
     let changes: Vec<Change> = units.iter().map(|u| u.change.clone()).collect();
-    let model = model::build(
+    // (the literals of both sides: a tenant only the head's policies name is kept apart from
+    // the tenants it would otherwise share a class with)
+    let literals: HashSet<EntityUid> = inputs
+        .base_engine
+        .literals
+        .union(&inputs.head_engine.literals)
+        .cloned()
+        .collect();
+    let model = model::build_naming(
         &authority,
         universe,
         universe,
         &changes,
         &who,
         inputs.facts,
-        inputs.base_engine,
+        &inputs.base_engine.schema,
+        &literals,
     )?;
     let schema = &inputs.base_engine.schema;
     let (base_entities, head_entities) = entities(model.entities, &units, base, head, &literal_users, schema, shared)?;
@@ -419,6 +432,17 @@ struct Changed {
     /// No changed policy reads the principal (its scope is any principal, and its text names
     /// `principal` only there).
     principal_free: bool,
+    /// The users a changed policy names literally (`Rampart::User::"…"`; not rampart's own
+    /// reserved ids, which no login can have).
+    named_users: BTreeSet<String>,
+}
+
+/// The users `text` (a policy) names as `User::"…"`.
+fn users_named(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split("User::\"").skip(1).filter_map(|rest| {
+        let id = &rest[..rest.find('"')?];
+        (!id.is_empty() && !id.contains(['[', '?', ':', '\\'])).then(|| id.to_ascii_lowercase())
+    })
 }
 
 impl Changed {
@@ -427,6 +451,7 @@ impl Changed {
         let (mut permits, mut forbids) = (PolicySet::new(), PolicySet::new());
         let mut actions = HashSet::new();
         let mut principal_free = true;
+        let mut named_users = BTreeSet::new();
         let all_actions: Vec<EntityUid> = base
             .schema
             .action_entities()
@@ -436,6 +461,7 @@ impl Changed {
             for p in e.policies.policies().filter(|p| ids.contains(&p.id().to_string())) {
                 principal_free &= p.principal_constraint() == cedar_policy::PrincipalConstraint::Any
                     && p.to_string().matches("principal").count() == 1;
+                named_users.extend(users_named(&p.to_string()));
                 let renamed = p.new_id(cedar_policy::PolicyId::new(format!("{side}:{}", p.id())));
                 let set = if p.effect() == Effect::Forbid {
                     &mut forbids
@@ -453,6 +479,7 @@ impl Changed {
         }
         Changed {
             principal_free,
+            named_users,
             permits,
             forbids,
             actions,
@@ -473,7 +500,7 @@ enum Author {
     Other,
     /// A login in no team.
     Nobody,
-    /// A login whose membership changes, as itself.
+    /// A login whose membership changes, or one a changed policy names, as itself.
     Login(String),
 }
 
@@ -544,6 +571,20 @@ fn askers(
                 author: natural.clone(),
                 approval: Approval::Team((*t).clone(), plus),
             });
+        }
+        // an author from outside, approved: a rule that lets an approval stand in for
+        // membership (`context.change in Team::"payments"`, `approvals >= 1`) widens for them
+        if !plus {
+            for t in &matter {
+                for outsider in [Author::Other, Author::Nobody] {
+                    if outsider != *natural {
+                        out.push(Asker {
+                            author: outsider,
+                            approval: Approval::Team((*t).clone(), false),
+                        });
+                    }
+                }
+            }
         }
         for l in logins {
             out.push(Asker {

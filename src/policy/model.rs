@@ -219,7 +219,32 @@ pub fn build(
     facts: Facts<'_>,
     engine: &crate::policy::Engine,
 ) -> Result<Model, String> {
-    let (schema, literals) = (&engine.schema, &engine.literals);
+    build_naming(
+        authority,
+        base,
+        head,
+        changes,
+        who,
+        facts,
+        &engine.schema,
+        &engine.literals,
+    )
+}
+
+/// [`build`] for the entities `literals` names (a policy names them, so the model keeps each
+/// apart from objects it cannot otherwise tell from it): the impact builds one model for two
+/// policy sets, with the literals of both.
+#[allow(clippy::too_many_arguments)]
+pub fn build_naming(
+    authority: &Repo,
+    base: &Repo,
+    head: &Repo,
+    changes: &[Change],
+    who: &Who,
+    facts: Facts<'_>,
+    schema: &cedar_policy::Schema,
+    literals: &HashSet<EntityUid>,
+) -> Result<Model, String> {
     let mut entities: Vec<Entity> = Vec::new();
     // teams and users: membership from the authority (the rules in force) only
     let mut teams_of: foldhash::HashMap<&str, Vec<&str>> = foldhash::HashMap::default();

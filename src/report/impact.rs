@@ -58,7 +58,7 @@ pub fn text(i: &Impact) -> String {
             "  {} {} [{}] asked by {}:",
             direction(g),
             plural(g.count, "decision", "decisions"),
-            g.policies.join(", "),
+            g.policies.iter().map(|p| short(p)).collect::<Vec<_>>().join(", "),
             g.asker
         );
         let shown = g.examples.len().min(budget);
@@ -78,15 +78,53 @@ pub fn text(i: &Impact) -> String {
             out,
             "  policy test {} `{}` ({}): {}",
             if t.widening { "widens" } else { "narrows" },
-            t.name,
-            t.file,
+            short(&t.name),
+            short(&t.file),
             if t.widening { "deny → allow" } else { "allow → deny" }
         );
     }
     if i.tests.len() > TESTS {
         let _ = writeln!(out, "  … and {} more policy tests", i.tests.len() - TESTS);
     }
+    if let Some(c) = caveat(i) {
+        let _ = writeln!(out, "  {c}");
+    }
     out
+}
+
+/// User text on one line: a newline in a test's name must not start a line of its own (a
+/// workflow command, in a job log).
+fn one_line(s: &str) -> String {
+    crate::diagnostic::visible(s, &[])
+}
+
+/// Policy ids shown in the comment are cut here (an id is user text, and can be 64 KB).
+const ID_CHARS: usize = 80;
+
+/// What the questions cannot see, naming the changed policies a reviewer should still read.
+fn caveat(i: &Impact) -> Option<String> {
+    if i.changed_policies.is_empty() {
+        return None;
+    }
+    let mut ids: Vec<String> = i.changed_policies.iter().take(10).map(|p| short(p)).collect();
+    if i.changed_policies.len() > 10 {
+        ids.push(format!("{} more", i.changed_policies.len() - 10));
+    }
+    Some(format!(
+        "note: the questions are creates, deletes and no-op updates by members of each team; a condition on \
+         what an update changes (quota, network, plugins) or on several memberships at once shows only \
+         through the policy tests — read the changed policies: {}",
+        ids.join(", ")
+    ))
+}
+
+fn short(id: &str) -> String {
+    let id = one_line(id);
+    if id.chars().count() > ID_CHARS {
+        format!("{}…", id.chars().take(ID_CHARS).collect::<String>())
+    } else {
+        id
+    }
 }
 
 /// `text` as a code span when it is plain (a policy id, a team, a name), else escaped.
@@ -141,7 +179,11 @@ pub fn markdown(i: &Impact) -> String {
                     "narrows"
                 },
                 g.count,
-                g.policies.iter().map(|p| code(p)).collect::<Vec<_>>().join(", "),
+                g.policies
+                    .iter()
+                    .map(|p| code(&short(p)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 spans(&g.asker),
                 examples.join("<br>")
             );
@@ -152,8 +194,8 @@ pub fn markdown(i: &Impact) -> String {
         let _ = writeln!(
             out,
             "- policy test {} ({}) {}",
-            code(&t.name),
-            code(&t.file),
+            code(&short(&t.name)),
+            code(&short(&t.file)),
             if t.widening {
                 "now allows (deny → allow)"
             } else {
@@ -164,9 +206,10 @@ pub fn markdown(i: &Impact) -> String {
     if i.tests.len() > TESTS {
         let _ = writeln!(out, "- … and {} more policy tests", i.tests.len() - TESTS);
     }
-    if !i.tests.is_empty() {
-        out.push('\n');
+    if let Some(c) = caveat(i) {
+        let _ = writeln!(out, "- {}", markdown_escape(&c));
     }
+    out.push('\n');
     out
 }
 

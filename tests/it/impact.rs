@@ -59,7 +59,48 @@ fn edit_rules(p: &Path, case: &str) {
                 ),
             );
         }
+        // a permit for one login: she is the one it widens for
+        "named-login" => edit(
+            p,
+            "policies/compliance.cedar",
+            pci_unless,
+            &format!(
+                "{pci_unless}\n@id(\"mallory-may\")\npermit (principal == Rampart::User::\"mallory-r\", action, resource);\n"
+            ),
+        ),
+        // an approval from payments stands in for membership: an outsider approved widens
+        "approval-stands-in" => edit(
+            p,
+            "policies/compliance.cedar",
+            pci_unless,
+            &format!(
+                "{pci_unless}\n@id(\"payments-approves-anything\")\npermit (principal, action, resource) when \
+                 {{ context.change in Rampart::Team::\"payments\" }};\n"
+            ),
+        ),
         _ => unreachable!(),
+    }
+}
+
+/// The widenings a pull request author would most like hidden: a permit naming them, and an
+/// approval that stands in for membership.
+#[test]
+fn a_permit_for_one_login_and_an_approval_standing_in_are_widenings() {
+    for (case, asker) in [
+        ("named-login", "asked by `mallory-r`"),
+        (
+            "approval-stands-in",
+            "asked by a non-member, approved by a member of `payments`",
+        ),
+    ] {
+        let repo = example_history();
+        let p = repo.path();
+        edit_rules(p, case);
+        commit(p, "Alice <alice@example.com>", "a rule\n\nApproved-by: bob\n");
+        let run = rampart(&["plan", ".", "--base", "HEAD~1"], Some(p));
+        assert_eq!(run.code, 0, "{case}: {}", run.stderr);
+        assert!(run.stdout.contains("policy widening: "), "{case}: {}", run.stdout);
+        assert!(run.stdout.contains(asker), "{case}: {}", run.stdout);
     }
 }
 
@@ -170,7 +211,15 @@ fn reduced_question_set_finds_the_brute_force_flips() {
     let files: Vec<String> = ["rampart.yaml", "policies/compliance.cedar", "keys/backstage.yaml"]
         .map(String::from)
         .to_vec();
-    for case in ["widen", "narrow", "team", "combined", "literal-login"] {
+    for case in [
+        "widen",
+        "narrow",
+        "team",
+        "combined",
+        "literal-login",
+        "named-login",
+        "approval-stands-in",
+    ] {
         let (_h, head) = revision(Some(case));
         let inputs = Inputs {
             base: &base.repo,
