@@ -55,8 +55,13 @@ pub fn redact(value: &Value) -> Value {
                     // (a Secret reference's placeholder is no secret: reviewers see it)
                     let placeholder = v.as_str().is_some_and(secret::is_env_reference);
                     let v = if secret::is_secret_key(k) && !v.is_null() && !placeholder {
-                        let digest = Sha256::digest(v.to_string().as_bytes());
-                        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+                        // keyed with a key of this run only: base and head, rendered by the
+                        // same run, show a rotation as a change, but a short secret cannot be
+                        // found again from its digest by trying every value
+                        let mut h = Sha256::new();
+                        h.update(run_key());
+                        h.update(v.to_string().as_bytes());
+                        let hex: String = h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
                         Value::String(format!("(secret sha256:{hex})"))
                     } else {
                         redact(v)
@@ -68,6 +73,22 @@ pub fn redact(value: &Value) -> Value {
         Value::Array(xs) => Value::Array(xs.iter().map(redact).collect()),
         other => other.clone(),
     }
+}
+
+/// 32 bytes no one outside this process knows (std's per-process random hash keys), the key
+/// of [`redact`]'s digests.
+fn run_key() -> &'static [u8; 32] {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        for (i, chunk) in key.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+        key
+    })
 }
 
 /// One compiled object.
@@ -325,5 +346,24 @@ mod unit {
         }
         assert!(out.contains("\"apiTokens\":\"(secret sha256:"), "{out}");
         assert!(out.contains("${RAMPART_PLUGIN_X}") && out.contains("local"), "{out}");
+    }
+
+    /// The digest is keyed: the same value gives the same digest in a run (a rotation shows),
+    /// but not the plain SHA-256 anyone could compute for every short value.
+    #[test]
+    fn secret_digests_are_keyed_per_run() {
+        use sha2::{Digest, Sha256};
+        let digest = |v: &str| super::redact(&serde_json::json!({ "password": v }))["password"].clone();
+        assert_eq!(digest("83749201"), digest("83749201"));
+        assert_ne!(digest("83749201"), digest("83749202"));
+        let plain: String = Sha256::digest(b"\"83749201\"")
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(
+            digest("83749201"),
+            serde_json::json!(format!("(secret sha256:{plain})"))
+        );
     }
 }
