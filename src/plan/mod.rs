@@ -476,12 +476,27 @@ fn risks(a: Option<&Manifest>, b: Option<&Manifest>, path: &str, out: &mut Vec<R
             };
             let (old, new) = (hard(a), hard(b));
             if a.is_some() {
-                for (k, n) in &new {
-                    if let Some(o) = old.get(k)
-                        && n.nanos > o.nanos
+                let grown: BTreeMap<&str, (&str, &str)> = new
+                    .iter()
+                    .filter_map(|(k, n)| {
+                        let o = old.get(k)?;
+                        (n.nanos > o.nanos).then_some((k.as_str(), (o.text.as_str(), n.text.as_str())))
+                    })
+                    .collect();
+                for (k, (o, n)) in &grown {
+                    // `requests.cpu` and `limits.cpu` grown alike are one change of one quota
+                    if let Some(r) = k.strip_prefix("limits.")
+                        && grown.get(format!("requests.{r}").as_str()) == Some(&(*o, *n))
                     {
-                        flag(RiskKind::QuotaIncrease, format!("`{k}` {} → {}", o.text, n.text), false);
+                        continue;
                     }
+                    let detail = match k.strip_prefix("requests.") {
+                        Some(r) if grown.get(format!("limits.{r}").as_str()) == Some(&(*o, *n)) => {
+                            format!("`{r}` {o} → {n} (requests and limits)")
+                        }
+                        _ => format!("`{k}` {o} → {n}"),
+                    };
+                    flag(RiskKind::QuotaIncrease, detail, false);
                 }
             }
         }
