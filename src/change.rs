@@ -279,43 +279,32 @@ fn objects<S: PartialEq>(sides: &Sides<'_>, base: &[Object<S>], head: &[Object<S
 pub fn changed_pointer(base: &Repo, head: &Repo, c: &Change) -> Option<String> {
     fn first_diff(a: &serde_json::Value, b: &serde_json::Value, at: &mut String) -> bool {
         use serde_json::Value;
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                for (k, v) in y {
-                    let len = at.len();
-                    at.push('/');
-                    at.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                    match x.get(k) {
-                        Some(u) if u == v => {}
-                        Some(u) => {
-                            first_diff(u, v, at);
-                            return true;
-                        }
-                        None => return true,
-                    }
-                    at.truncate(len);
-                }
-                // only removals: the object that lost them
-                x != y
+        // the children of the new side, each with its pointer segment and the old child
+        let children: Vec<(String, &Value, Option<&Value>)> = match (a, b) {
+            (Value::Object(x), Value::Object(y)) => y
+                .iter()
+                .map(|(k, v)| (k.replace('~', "~0").replace('/', "~1"), v, x.get(k)))
+                .collect(),
+            (Value::Array(x), Value::Array(y)) => y
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v, x.get(i)))
+                .collect(),
+            _ => return a != b,
+        };
+        for (segment, v, old) in children {
+            if old == Some(v) {
+                continue;
             }
-            (Value::Array(x), Value::Array(y)) => {
-                for (i, v) in y.iter().enumerate() {
-                    let len = at.len();
-                    at.push_str(&format!("/{i}"));
-                    match x.get(i) {
-                        Some(u) if u == v => {}
-                        Some(u) => {
-                            first_diff(u, v, at);
-                            return true;
-                        }
-                        None => return true,
-                    }
-                    at.truncate(len);
-                }
-                x != y
+            at.push('/');
+            at.push_str(&segment);
+            if let Some(u) = old {
+                first_diff(u, v, at);
             }
-            _ => a != b,
+            return true;
         }
+        // only removals: the object or list that lost them
+        a != b
     }
     fn of<S: serde::Serialize>(
         a: &[crate::spec::Object<S>],

@@ -2,7 +2,7 @@
 //! with a few examples each, as `text` lines and a `markdown` section (the JSON plan embeds
 //! [`crate::policy::impact::Impact`] as it is) (pure).
 
-use super::markdown_escape;
+use super::{markdown_escape, markdown_text};
 use crate::policy::impact::{Group, Impact};
 use std::fmt::Write;
 
@@ -141,14 +141,6 @@ fn code(text: &str) -> String {
     }
 }
 
-/// rampart's own text with `…` spans around user text: the spans as code, the rest escaped.
-fn spans(text: &str) -> String {
-    text.split('`')
-        .enumerate()
-        .map(|(n, part)| if n % 2 == 1 { code(part) } else { markdown_escape(part) })
-        .collect()
-}
-
 /// The markdown section of the impact, bounded.
 pub fn markdown(i: &Impact) -> String {
     let mut out = String::new();
@@ -166,7 +158,12 @@ pub fn markdown(i: &Impact) -> String {
                 );
                 break;
             }
-            let mut examples: Vec<String> = g.examples.iter().take(MARKDOWN_EXAMPLES).map(|e| spans(e)).collect();
+            let mut examples: Vec<String> = g
+                .examples
+                .iter()
+                .take(MARKDOWN_EXAMPLES)
+                .map(|e| markdown_text(e))
+                .collect();
             if g.count > examples.len() {
                 examples.push(format!("… and {} more", g.count - examples.len()));
             }
@@ -184,7 +181,7 @@ pub fn markdown(i: &Impact) -> String {
                     .map(|p| code(&short(p)))
                     .collect::<Vec<_>>()
                     .join(", "),
-                spans(&g.asker),
+                markdown_text(&g.asker),
                 examples.join("<br>")
             );
         }

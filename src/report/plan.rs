@@ -254,6 +254,44 @@ fn fence(text: &str) -> String {
     "`".repeat((longest + 1).max(3))
 }
 
+/// Diffs left out of a comment to stay within its limit.
+#[derive(Default)]
+struct LeftOut {
+    count: usize,
+    chars: usize,
+}
+
+/// One collapsible section (`summary` opens it) of `diff` code blocks, each added while the
+/// comment stays within `limit` (room kept for the closing note); the rest are counted in
+/// `left`. A section that shows no diff is not written.
+fn diff_section<'d>(
+    out: &mut String,
+    mut section: String,
+    diffs: impl Iterator<Item = &'d str>,
+    limit: usize,
+    left: &mut LeftOut,
+) {
+    const RESERVE: usize = 320;
+    let mut shown = 0;
+    for d in diffs {
+        // (a fence keeps Markdown out, not control or bidirectional characters)
+        let diff = visible(d, &['\n', '\t']);
+        let f = fence(&diff);
+        let block = format!("{f}diff\n{diff}{f}\n\n");
+        if out.len() + section.len() + block.len() + RESERVE > limit {
+            left.count += 1;
+            left.chars += d.len();
+            continue;
+        }
+        section.push_str(&block);
+        shown += 1;
+    }
+    if shown > 0 {
+        section.push_str("</details>\n\n");
+        out.push_str(&section);
+    }
+}
+
 /// The markdown plan, never longer than `limit` characters: the summary always, then the
 /// diffs tenant by tenant while they fit, then a note saying what was left out.
 pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
@@ -414,60 +452,41 @@ pub fn markdown(r: &PlanReport<'_>, limit: usize) -> String {
     for c in &p.changes {
         by_tenant.entry(&c.tenant).or_default().push(c);
     }
-    let reserve = 300;
-    let mut left_out = 0usize;
-    let mut left_chars = 0usize;
+    let mut left = LeftOut::default();
     // the guarded files first: a policy or key change compiles to nothing, its diff is the change
     if !p.files.is_empty() {
-        let mut section = format!(
+        let summary = format!(
             "<details open><summary>guarded files — {} file{}</summary>\n\n",
             p.files.len(),
             if p.files.len() == 1 { "" } else { "s" }
         );
-        let mut shown = 0;
-        for f in &p.files {
-            let diff = visible(&f.diff, &['\n', '\t']);
-            let fe = fence(&diff);
-            let block = format!("{fe}diff\n{diff}{fe}\n\n");
-            if out.len() + section.len() + block.len() + reserve + 20 > limit {
-                left_out += 1;
-                left_chars += f.diff.len();
-                continue;
-            }
-            section.push_str(&block);
-            shown += 1;
-        }
-        if shown > 0 {
-            section.push_str("</details>\n\n");
-            out.push_str(&section);
-        }
+        diff_section(
+            &mut out,
+            summary,
+            p.files.iter().map(|f| f.diff.as_str()),
+            limit,
+            &mut left,
+        );
     }
     for (tenant, changes) in by_tenant {
-        let mut section = format!(
+        let summary = format!(
             "<details><summary>{} — {} object{}</summary>\n\n",
             markdown_escape(tenant),
             changes.len(),
             if changes.len() == 1 { "" } else { "s" }
         );
-        let mut shown = 0;
-        for c in &changes {
-            // (a fence keeps Markdown out, not control or bidirectional characters)
-            let diff = visible(&c.diff, &['\n', '\t']);
-            let f = fence(&diff);
-            let block = format!("{f}diff\n{diff}{f}\n\n");
-            if out.len() + section.len() + block.len() + reserve + 20 > limit {
-                left_out += 1;
-                left_chars += c.diff.len();
-                continue;
-            }
-            section.push_str(&block);
-            shown += 1;
-        }
-        if shown > 0 {
-            section.push_str("</details>\n\n");
-            out.push_str(&section);
-        }
+        diff_section(
+            &mut out,
+            summary,
+            changes.iter().map(|c| c.diff.as_str()),
+            limit,
+            &mut left,
+        );
     }
+    let LeftOut {
+        count: left_out,
+        chars: left_chars,
+    } = left;
     if left_out > 0 {
         let _ = writeln!(
             out,
